@@ -1,0 +1,57 @@
+# One command per task, the same for people and CI.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+PROTOS := $(wildcard proto/codex_gateway/v1/*.proto)
+
+.PHONY: install serve test check gen bench soak fmt clean
+
+install: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_PY): pyproject.toml
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+serve: install
+	$(VENV)/bin/codex-gateway serve
+
+test: install
+	$(PY) -m pytest -q tests
+
+soak: install
+	$(PY) -m pytest -q -m slow tests --timeout=1200
+
+bench: install
+	$(PY) -m bench
+
+gen: $(STAMP_PY)
+	rm -rf gen/codex_gateway
+	mkdir -p gen/codex_gateway/v1
+	$(PY) -m grpc_tools.protoc -Iproto \
+	  --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	touch gen/codex_gateway/__init__.py gen/codex_gateway/v1/__init__.py
+
+fmt: $(STAMP_PY)
+	$(VENV)/bin/ruff format gateway bridge tests bench
+	$(VENV)/bin/ruff check --fix gateway bridge tests bench
+	$(VENV)/bin/buf format -w
+
+check: install
+	$(VENV)/bin/ruff format --check gateway bridge tests bench
+	$(VENV)/bin/ruff check gateway bridge tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf format -d --exit-code
+	$(MAKE) --no-print-directory gen
+	git add -N gen && git diff --exit-code -- gen
+
+clean:
+	rm -rf $(VENV) node_modules gen/codex_gateway/**/__pycache__

@@ -1,0 +1,185 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class RunInput(_message.Message):
+    __slots__ = ("messages", "prompt", "system_prompt", "model", "workspace", "cwd", "session_id", "timeout_ms", "max_duration_ms", "json_mode", "env", "metadata", "persistent", "resume_session_id", "secure", "secure_session", "objective", "nudge_prompt")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    JSON_MODE_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PERSISTENT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
+    SECURE_SESSION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    NUDGE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    prompt: str
+    system_prompt: str
+    model: str
+    workspace: str
+    cwd: str
+    session_id: str
+    timeout_ms: int
+    max_duration_ms: int
+    json_mode: bool
+    env: _containers.ScalarMap[str, str]
+    metadata: _struct_pb2.Struct
+    persistent: bool
+    resume_session_id: str
+    secure: bool
+    secure_session: bool
+    objective: str
+    nudge_prompt: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt: _Optional[str] = ..., system_prompt: _Optional[str] = ..., model: _Optional[str] = ..., workspace: _Optional[str] = ..., cwd: _Optional[str] = ..., session_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., json_mode: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., persistent: _Optional[bool] = ..., resume_session_id: _Optional[str] = ..., secure: _Optional[bool] = ..., secure_session: _Optional[bool] = ..., objective: _Optional[str] = ..., nudge_prompt: _Optional[str] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "total_tokens", "reasoning_output_tokens")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    total_tokens: int
+    reasoning_output_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., reasoning_output_tokens: _Optional[int] = ...) -> None: ...
+
+class RunResult(_message.Message):
+    __slots__ = ("session_id", "gateway_session_id", "codex_session_id", "model", "output", "messages", "usage", "logs_path", "metadata", "run_id", "status", "content", "tool_calls", "events", "session_url", "error", "duration_ms", "attempts")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CODEX_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    LOGS_PATH_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_URL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    gateway_session_id: str
+    codex_session_id: str
+    model: str
+    output: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    usage: Usage
+    logs_path: str
+    metadata: _struct_pb2.Struct
+    run_id: str
+    status: str
+    content: str
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    events: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    session_url: str
+    error: str
+    duration_ms: int
+    attempts: int
+    def __init__(self, session_id: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., model: _Optional[str] = ..., output: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logs_path: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., session_url: _Optional[str] = ..., error: _Optional[str] = ..., duration_ms: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class CompleteRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: RunInput
+    def __init__(self, run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
+
+class CompleteResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: RunResult
+    def __init__(self, result: _Optional[_Union[RunResult, _Mapping]] = ...) -> None: ...
+
+class StreamCompletionRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: RunInput
+    def __init__(self, run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
+
+class RunStarted(_message.Message):
+    __slots__ = ("session_id", "run_id", "model", "logs_path")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOGS_PATH_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run_id: str
+    model: str
+    logs_path: str
+    def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., model: _Optional[str] = ..., logs_path: _Optional[str] = ...) -> None: ...
+
+class StreamCompletionResponse(_message.Message):
+    __slots__ = ("started", "event", "completed")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    started: RunStarted
+    event: _struct_pb2.Struct
+    completed: RunResult
+    def __init__(self, started: _Optional[_Union[RunStarted, _Mapping]] = ..., event: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., completed: _Optional[_Union[RunResult, _Mapping]] = ...) -> None: ...
+
+class PromptSessionRequest(_message.Message):
+    __slots__ = ("session_id", "run")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run: RunInput
+    def __init__(self, session_id: _Optional[str] = ..., run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
+
+class PromptSessionResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: RunResult
+    def __init__(self, result: _Optional[_Union[RunResult, _Mapping]] = ...) -> None: ...
+
+class NudgeSessionRequest(_message.Message):
+    __slots__ = ("session_id", "run")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run: RunInput
+    def __init__(self, session_id: _Optional[str] = ..., run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
+
+class NudgeSessionResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: RunResult
+    def __init__(self, result: _Optional[_Union[RunResult, _Mapping]] = ...) -> None: ...
