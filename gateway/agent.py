@@ -1,0 +1,193 @@
+"""One agent process: spawn codex with an argv list, feed the prompt, read its output, stop it.
+
+The process gets its own process group. Stopping is bounded and escalates: SIGINT to the group
+(the only signal that makes codex kill the commands it started, which run in sessions of their
+own), a grace period, then SIGKILL to the group and to every descendant still alive, so nothing
+is orphaned. `stop` survives the cancellation of its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+
+from gateway.errors import AgentUnavailable
+from gateway.events import LineFramer, OversizedLine
+
+log = logging.getLogger(__name__)
+
+_READ_CHUNK = 65_536
+
+
+class AgentProcess:
+    """Owns one codex (or stand-in) process from spawn to reaping."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        stdin_text: str,
+        max_line_bytes: int,
+        stderr_tail_bytes: int,
+        on_stderr: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self._argv = list(argv)
+        self._env = dict(env)
+        self._cwd = cwd
+        self._stdin = stdin_text.encode()
+        self._framer = LineFramer(max_line_bytes)
+        self._stderr_tail = bytearray()
+        self._stderr_limit = stderr_tail_bytes
+        self._on_stderr = on_stderr
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._stdin_task: asyncio.Task[None] | None = None
+        self.stopped_by_signal = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    def _started(self) -> asyncio.subprocess.Process:
+        if self._proc is None:
+            raise RuntimeError("the agent process has not been started")
+        return self._proc
+
+    async def start(self) -> None:
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._env,
+                cwd=self._cwd,
+                start_new_session=True,
+                limit=_READ_CHUNK,
+            )
+        except FileNotFoundError as exc:
+            raise AgentUnavailable(f"The codex binary was not found: {self._argv[0]}") from exc
+        except PermissionError as exc:
+            raise AgentUnavailable(f"The codex binary is not executable: {self._argv[0]}") from exc
+        except OSError as exc:
+            raise AgentUnavailable(f"Cannot start codex: {exc.strerror}") from exc
+        self._stdin_task = asyncio.create_task(self._write_stdin())
+        self._stderr_task = asyncio.create_task(self._drain_stderr())
+
+    async def _write_stdin(self) -> None:
+        stdin = self._started().stdin
+        if stdin is None:
+            return
+        try:
+            stdin.write(self._stdin)
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent exited without reading its prompt; its exit code tells the story
+        finally:
+            stdin.close()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await stdin.wait_closed()
+
+    async def _drain_stderr(self) -> None:
+        stderr = self._started().stderr
+        while stderr is not None and (chunk := await stderr.read(_READ_CHUNK)):
+            self._stderr_tail += chunk
+            if len(self._stderr_tail) > self._stderr_limit:
+                del self._stderr_tail[: len(self._stderr_tail) - self._stderr_limit]
+            if self._on_stderr is not None:
+                self._on_stderr(chunk)
+
+    async def lines(self) -> AsyncIterator[bytes | OversizedLine]:
+        """stdout as bounded lines, as they arrive, until EOF. Reading never stops early:
+        codex panics when its stdout closes under it."""
+        stdout = self._started().stdout
+        while stdout is not None and (chunk := await stdout.read(_READ_CHUNK)):
+            for line in self._framer.feed(chunk):
+                yield line
+        for line in self._framer.close():
+            yield line
+
+    async def wait(self) -> int:
+        code = await self._started().wait()
+        if self._stderr_task is not None:
+            await self._stderr_task
+        return code
+
+    def stderr_tail(self) -> str:
+        return self._stderr_tail.decode(errors="replace")
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGINT the group, wait `grace_s`, then SIGKILL the group and its descendants."""
+        proc = self._proc
+        if proc is None:
+            return
+        await asyncio.shield(self._stop(proc, grace_s))
+
+    async def _stop(self, proc: asyncio.subprocess.Process, grace_s: float) -> None:
+        found = descendants(proc.pid)
+        if proc.returncode is None:
+            self.stopped_by_signal = True
+            _signal_group(proc.pid, signal.SIGINT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), grace_s)
+        found |= descendants(proc.pid)
+        if proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGKILL)
+        # codex runs commands in sessions of their own: the group kill does not reach them.
+        _signal_group(proc.pid, signal.SIGKILL)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        await proc.wait()
+        for task in (self._stdin_task, self._stderr_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def reap(self) -> None:
+        """After a normal exit: kill anything the agent left running in its process group."""
+        if self._proc is not None:
+            _signal_group(self._proc.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root`, from /proc (empty where /proc is unavailable)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")  # noqa: PTH208  # names only, hot path
+    except OSError:
+        return set()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:  # noqa: PTH123  # hot loop over /proc
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found

@@ -1,0 +1,357 @@
+"""Configuration: one frozen object built from the environment at the entrypoint.
+
+Every variable of the documented tables (and the settled ones of CONTRACT.md) is read here and
+nowhere else. A bad value stops startup with a `ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+JSON_FLAGS = ("--json", "--experimental-json")
+# Gateway secrets: never passed to the agent, whatever CODEX_GATEWAY_CHILD_ENV says.
+SECRET_VARIABLES = frozenset(
+    {
+        "CODEX_GATEWAY_SECURE_TOKEN",
+        "CODEX_GATEWAY_API_TOKEN",
+        "SESSION_WEBHOOK_AUTH_BEARER",
+        "SESSION_WEBHOOK_SECRET",
+        "SESSION_WEBHOOK_HEADERS_JSON",
+    }
+)
+# What codex and the shell it runs need from the gateway's own environment.
+_CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TERM",
+        "CODEX_HOME",
+        "OPENAI_API_KEY",
+        "CODEX_API_KEY",
+        "OPENAI_ORG_ID",
+        "OPENAI_PROJECT_ID",
+        "CODEX_CA_CERTIFICATE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "NO_PROXY",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "CODEX_SANDBOX_NETWORK_DISABLED",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A configuration variable has a value the gateway cannot use."""
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    paths: tuple[Path, ...] = ()
+    pattern: str = "**/*"
+    prompt_file: Path | None = None
+    debounce_ms: int = 750
+    poll_ms: int = 1000
+    force_polling: bool = False
+    skip_initial_scan: bool = True
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str | None = None
+    timeout_ms: int = 5000
+    auth_bearer: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the gateway process needs, with units in the names."""
+
+    bind: str = "127.0.0.1"
+    port: int = 4000
+    grpc_port: int = 50051
+    max_body_bytes: int = 1_048_576
+    max_concurrent: int = 2
+    timeout_ms: int = 120_000
+    max_timeout_ms: int = 1_800_000
+    default_model: str | None = None
+    extra_args: tuple[str, ...] = ()
+    json_flag: str = "--json"
+    log_level: int = 1
+    max_retries: int = 0
+    retry_delay_ms: int = 2000
+    retry_on_empty: bool = False
+    codex_bin: Path = Path("codex")
+    codex_home: Path = Path.home() / ".codex"
+    session_dirs: tuple[Path, ...] = ()
+    secure_session_dir: Path = Path(".codex-gateway-sessions/secure")
+    secure_token: str | None = None
+    api_token: str | None = None
+    default_tail_lines: int = 200
+    max_tail_lines: int = 2000
+    signal_context_chars: int = 160
+    default_workspace: Path = Path()
+    workspace_roots: tuple[Path, ...] = ()
+    sandbox: str = "workspace-write"
+    unsafe_no_sandbox: bool = False
+    system_prompt_file: Path = Path("PROMPT.md")
+    system_prompt_disabled: bool = False
+    # The allow-listed part of the gateway's environment that the agent inherits.
+    child_env: Mapping[str, str] = field(default_factory=dict)
+    stop_grace_ms: int = 3000
+    shutdown_grace_ms: int = 10_000
+    max_line_bytes: int = 1_048_576
+    stderr_tail_bytes: int = 65_536
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    # The raw values of the variables the reference echoes in GET / ("env" block).
+    raw_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def primary_session_dir(self) -> Path:
+        return self.session_dirs[0]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Config:
+        """Build the configuration; raise ConfigError naming the first bad variable."""
+        env = _Env(environ)
+        here = (cwd or Path.cwd()).resolve()
+        codex_home = Path(
+            env.text("CODEX_GATEWAY_CODEX_HOME")
+            or env.text("CODEX_HOME")
+            or str(Path(env.text("HOME") or str(Path.home())) / ".codex")
+        )
+        session_dirs = _dedupe(
+            [here / p for p in env.names("CODEX_GATEWAY_SESSION_DIRS")]
+            + [here / p for p in env.names("CODEX_GATEWAY_SESSION_DIR")]
+        ) or (here / ".codex-gateway-sessions",)
+        secure_dir = here / (
+            env.text("CODEX_GATEWAY_SECURE_SESSION_DIR") or ".codex-gateway-sessions/secure"
+        )
+        default_workspace = _default_workspace(env, here)
+        roots = tuple((here / p).resolve() for p in env.names("CODEX_GATEWAY_WORKSPACE_ROOTS")) or (
+            default_workspace,
+        )
+        sandbox = env.text("CODEX_GATEWAY_SANDBOX") or "workspace-write"
+        if sandbox not in SANDBOX_MODES:
+            raise ConfigError(f"CODEX_GATEWAY_SANDBOX must be one of {', '.join(SANDBOX_MODES)}")
+        json_flag = (env.text("CODEX_GATEWAY_JSON_FLAG") or "--json").strip()
+        if json_flag not in JSON_FLAGS:
+            raise ConfigError(f"CODEX_GATEWAY_JSON_FLAG must be one of {', '.join(JSON_FLAGS)}")
+        try:
+            extra_args = tuple(shlex.split(env.text("CODEX_GATEWAY_EXTRA_ARGS") or ""))
+        except ValueError as exc:
+            raise ConfigError(f"CODEX_GATEWAY_EXTRA_ARGS: {exc}") from exc
+        max_timeout_ms = env.integer("CODEX_GATEWAY_MAX_TIMEOUT_MS", 1_800_000, minimum=1000)
+        return cls(
+            bind=env.text("CODEX_GATEWAY_BIND") or "127.0.0.1",
+            port=env.integer("CODEX_GATEWAY_PORT", 4000, minimum=0, maximum=65535),
+            grpc_port=env.integer("CODEX_GATEWAY_GRPC_PORT", 50051, minimum=0, maximum=65535),
+            max_body_bytes=env.integer("CODEX_GATEWAY_MAX_BODY_BYTES", 1_048_576, minimum=1),
+            max_concurrent=env.integer("CODEX_GATEWAY_MAX_CONCURRENT", 2, minimum=1),
+            timeout_ms=min(
+                env.integer("CODEX_GATEWAY_TIMEOUT_MS", 120_000, minimum=1000), max_timeout_ms
+            ),
+            max_timeout_ms=max_timeout_ms,
+            default_model=_model(env.text("CODEX_GATEWAY_DEFAULT_MODEL")),
+            extra_args=extra_args,
+            json_flag=json_flag,
+            log_level=env.integer("CODEX_GATEWAY_LOG_LEVEL", 1, minimum=0, maximum=3),
+            max_retries=env.integer("CODEX_GATEWAY_MAX_RETRIES", 0, minimum=0, maximum=10),
+            retry_delay_ms=env.integer("CODEX_GATEWAY_RETRY_DELAY_MS", 2000, minimum=0),
+            retry_on_empty=env.flag("CODEX_GATEWAY_RETRY_ON_EMPTY", False),
+            codex_bin=_codex_bin(env, here),
+            codex_home=codex_home,
+            session_dirs=session_dirs,
+            secure_session_dir=secure_dir,
+            secure_token=env.text("CODEX_GATEWAY_SECURE_TOKEN"),
+            api_token=env.text("CODEX_GATEWAY_API_TOKEN"),
+            default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES", 200, minimum=1),
+            max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES", 2000, minimum=1),
+            signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT", 160, minimum=0),
+            default_workspace=default_workspace,
+            workspace_roots=roots,
+            sandbox=sandbox,
+            unsafe_no_sandbox=env.flag("CODEX_UNSAFE_ALLOW_NO_SANDBOX", False),
+            system_prompt_file=here / (env.text("CODEX_SYSTEM_PROMPT_FILE") or "PROMPT.md"),
+            system_prompt_disabled=env.flag("CODEX_DISABLE_DEFAULT_PROMPT", False),
+            child_env=_child_env(environ, env.names("CODEX_GATEWAY_CHILD_ENV")),
+            stop_grace_ms=env.integer("CODEX_GATEWAY_STOP_GRACE_MS", 3000, minimum=0),
+            shutdown_grace_ms=env.integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS", 10_000, minimum=0),
+            max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES", 1_048_576, minimum=1024),
+            watcher=_watcher(env, here),
+            webhook=_webhook(env),
+            raw_env={
+                name: environ.get(name, "")
+                for name in (
+                    "CODEX_GATEWAY_SESSION_DIRS",
+                    "CODEX_GATEWAY_SECURE_SESSION_DIR",
+                    "CODEX_GATEWAY_EXTRA_ARGS",
+                    "CODEX_SANDBOX_NETWORK_DISABLED",
+                    "CODEX_SYSTEM_PROMPT_FILE",
+                    "CODEX_DISABLE_DEFAULT_PROMPT",
+                )
+            },
+        )
+
+
+class _Env:
+    """Typed reads of environment variables; an empty value means unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def names(self, name: str, separators: str = ",") -> list[str]:
+        raw = self.text(name) or ""
+        parts = re.split(f"[{re.escape(separators)}]", raw)
+        return [part.strip() for part in parts if part.strip()]
+
+    def integer(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"[+-]?\d+", raw):
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+        value = int(raw)
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be a boolean (true/false/1/0), got {raw!r}")
+
+
+def _dedupe(paths: list[Path]) -> tuple[Path, ...]:
+    seen: dict[Path, None] = {}
+    for path in paths:
+        seen.setdefault(path.resolve(), None)
+    return tuple(seen)
+
+
+def _model(raw: str | None) -> str | None:
+    if raw is not None and not MODEL_NAME.fullmatch(raw):
+        raise ConfigError(f"CODEX_GATEWAY_DEFAULT_MODEL is not a valid model name: {raw!r}")
+    return raw
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
+
+
+def _default_workspace(env: _Env, here: Path) -> Path:
+    raw = env.text("CODEX_GATEWAY_DEFAULT_WORKSPACE")
+    if raw is None:
+        documented = Path("/workspace")
+        return documented if documented.is_dir() else here
+    path = (here / raw).resolve()
+    if not path.is_dir():
+        raise ConfigError(f"CODEX_GATEWAY_DEFAULT_WORKSPACE is not a directory: {raw}")
+    return path
+
+
+def _codex_bin(env: _Env, here: Path) -> Path:
+    """The codex executable: configured, else the project's npm install, else PATH.
+
+    The native binary behind the npm shim is preferred: it starts faster and saves the ~44 MiB
+    node process that the shim keeps resident.
+    """
+    raw = env.text("CODEX_GATEWAY_CODEX_BIN")
+    if raw is not None:
+        return (here / raw) if "/" in raw else Path(shutil.which(raw) or raw)
+    project = Path(__file__).resolve().parents[1] / "node_modules"
+    native = sorted(project.glob("@openai/codex-linux-*/vendor/*/bin/codex"))
+    for candidate in [*native, project / ".bin" / "codex"]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return Path(shutil.which("codex") or "codex")
+
+
+def _child_env(environ: Mapping[str, str], extra_names: list[str]) -> dict[str, str]:
+    leaked = sorted(SECRET_VARIABLES.intersection(extra_names))
+    if leaked:
+        raise ConfigError(f"CODEX_GATEWAY_CHILD_ENV must not name gateway secrets: {leaked}")
+    for name in extra_names:
+        if not ENV_NAME.fullmatch(name):
+            raise ConfigError(f"CODEX_GATEWAY_CHILD_ENV has an invalid name: {name!r}")
+    allowed = _CHILD_ENV_NAMES.union(extra_names)
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in allowed or (name.startswith("LC_") and ENV_NAME.fullmatch(name))
+    }
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _watcher(env: _Env, here: Path) -> WatcherConfig:
+    prompt_file = env.text("CODEX_GATEWAY_WATCH_PROMPT_FILE")
+    return WatcherConfig(
+        paths=tuple(here / p for p in env.names("CODEX_GATEWAY_WATCH_PATHS", ",;")),
+        pattern=env.text("CODEX_GATEWAY_WATCH_PATTERN") or "**/*",
+        prompt_file=(here / prompt_file) if prompt_file else None,
+        debounce_ms=env.integer("CODEX_GATEWAY_WATCH_DEBOUNCE_MS", 750, minimum=0),
+        poll_ms=env.integer("CODEX_GATEWAY_WATCH_POLL_MS", 1000, minimum=10),
+        force_polling=env.flag("CODEX_GATEWAY_WATCH_USE_WATCHDOG", False),
+        skip_initial_scan=env.flag("CODEX_GATEWAY_WATCH_SKIP_INITIAL_SCAN", True),
+    )
+
+
+def _webhook(env: _Env) -> WebhookConfig:
+    raw_headers = env.text("SESSION_WEBHOOK_HEADERS_JSON")
+    headers: dict[str, str] = {}
+    if raw_headers is not None:
+        try:
+            parsed = json.loads(raw_headers)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"SESSION_WEBHOOK_HEADERS_JSON is not valid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigError("SESSION_WEBHOOK_HEADERS_JSON must be a JSON object")
+        headers = {str(k): str(v) for k, v in parsed.items() if v is not None}
+    url = env.text("SESSION_WEBHOOK_URL")
+    if url is not None and not re.match(r"https?://", url):
+        raise ConfigError("SESSION_WEBHOOK_URL must be an http:// or https:// URL")
+    return WebhookConfig(
+        url=url,
+        timeout_ms=env.integer("SESSION_WEBHOOK_TIMEOUT_MS", 5000, minimum=1),
+        auth_bearer=env.text("SESSION_WEBHOOK_AUTH_BEARER"),
+        headers=headers,
+        secret=env.text("SESSION_WEBHOOK_SECRET"),
+    )

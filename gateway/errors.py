@@ -1,0 +1,161 @@
+"""The gateway's domain errors, each carrying the gRPC status it is reported with.
+
+    GatewayError
+    ├── InvalidRequest           INVALID_ARGUMENT   400
+    ├── Unauthenticated          UNAUTHENTICATED    401
+    ├── SecureAccessDenied       PERMISSION_DENIED  403
+    ├── NotFound                 NOT_FOUND          404
+    │   ├── SessionNotFound
+    │   └── TriggerNotFound
+    ├── Conflict                 ABORTED            409
+    │   └── SessionBusy
+    ├── ConcurrencyLimitReached  RESOURCE_EXHAUSTED 429
+    ├── RunTimedOut              DEADLINE_EXCEEDED  408
+    ├── RunCancelled             CANCELLED          499
+    ├── AgentFailed              INTERNAL           500
+    ├── StorageFailed            INTERNAL           500
+    └── Unavailable              UNAVAILABLE        503
+        ├── AgentUnavailable     (the codex binary is missing or not executable)
+        └── ShuttingDown
+
+Domain code raises these; only the servicer boundary turns them into a gRPC status.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+
+class GatewayError(Exception):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    reason: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> dict[str, str]:
+        """Extra facts for the error body (google.rpc.ErrorInfo metadata)."""
+        return {}
+
+
+class InvalidRequest(GatewayError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def details(self) -> dict[str, str]:
+        return {"field": self.field} if self.field else {}
+
+
+class Unauthenticated(GatewayError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class SecureAccessDenied(GatewayError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "SECURE_TOKEN_REQUIRED"
+
+
+class NotFound(GatewayError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class SessionNotFound(NotFound):
+    reason = "SESSION_NOT_FOUND"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"Session '{session_id}' not found")
+
+
+class TriggerNotFound(NotFound):
+    reason = "TRIGGER_NOT_FOUND"
+
+    def __init__(self, trigger_id: str) -> None:
+        super().__init__(f"Trigger '{trigger_id}' not found")
+
+
+class Conflict(GatewayError):
+    code = grpc.StatusCode.ABORTED
+    reason = "CONFLICT"
+
+
+class SessionBusy(Conflict):
+    reason = "SESSION_BUSY"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"Session '{session_id}' is already running a run")
+
+
+class ConcurrencyLimitReached(GatewayError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "CONCURRENCY_LIMIT"
+
+    def __init__(self, active: int, maximum: int, retry_after_s: int = 5) -> None:
+        super().__init__("Too many concurrent requests")
+        self.active = active
+        self.maximum = maximum
+        self.retry_after_s = retry_after_s
+
+    def details(self) -> dict[str, str]:
+        return {
+            "retry_after": str(self.retry_after_s),
+            "active": str(self.active),
+            "max": str(self.maximum),
+        }
+
+
+class RunTimedOut(GatewayError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "RUN_TIMED_OUT"
+
+    def __init__(self, timeout_ms: int) -> None:
+        super().__init__(f"Codex run timed out after {timeout_ms}ms")
+        self.timeout_ms = timeout_ms
+
+    def details(self) -> dict[str, str]:
+        return {"timeout_ms": str(self.timeout_ms)}
+
+
+class RunCancelled(GatewayError):
+    code = grpc.StatusCode.CANCELLED
+    reason = "RUN_CANCELLED"
+
+
+class AgentFailed(GatewayError):
+    reason = "AGENT_FAILED"
+
+    def __init__(self, message: str, *, exit_code: int | None, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+    def details(self) -> dict[str, str]:
+        return {} if self.exit_code is None else {"exit_code": str(self.exit_code)}
+
+
+class StorageFailed(GatewayError):
+    reason = "STORAGE_FAILED"
+
+
+class Unavailable(GatewayError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class AgentUnavailable(Unavailable):
+    reason = "AGENT_UNAVAILABLE"
+
+
+class ShuttingDown(Unavailable):
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("The gateway is shutting down")

@@ -1,0 +1,564 @@
+"""Runs: validate a run request, hold a slot and the session, drive codex, record the result.
+
+Every run source (completion, prompt, nudge, trigger, watcher) goes through `Runner.run`. A run
+belongs to the runner, not to the request that asked for it: it survives its client going away
+and is stopped only by its deadline, by `cancel`, or by shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_exponential
+
+from gateway.agent import AgentProcess
+from gateway.childenv import check_request_env, child_environment
+from gateway.concurrency import RunSlots
+from gateway.config import MODEL_NAME, Config
+from gateway.errors import (
+    AgentFailed,
+    GatewayError,
+    InvalidRequest,
+    RunCancelled,
+    RunTimedOut,
+    SecureAccessDenied,
+    SessionBusy,
+    ShuttingDown,
+    StorageFailed,
+)
+from gateway.events import JsonObject, OversizedLine, RunOutcome, Usage, parse_line
+from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
+from gateway.sessions import PREVIEW_CHARS, RunLog, Session, SessionStore, now_iso
+from gateway.workspace import resolve_workspace
+
+log = logging.getLogger(__name__)
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+MIN_TIMEOUT_MS = 1000
+MAX_MESSAGES = 10_000
+EventSink = Callable[[JsonObject], None]
+
+
+@dataclass
+class RunRequest:
+    """A run as asked for, before validation (the wire formats map onto this)."""
+
+    source: str
+    messages: list[Message] = field(default_factory=list)
+    prompt: str | None = None
+    system_prompt: str = ""
+    model: str | None = None
+    workspace: str | None = None
+    session_id: str | None = None
+    timeout_ms: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
+    resume_session_id: str | None = None
+    secure: bool = False
+    objective: str | None = None
+    nudge_prompt: str | None = None
+    secure_tokens: Sequence[str] = ()
+
+
+@dataclass
+class RunResult:
+    session: Session
+    run_id: str
+    status: str
+    model: str | None
+    output: str
+    messages: list[Message]
+    usage: Usage
+    events: list[JsonObject]
+    tool_calls: list[JsonObject]
+    metadata: dict[str, Any]
+    duration_ms: int
+    attempts: int
+    error: str | None = None
+
+
+@dataclass
+class _Prepared:
+    messages: list[Message]
+    prompt_text: str
+    model: str | None
+    workspace: Path
+    timeout_ms: int
+    env: dict[str, str]
+
+
+@dataclass
+class _ActiveRun:
+    run_id: str
+    task: asyncio.Task[Any]
+    stop_reason: str | None = None  # "cancelled" | "interrupted" once someone asked it to stop
+
+
+class _EmptyOutput(Exception):
+    """An attempt produced nothing and CODEX_GATEWAY_RETRY_ON_EMPTY asks for another."""
+
+
+class Runner:
+    def __init__(
+        self,
+        config: Config,
+        store: SessionStore,
+        slots: RunSlots,
+        system_prompt: GlobalSystemPrompt,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._slots = slots
+        self._system_prompt = system_prompt
+        self._active: dict[str, _ActiveRun] = {}
+        self._tasks: set[asyncio.Task[RunResult]] = set()
+        self._closing = False
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def run(
+        self,
+        request: RunRequest,
+        *,
+        wait_for_slot: bool = False,
+        on_event: EventSink | None = None,
+        on_started: Callable[[Session, str], None] | None = None,
+    ) -> RunResult:
+        """Validate, then run in a task of the runner's own; the caller may leave early."""
+        if self._closing:
+            raise ShuttingDown
+        prepared = self._prepare(request)
+        session = self._target_session(request)
+        task = asyncio.create_task(
+            self._run(request, prepared, session, wait_for_slot, on_event, on_started)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    def check_secure_access(self, session: Session, tokens: Sequence[str]) -> None:
+        if session.secure and not self._token_ok(tokens):
+            raise SecureAccessDenied("Secure session requires a valid token")
+
+    def _token_ok(self, tokens: Sequence[str]) -> bool:
+        expected = self._config.secure_token
+        if expected is None:
+            return False
+        wanted = expected.encode()
+        # Compare every offered token, in constant time each, whatever the first gave.
+        results = [hmac.compare_digest(token.encode(), wanted) for token in tokens]
+        return any(results)
+
+    def _prepare(self, request: RunRequest) -> _Prepared:
+        messages = request.messages
+        if not messages and request.prompt is not None and request.prompt.strip():
+            messages = [Message("user", request.prompt)]
+        if not messages:
+            raise InvalidRequest("messages or prompt is required", field="messages")
+        if len(messages) > MAX_MESSAGES:
+            raise InvalidRequest(f"at most {MAX_MESSAGES} messages", field="messages")
+        model = request.model.strip() if request.model and request.model.strip() else None
+        if model is not None and not MODEL_NAME.fullmatch(model):
+            raise InvalidRequest(f"model is not a valid model name: {model!r}", field="model")
+        timeout_ms = self._config.timeout_ms if request.timeout_ms is None else request.timeout_ms
+        timeout_ms = min(max(timeout_ms, MIN_TIMEOUT_MS), self._config.max_timeout_ms)
+        if request.resume_session_id is not None and not _UUID.fullmatch(
+            request.resume_session_id.strip()
+        ):
+            raise InvalidRequest(
+                "resume_session_id must be a codex thread id (a UUID)", field="resume_session_id"
+            )
+        workspace = resolve_workspace(
+            request.workspace,
+            default=self._config.default_workspace,
+            roots=self._config.workspace_roots,
+        )
+        env = check_request_env(request.env)
+        system_prompt = self._system_prompt.combine(request.system_prompt)
+        return _Prepared(
+            messages=messages,
+            prompt_text=build_prompt(system_prompt, messages),
+            model=model,
+            workspace=workspace,
+            timeout_ms=timeout_ms,
+            env=env,
+        )
+
+    def _target_session(self, request: RunRequest) -> Session | None:
+        if request.secure and self._config.secure_token is None:
+            raise InvalidRequest(
+                "secure sessions need CODEX_GATEWAY_SECURE_TOKEN to be configured", field="secure"
+            )
+        session = None
+        if request.session_id is not None and request.session_id.strip():
+            session = self._store.resolve(request.session_id)
+            if request.secure and not session.secure:
+                raise InvalidRequest(
+                    "an existing session cannot be made secure; start a new one", field="secure"
+                )
+            self.check_secure_access(session, request.secure_tokens)
+            if session.busy:
+                raise SessionBusy(session.id)
+        elif request.secure and not self._token_ok(request.secure_tokens):
+            raise SecureAccessDenied("Secure session requires a valid token")
+        return session
+
+    async def _run(
+        self,
+        request: RunRequest,
+        prepared: _Prepared,
+        session: Session | None,
+        wait_for_slot: bool,
+        on_event: EventSink | None,
+        on_started: Callable[[Session, str], None] | None,
+    ) -> RunResult:
+        async with self._slots.slot(wait=wait_for_slot):
+            if self._closing:
+                raise ShuttingDown
+            if session is None:
+                session = self._store.create(
+                    secure=request.secure,
+                    fields={
+                        "metadata": request.metadata or {},
+                        "workspace": str(prepared.workspace),
+                    },
+                )
+            async with self._store.exclusive(session):
+                return await self._run_in_session(request, prepared, session, on_event, on_started)
+
+    async def _run_in_session(
+        self,
+        request: RunRequest,
+        prepared: _Prepared,
+        session: Session,
+        on_event: EventSink | None,
+        on_started: Callable[[Session, str], None] | None,
+    ) -> RunResult:
+        run_id = str(uuid.uuid4())
+        model = prepared.model or _str(session.meta.get("model")) or self._config.default_model
+        resume_thread = session.codex_session_id or (
+            request.resume_session_id.strip() if request.resume_session_id else None
+        )
+        record = self._begin(session, request, prepared, run_id, model, resume_thread)
+        current = asyncio.current_task()
+        if current is None:
+            raise RuntimeError("runs execute inside the runner's task")
+        active = _ActiveRun(run_id, current)
+        # Usage is cumulative per codex thread: this run's share is the difference.
+        usage_before = (
+            Usage.from_event(session.meta.get("thread_usage")) if resume_thread else Usage()
+        )
+        self._active[session.id] = active
+        started = time.monotonic()
+        try:
+            run_log = RunLog(session, run_id)
+        except OSError as exc:
+            self._active.pop(session.id, None)
+            self._finish(session, record, "error", started, error=str(exc))
+            raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
+        run_log.start()
+        if on_started is not None:
+            on_started(session, run_id)
+        outcome = RunOutcome()
+        attempts = 0
+        status, error_message = "error", None
+        try:
+            outcome, attempts = await self._attempts(
+                session, prepared, model, resume_thread, run_log, on_event
+            )
+            status = "completed"
+        except asyncio.CancelledError:
+            if active.stop_reason is None:
+                raise
+            current.uncancel()
+            status = active.stop_reason
+            error_message = (
+                "run cancelled" if status == "cancelled" else "gateway shut down during the run"
+            )
+            raise RunCancelled(f"Run {run_id} was {status}") from None
+        except RunTimedOut as exc:
+            status, error_message = "timeout", exc.message
+            raise
+        except GatewayError as exc:
+            status, error_message = "error", exc.message
+            raise
+        finally:
+            self._active.pop(session.id, None)
+            run_log.end(status)
+            run_log.close()
+            self._finish(
+                session,
+                record,
+                status,
+                started,
+                error=error_message,
+                outcome=outcome if status == "completed" else None,
+                usage_before=usage_before,
+                attempts=attempts,
+            )
+        usage = outcome.usage.minus(usage_before) if outcome.usage else Usage()
+        return RunResult(
+            session=session,
+            run_id=run_id,
+            status=status,
+            model=model,
+            output=outcome.output,
+            messages=[*prepared.messages, Message("assistant", outcome.output)],
+            usage=usage,
+            events=outcome.events,
+            tool_calls=outcome.tool_calls,
+            metadata=request.metadata
+            if request.metadata is not None
+            else dict(session.meta.get("metadata") or {}),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            attempts=attempts,
+        )
+
+    def _begin(
+        self,
+        session: Session,
+        request: RunRequest,
+        prepared: _Prepared,
+        run_id: str,
+        model: str | None,
+        resume_thread: str | None,
+    ) -> dict[str, Any]:
+        meta = session.meta
+        record: dict[str, Any] = {
+            "run_id": run_id,
+            "status": "running",
+            "started_at": now_iso(),
+            "prompt_preview": prepared.prompt_text[:PREVIEW_CHARS],
+            "timeout_ms": prepared.timeout_ms,
+            "resume_session_id": resume_thread,
+            "model": model,
+            "source": request.source,
+            "metadata": request.metadata or {},
+        }
+        meta.setdefault("runs", []).append(record)
+        meta["status"] = "running"
+        meta["model"] = model
+        meta["execution_timeout_ms"] = prepared.timeout_ms
+        meta["last_activity_at"] = record["started_at"]
+        meta["last_input"] = {
+            "messages": [{"role": m.role, "content": m.content} for m in prepared.messages],
+            "system_prompt": request.system_prompt,
+        }
+        if request.objective and not meta.get("objective"):
+            meta["objective"] = request.objective.strip()
+        if request.nudge_prompt and request.nudge_prompt.strip():
+            meta["nudge_prompt"] = request.nudge_prompt.strip()
+        self._store.save(session)
+        return record
+
+    def _finish(
+        self,
+        session: Session,
+        record: dict[str, Any],
+        status: str,
+        started: float,
+        *,
+        error: str | None = None,
+        outcome: RunOutcome | None = None,
+        usage_before: Usage | None = None,
+        attempts: int = 0,
+    ) -> None:
+        stamp = now_iso()
+        record.update(
+            status=status,
+            completed_at=stamp,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            attempts=attempts,
+        )
+        record.pop("agent_pid", None)
+        if error is not None:
+            record["error"] = error[:2000]
+        if outcome is not None:
+            record["content_preview"] = outcome.output[:PREVIEW_CHARS]
+            if outcome.usage is not None:
+                record["usage"] = outcome.usage.minus(usage_before or Usage()).as_dict()
+                session.meta["thread_usage"] = outcome.usage.as_dict()
+        session.meta["status"] = status
+        session.meta["last_activity_at"] = stamp
+        try:
+            self._store.save(session)
+        except StorageFailed:
+            log.exception("could not record the end of run %s", record["run_id"])
+
+    async def _attempts(
+        self,
+        session: Session,
+        prepared: _Prepared,
+        model: str | None,
+        resume_thread: str | None,
+        run_log: RunLog,
+        on_event: EventSink | None,
+    ) -> tuple[RunOutcome, int]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + prepared.timeout_ms / 1000
+
+        class _BudgetSpent(stop_base):
+            def __call__(self, state: RetryCallState) -> bool:
+                return loop.time() + (state.upcoming_sleep or 0) + 1.0 >= deadline
+
+        delay_s = self._config.retry_delay_ms / 1000
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._config.max_retries + 1) | _BudgetSpent(),
+            wait=wait_exponential(multiplier=delay_s, min=delay_s, max=max(delay_s, 30.0)),
+            retry=retry_if_exception_type((AgentFailed, _EmptyOutput)),
+            reraise=True,
+        )
+        outcome = RunOutcome()
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                outcome = await self._attempt(
+                    session, prepared, model, resume_thread, run_log, on_event, deadline
+                )
+                if (
+                    self._config.retry_on_empty
+                    and outcome.is_empty
+                    and number <= self._config.max_retries
+                ):
+                    raise _EmptyOutput
+        return outcome, retrying.statistics.get("attempt_number", 1)
+
+    async def _attempt(
+        self,
+        session: Session,
+        prepared: _Prepared,
+        model: str | None,
+        resume_thread: str | None,
+        run_log: RunLog,
+        on_event: EventSink | None,
+        deadline: float,
+    ) -> RunOutcome:
+        agent = AgentProcess(
+            self._argv(prepared, model, resume_thread),
+            env=child_environment(self._config.child_env, prepared.env),
+            cwd=prepared.workspace,
+            stdin_text=prepared.prompt_text,
+            max_line_bytes=self._config.max_line_bytes,
+            stderr_tail_bytes=self._config.stderr_tail_bytes,
+            on_stderr=run_log.stderr,
+        )
+        await agent.start()
+        session.meta["runs"][-1]["agent_pid"] = agent.pid
+        outcome = RunOutcome()
+        grace_s = self._config.stop_grace_ms / 1000
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for line in agent.lines():
+                    event = self._take_line(line, run_log)
+                    if event is None:
+                        continue
+                    outcome.observe(event)
+                    if event["type"] == "thread.started":
+                        self._learn_thread(session, outcome.thread_id)
+                    if on_event is not None:
+                        on_event(event)
+                code = await agent.wait()
+        except TimeoutError:
+            await agent.stop(grace_s)
+            raise RunTimedOut(prepared.timeout_ms) from None
+        finally:
+            if agent.returncode is None:
+                await agent.stop(grace_s)
+            run_log.flush()
+        agent.reap()
+        failure = outcome.failure_message()
+        if code != 0 or failure:
+            raise AgentFailed(
+                failure or _last_line(agent.stderr_tail()) or f"codex exited with code {code}",
+                exit_code=code,
+                stderr_tail=agent.stderr_tail(),
+            )
+        if resume_thread and outcome.thread_id and outcome.thread_id != resume_thread:
+            raise AgentFailed(
+                f"codex started thread {outcome.thread_id} instead of resuming {resume_thread}",
+                exit_code=code,
+            )
+        return outcome
+
+    def _take_line(self, line: bytes | OversizedLine, run_log: RunLog) -> JsonObject | None:
+        if isinstance(line, OversizedLine):
+            run_log.stdout_line(line.text)
+            return None
+        run_log.stdout_line(line.decode(errors="replace"))
+        event = parse_line(line)
+        if event is not None:
+            run_log.event(event)
+        return event
+
+    def _learn_thread(self, session: Session, thread_id: str | None) -> None:
+        if thread_id and session.meta.get("codex_session_id") != thread_id:
+            session.meta["codex_session_id"] = thread_id
+            with contextlib.suppress(StorageFailed):
+                self._store.save(session)
+
+    def _argv(self, prepared: _Prepared, model: str | None, resume_thread: str | None) -> list[str]:
+        config = self._config
+        argv = [str(config.codex_bin), "exec", config.json_flag, "--color", "never"]
+        argv.append("--skip-git-repo-check")
+        if config.unsafe_no_sandbox:
+            argv.append("--dangerously-bypass-approvals-and-sandbox")
+        else:
+            argv += ["--sandbox", config.sandbox]
+        argv += ["--cd", str(prepared.workspace)]
+        if model:
+            argv += ["--model", model]
+        argv += config.extra_args
+        if resume_thread:
+            argv += ["resume", resume_thread]
+        argv.append("-")
+        return argv
+
+    def cancel(self, session: Session) -> str | None:
+        """Ask the session's running run to stop; its id, or None when nothing runs."""
+        active = self._active.get(session.id)
+        if active is None:
+            return None
+        active.stop_reason = active.stop_reason or "cancelled"
+        active.task.cancel()
+        return active.run_id
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Refuse new runs, give running ones `grace_s`, then stop them as interrupted."""
+        self._closing = True
+        tasks = set(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for active in list(self._active.values()):
+                active.stop_reason = active.stop_reason or "interrupted"
+                active.task.cancel()
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(tasks)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _last_line(text: str) -> str | None:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith("Reading additional input")]
+    return meaningful[-1][:2000] if meaningful else None

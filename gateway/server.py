@@ -1,0 +1,222 @@
+"""Assembling and serving the gateway: the gRPC server (with health, reflection and the API-token
+check) and, for `serve`, the REST bridge beside it, all in one TaskGroup until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.concurrency import RunSlots
+from gateway.config import Config
+from gateway.prompt import GlobalSystemPrompt
+from gateway.runs import Runner
+from gateway.service import GatewayServicer
+from gateway.sessions import SessionStore
+from gateway.status import StatusReporter
+
+log = logging.getLogger(__name__)
+# grpc_health re-exports its asyncio servicer as `health.aio`, which mypy cannot see.
+AioHealthServicer = health.aio.HealthServicer  # type: ignore[attr-defined]
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+# Methods that answer without the API token: liveness probes.
+_OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Health", "/grpc.health.v1.Health/Check"})
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Gateway:
+    """The gateway's parts, wired together; nothing here has started yet."""
+
+    config: Config
+    store: SessionStore
+    slots: RunSlots
+    runner: Runner
+    reporter: StatusReporter
+
+    @classmethod
+    def build(cls, config: Config) -> Gateway:
+        store = SessionStore(config.session_dirs, config.secure_session_dir)
+        slots = RunSlots(config.max_concurrent)
+        system_prompt = GlobalSystemPrompt.load(
+            config.system_prompt_file, disabled=config.system_prompt_disabled
+        )
+        runner = Runner(config, store, slots, system_prompt)
+        return cls(
+            config, store, slots, runner, StatusReporter(config, slots, runner, system_prompt)
+        )
+
+
+class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in the stubs only
+    """Every method but the liveness probes needs `authorization: Bearer <token>`."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None or details.method in _OPEN_METHODS:
+            return handler
+        offered = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(str(offered).encode(), self._expected):
+            return handler
+        return _denied(handler)
+
+
+def _denied(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    message = "Missing or invalid API token (Authorization: Bearer <token>)"
+
+    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def deny_stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover  # makes this an async generator
+
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(deny_stream, **codecs)
+    return grpc.unary_unary_rpc_method_handler(deny, **codecs)
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    port: int
+    health: Any  # an AioHealthServicer
+
+
+async def start_grpc(gateway: Gateway, host: str, port: int) -> GrpcServer:
+    """Start the gRPC server on host:port (0 picks a free port)."""
+    config = gateway.config
+    interceptors = [ApiTokenInterceptor(config.api_token)] if config.api_token else []
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            # Bounded as the REST body is, with room for the framing of a full-size body.
+            ("grpc.max_receive_message_length", config.max_body_bytes + 65_536),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(  # type: ignore[no-untyped-call]  # generated
+        GatewayServicer(gateway.runner, gateway.store, gateway.reporter), server
+    )
+    health_servicer = AioHealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{_host(host)}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return GrpcServer(server, bound, health_servicer)
+
+
+async def drain(gateway: Gateway, grpc_server: GrpcServer) -> None:
+    """Stop answering health and taking runs; give running ones their grace, then stop them."""
+    await grpc_server.health.enter_graceful_shutdown()
+    await gateway.runner.shutdown(gateway.config.shutdown_grace_ms / 1000)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def warn_if_exposed(config: Config) -> None:
+    with contextlib.suppress(ValueError):
+        if not ipaddress.ip_address(config.bind).is_loopback and not config.api_token:
+            log.warning(
+                "!!! CODEX_GATEWAY_BIND=%s exposes an agent that runs shell commands to the "
+                "network WITHOUT authentication. Set CODEX_GATEWAY_API_TOKEN. !!!",
+                config.bind,
+            )
+
+
+async def serve(
+    config: Config,
+    *,
+    with_bridge: bool = True,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[int, int | None], None] | None = None,
+) -> None:
+    """Run until `stop` is set or SIGTERM/SIGINT arrives. `ready(grpc_port, rest_port)`."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    warn_if_exposed(config)
+    gateway = Gateway.build(config)
+    gateway.store.load()
+    if not config.codex_bin.exists():
+        log.warning("codex binary not found at %s: runs will answer 503", config.codex_bin)
+    grpc_server = await start_grpc(gateway, config.bind, config.grpc_port)
+    log.info("gRPC listening on %s:%d", config.bind, grpc_server.port)
+    bridge_stop = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as group:
+            if with_bridge:
+                from bridge.app import serve_bridge
+
+                rest_port: asyncio.Future[int] = loop.create_future()
+                group.create_task(
+                    serve_bridge(
+                        f"127.0.0.1:{grpc_server.port}"
+                        if config.bind in ("0.0.0.0", "::", "127.0.0.1")  # noqa: S104  # a comparison
+                        else f"{_host(config.bind)}:{grpc_server.port}",
+                        config.bind,
+                        config.port,
+                        max_body_bytes=config.max_body_bytes,
+                        shutdown=bridge_stop,
+                        ready=rest_port.set_result,
+                    )
+                )
+                port = await _first(rest_port, stop)
+                if port is not None:
+                    log.info("REST listening on %s:%d", config.bind, port)
+                    if ready is not None:
+                        ready(grpc_server.port, port)
+            elif ready is not None:
+                ready(grpc_server.port, None)
+            await stop.wait()
+            log.info("shutting down: runs get %d ms", config.shutdown_grace_ms)
+            await drain(gateway, grpc_server)
+            bridge_stop.set()  # after the runs: their REST callers still get their answers
+    finally:
+        await grpc_server.server.stop(grace=1.0)
+
+
+async def _first(port: asyncio.Future[int], stop: asyncio.Event) -> int | None:
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    pending: set[asyncio.Future[Any]] = {port, waiter}
+    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    return port.result() if port in done else None

@@ -1,0 +1,210 @@
+"""The session store: the reference's on-disk layout, atomic meta writes, an in-memory index.
+
+    <root>/session-<id>/meta.json     rewritten atomically (temp file + rename)
+                        stdout.log    codex stdout with RUN START/END markers
+                        stderr.log    codex stderr
+                        events.jsonl  one parsed event per line, each with its run_id
+
+New sessions go to the primary root (secure ones to the secure root). Every configured root is
+read at startup; a session whose meta cannot be read is kept in the index as unreadable and never
+touched on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+EVENTS = "events.jsonl"
+PREVIEW_CHARS = 400
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Session:
+    """One session directory and its meta, with the lock that makes runs one at a time."""
+
+    id: str
+    dir: Path
+    meta: dict[str, Any]
+    secure: bool
+    error: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def codex_session_id(self) -> str | None:
+        value = self.meta.get("codex_session_id")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def busy(self) -> bool:
+        return self.lock.locked()
+
+
+class SessionStore:
+    def __init__(self, roots: Sequence[Path], secure_root: Path) -> None:
+        self._roots = list(roots)
+        self._secure_root = secure_root
+        self._sessions: dict[str, Session] = {}
+        self._by_thread: dict[str, str] = {}
+
+    @property
+    def roots(self) -> list[Path]:
+        return [*self._roots, self._secure_root]
+
+    def load(self) -> None:
+        """Create the roots and index every session found in them (first directory wins)."""
+        for root in self.roots:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning("session root %s cannot be created: %s", root, exc.strerror)
+                continue
+            for directory in sorted(root.glob("session-*")):
+                session_id = directory.name.removeprefix("session-")
+                if session_id in self._sessions or not directory.is_dir():
+                    continue
+                self._index(self._read(directory, secure=root == self._secure_root))
+
+    def _read(self, directory: Path, *, secure: bool) -> Session:
+        session_id = directory.name.removeprefix("session-")
+        try:
+            meta = json.loads((directory / META).read_text(encoding="utf-8"))
+            if not isinstance(meta, dict) or not isinstance(meta.get("session_id"), str):
+                raise ValueError("meta.json has no session_id")
+        except (OSError, ValueError) as exc:
+            log.warning("session %s is unreadable and left alone: %s", directory, exc)
+            return Session(session_id, directory, {}, secure, error=f"unreadable: {exc}")
+        return Session(session_id, directory, meta, secure or bool(meta.get("secure")))
+
+    def _index(self, session: Session) -> None:
+        self._sessions[session.id] = session
+        if session.codex_session_id:
+            self._by_thread[session.codex_session_id] = session.id
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def resolve(self, session_id: str) -> Session:
+        """A session by gateway id or codex thread id."""
+        key = session_id.strip()
+        found = self._sessions.get(key) or self._sessions.get(self._by_thread.get(key, ""))
+        if found is None or found.error is not None:
+            raise SessionNotFound(session_id)
+        return found
+
+    def create(self, *, secure: bool, fields: dict[str, Any]) -> Session:
+        session_id = str(uuid.uuid4())
+        root = self._secure_root if secure else self._roots[0]
+        directory = root / f"session-{session_id}"
+        stamp = now_iso()
+        meta: dict[str, Any] = {
+            "session_id": session_id,
+            "codex_session_id": None,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "last_activity_at": stamp,
+            "status": "idle",
+            "model": None,
+            "objective": "",
+            "nudge_prompt": "",
+            "nudge_interval_ms": None,
+            "worker_state": "stopped",
+            "worker_pid": None,
+            "execution_timeout_ms": None,
+            "idle_timeout_ms": None,
+            "runs": [],
+            "secure": secure,
+            "metadata": {},
+            **fields,
+        }
+        try:
+            directory.mkdir(parents=True)
+            for name in (STDOUT, STDERR, EVENTS):
+                (directory / name).touch()
+        except OSError as exc:
+            raise StorageFailed(f"Cannot create the session directory: {exc.strerror}") from exc
+        session = Session(session_id, directory, meta, secure)
+        self.save(session)
+        self._index(session)
+        return session
+
+    def save(self, session: Session) -> None:
+        """Write meta.json atomically: a reader sees the old file or the new one, never half."""
+        session.meta["updated_at"] = now_iso()
+        tmp = session.dir / f".{META}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(json.dumps(session.meta, indent=2) + "\n", encoding="utf-8")
+            tmp.replace(session.dir / META)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
+        if session.codex_session_id:
+            self._by_thread[session.codex_session_id] = session.id
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, session: Session) -> Any:
+        """Hold the session for one run; a second run at the same time is SessionBusy."""
+        if session.lock.locked():
+            raise SessionBusy(session.id)
+        async with session.lock:
+            yield session
+
+
+class RunLog:
+    """The append-only log files of one run, written in arrival order."""
+
+    def __init__(self, session: Session, run_id: str) -> None:
+        self.run_id = run_id
+        self._stdout: TextIO = (session.dir / STDOUT).open("a", encoding="utf-8")
+        self._stderr: TextIO = (session.dir / STDERR).open("a", encoding="utf-8")
+        self._events: TextIO = (session.dir / EVENTS).open("a", encoding="utf-8")
+
+    def start(self) -> None:
+        self._stdout.write(f"\n\n===== RUN {self.run_id} START {now_iso()} =====\n")
+        self._stdout.flush()
+
+    def stdout_line(self, text: str) -> None:
+        self._stdout.write(text + "\n")
+
+    def event(self, event: dict[str, Any]) -> None:
+        self._events.write(json.dumps({**event, "run_id": self.run_id}) + "\n")
+
+    def stderr(self, chunk: bytes) -> None:
+        self._stderr.write(chunk.decode(errors="replace"))
+        self._stderr.flush()
+
+    def flush(self) -> None:
+        self._stdout.flush()
+        self._events.flush()
+
+    def end(self, status: str) -> None:
+        self._stdout.write(f"\n===== RUN {self.run_id} END {now_iso()} [{status}] =====\n")
+
+    def close(self) -> None:
+        for handle in (self._stdout, self._stderr, self._events):
+            with contextlib.suppress(OSError):
+                handle.close()

@@ -1,0 +1,223 @@
+"""What GET / and GET /status report: configuration, slots, memory, watcher and webhook state."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from google.api import annotations_pb2
+from google.protobuf import struct_pb2
+
+from codex_gateway.v1 import gateway_pb2
+from codex_gateway.v1 import status_pb2 as pb
+from gateway.agent import descendants
+from gateway.concurrency import RunSlots
+from gateway.config import Config
+from gateway.prompt import GlobalSystemPrompt
+from gateway.runs import Runner
+
+VERSION = "0.1.0"
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class StatusReporter:
+    def __init__(
+        self, config: Config, slots: RunSlots, runner: Runner, system_prompt: GlobalSystemPrompt
+    ) -> None:
+        self._config = config
+        self._slots = slots
+        self._runner = runner
+        self._system_prompt = system_prompt
+        self._started = time.monotonic()
+        self._endpoints = _struct(endpoints())
+        self._env = _struct(self._env_block())
+        self._settings = _struct(settings(config))
+
+    def info(self) -> pb.GetInfoResponse:
+        return pb.GetInfoResponse(
+            status="codex-gateway",
+            watcher=self._watcher(),
+            webhook=self._webhook(),
+            system_prompt=self._system_prompt_status(),
+            env=self._env,
+            endpoints=self._endpoints,
+            config=self._settings,
+            version=VERSION,
+        )
+
+    def status(self) -> pb.GetStatusResponse:
+        return pb.GetStatusResponse(
+            concurrency=pb.ConcurrencyStatus(
+                active=self._slots.active,
+                max=self._slots.maximum,
+                available=self._slots.available,
+                waiting=self._slots.waiting,
+            ),
+            uptime=round(time.monotonic() - self._started, 3),
+            memory=pb.MemoryStatus(
+                rss=_rss(os.getpid()),
+                peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                agents_rss=sum(_rss(pid) for pid in descendants(os.getpid())),
+            ),
+            watcher=self._watcher(),
+            webhook=self._webhook(),
+            system_prompt=self._system_prompt_status(),
+            env=self._env,
+            triggers=pb.TriggersStatus(enabled=False),
+            sessions_running=self._runner.running,
+            shutting_down=self._runner.closing,
+        )
+
+    def _watcher(self) -> pb.WatcherStatus:
+        watcher = self._config.watcher
+        status = pb.WatcherStatus(
+            enabled=False,
+            paths=[str(p) for p in watcher.paths],
+            pattern=watcher.pattern,
+            debounce_ms=watcher.debounce_ms,
+            poll_ms=watcher.poll_ms,
+            mode="polling" if watcher.force_polling else "os",
+        )
+        if watcher.prompt_file is not None:
+            status.prompt_file = str(watcher.prompt_file)
+        return status
+
+    def _webhook(self) -> pb.WebhookStatus:
+        webhook = self._config.webhook
+        status = pb.WebhookStatus(
+            configured=webhook.url is not None,
+            timeout_ms=webhook.timeout_ms,
+            has_auth_bearer=webhook.auth_bearer is not None,
+            header_keys=sorted(webhook.headers),
+            signed=webhook.secret is not None,
+        )
+        if webhook.url is not None:
+            status.url_tail = webhook.url if len(webhook.url) <= 18 else "…" + webhook.url[-18:]
+        return status
+
+    def _system_prompt_status(self) -> pb.SystemPromptStatus:
+        prompt = self._system_prompt
+        status = pb.SystemPromptStatus(enabled=prompt.enabled, disabled=prompt.disabled)
+        if prompt.path is not None:
+            status.path = str(prompt.path)
+        if prompt.reason is not None:
+            status.reason = prompt.reason
+        return status
+
+    def _env_block(self) -> dict[str, Any]:
+        raw = self._config.raw_env
+        return {
+            "CODEX_GATEWAY_SESSION_DIRS": [str(p) for p in self._config.session_dirs],
+            "CODEX_GATEWAY_SECURE_SESSION_DIR": raw.get("CODEX_GATEWAY_SECURE_SESSION_DIR", ""),
+            "CODEX_GATEWAY_EXTRA_ARGS": raw.get("CODEX_GATEWAY_EXTRA_ARGS", ""),
+            "CODEX_SANDBOX_NETWORK_DISABLED": raw.get("CODEX_SANDBOX_NETWORK_DISABLED", ""),
+            "CODEX_SYSTEM_PROMPT_FILE": str(self._system_prompt.path or ""),
+            "CODEX_DISABLE_DEFAULT_PROMPT": raw.get("CODEX_DISABLE_DEFAULT_PROMPT", ""),
+        }
+
+
+def endpoints() -> dict[str, Any]:
+    """The documented `endpoints` block, read from the service's google.api.http annotations."""
+    routes: dict[str, dict[str, str]] = {}
+    for method in gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].methods:
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        verb = rule.WhichOneof("pattern")
+        if verb is None or verb == "custom":
+            continue
+        path = getattr(rule, verb)
+        for name in ("{session_id}", "{trigger_id}"):
+            path = path.replace(name, ":id")
+        routes[method.name] = {"path": path, "method": verb.upper()}
+
+    def pick(name: str) -> dict[str, str]:
+        return routes[name]
+
+    return {
+        "health": pick("Health")["path"],
+        "status": pick("GetStatus")["path"],
+        "completion": pick("Complete"),
+        "completion_stream": pick("StreamCompletion"),
+        "sessions": {
+            "list": pick("ListSessions"),
+            "detail": pick("GetSession"),
+            "search": pick("SearchSession"),
+            "prompt": pick("PromptSession"),
+            "nudge": pick("NudgeSession"),
+            "cancel": pick("CancelSession"),
+            "tail": pick("TailSession"),
+        },
+        "triggers": {
+            "list": pick("ListTriggers"),
+            "get": pick("GetTrigger"),
+            "create": pick("CreateTriggers"),
+            "update": pick("UpdateTrigger"),
+            "delete": pick("DeleteTrigger"),
+        },
+    }
+
+
+def settings(config: Config) -> dict[str, Any]:
+    """Every variable with its effective value; secrets only as configured or not."""
+
+    def secret(value: str | None) -> str:
+        return "configured" if value else "not configured"
+
+    return {
+        "CODEX_GATEWAY_PORT": config.port,
+        "CODEX_GATEWAY_GRPC_PORT": config.grpc_port,
+        "CODEX_GATEWAY_BIND": config.bind,
+        "CODEX_GATEWAY_MAX_BODY_BYTES": config.max_body_bytes,
+        "CODEX_GATEWAY_MAX_CONCURRENT": config.max_concurrent,
+        "CODEX_GATEWAY_TIMEOUT_MS": config.timeout_ms,
+        "CODEX_GATEWAY_MAX_TIMEOUT_MS": config.max_timeout_ms,
+        "CODEX_GATEWAY_DEFAULT_MODEL": config.default_model or "",
+        "CODEX_GATEWAY_EXTRA_ARGS": " ".join(config.extra_args),
+        "CODEX_GATEWAY_JSON_FLAG": config.json_flag,
+        "CODEX_GATEWAY_LOG_LEVEL": config.log_level,
+        "CODEX_GATEWAY_MAX_RETRIES": config.max_retries,
+        "CODEX_GATEWAY_RETRY_DELAY_MS": config.retry_delay_ms,
+        "CODEX_GATEWAY_RETRY_ON_EMPTY": config.retry_on_empty,
+        "CODEX_GATEWAY_CODEX_BIN": str(config.codex_bin),
+        "CODEX_GATEWAY_CODEX_HOME": str(config.codex_home),
+        "CODEX_GATEWAY_SESSION_DIRS": [str(p) for p in config.session_dirs],
+        "CODEX_GATEWAY_SECURE_SESSION_DIR": str(config.secure_session_dir),
+        "CODEX_GATEWAY_SECURE_TOKEN": secret(config.secure_token),
+        "CODEX_GATEWAY_API_TOKEN": secret(config.api_token),
+        "CODEX_GATEWAY_DEFAULT_TAIL_LINES": config.default_tail_lines,
+        "CODEX_GATEWAY_MAX_TAIL_LINES": config.max_tail_lines,
+        "CODEX_GATEWAY_DEFAULT_WORKSPACE": str(config.default_workspace),
+        "CODEX_GATEWAY_WORKSPACE_ROOTS": [str(p) for p in config.workspace_roots],
+        "CODEX_GATEWAY_SANDBOX": config.sandbox,
+        "CODEX_UNSAFE_ALLOW_NO_SANDBOX": config.unsafe_no_sandbox,
+        "CODEX_SYSTEM_PROMPT_FILE": str(config.system_prompt_file),
+        "CODEX_DISABLE_DEFAULT_PROMPT": config.system_prompt_disabled,
+        "CODEX_GATEWAY_CHILD_ENV": sorted(config.child_env),
+        "CODEX_GATEWAY_STOP_GRACE_MS": config.stop_grace_ms,
+        "CODEX_GATEWAY_SHUTDOWN_GRACE_MS": config.shutdown_grace_ms,
+        "CODEX_GATEWAY_MAX_LINE_BYTES": config.max_line_bytes,
+        "CODEX_GATEWAY_WATCH_PATHS": [str(p) for p in config.watcher.paths],
+        "CODEX_GATEWAY_WATCH_PATTERN": config.watcher.pattern,
+        "CODEX_GATEWAY_WATCH_DEBOUNCE_MS": config.watcher.debounce_ms,
+        "CODEX_GATEWAY_WATCH_POLL_MS": config.watcher.poll_ms,
+        "SESSION_WEBHOOK_URL": secret(config.webhook.url),
+        "SESSION_WEBHOOK_TIMEOUT_MS": config.webhook.timeout_ms,
+        "SESSION_WEBHOOK_AUTH_BEARER": secret(config.webhook.auth_bearer),
+        "SESSION_WEBHOOK_SECRET": secret(config.webhook.secret),
+    }
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _rss(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+    except OSError:
+        return 0
+    return int(fields[1]) * _PAGE

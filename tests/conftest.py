@@ -1,0 +1,67 @@
+"""Shared fixtures: a scripted model server, a CODEX_HOME pointing at it, a real gateway (gRPC)
+and the REST bridge in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import Config
+from tests.fakes.model_server import ModelServer, write_codex_home
+from tests.harness import RunningGateway, base_config, running_bridge, running_gateway
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelServer]:
+    with ModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def codex_env(tmp_path: Path, model_server: ModelServer) -> dict[str, str]:
+    """The variables codex needs to talk to the scripted model server."""
+    return write_codex_home(tmp_path / "codex-home", model_server.base_url)
+
+
+@pytest.fixture
+def config(tmp_path: Path, codex_env: dict[str, str]) -> Config:
+    return base_config(tmp_path, codex_env=codex_env)
+
+
+@pytest.fixture
+def config_for(tmp_path: Path, codex_env: dict[str, str]) -> Any:
+    """Build a config with some fields replaced: `config_for(max_concurrent=1)`."""
+
+    def build(**overrides: Any) -> Config:
+        return base_config(tmp_path, codex_env=codex_env, **overrides)
+
+    return build
+
+
+@pytest.fixture
+async def gateway(config: Config) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def gateway_grpc(gateway: RunningGateway) -> str:
+    return gateway.target
+
+
+@pytest.fixture
+async def bridge_url(gateway: RunningGateway) -> AsyncIterator[str]:
+    async with running_bridge(
+        gateway.target, max_body_bytes=gateway.gateway.config.max_body_bytes
+    ) as url:
+        yield url
+
+
+@pytest.fixture
+async def rest(bridge_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=bridge_url, timeout=60) as client:
+        yield client

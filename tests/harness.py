@@ -1,0 +1,106 @@
+"""Real gateways for tests and benchmarks: the gRPC server on a loopback port, the REST bridge
+in front of it on another, both in this process's event loop, stopped cleanly afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from codex_gateway.v1 import gateway_pb2_grpc
+from gateway.config import Config
+from gateway.server import Gateway, GrpcServer, drain, start_grpc
+from tests.fakes import CODEX_BIN
+
+
+def base_config(tmp: Path, *, codex_env: dict[str, str] | None = None, **overrides: Any) -> Config:
+    """A config rooted in `tmp` that runs the real codex (overrides replace any field)."""
+    workspace = tmp / "workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    child_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp),
+        "LANG": "C.UTF-8",
+        **(codex_env or {}),
+    }
+    config = Config(
+        bind="127.0.0.1",
+        port=0,
+        grpc_port=0,
+        codex_bin=CODEX_BIN,
+        codex_home=Path(child_env.get("CODEX_HOME", tmp / "codex-home")),
+        session_dirs=(tmp / "sessions",),
+        secure_session_dir=tmp / "sessions-secure",
+        default_workspace=workspace.resolve(),
+        workspace_roots=(workspace.resolve(),),
+        system_prompt_file=tmp / "PROMPT.md",
+        system_prompt_disabled=True,
+        child_env=child_env,
+        stop_grace_ms=2000,
+        shutdown_grace_ms=2000,
+        timeout_ms=30_000,
+    )
+    return dataclasses.replace(config, **overrides)
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    grpc_server: GrpcServer
+    channel: grpc.aio.Channel
+    stub: gateway_pb2_grpc.GatewayServiceStub
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_server.port}"
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
+    gateway = Gateway.build(config)
+    gateway.store.load()
+    grpc_server = await start_grpc(gateway, "127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}")
+    try:
+        yield RunningGateway(
+            gateway, grpc_server, channel, gateway_pb2_grpc.GatewayServiceStub(channel)
+        )
+    finally:
+        await channel.close()
+        await drain(gateway, grpc_server)
+        await grpc_server.server.stop(grace=0.5)
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(target: str, *, max_body_bytes: int = 1_048_576) -> AsyncIterator[str]:
+    """The REST bridge in front of `target`; yields its base URL."""
+    from bridge.app import serve_bridge
+
+    stop = asyncio.Event()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_bridge(
+            target,
+            "127.0.0.1",
+            0,
+            max_body_bytes=max_body_bytes,
+            shutdown=stop,
+            ready=port.set_result,
+        )
+    )
+    try:
+        done, _ = await asyncio.wait({port, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        yield f"http://127.0.0.1:{await asyncio.wait_for(port, 5)}"
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
