@@ -278,11 +278,10 @@ class Runner:
         if on_started is not None:
             on_started(session, run_id)
         outcome = RunOutcome()
-        attempts = 0
         status, error_message = "error", None
         try:
-            outcome, attempts = await self._attempts(
-                session, prepared, model, resume_thread, run_log, on_event
+            outcome = await self._attempts(
+                session, prepared, model, resume_thread, run_log, on_event, record
             )
             status = "completed"
         except asyncio.CancelledError:
@@ -312,7 +311,6 @@ class Runner:
                 error=error_message,
                 outcome=outcome if status == "completed" else None,
                 usage_before=usage_before,
-                attempts=attempts,
             )
         usage = outcome.usage.minus(usage_before) if outcome.usage else Usage()
         return RunResult(
@@ -329,7 +327,7 @@ class Runner:
             if request.metadata is not None
             else dict(session.meta.get("metadata") or {}),
             duration_ms=int((time.monotonic() - started) * 1000),
-            attempts=attempts,
+            attempts=record.get("attempts", 0),
         )
 
     def _begin(
@@ -379,15 +377,14 @@ class Runner:
         error: str | None = None,
         outcome: RunOutcome | None = None,
         usage_before: Usage | None = None,
-        attempts: int = 0,
     ) -> None:
         stamp = now_iso()
         record.update(
             status=status,
             completed_at=stamp,
             duration_ms=int((time.monotonic() - started) * 1000),
-            attempts=attempts,
         )
+        record.setdefault("attempts", 0)
         record.pop("agent_pid", None)
         if error is not None:
             record["error"] = error[:2000]
@@ -411,7 +408,8 @@ class Runner:
         resume_thread: str | None,
         run_log: RunLog,
         on_event: EventSink | None,
-    ) -> tuple[RunOutcome, int]:
+        record: dict[str, Any],
+    ) -> RunOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + prepared.timeout_ms / 1000
 
@@ -430,6 +428,7 @@ class Runner:
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
+                record["attempts"] = number
                 outcome = await self._attempt(
                     session, prepared, model, resume_thread, run_log, on_event, deadline
                 )
@@ -439,7 +438,7 @@ class Runner:
                     and number <= self._config.max_retries
                 ):
                     raise _EmptyOutput
-        return outcome, retrying.statistics.get("attempt_number", 1)
+        return outcome
 
     async def _attempt(
         self,
