@@ -21,8 +21,8 @@ def test_blocks_as_the_reference_builds_them() -> None:
         ],
     )
     assert (
-        text
-        == "System:\nbe brief\n\nUser:\nhi\n\nAssistant:\nhello\n\nUser:\nx\n\nSystem:\ns\n\nAssistant:\n"
+        text == "System:\nbe brief\n\nUser:\nhi\n\nAssistant:\nhello\n\n"
+        "User:\nx\n\nSystem:\ns\n\nAssistant:\n"
     )
 
 

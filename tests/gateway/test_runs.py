@@ -1,4 +1,4 @@
-"""Run semantics: streaming, surviving the client, sticky model, system prompt, one run per session."""
+"""Run semantics: streaming, surviving the client, sticky model, system prompt, one at a time."""
 
 from __future__ import annotations
 
