@@ -1,0 +1,1 @@
+"""Fault agents: executable stand-ins for the codex binary (``*_agent.py``, ``tiny_agent.c``)."""
