@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import re
@@ -39,8 +40,10 @@ from gateway.errors import (
     StorageFailed,
 )
 from gateway.events import JsonObject, OversizedLine, RunOutcome, Usage, parse_line
+from gateway.feed import LiveFeed
+from gateway.logs import RunLog
 from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
-from gateway.sessions import PREVIEW_CHARS, RunLog, Session, SessionStore, now_iso
+from gateway.sessions import PREVIEW_CHARS, Session, SessionStore, now_iso
 from gateway.workspace import resolve_workspace
 
 log = logging.getLogger(__name__)
@@ -117,8 +120,10 @@ class Runner:
         store: SessionStore,
         slots: RunSlots,
         system_prompt: GlobalSystemPrompt,
+        feed: LiveFeed | None = None,
     ) -> None:
         self._config = config
+        self._feed = feed
         self._store = store
         self._slots = slots
         self._system_prompt = system_prompt
@@ -155,10 +160,10 @@ class Runner:
         return await asyncio.shield(task)
 
     def check_secure_access(self, session: Session, tokens: Sequence[str]) -> None:
-        if session.secure and not self._token_ok(tokens):
+        if session.secure and not self.secure_token_ok(tokens):
             raise SecureAccessDenied("Secure session requires a valid token")
 
-    def _token_ok(self, tokens: Sequence[str]) -> bool:
+    def secure_token_ok(self, tokens: Sequence[str]) -> bool:
         expected = self._config.secure_token
         if expected is None:
             return False
@@ -217,7 +222,7 @@ class Runner:
             self.check_secure_access(session, request.secure_tokens)
             if session.busy:
                 raise SessionBusy(session.id)
-        elif request.secure and not self._token_ok(request.secure_tokens):
+        elif request.secure and not self.secure_token_ok(request.secure_tokens):
             raise SecureAccessDenied("Secure session requires a valid token")
         return session
 
@@ -269,7 +274,7 @@ class Runner:
         self._active[session.id] = active
         started = time.monotonic()
         try:
-            run_log = RunLog(session, run_id)
+            run_log = RunLog(session, run_id, self._feed)
         except OSError as exc:
             self._active.pop(session.id, None)
             self._finish(session, record, "error", started, error=str(exc))
@@ -360,6 +365,8 @@ class Runner:
             "messages": [{"role": m.role, "content": m.content} for m in prepared.messages],
             "system_prompt": request.system_prompt,
         }
+        if request.source == "nudge" and request.metadata is not None:
+            meta["metadata"] = request.metadata  # already merged with the session's
         if request.objective and not meta.get("objective"):
             meta["objective"] = request.objective.strip()
         if request.nudge_prompt and request.nudge_prompt.strip():
@@ -460,7 +467,9 @@ class Runner:
             on_stderr=run_log.stderr,
         )
         await agent.start()
-        session.meta["runs"][-1]["agent_pid"] = agent.pid
+        session.meta["runs"][-1]["agent_pid"] = agent.pid  # for reconciliation after a crash
+        with contextlib.suppress(StorageFailed):
+            self._store.save(session)
         outcome = RunOutcome()
         grace_s = self._config.stop_grace_ms / 1000
         try:
@@ -481,7 +490,6 @@ class Runner:
         finally:
             if agent.returncode is None:
                 await agent.stop(grace_s)
-            run_log.flush()
         agent.reap()
         failure = outcome.failure_message()
         if code != 0 or failure:
@@ -561,3 +569,37 @@ def _last_line(text: str) -> str | None:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     meaningful = [line for line in lines if not line.startswith("Reading additional input")]
     return meaningful[-1][:2000] if meaningful else None
+
+
+def nudge_request(session: Session, given: RunRequest) -> RunRequest:
+    """What a nudge runs: the given prompt or messages, else the session's last input, else its
+    stored `nudge_prompt`; the given metadata is merged into the session's."""
+    last = session.meta.get("last_input")
+    last = last if isinstance(last, dict) else {}
+    messages = given.messages
+    system_prompt = given.system_prompt
+    if not messages and given.prompt is not None and given.prompt.strip():
+        messages = [Message("user", given.prompt)]
+    if not messages and isinstance(last.get("messages"), list):
+        messages = [
+            Message(str(m.get("role", "user")), m["content"])
+            for m in last["messages"]
+            if isinstance(m, dict) and isinstance(m.get("content"), str)
+        ]
+        system_prompt = system_prompt or str(last.get("system_prompt") or "")
+    stored = session.meta.get("nudge_prompt")
+    if not messages and isinstance(stored, str) and stored.strip():
+        messages = [Message("user", stored)]
+    if not messages:
+        raise InvalidRequest("No nudge prompt configured", field="prompt")
+    merged = dict(session.meta.get("metadata") or {})
+    merged.update(given.metadata or {})
+    return dataclasses.replace(
+        given,
+        source="nudge",
+        messages=messages,
+        prompt=None,
+        system_prompt=system_prompt,
+        session_id=session.id,
+        metadata=merged,
+    )

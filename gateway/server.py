@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.concurrency import RunSlots
 from gateway.config import Config
+from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.service import GatewayServicer
@@ -45,6 +46,7 @@ class Gateway:
     store: SessionStore
     slots: RunSlots
     runner: Runner
+    feed: LiveFeed
     reporter: StatusReporter
 
     @classmethod
@@ -54,13 +56,13 @@ class Gateway:
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )
-        runner = Runner(config, store, slots, system_prompt)
-        return cls(
-            config, store, slots, runner, StatusReporter(config, slots, runner, system_prompt)
-        )
+        feed = LiveFeed()
+        runner = Runner(config, store, slots, system_prompt, feed)
+        reporter = StatusReporter(config, slots, runner, system_prompt)
+        return cls(config, store, slots, runner, feed, reporter)
 
 
-class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in the stubs only
+class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
     """Every method but the liveness probes needs `authorization: Bearer <token>`."""
 
     def __init__(self, token: str) -> None:
@@ -124,7 +126,8 @@ async def start_grpc(gateway: Gateway, host: str, port: int) -> GrpcServer:
         ],
     )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(  # type: ignore[no-untyped-call]  # generated
-        GatewayServicer(gateway.runner, gateway.store, gateway.reporter), server
+        GatewayServicer(config, gateway.runner, gateway.store, gateway.feed, gateway.reporter),
+        server,
     )
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

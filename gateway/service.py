@@ -9,26 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
 from codex_gateway.v1 import (
     gateway_pb2_grpc,
     runs_pb2,
+    sessions_pb2,
 )
 from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
 )
+from gateway import search
+from gateway.config import Config
 from gateway.errors import ConcurrencyLimitReached, GatewayError, InvalidRequest
+from gateway.feed import FeedItem, LiveFeed
+from gateway.logs import file_size, tail
 from gateway.prompt import Message
-from gateway.runs import Runner, RunRequest, RunResult
-from gateway.sessions import Session, SessionStore
+from gateway.runs import Runner, RunRequest, RunResult, nudge_request
+from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
 from gateway.status import StatusReporter
+from gateway.views import detail, signal, summary, to_struct
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +85,18 @@ def secure_tokens(context: grpc.aio.ServicerContext[Any, Any]) -> list[str]:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, runner: Runner, store: SessionStore, reporter: StatusReporter) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runner: Runner,
+        store: SessionStore,
+        feed: LiveFeed,
+        reporter: StatusReporter,
+    ) -> None:
+        self._config = config
         self._runner = runner
         self._store = store
+        self._feed = feed
         self._reporter = reporter
 
     async def Health(  # gRPC method names are the proto's
@@ -152,6 +170,236 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError, GatewayError):
                     await task
 
+    async def NudgeSession(  # gRPC method names are the proto's
+        self, request: runs_pb2.NudgeSessionRequest, context: Any
+    ) -> runs_pb2.NudgeSessionResponse:
+        async def nudge() -> RunResult:
+            session = self._session(request.session_id, context)
+            given = run_request(request.run, "nudge", secure_tokens(context))
+            return await self._runner.run(nudge_request(session, given))
+
+        result = await _guard(context, nudge)
+        return runs_pb2.NudgeSessionResponse(result=result_message(result))
+
+    async def ListSessions(  # gRPC method names are the proto's
+        self, request: sessions_pb2.ListSessionsRequest, context: Any
+    ) -> sessions_pb2.ListSessionsResponse:
+        async def listing() -> sessions_pb2.ListSessionsResponse:
+            limit = _limit(request.limit if request.HasField("limit") else None)
+            since = _since(request.since) if request.HasField("since") else None
+            include_secure = self._runner.secure_token_ok(secure_tokens(context))
+            chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
+            return sessions_pb2.ListSessionsResponse(sessions=[summary(s) for s in chosen])
+
+        return await _guard(context, listing)
+
+    async def GetSession(  # gRPC method names are the proto's
+        self, request: sessions_pb2.GetSessionRequest, context: Any
+    ) -> sessions_pb2.GetSessionResponse:
+        async def get() -> sessions_pb2.GetSessionResponse:
+            session = self._session(request.session_id, context)
+            lines = self._tail_lines(
+                request.tail_lines
+                if request.HasField("tail_lines")
+                else request.tail
+                if request.HasField("tail")
+                else None
+            )
+            message = detail(session)
+            message.stdout.tail = "\n".join(tail(session.dir / STDOUT, lines))
+            message.stdout.tail_lines = lines
+            if request.include_stderr:
+                message.stderr.tail = "\n".join(tail(session.dir / STDERR, lines))
+                message.stderr.tail_lines = lines
+            if request.include_events:
+                message.events.extend(to_struct(e) for e in _events(session.dir / EVENTS, lines))
+            return sessions_pb2.GetSessionResponse(session=message)
+
+        return await _guard(context, get)
+
+    async def SearchSession(  # gRPC method names are the proto's
+        self, request: sessions_pb2.SearchSessionRequest, context: Any
+    ) -> sessions_pb2.SearchSessionResponse:
+        async def find() -> sessions_pb2.SearchSessionResponse:
+            session = self._session(request.session_id, context)
+            query = request.q
+            if not query.strip():
+                raise InvalidRequest("Query parameter q is required", field="q")
+            if len(query) > search.MAX_QUERY_CHARS:
+                raise InvalidRequest(
+                    f"q is longer than {search.MAX_QUERY_CHARS} characters", field="q"
+                )
+            max_results = request.max_results if request.HasField("max_results") else 5
+            if not 1 <= max_results <= MAX_SEARCH_RESULTS:
+                raise InvalidRequest(
+                    f"max_results must be between 1 and {MAX_SEARCH_RESULTS}", field="max_results"
+                )
+            tail_lines = None
+            if request.HasField("tail_lines"):
+                tail_lines = min(_positive(request.tail_lines, "tail_lines"), MAX_SEARCH_TAIL)
+            context_chars = self._config.signal_context_chars
+            path = session.dir / STDOUT
+            if request.fuzzy:
+                min_score = request.min_score if request.HasField("min_score") else None
+                if min_score is not None and not 0 <= min_score <= 1:
+                    raise InvalidRequest("min_score must be between 0 and 1", field="min_score")
+                hits = await asyncio.to_thread(
+                    search.fuzzy,
+                    path,
+                    query,
+                    max_results=max_results,
+                    context_chars=context_chars,
+                    min_score=search.DEFAULT_MIN_SCORE if min_score is None else min_score,
+                    tail_lines=tail_lines,
+                )
+            else:
+                hits = await asyncio.to_thread(
+                    search.exact,
+                    path,
+                    query,
+                    max_results=max_results,
+                    context_chars=context_chars,
+                    tail_lines=tail_lines,
+                )
+            response = sessions_pb2.SearchSessionResponse(
+                session_id=session.id,
+                query=query,
+                signals=[signal(session, i, hit) for i, hit in enumerate(hits)],
+            )
+            if session.codex_session_id:
+                response.codex_session_id = session.codex_session_id
+            return response
+
+        return await _guard(context, find)
+
+    async def CancelSession(  # gRPC method names are the proto's
+        self, request: sessions_pb2.CancelSessionRequest, context: Any
+    ) -> sessions_pb2.CancelSessionResponse:
+        async def cancel() -> sessions_pb2.CancelSessionResponse:
+            session = self._session(request.session_id, context)
+            run_id = self._runner.cancel(session)
+            response = sessions_pb2.CancelSessionResponse(
+                session_id=session.id,
+                cancelled=run_id is not None,
+                status="cancelling" if run_id else str(session.meta.get("status", "")),
+            )
+            if run_id is not None:
+                response.run_id = run_id
+            return response
+
+        return await _guard(context, cancel)
+
+    async def TailSession(  # gRPC method names are the proto's
+        self, request: sessions_pb2.TailSessionRequest, context: Any
+    ) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
+        try:
+            session = self._session(request.session_id, context)
+            lines = self._tail_lines(request.tail_lines if request.HasField("tail_lines") else None)
+        except GatewayError as error:
+            await abort(context, error)
+        with self._feed.subscribe(session.id) as follower:
+            # Read the files after subscribing: what is written meanwhile arrives through the
+            # feed, and the sizes read here tell which feed items the files already held.
+            sizes = {
+                "stdout": file_size(session.dir / STDOUT),
+                "stderr": file_size(session.dir / STDERR),
+                "events": file_size(session.dir / EVENTS),
+            }
+            for text in tail(session.dir / STDOUT, lines, end=sizes["stdout"]):
+                yield _line("stdout", text)
+            if request.include_stderr:
+                for text in tail(session.dir / STDERR, lines, end=sizes["stderr"]):
+                    yield _line("stderr", text)
+            if request.include_events:
+                for event in _events(session.dir / EVENTS, lines, end=sizes["events"]):
+                    yield sessions_pb2.TailSessionResponse(event=to_struct(event))
+            if not request.follow:
+                return
+            async for item in follower:
+                if item.offset and item.offset <= sizes.get(item.stream, 0):
+                    continue
+                message = _tail_message(item, request)
+                if message is not None:
+                    yield message
+            if follower.lagged:
+                yield sessions_pb2.TailSessionResponse(
+                    notice=sessions_pb2.TailNotice(
+                        kind="lagged",
+                        message="this follower fell too far behind and was dropped; "
+                        "read the session and tail again",
+                    )
+                )
+
+    def _session(self, session_id: str, context: Any) -> Session:
+        session = self._store.resolve(session_id)
+        self._runner.check_secure_access(session, secure_tokens(context))
+        return session
+
+    def _tail_lines(self, requested: int | None) -> int:
+        if requested is None:
+            return self._config.default_tail_lines
+        return min(_positive(requested, "tail_lines"), self._config.max_tail_lines)
+
+
+MAX_SEARCH_RESULTS = 1000
+MAX_SEARCH_TAIL = 1_000_000
+MAX_LIST_LIMIT = 200
+
+
+def _positive(value: int, name: str) -> int:
+    if value < 1:
+        raise InvalidRequest(f"{name} must be at least 1", field=name)
+    return value
+
+
+def _limit(requested: int | None) -> int:
+    """Default 50, clamped to 200 (the documented limits)."""
+    if requested is None:
+        return 50
+    return min(_positive(requested, "limit"), MAX_LIST_LIMIT)
+
+
+def _since(raw: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidRequest(f"since is not an ISO timestamp: {raw!r}", field="since") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _events(path: Path, count: int, *, end: int | None = None) -> list[dict[str, Any]]:
+    events = []
+    for line in tail(path, count, end=end):
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                events.append(value)
+    return events
+
+
+def _line(stream: str, text: str, run_id: str | None = None) -> sessions_pb2.TailSessionResponse:
+    line = sessions_pb2.LogLine(stream=stream, text=text)
+    if run_id is not None:
+        line.run_id = run_id
+    return sessions_pb2.TailSessionResponse(line=line)
+
+
+def _tail_message(
+    item: FeedItem, request: sessions_pb2.TailSessionRequest
+) -> sessions_pb2.TailSessionResponse | None:
+    if item.stream == "stdout" or (item.stream == "stderr" and request.include_stderr):
+        return _line(item.stream, item.text, item.run_id)
+    if item.stream == "events" and request.include_events and item.event is not None:
+        return sessions_pb2.TailSessionResponse(event=to_struct(item.event))
+    if item.stream == "notice":
+        notice = sessions_pb2.TailNotice(kind=item.text, message=f"run {item.run_id} {item.text}")
+        if item.run_id:
+            notice.run_id = item.run_id
+        if item.status:
+            notice.status = item.status
+        return sessions_pb2.TailSessionResponse(notice=notice)
+    return None
+
 
 def run_request(message: runs_pb2.RunInput, source: str, tokens: list[str]) -> RunRequest:
     """The wire RunInput as a domain RunRequest (aliases folded, presence respected)."""
@@ -184,12 +432,6 @@ def run_request(message: runs_pb2.RunInput, source: str, tokens: list[str]) -> R
         nudge_prompt=optional("nudge_prompt"),
         secure_tokens=tokens,
     )
-
-
-def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(value)
-    return struct
 
 
 def result_message(result: RunResult) -> runs_pb2.RunResult:

@@ -17,12 +17,13 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 
@@ -59,6 +60,23 @@ class Session:
     def busy(self) -> bool:
         return self.lock.locked()
 
+    def __post_init__(self) -> None:
+        self.modified_at = self._modified()
+
+    def _modified(self) -> datetime:
+        stamp = self.meta.get("updated_at")
+        if isinstance(stamp, str):
+            with contextlib.suppress(ValueError):
+                parsed = datetime.fromisoformat(stamp)
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        try:
+            return datetime.fromtimestamp(self.dir.stat().st_mtime, UTC)
+        except OSError:
+            return datetime.fromtimestamp(0, UTC)
+
+    def touched(self) -> None:
+        self.modified_at = self._modified()
+
 
 class SessionStore:
     def __init__(self, roots: Sequence[Path], secure_root: Path) -> None:
@@ -72,7 +90,8 @@ class SessionStore:
         return [*self._roots, self._secure_root]
 
     def load(self) -> None:
-        """Create the roots and index every session found in them (first directory wins)."""
+        """Create the roots, index every session found in them (first directory wins), and
+        reconcile runs that a previous gateway process left `running`."""
         for root in self.roots:
             try:
                 root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +102,27 @@ class SessionStore:
                 session_id = directory.name.removeprefix("session-")
                 if session_id in self._sessions or not directory.is_dir():
                     continue
-                self._index(self._read(directory, secure=root == self._secure_root))
+                session = self._read(directory, secure=root == self._secure_root)
+                self._index(session)
+                if session.meta.get("status") == "running":
+                    self._reconcile(session)
+
+    def _reconcile(self, session: Session) -> None:
+        """A run the gateway lost to a crash: stop what it left running, record `interrupted`."""
+        for record in session.meta.get("runs", []):
+            if not isinstance(record, dict) or record.get("status") != "running":
+                continue
+            pid = record.pop("agent_pid", None)
+            if isinstance(pid, int):
+                stop_orphaned_agent(pid)
+            record["status"] = "interrupted"
+            record["error"] = "the gateway stopped during this run"
+            record["completed_at"] = now_iso()
+        session.meta["status"] = "interrupted"
+        try:
+            self.save(session)
+        except StorageFailed:
+            log.exception("session %s: could not record the interrupted run", session.id)
 
     def _read(self, directory: Path, *, secure: bool) -> Session:
         session_id = directory.name.removeprefix("session-")
@@ -106,6 +145,17 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def listing(self, *, limit: int, since: datetime | None, include_secure: bool) -> list[Session]:
+        """Newest first by `updated_at`; unreadable sessions are listed too, never dropped."""
+        chosen = [
+            session
+            for session in self._sessions.values()
+            if (include_secure or not session.secure)
+            and (since is None or session.modified_at > since)
+        ]
+        chosen.sort(key=lambda s: s.modified_at, reverse=True)
+        return chosen[:limit]
 
     def resolve(self, session_id: str) -> Session:
         """A session by gateway id or codex thread id."""
@@ -162,6 +212,7 @@ class SessionStore:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
+        session.touched()
         if session.codex_session_id:
             self._by_thread[session.codex_session_id] = session.id
 
@@ -174,37 +225,19 @@ class SessionStore:
             yield session
 
 
-class RunLog:
-    """The append-only log files of one run, written in arrival order."""
+def stop_orphaned_agent(pid: int) -> None:
+    """SIGKILL the process group a dead gateway's agent led, if that group is still ours.
 
-    def __init__(self, session: Session, run_id: str) -> None:
-        self.run_id = run_id
-        self._stdout: TextIO = (session.dir / STDOUT).open("a", encoding="utf-8")
-        self._stderr: TextIO = (session.dir / STDERR).open("a", encoding="utf-8")
-        self._events: TextIO = (session.dir / EVENTS).open("a", encoding="utf-8")
-
-    def start(self) -> None:
-        self._stdout.write(f"\n\n===== RUN {self.run_id} START {now_iso()} =====\n")
-        self._stdout.flush()
-
-    def stdout_line(self, text: str) -> None:
-        self._stdout.write(text + "\n")
-
-    def event(self, event: dict[str, Any]) -> None:
-        self._events.write(json.dumps({**event, "run_id": self.run_id}) + "\n")
-
-    def stderr(self, chunk: bytes) -> None:
-        self._stderr.write(chunk.decode(errors="replace"))
-        self._stderr.flush()
-
-    def flush(self) -> None:
-        self._stdout.flush()
-        self._events.flush()
-
-    def end(self, status: str) -> None:
-        self._stdout.write(f"\n===== RUN {self.run_id} END {now_iso()} [{status}] =====\n")
-
-    def close(self) -> None:
-        for handle in (self._stdout, self._stderr, self._events):
-            with contextlib.suppress(OSError):
-                handle.close()
+    The pid is checked to still lead its own group and to run a codex-like command, so a
+    recycled pid of some unrelated process is never touched.
+    """
+    try:
+        if os.getpgid(pid) != pid:
+            return
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ProcessLookupError):
+        return
+    if not any(b"codex" in part or b"agent" in part for part in cmdline[:2]):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

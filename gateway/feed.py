@@ -1,0 +1,98 @@
+"""Live fan-out of what running sessions write, to any number of followers.
+
+The runner publishes every log line, event and run notice as it writes it; each follower has a
+bounded buffer of its own. Publishing never waits: a follower whose buffer is full is cut off and
+told so (a `lagged` notice), so a slow follower can slow neither the run nor the other followers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_BUFFER = 2048
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One thing a session wrote. `offset` is the end of the item in its log file, so a follower
+    that also read the file can skip what it already has."""
+
+    stream: str  # stdout | stderr | events | notice
+    text: str = ""
+    event: dict[str, Any] | None = None
+    run_id: str | None = None
+    offset: int = 0
+    status: str | None = None
+
+
+class Subscription:
+    def __init__(self, feed: LiveFeed, session_id: str, buffer: int) -> None:
+        self._feed = feed
+        self._session_id = session_id
+        self._buffer = buffer
+        self._items: deque[FeedItem] = deque()
+        self._wakeup = asyncio.Event()
+        self.lagged = False
+
+    def offer(self, item: FeedItem) -> bool:
+        """Queue an item; False (and the subscription ends) when the buffer is full."""
+        if len(self._items) >= self._buffer:
+            self.lagged = True
+            self._wakeup.set()
+            return False
+        self._items.append(item)
+        self._wakeup.set()
+        return True
+
+    def __aiter__(self) -> AsyncIterator[FeedItem]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[FeedItem]:
+        while True:
+            while self._items:
+                yield self._items.popleft()
+            if self.lagged:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def close(self) -> None:
+        self._feed.unsubscribe(self._session_id, self)
+
+
+class LiveFeed:
+    def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
+        self._buffer = buffer
+        self._followers: dict[str, set[Subscription]] = {}
+
+    def followers(self, session_id: str) -> int:
+        return len(self._followers.get(session_id, ()))
+
+    def publish(self, session_id: str, item: FeedItem) -> None:
+        followers = self._followers.get(session_id)
+        if not followers:
+            return
+        for follower in list(followers):
+            if not follower.offer(item):
+                followers.discard(follower)
+
+    @contextlib.contextmanager
+    def subscribe(self, session_id: str, buffer: int | None = None) -> Iterator[Subscription]:
+        subscription = Subscription(self, session_id, buffer or self._buffer)
+        self._followers.setdefault(session_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscription.close()
+
+    def unsubscribe(self, session_id: str, subscription: Subscription) -> None:
+        followers = self._followers.get(session_id)
+        if followers is not None:
+            followers.discard(subscription)
+            if not followers:
+                del self._followers[session_id]

@@ -1,0 +1,117 @@
+"""Session log files: the writer a run appends through, and bounded tails read from the end.
+
+A run's lines are written in arrival order and flushed line by line, then published on the live
+feed with their end offset, so a follower that read the file first can skip what it already has.
+Writes that fail (a full disk) are counted and reported, never allowed to kill the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gateway.feed import FeedItem, LiveFeed
+from gateway.sessions import EVENTS, STDERR, STDOUT, Session, now_iso
+
+log = logging.getLogger(__name__)
+_BLOCK = 65_536
+
+
+class RunLog:
+    """The append-only log files of one run."""
+
+    def __init__(self, session: Session, run_id: str, feed: LiveFeed | None = None) -> None:
+        self.run_id = run_id
+        self.write_errors = 0
+        self._session_id = session.id
+        self._feed = feed
+        self._files: dict[str, BinaryIO] = {}
+        self._offsets: dict[str, int] = {}
+        try:
+            for stream, name in (("stdout", STDOUT), ("stderr", STDERR), ("events", EVENTS)):
+                handle = (session.dir / name).open("ab")
+                self._files[stream] = handle
+                self._offsets[stream] = handle.seek(0, 2)
+        except OSError:
+            self.close()
+            raise
+
+    def _append(self, stream: str, data: bytes) -> int:
+        handle = self._files[stream]
+        try:
+            handle.write(data)
+            handle.flush()
+        except OSError as exc:
+            self.write_errors += 1
+            if self.write_errors == 1:
+                log.error("session %s: cannot write %s: %s", self._session_id, stream, exc)
+            return self._offsets[stream]
+        self._offsets[stream] += len(data)
+        return self._offsets[stream]
+
+    def _publish(self, item: FeedItem) -> None:
+        if self._feed is not None:
+            self._feed.publish(self._session_id, item)
+
+    def start(self) -> None:
+        self._append("stdout", f"\n\n===== RUN {self.run_id} START {now_iso()} =====\n".encode())
+        self._publish(FeedItem("notice", "run_started", run_id=self.run_id, status="running"))
+
+    def stdout_line(self, text: str) -> None:
+        offset = self._append("stdout", text.encode() + b"\n")
+        self._publish(FeedItem("stdout", text, run_id=self.run_id, offset=offset))
+
+    def event(self, event: dict[str, Any]) -> None:
+        offset = self._append(
+            "events", json.dumps({**event, "run_id": self.run_id}).encode() + b"\n"
+        )
+        self._publish(FeedItem("events", event=event, run_id=self.run_id, offset=offset))
+
+    def stderr(self, chunk: bytes) -> None:
+        offset = self._append("stderr", chunk)
+        text = chunk.decode(errors="replace")
+        self._publish(FeedItem("stderr", text, run_id=self.run_id, offset=offset))
+
+    def end(self, status: str) -> None:
+        self._append(
+            "stdout", f"\n===== RUN {self.run_id} END {now_iso()} [{status}] =====\n".encode()
+        )
+        self._publish(FeedItem("notice", "run_finished", run_id=self.run_id, status=status))
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            with contextlib.suppress(OSError):
+                handle.close()
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def tail(path: Path, lines: int, *, end: int | None = None) -> list[str]:
+    """The last `lines` lines of the file (up to byte `end`), read backwards in blocks."""
+    if lines <= 0:
+        return []
+    try:
+        handle = path.open("rb")
+    except OSError:
+        return []
+    with handle:
+        position = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))
+        chunks: list[bytes] = []
+        newlines = 0
+        while position > 0 and newlines <= lines:
+            size = min(_BLOCK, position)
+            position -= size
+            handle.seek(position)
+            block = handle.read(size)
+            chunks.append(block)
+            newlines += block.count(b"\n")
+    data = b"".join(reversed(chunks))
+    return data.decode(errors="replace").splitlines()[-lines:]

@@ -1,0 +1,135 @@
+"""Sessions as wire messages: the documented keys plus the reference's summary fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from codex_gateway.v1 import sessions_pb2
+from gateway.search import Hit
+from gateway.sessions import Session
+
+
+def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _modified(session: Session) -> str:
+    return session.modified_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summary(session: Session) -> sessions_pb2.SessionSummary:
+    meta = session.meta
+    runs = meta.get("runs")
+    message = sessions_pb2.SessionSummary(
+        session_id=session.id,
+        dir=str(session.dir),
+        modified=_modified(session),
+        metadata=to_struct(_mapping(meta.get("metadata"))),
+        status="unreadable" if session.error else _text(meta.get("status")),
+        created_at=_text(meta.get("created_at")),
+        updated_at=_text(meta.get("updated_at")),
+        last_activity_at=_text(meta.get("last_activity_at")),
+        objective=_text(meta.get("objective")),
+        secure=session.secure,
+        runs=len(runs) if isinstance(runs, list) else 0,
+        execution_timeout_ms=_int(meta.get("execution_timeout_ms")),
+    )
+    if session.codex_session_id:
+        message.codex_session_id = session.codex_session_id
+    if _text(meta.get("model")):
+        message.model = meta["model"]
+    if session.error:
+        message.error = session.error
+    return message
+
+
+def run_record(record: dict[str, Any]) -> sessions_pb2.RunRecord:
+    """A stored run record; unknown or mistyped keys (older writers) are skipped."""
+    message = sessions_pb2.RunRecord()
+    clean = {
+        key: value
+        for key, value in record.items()
+        if key in sessions_pb2.RunRecord.DESCRIPTOR.fields_by_name and value is not None
+    }
+    usage = clean.pop("usage", None)
+    metadata = clean.pop("metadata", None)
+    try:
+        json_format.ParseDict(clean, message, ignore_unknown_fields=True)
+    except json_format.ParseError:
+        message = sessions_pb2.RunRecord(
+            run_id=_text(record.get("run_id")), status=_text(record.get("status"))
+        )
+    if isinstance(usage, dict):
+        json_format.ParseDict(
+            {k: v for k, v in usage.items() if isinstance(v, int)},
+            message.usage,
+            ignore_unknown_fields=True,
+        )
+    if isinstance(metadata, dict):
+        message.metadata.update(metadata)
+    return message
+
+
+def detail(session: Session) -> sessions_pb2.SessionDetail:
+    meta = session.meta
+    brief = summary(session)
+    runs = [r for r in meta.get("runs", []) if isinstance(r, dict)]
+    message = sessions_pb2.SessionDetail(
+        session_id=session.id,
+        status=brief.status,
+        created_at=brief.created_at,
+        updated_at=brief.updated_at,
+        last_activity_at=brief.last_activity_at,
+        objective=brief.objective,
+        secure=session.secure,
+        nudge_prompt=_text(meta.get("nudge_prompt")),
+        execution_timeout_ms=brief.execution_timeout_ms,
+        runs=len(runs),
+        run_history=[run_record(r) for r in runs],
+        metadata=brief.metadata,
+        dir=brief.dir,
+        modified=brief.modified,
+    )
+    if brief.HasField("codex_session_id"):
+        message.codex_session_id = brief.codex_session_id
+    if brief.HasField("model"):
+        message.model = brief.model
+    if _text(meta.get("workspace")):
+        message.workspace = meta["workspace"]
+    return message
+
+
+def signal(session: Session, index: int, hit: Hit) -> sessions_pb2.Signal:
+    match_id = (
+        f"{session.id}-{hit.start}-{index}"
+        if hit.kind == "text_match"
+        else f"{session.id}-fuzzy-{index}"
+    )
+    return sessions_pb2.Signal(
+        line=hit.line,
+        score=hit.score,
+        context=hit.context,
+        match_id=match_id,
+        signal_type=hit.kind,
+        snippet=hit.context,
+        start=hit.start,
+        end=hit.end,
+        window_start=hit.window_start,
+        window_end=hit.window_end,
+    )
