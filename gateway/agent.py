@@ -115,6 +115,9 @@ class AgentProcess:
         while stdout is not None and (chunk := await stdout.read(_READ_CHUNK)):
             for line in self._framer.feed(chunk):
                 yield line
+            # A read that finds data buffered does not suspend: give followers and other
+            # requests their turn between chunks of a fast-writing agent.
+            await asyncio.sleep(0)
         for line in self._framer.close():
             yield line
 

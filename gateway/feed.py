@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_BUFFER = 2048
+DEFAULT_BUFFER = 8192
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.agent import descendants
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 
 log = logging.getLogger(__name__)
@@ -239,5 +240,9 @@ def stop_orphaned_agent(pid: int) -> None:
         return
     if not any(b"codex" in part or b"agent" in part for part in cmdline[:2]):
         return
+    # codex starts commands in sessions of their own: the group kill would miss them.
+    for child in descendants(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

@@ -104,3 +104,59 @@ async def running_bridge(target: str, *, max_body_bytes: int = 1_048_576) -> Asy
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    """`codex-gateway` as a real subprocess (for crash, signal and memory tests)."""
+
+    process: asyncio.subprocess.Process
+    grpc_port: int
+    rest_port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+async def start_gateway_process(
+    env: dict[str, str], *, command: str = "serve", timeout_s: float = 20.0
+) -> GatewayProcess:
+    import sys
+
+    grpc_port, rest_port = free_port(), free_port()
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "CODEX_GATEWAY_GRPC_PORT": str(grpc_port),
+        "CODEX_GATEWAY_PORT": str(rest_port),
+        "CODEX_GATEWAY_LOG_LEVEL": "0",
+        "CODEX_DISABLE_DEFAULT_PROMPT": "1",
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", command, env=full_env, start_new_session=True
+    )
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        from codex_gateway.v1 import status_pb2
+
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        while True:
+            try:
+                await stub.Health(status_pb2.HealthRequest(), timeout=1)
+                break
+            except grpc.aio.AioRpcError:
+                if process.returncode is not None or asyncio.get_running_loop().time() > deadline:
+                    process.kill()
+                    raise RuntimeError("the gateway process did not come up") from None
+                await asyncio.sleep(0.1)
+    return GatewayProcess(process, grpc_port, rest_port)

@@ -1,0 +1,145 @@
+"""The OpenAPI document is derived from the descriptors and agrees with the routes and the JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf import message_factory
+
+from bridge.openapi import openapi_document
+from bridge.routes import bindings_from_service, service_descriptor
+from bridge.transcode import message_to_json
+
+DOCUMENT = openapi_document(service_descriptor())
+SCHEMAS = DOCUMENT["components"]["schemas"]
+BINDINGS = bindings_from_service(service_descriptor())
+
+
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    prefix = "#/components/schemas/"
+    assert ref.startswith(prefix)
+    return resolve(SCHEMAS[ref.removeprefix(prefix)])
+
+
+def refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["$ref"]] if "$ref" in value else []
+        return found + [r for item in value.values() for r in refs(item)]
+    if isinstance(value, list):
+        return [r for item in value for r in refs(item)]
+    return []
+
+
+def admits_null(schema: dict[str, Any]) -> bool:
+    if "anyOf" in schema:
+        return any(admits_null(s) for s in schema["anyOf"])
+    kind = schema.get("type")
+    if kind is None:
+        return "$ref" not in schema  # no type: any JSON
+    return kind == "null" or (isinstance(kind, list) and "null" in kind)
+
+
+def test_it_is_an_openapi_3_1_document() -> None:
+    assert DOCUMENT["openapi"] == "3.1.0"
+    assert DOCUMENT["info"]["title"]
+    assert DOCUMENT["info"]["version"]
+
+
+def test_every_ref_resolves() -> None:
+    for ref in refs(DOCUMENT):
+        resolve({"$ref": ref})
+
+
+@pytest.mark.parametrize("binding", BINDINGS, ids=[b.method.name for b in BINDINGS])
+def test_every_binding_is_an_operation_with_its_parameters(binding: Any) -> None:
+    operation = DOCUMENT["paths"][binding.template.text][binding.http_method.lower()]
+    assert operation["operationId"] == binding.method.name
+    by_place: dict[str, set[str]] = {}
+    for parameter in operation["parameters"]:
+        by_place.setdefault(parameter["in"], set()).add(parameter["name"])
+    assert by_place.get("path", set()) == set(binding.template.variables)
+    assert by_place["query"] == set(binding.query_fields) | {"secure_token"}
+    assert ("requestBody" in operation) == bool(binding.body)
+    assert set(operation["responses"]) == {"200", "default"}
+
+
+def test_no_operation_without_a_binding() -> None:
+    operations = {(path, verb) for path, item in DOCUMENT["paths"].items() for verb in item}
+    assert operations == {(b.template.text, b.http_method.lower()) for b in BINDINGS}
+
+
+@pytest.mark.parametrize(
+    ("path", "verb", "schema"),
+    [
+        pytest.param(
+            "/completion",
+            "post",
+            {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/codex_gateway.v1.RunInput"},
+                    {"type": "null"},
+                ]
+            },
+            id="body-field",
+        ),
+        pytest.param(
+            "/sessions/{session_id}/cancel",
+            "post",
+            {"$ref": "#/components/schemas/codex_gateway.v1.CancelSessionRequest"},
+            id="body-star",
+        ),
+        pytest.param("/triggers", "post", {}, id="value-is-any-json"),
+        pytest.param("/triggers/{trigger_id}", "patch", {"type": ["object", "null"]}, id="struct"),
+    ],
+)
+def test_request_bodies(path: str, verb: str, schema: dict[str, Any]) -> None:
+    body = DOCUMENT["paths"][path][verb]["requestBody"]
+    assert body["required"] is False  # an empty body is {}
+    assert body["content"]["application/json"]["schema"] == schema
+
+
+def test_response_body_field_is_the_response_schema() -> None:
+    ok = DOCUMENT["paths"]["/sessions"]["get"]["responses"]["200"]
+    schema = ok["content"]["application/json"]["schema"]
+    assert schema == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/codex_gateway.v1.SessionSummary"},
+    }
+
+
+def test_streams_answer_ndjson_or_sse() -> None:
+    ok = DOCUMENT["paths"]["/sessions/{session_id}/tail"]["get"]["responses"]["200"]
+    assert set(ok["content"]) == {"application/x-ndjson", "text/event-stream"}
+    item = ok["content"]["application/x-ndjson"]["schema"]["properties"]["result"]
+    assert item == {"$ref": "#/components/schemas/codex_gateway.v1.TailSessionResponse"}
+
+
+def test_field_schemas() -> None:
+    result = SCHEMAS["codex_gateway.v1.RunResult"]["properties"]
+    assert result["codex_session_id"] == {"type": ["string", "null"]}
+    assert result["duration_ms"]["type"] == "integer"
+    assert result["attempts"]["format"] == "int32"
+    assert result["tool_calls"] == {"type": "array", "items": {"type": "object"}}
+    assert admits_null(result["usage"])
+    stream = SCHEMAS["codex_gateway.v1.StreamCompletionResponse"]["properties"]
+    assert stream["started"] == {"$ref": "#/components/schemas/codex_gateway.v1.RunStarted"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SCHEMAS if n.startswith("codex_gateway.")))
+def test_the_bridge_json_of_an_empty_message_fits_its_schema(name: str) -> None:
+    descriptor = service_descriptor().file.pool.FindMessageTypeByName(name)
+    document = message_to_json(message_factory.GetMessageClass(descriptor)())
+    properties = SCHEMAS[name]["properties"]
+    assert set(document) <= set(properties)
+    for key, value in document.items():
+        schema = properties[key]
+        if value is None:
+            assert admits_null(schema), key
+        elif isinstance(value, bool):
+            assert "boolean" in resolve(schema)["type"], key
+        elif isinstance(value, int):
+            assert resolve(schema)["type"] in ("integer", ["integer", "null"], "number"), key
