@@ -171,15 +171,8 @@ def fuzzy(
     best: list[tuple[float, int, Hit]] = []  # min-heap of (score, -line, hit)
     cutoff = min_score * 100
     for block in _blocks(path, tail_lines):
-        for batch in _line_batches(block):
-            offsets, lines = batch
-            for text, score, index in process.extract_iter(
-                needle,
-                lines,
-                scorer=fuzz.partial_ratio,
-                processor=utils.default_process,
-                score_cutoff=cutoff,
-            ):
+        for offsets, lines in _line_batches(block):
+            for text, score, index in _scores(needle, lines, cutoff):
                 start, line_number = offsets[index]
                 hit = Hit(
                     line=line_number,
@@ -199,6 +192,28 @@ def fuzzy(
             if len(best) >= max_results:
                 cutoff = max(cutoff, best[0][0] * 100)
     return [hit for _, _, hit in sorted(best, key=lambda e: (-e[0], -e[1]))]
+
+
+def _scores(needle: str, lines: list[str], cutoff: float) -> Iterator[tuple[str, float, int]]:
+    """partial_ratio aligns the shorter string inside the longer, so a line shorter than the
+    query would "contain" it: such lines are scored as wholes (ratio) instead."""
+    short = [i for i, line in enumerate(lines) if len(line) < len(needle)]
+    if not short:
+        yield from process.extract_iter(
+            needle,
+            lines,
+            scorer=fuzz.partial_ratio,
+            processor=utils.default_process,
+            score_cutoff=cutoff,
+        )
+        return
+    short_set = set(short)
+    long_lines = {i: line for i, line in enumerate(lines) if i not in short_set}
+    short_lines = {i: lines[i] for i in short}
+    for choices, scorer in ((long_lines, fuzz.partial_ratio), (short_lines, fuzz.ratio)):
+        yield from process.extract_iter(
+            needle, choices, scorer=scorer, processor=utils.default_process, score_cutoff=cutoff
+        )
 
 
 def _line_batches(block: _Block) -> Iterator[tuple[list[tuple[int, int]], list[str]]]:
