@@ -15,19 +15,15 @@ def resolve_workspace(requested: str | None, *, default: Path, roots: Sequence[P
         return default
     if "\0" in requested:
         raise InvalidRequest("workspace contains a NUL byte", field="workspace")
-    candidate = default / requested.strip()
+    shown = requested.strip()
     try:
-        resolved = candidate.resolve(strict=True)
+        # Symlinks are followed as far as the path exists; the check comes before existence so
+        # that nothing about paths outside the roots is revealed.
+        resolved = (default / shown).resolve()
     except (OSError, RuntimeError):
-        raise InvalidRequest(
-            f"workspace does not exist: {requested.strip()}", field="workspace"
-        ) from None
-    if not resolved.is_dir():
-        raise InvalidRequest(
-            f"workspace is not a directory: {requested.strip()}", field="workspace"
-        )
+        raise InvalidRequest(f"workspace cannot be resolved: {shown}", field="workspace") from None
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        raise InvalidRequest(
-            f"workspace is outside the allowed roots: {requested.strip()}", field="workspace"
-        )
+        raise InvalidRequest(f"workspace is outside the allowed roots: {shown}", field="workspace")
+    if not resolved.is_dir():
+        raise InvalidRequest(f"workspace is not an existing directory: {shown}", field="workspace")
     return resolved

@@ -93,7 +93,9 @@ async def test_a_storm_of_requests_gets_clean_answers_and_every_slot_back(
         pytest.param({"workspace": "../.."}, "outside the allowed roots", id="workspace-dotdot"),
         pytest.param({"workspace": "/"}, "outside the allowed roots", id="workspace-root"),
         pytest.param({"cwd": "/etc"}, "outside the allowed roots", id="cwd-alias"),
-        pytest.param({"workspace": "missing-dir"}, "does not exist", id="workspace-missing"),
+        pytest.param(
+            {"workspace": "missing-dir"}, "not an existing directory", id="workspace-missing"
+        ),
         pytest.param({"model": "--dangerous"}, "model", id="model-option-injection"),
         pytest.param(
             {"resume_session_id": "--last"}, "resume_session_id", id="resume-option-injection"
