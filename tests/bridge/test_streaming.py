@@ -49,7 +49,9 @@ async def test_sse_stream(http: httpx.AsyncClient) -> None:
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.text)
     assert [name for name, _ in events] == ["result", "result", "result"]
-    assert events[2][1]["completed"]["output"] == "hi"  # type: ignore[index]
+    last = events[2][1]
+    assert isinstance(last, dict)
+    assert last["completed"]["output"] == "hi"
 
 
 @pytest.mark.parametrize("accept", [{}, SSE_ACCEPT], ids=["ndjson", "sse"])

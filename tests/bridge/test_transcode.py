@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pb2, wrappers_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -414,3 +415,34 @@ def test_whole_response_without_response_body() -> None:
 
 def test_parse_json_body_keeps_the_value() -> None:
     assert parse_json_body(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+
+
+BYTES_FIELD = wrappers_pb2.BytesValue.DESCRIPTOR.fields_by_name["value"]
+ENUM_FIELD = descriptor_pb2.FieldDescriptorProto.DESCRIPTOR.fields_by_name["type"]
+
+
+@pytest.mark.parametrize(
+    ("field_descriptor", "text", "expected"),
+    [
+        pytest.param(BYTES_FIELD, "aGk=", b"hi", id="bytes-padded"),
+        pytest.param(BYTES_FIELD, "aGk", b"hi", id="bytes-unpadded"),
+        pytest.param(BYTES_FIELD, "-_8", b"\xfb\xff", id="bytes-url-safe"),
+        pytest.param(ENUM_FIELD, "TYPE_STRING", 9, id="enum-name"),
+        pytest.param(ENUM_FIELD, "9", 9, id="enum-number"),
+    ],
+)
+def test_parse_other_scalars(field_descriptor: Any, text: str, expected: object) -> None:
+    assert parse_scalar(field_descriptor, text, what="query parameter 'v'") == expected
+
+
+@pytest.mark.parametrize(
+    ("field_descriptor", "text"),
+    [
+        pytest.param(BYTES_FIELD, "a b", id="bytes-space"),
+        pytest.param(BYTES_FIELD, "!!", id="bytes-symbols"),
+        pytest.param(ENUM_FIELD, "TYPE_NOPE", id="enum-unknown-name"),
+    ],
+)
+def test_parse_other_scalars_refuses(field_descriptor: Any, text: str) -> None:
+    with pytest.raises(InvalidRequest, match="query parameter 'v'"):
+        parse_scalar(field_descriptor, text, what="query parameter 'v'")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway import search
 
-TEXT = st.text(alphabet=st.sampled_from(list("abcAB \n\nxyzÉéİıß日本\t")), max_size=300)
+TEXT = st.text(alphabet=st.sampled_from(list("abcAB \n\nxyzÉéİıß日本\t")), max_size=300)  # noqa: RUF001  # dotless i on purpose
 
 
 def write(tmp: Path, text: str) -> Path:
