@@ -63,5 +63,5 @@ async def bridge_url(gateway: RunningGateway) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def rest(bridge_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=bridge_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=bridge_url, timeout=60, trust_env=False) as client:
         yield client

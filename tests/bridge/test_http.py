@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 
+from bridge.app import serve_bridge
 from bridge.routes import bindings_from_service, service_descriptor
 from tests.bridge.conftest import MAX_BODY_BYTES
 from tests.bridge.rawhttp import body_of, exchange
@@ -396,3 +397,17 @@ async def test_a_response_that_cannot_be_json_is_a_logged_500(
     assert response.json() == {"error": "Internal Server Error"}
     assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
     assert (await http.get("/health")).status_code == 200
+
+
+async def test_serve_bridge_on_a_port_in_use_raises() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            await serve_bridge(
+                "127.0.0.1:1",
+                "127.0.0.1",
+                taken.getsockname()[1],
+                max_body_bytes=10,
+                shutdown=asyncio.Event(),
+            )

@@ -1,0 +1,184 @@
+"""The bridge application: a FastAPI app whose every route comes from the proto, and its server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Final
+
+import grpc
+import uvicorn
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .endpoint import BindingEndpoint
+from .errors import ErrorResponse
+from .openapi import openapi_document
+from .responses import encode_json, json_response
+from .routes import (
+    FallbackRoute,
+    PathTemplate,
+    TemplateRoute,
+    bindings_from_service,
+    service_descriptor,
+)
+from .upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES: Final = 1_048_576
+OPENAPI_PATH: Final = "/openapi.json"
+# How long open requests (live tails above all) may take to finish once shutdown starts.
+GRACEFUL_SHUTDOWN_S: Final = 5
+
+
+def create_app(
+    upstream: str,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    channel: grpc.aio.Channel | None = None,
+) -> FastAPI:
+    """The REST bridge in front of the gRPC gateway at `upstream` ("host:port").
+
+    The channel is created in the running loop at startup (or at the first request when the
+    app runs without lifespan events) and closed at shutdown; a given `channel` is used as is
+    and left open.
+    """
+    if max_body_bytes < 0:
+        raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
+    client = Upstream(upstream, channel)
+    service = service_descriptor()
+    routes = [
+        TemplateRoute(
+            binding.method.name,
+            binding.template,
+            binding.http_methods,
+            BindingEndpoint(binding, client, max_body_bytes=max_body_bytes),
+        )
+        for binding in bindings_from_service(service)
+    ]
+    document = encode_json(openapi_document(service))
+    routes.append(
+        TemplateRoute(
+            "openapi", PathTemplate.parse(OPENAPI_PATH), {"GET", "HEAD"}, _static(document)
+        )
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        client.open()
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = FastAPI(
+        title="Codex Gateway",
+        # The documentation is served from the descriptors (OPENAPI_PATH), not FastAPI's models.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
+    app.router.routes.extend([*routes, FallbackRoute(routes)])
+    app.add_exception_handler(Exception, _internal_error)
+    return app
+
+
+def _static(document: bytes) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        response = Response(document, media_type="application/json")
+        await response(scope, receive, send)
+
+    return endpoint
+
+
+async def _internal_error(_: Request, exc: Exception) -> Response:
+    """The last resort: an exception no endpoint handled (each handles its own)."""
+    logger.error("unhandled exception in the bridge", exc_info=exc)
+    error = ErrorResponse.internal()
+    return json_response(error.status, error.body)
+
+
+async def serve_bridge(
+    upstream: str,
+    host: str,
+    port: int,
+    *,
+    max_body_bytes: int,
+    shutdown: asyncio.Event,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve the bridge on `host:port` (0 picks a port) until `shutdown` is set.
+
+    `ready` is called with the bound port once the server accepts connections. The socket is
+    bound here, so a port in use raises OSError instead of uvicorn's exit.
+    """
+    app = create_app(upstream, max_body_bytes=max_body_bytes)
+    sock = _bind(host, port)
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,  # the process configures logging, not uvicorn
+        access_log=False,
+        proxy_headers=False,  # nothing here uses client addresses; do not trust forwarded ones
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    server = _Server(config)
+    with sock:
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(server.serve(sockets=[sock]))
+            supervisor = tasks.create_task(_announce_then_stop(server, sock, shutdown, ready))
+            serving.add_done_callback(lambda _: supervisor.cancel())
+
+
+async def _announce_then_stop(
+    server: _Server,
+    sock: socket.socket,
+    shutdown: asyncio.Event,
+    ready: Callable[[int], None] | None,
+) -> None:
+    await server.started_event.wait()
+    if ready is not None:
+        ready(int(sock.getsockname()[1]))
+    await shutdown.wait()
+    server.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that leaves signals to the process and says when it is serving."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.started_event = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The process (the gateway's entrypoint) owns SIGINT/SIGTERM and sets `shutdown`.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.started_event.set()

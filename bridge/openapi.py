@@ -1,0 +1,279 @@
+"""OpenAPI: a 3.1 document of the REST bindings, derived from the proto descriptors alone.
+
+Self-contained on purpose (it reads the `google.api.http` annotations itself): paths from the
+bindings, path and query parameters from the request fields, the request body schema from the
+`body` selector, the response schema from the response message (or its `response_body` field).
+JSON schemas follow the bridge's JSON: proto field names, int64 as integers, fields with presence
+nullable, `Struct` as an object and `Value` as any JSON. Streaming RPCs answer NDJSON or SSE.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
+
+Schema = dict[str, Any]
+
+OPENAPI_VERSION: Final = "3.1.0"
+SECURE_TOKEN_QUERY_PARAM: Final = "secure_token"  # noqa: S105 - a parameter name, not a secret
+
+_T = FieldDescriptor
+_VERBS: Final = ("get", "put", "post", "delete", "patch")
+_VARIABLE: Final = re.compile(r"\{([A-Za-z0-9_.]+)(?:=\*)?\}")
+_INT32: Final[Schema] = {"type": "integer", "format": "int32", "minimum": -(2**31)}
+_INT64: Final[Schema] = {
+    "type": "integer",
+    "format": "int64",
+    "minimum": -(2**63),
+    "maximum": 2**63 - 1,
+}
+_UINT64: Final[Schema] = {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}
+_INTEGERS: Final[dict[int, Schema]] = {
+    _T.TYPE_INT32: {**_INT32, "maximum": 2**31 - 1},
+    _T.TYPE_SINT32: {**_INT32, "maximum": 2**31 - 1},
+    _T.TYPE_SFIXED32: {**_INT32, "maximum": 2**31 - 1},
+    _T.TYPE_UINT32: {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+    _T.TYPE_FIXED32: {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+    _T.TYPE_INT64: _INT64,
+    _T.TYPE_SINT64: _INT64,
+    _T.TYPE_SFIXED64: _INT64,
+    _T.TYPE_UINT64: _UINT64,
+    _T.TYPE_FIXED64: _UINT64,
+}
+_WELL_KNOWN: Final[dict[str, Schema]] = {
+    "google.protobuf.Struct": {"type": "object"},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {"type": "object"},
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string"},
+    "google.protobuf.FieldMask": {"type": "string"},
+    "google.protobuf.StringValue": {"type": "string"},
+    "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
+    "google.protobuf.BoolValue": {"type": "boolean"},
+    "google.protobuf.DoubleValue": {"type": "number"},
+    "google.protobuf.FloatValue": {"type": "number"},
+    "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
+    "google.protobuf.UInt32Value": {"type": "integer", "minimum": 0},
+    "google.protobuf.Int64Value": {"type": "integer", "format": "int64"},
+    "google.protobuf.UInt64Value": {"type": "integer", "minimum": 0},
+}
+_ERROR_REF: Final = "#/components/schemas/Error"
+_ERROR_SCHEMA: Final[Schema] = {
+    "type": "object",
+    "description": "Every error: a human message, the gRPC status name and documented extras.",
+    "properties": {
+        "error": {"type": "string"},
+        "code": {"type": "string"},
+        "reason": {"type": "string"},
+        "retry_after": {"type": "integer"},
+    },
+    "required": ["error"],
+}
+
+
+def openapi_document(
+    service: ServiceDescriptor, *, title: str = "Codex Gateway", version: str = "v1"
+) -> dict[str, Any]:
+    """The OpenAPI document of every `google.api.http` binding of `service`."""
+    builder = _Builder()
+    paths: dict[str, dict[str, Any]] = {}
+    for method in service.methods:
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        for index, binding in enumerate([rule, *rule.additional_bindings]):
+            verb = binding.WhichOneof("pattern")
+            if verb not in _VERBS:
+                continue
+            path = _VARIABLE.sub(r"{\1}", getattr(binding, verb))
+            operation_id = method.name if index == 0 else f"{method.name}{index}"
+            paths.setdefault(path, {})[verb] = builder.operation(method, binding, operation_id)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": {"Error": _ERROR_SCHEMA, **builder.schemas}},
+    }
+
+
+class _Builder:
+    """Operations and the component schemas of the messages they reach."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = {}
+
+    def operation(
+        self, method: MethodDescriptor, rule: http_pb2.HttpRule, operation_id: str
+    ) -> dict[str, Any]:
+        verb = rule.WhichOneof("pattern")
+        request: Descriptor = method.input_type
+        variables = [m.group(1) for m in _VARIABLE.finditer(getattr(rule, verb))]
+        parameters = [self._path_parameter(request, v) for v in variables]
+        if rule.body != "*":
+            bound = {v.split(".")[0] for v in variables} | {rule.body}
+            parameters += [
+                self._query_parameter(f)
+                for f in request.fields
+                if f.name not in bound and f.type != _T.TYPE_MESSAGE
+            ]
+        parameters.append(
+            {
+                "name": SECURE_TOKEN_QUERY_PARAM,
+                "in": "query",
+                "required": False,
+                "description": "Secure session token (also X-Codex-Secure-Token).",
+                "schema": {"type": "string"},
+            }
+        )
+        operation: dict[str, Any] = {
+            "operationId": operation_id,
+            "summary": re.sub(r"(?<!^)(?=[A-Z])", " ", method.name),
+            "parameters": parameters,
+            "responses": {
+                "200": self._success(method, rule),
+                "default": {
+                    "description": "Error",
+                    "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+                },
+            },
+        }
+        if rule.body:
+            body_schema = (
+                self.message_ref(request)
+                if rule.body == "*"
+                else self.field_schema(request.fields_by_name[rule.body])
+            )
+            operation["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        return operation
+
+    def _success(self, method: MethodDescriptor, rule: http_pb2.HttpRule) -> dict[str, Any]:
+        response: Descriptor = method.output_type
+        if method.server_streaming:
+            item = self.message_ref(response)
+            return {
+                "description": "A stream of messages: NDJSON, or SSE with Accept: "
+                "text/event-stream",
+                "content": {
+                    "application/x-ndjson": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"result": item, "error": {"$ref": _ERROR_REF}},
+                        }
+                    },
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            }
+        if rule.response_body:
+            schema = self.field_schema(response.fields_by_name[rule.response_body])
+        else:
+            schema = self.message_ref(response)
+        return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+
+    def _path_parameter(self, request: Descriptor, variable: str) -> dict[str, Any]:
+        message = request
+        names = variable.split(".")
+        for name in names[:-1]:
+            message = _message_type(message.fields_by_name[name])
+        schema = self.scalar_schema(message.fields_by_name[names[-1]])
+        if schema.get("type") == "string":
+            schema = {**schema, "minLength": 1}
+        return {"name": variable, "in": "path", "required": True, "schema": schema}
+
+    def _query_parameter(self, field: FieldDescriptor) -> dict[str, Any]:
+        schema = self.scalar_schema(field)
+        if field.is_repeated:
+            schema = {"type": "array", "items": schema}
+        return {"name": field.name, "in": "query", "required": False, "schema": schema}
+
+    def field_schema(self, field: FieldDescriptor) -> Schema:
+        target = field.message_type
+        if target is not None and target.GetOptions().map_entry:
+            value = self._single_schema(target.fields_by_name["value"])
+            return {"type": "object", "additionalProperties": value}
+        single = self._single_schema(field)
+        if field.is_repeated:
+            return {"type": "array", "items": single}
+        if field.has_presence and not _in_real_oneof(field):
+            return _nullable(single)
+        return single
+
+    def _single_schema(self, field: FieldDescriptor) -> Schema:
+        if field.message_type is not None:
+            return self.message_ref(field.message_type)
+        return self.scalar_schema(field)
+
+    def scalar_schema(self, field: FieldDescriptor) -> Schema:
+        kind = field.type
+        if kind == _T.TYPE_STRING:
+            return {"type": "string"}
+        if kind == _T.TYPE_BOOL:
+            return {"type": "boolean"}
+        if kind in _INTEGERS:
+            return dict(_INTEGERS[kind])
+        if kind == _T.TYPE_DOUBLE:
+            return {"type": "number", "format": "double"}
+        if kind == _T.TYPE_FLOAT:
+            return {"type": "number", "format": "float"}
+        if kind == _T.TYPE_BYTES:
+            return {"type": "string", "format": "byte"}
+        if kind == _T.TYPE_ENUM:
+            if field.enum_type is None:
+                raise ValueError(f"{field.full_name} has no enum type")
+            return {"type": "string", "enum": list(field.enum_type.values_by_name)}
+        raise ValueError(f"{field.full_name} is not a scalar field")
+
+    def message_ref(self, message: Descriptor) -> Schema:
+        if message.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[message.full_name])
+        name = message.full_name
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder first: messages may refer to themselves
+            self.schemas[name] = {
+                "type": "object",
+                "properties": {f.name: self.field_schema(f) for f in message.fields},
+            }
+        return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    kind = schema.get("type")
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    if isinstance(kind, str):
+        nullable = {**schema, "type": [kind, "null"]}
+        if "enum" in schema:
+            nullable["enum"] = [*schema["enum"], None]
+        return nullable
+    return schema  # no type (any JSON) already admits null
+
+
+def _in_real_oneof(field: FieldDescriptor) -> bool:
+    if field.containing_oneof is None:
+        return False
+    proto = descriptor_pb2.DescriptorProto()
+    _containing(field).CopyToProto(proto)
+    return not proto.field[field.index].proto3_optional
+
+
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    if field.message_type is None:
+        raise ValueError(f"{field.full_name} is not a message field")
+    return field.message_type
+
+
+def _containing(field: FieldDescriptor) -> Descriptor:
+    if field.containing_type is None:
+        raise ValueError(f"{field.full_name} is not a message's field")
+    return field.containing_type
