@@ -77,6 +77,18 @@ class WatcherConfig:
 
 
 @dataclass(frozen=True)
+class TriggerConfig:
+    default_file: Path = Path(".codex-monitor-triggers.json")
+    extra_files: tuple[Path, ...] = ()
+    # trigger_file arguments must resolve inside one of these
+    roots: tuple[Path, ...] = ()
+    # <dir>/*/triggers.json are discovered and scheduled (CODEX_HOME/sessions)
+    discovery_dir: Path | None = None
+    disabled: bool = False
+    debounce_ms: int = 250
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     url: str | None = None
     timeout_ms: int = 5000
@@ -126,6 +138,7 @@ class Config:
     stderr_tail_bytes: int = 65_536
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    triggers: TriggerConfig = field(default_factory=lambda: TriggerConfig())
     # The raw values of the variables the reference echoes in GET / ("env" block).
     raw_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -203,6 +216,7 @@ class Config:
             max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES", 1_048_576, minimum=1024),
             watcher=_watcher(env, here),
             webhook=_webhook(env),
+            triggers=_triggers(env, here, codex_home),
             raw_env={
                 name: environ.get(name, "")
                 for name in (
@@ -331,6 +345,25 @@ def _watcher(env: _Env, here: Path) -> WatcherConfig:
         poll_ms=env.integer("CODEX_GATEWAY_WATCH_POLL_MS", 1000, minimum=10),
         force_polling=env.flag("CODEX_GATEWAY_WATCH_USE_WATCHDOG", False),
         skip_initial_scan=env.flag("CODEX_GATEWAY_WATCH_SKIP_INITIAL_SCAN", True),
+    )
+
+
+def _triggers(env: _Env, here: Path, codex_home: Path) -> TriggerConfig:
+    default_file = (
+        here / (env.text("CODEX_GATEWAY_TRIGGER_FILE") or ".codex-monitor-triggers.json")
+    ).resolve()
+    discovery = codex_home / "sessions"
+    roots = tuple((here / p).resolve() for p in env.names("CODEX_GATEWAY_TRIGGER_ROOTS")) or (
+        default_file.parent,
+        discovery.resolve(),
+    )
+    return TriggerConfig(
+        default_file=default_file,
+        extra_files=tuple((here / p).resolve() for p in env.names("CODEX_GATEWAY_TRIGGER_FILES")),
+        roots=roots,
+        discovery_dir=discovery,
+        disabled=env.flag("CODEX_GATEWAY_DISABLE_TRIGGERS", False),
+        debounce_ms=max(50, env.integer("CODEX_GATEWAY_TRIGGER_DEBOUNCE_MS", 250, minimum=0)),
     )
 
 

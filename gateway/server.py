@@ -24,9 +24,11 @@ from gateway.config import Config
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
+from gateway.scheduler import Scheduler
 from gateway.service import GatewayServicer
 from gateway.sessions import SessionStore
 from gateway.status import StatusReporter
+from gateway.triggers import TriggerFiles
 
 log = logging.getLogger(__name__)
 # grpc_health re-exports its asyncio servicer as `health.aio`, which mypy cannot see.
@@ -48,6 +50,8 @@ class Gateway:
     runner: Runner
     feed: LiveFeed
     reporter: StatusReporter
+    trigger_files: TriggerFiles
+    scheduler: Scheduler
 
     @classmethod
     def build(cls, config: Config) -> Gateway:
@@ -58,8 +62,17 @@ class Gateway:
         )
         feed = LiveFeed()
         runner = Runner(config, store, slots, system_prompt, feed)
-        reporter = StatusReporter(config, slots, runner, system_prompt)
-        return cls(config, store, slots, runner, feed, reporter)
+        trigger_files = TriggerFiles(config.triggers)
+        scheduler = Scheduler(
+            config.triggers,
+            trigger_files,
+            runner,
+            store,
+            default_workspace=config.default_workspace,
+            workspace_roots=config.workspace_roots,
+        )
+        reporter = StatusReporter(config, slots, runner, system_prompt, scheduler)
+        return cls(config, store, slots, runner, feed, reporter, trigger_files, scheduler)
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
@@ -126,7 +139,15 @@ async def start_grpc(gateway: Gateway, host: str, port: int) -> GrpcServer:
         ],
     )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(  # type: ignore[no-untyped-call]  # generated
-        GatewayServicer(config, gateway.runner, gateway.store, gateway.feed, gateway.reporter),
+        GatewayServicer(
+            config,
+            gateway.runner,
+            gateway.store,
+            gateway.feed,
+            gateway.reporter,
+            gateway.scheduler,
+            gateway.trigger_files,
+        ),
         server,
     )
     health_servicer = AioHealthServicer()
@@ -186,6 +207,8 @@ async def serve(
     bridge_stop = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as group:
+            scheduler_stop = asyncio.Event()
+            group.create_task(gateway.scheduler.run(scheduler_stop))
             if with_bridge:
                 from bridge.app import serve_bridge
 
@@ -211,6 +234,7 @@ async def serve(
                 ready(grpc_server.port, None)
             await stop.wait()
             log.info("shutting down: runs get %d ms", config.shutdown_grace_ms)
+            scheduler_stop.set()
             await drain(gateway, grpc_server)
             bridge_stop.set()  # after the runs: their REST callers still get their answers
     finally:

@@ -24,6 +24,7 @@ from codex_gateway.v1 import (
     gateway_pb2_grpc,
     runs_pb2,
     sessions_pb2,
+    triggers_pb2,
 )
 from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
@@ -35,9 +36,11 @@ from gateway.feed import FeedItem, LiveFeed
 from gateway.logs import file_size, tail
 from gateway.prompt import Message
 from gateway.runs import Runner, RunRequest, RunResult, nudge_request
+from gateway.scheduler import Scheduler
 from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
 from gateway.status import StatusReporter
-from gateway.views import detail, signal, summary, to_struct
+from gateway.triggers import TriggerFiles
+from gateway.views import detail, signal, summary, to_struct, trigger
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +95,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         store: SessionStore,
         feed: LiveFeed,
         reporter: StatusReporter,
+        scheduler: Scheduler,
+        trigger_files: TriggerFiles,
     ) -> None:
         self._config = config
+        self._scheduler = scheduler
+        self._trigger_files = trigger_files
         self._runner = runner
         self._store = store
         self._feed = feed
@@ -315,6 +322,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     yield sessions_pb2.TailSessionResponse(event=to_struct(event))
             if not request.follow:
                 return
+            # Says "now live" at once, so a client (and the REST bridge) need not wait for the
+            # session's next write to know the tail is established.
+            yield sessions_pb2.TailSessionResponse(
+                notice=sessions_pb2.TailNotice(kind="following", message="following new output")
+            )
             async for item in follower:
                 if item.offset and item.offset <= sizes.get(item.stream, 0):
                     continue
@@ -329,6 +341,76 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                         "read the session and tail again",
                     )
                 )
+
+    async def ListTriggers(  # gRPC method names are the proto's
+        self, request: triggers_pb2.ListTriggersRequest, context: Any
+    ) -> triggers_pb2.ListTriggersResponse:
+        async def listing() -> triggers_pb2.ListTriggersResponse:
+            path = self._trigger_file(request)
+            return triggers_pb2.ListTriggersResponse(
+                trigger_file=str(path),
+                triggers=[trigger(t) for t in self._scheduler.list_triggers(path)],
+            )
+
+        return await _guard(context, listing)
+
+    async def GetTrigger(  # gRPC method names are the proto's
+        self, request: triggers_pb2.GetTriggerRequest, context: Any
+    ) -> triggers_pb2.GetTriggerResponse:
+        async def get() -> triggers_pb2.GetTriggerResponse:
+            path = self._trigger_file(request)
+            return triggers_pb2.GetTriggerResponse(
+                trigger=trigger(self._scheduler.get_trigger(path, request.trigger_id))
+            )
+
+        return await _guard(context, get)
+
+    async def CreateTriggers(  # gRPC method names are the proto's
+        self, request: triggers_pb2.CreateTriggersRequest, context: Any
+    ) -> triggers_pb2.CreateTriggersResponse:
+        async def create() -> triggers_pb2.CreateTriggersResponse:
+            path = self._trigger_file(request)
+            if not request.HasField("triggers"):
+                raise InvalidRequest(
+                    "a trigger or an array of triggers is required", field="triggers"
+                )
+            payload = json_format.MessageToDict(request.triggers)
+            created = await self._scheduler.create(path, payload)
+            response = triggers_pb2.CreateTriggersResponse(
+                trigger_file=str(path), triggers=[trigger(t) for t in created]
+            )
+            if isinstance(payload, dict) and "triggers" not in payload:
+                response.trigger.CopyFrom(response.triggers[0])
+            return response
+
+        return await _guard(context, create)
+
+    async def UpdateTrigger(  # gRPC method names are the proto's
+        self, request: triggers_pb2.UpdateTriggerRequest, context: Any
+    ) -> triggers_pb2.UpdateTriggerResponse:
+        async def update() -> triggers_pb2.UpdateTriggerResponse:
+            path = self._trigger_file(request)
+            patch = json_format.MessageToDict(request.patch) if request.HasField("patch") else {}
+            if not patch:
+                raise InvalidRequest("the fields to update are required", field="patch")
+            updated = await self._scheduler.update(path, request.trigger_id, patch)
+            return triggers_pb2.UpdateTriggerResponse(trigger=trigger(updated))
+
+        return await _guard(context, update)
+
+    async def DeleteTrigger(  # gRPC method names are the proto's
+        self, request: triggers_pb2.DeleteTriggerRequest, context: Any
+    ) -> triggers_pb2.DeleteTriggerResponse:
+        async def delete() -> triggers_pb2.DeleteTriggerResponse:
+            path = self._trigger_file(request)
+            await self._scheduler.delete(path, request.trigger_id)
+            return triggers_pb2.DeleteTriggerResponse(trigger_id=request.trigger_id)
+
+        return await _guard(context, delete)
+
+    def _trigger_file(self, request: Any) -> Path:
+        raw = request.trigger_file if request.HasField("trigger_file") else None
+        return self._trigger_files.resolve(raw)
 
     def _session(self, session_id: str, context: Any) -> Session:
         session = self._store.resolve(session_id)

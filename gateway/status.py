@@ -18,6 +18,7 @@ from gateway.concurrency import RunSlots
 from gateway.config import Config
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
+from gateway.scheduler import Scheduler
 
 VERSION = "0.1.0"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -25,9 +26,15 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 class StatusReporter:
     def __init__(
-        self, config: Config, slots: RunSlots, runner: Runner, system_prompt: GlobalSystemPrompt
+        self,
+        config: Config,
+        slots: RunSlots,
+        runner: Runner,
+        system_prompt: GlobalSystemPrompt,
+        scheduler: Scheduler,
     ) -> None:
         self._config = config
+        self._scheduler = scheduler
         self._slots = slots
         self._runner = runner
         self._system_prompt = system_prompt
@@ -66,10 +73,19 @@ class StatusReporter:
             webhook=self._webhook(),
             system_prompt=self._system_prompt_status(),
             env=self._env,
-            triggers=pb.TriggersStatus(enabled=False),
+            triggers=self._triggers(),
             sessions_running=self._runner.running,
             shutting_down=self._runner.closing,
         )
+
+    def _triggers(self) -> pb.TriggersStatus:
+        enabled, files = self._scheduler.status()
+        status = pb.TriggersStatus(enabled=enabled)
+        for path, count, error in files:
+            entry = status.files.add(path=path, triggers=count)
+            if error is not None:
+                entry.error = error
+        return status
 
     def _watcher(self) -> pb.WatcherStatus:
         watcher = self._config.watcher
@@ -202,6 +218,11 @@ def settings(config: Config) -> dict[str, Any]:
         "CODEX_GATEWAY_WATCH_PATTERN": config.watcher.pattern,
         "CODEX_GATEWAY_WATCH_DEBOUNCE_MS": config.watcher.debounce_ms,
         "CODEX_GATEWAY_WATCH_POLL_MS": config.watcher.poll_ms,
+        "CODEX_GATEWAY_TRIGGER_FILE": str(config.triggers.default_file),
+        "CODEX_GATEWAY_TRIGGER_FILES": [str(p) for p in config.triggers.extra_files],
+        "CODEX_GATEWAY_TRIGGER_ROOTS": [str(p) for p in config.triggers.roots],
+        "CODEX_GATEWAY_DISABLE_TRIGGERS": config.triggers.disabled,
+        "CODEX_GATEWAY_TRIGGER_DEBOUNCE_MS": config.triggers.debounce_ms,
         "SESSION_WEBHOOK_URL": secret(config.webhook.url),
         "SESSION_WEBHOOK_TIMEOUT_MS": config.webhook.timeout_ms,
         "SESSION_WEBHOOK_AUTH_BEARER": secret(config.webhook.auth_bearer),

@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from codex_gateway.v1 import sessions_pb2
+from codex_gateway.v1 import sessions_pb2, triggers_pb2
 from gateway.search import Hit
 from gateway.sessions import Session
 
@@ -133,3 +133,12 @@ def signal(session: Session, index: int, hit: Hit) -> sessions_pb2.Signal:
         window_start=hit.window_start,
         window_end=hit.window_end,
     )
+
+
+def trigger(shown: dict[str, Any]) -> triggers_pb2.Trigger:
+    """A normalised trigger (with next_fire) as a message; unknown keys stay in the file only."""
+    message = triggers_pb2.Trigger()
+    json_format.ParseDict(
+        {k: v for k, v in shown.items() if v is not None}, message, ignore_unknown_fields=True
+    )
+    return message

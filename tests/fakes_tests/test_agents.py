@@ -94,7 +94,7 @@ def test_echo_agent_reports_prompt_argv_and_cwd(spawn: Spawn, tmp_path: Path) ->
     assert events[3]["usage"] == USAGE_100_10
 
 
-@pytest.mark.parametrize("name", ["echo", "env"])
+@pytest.mark.parametrize("name", ["echo", "env", "counter"])
 def test_agent_keeps_the_thread_id_it_resumes(spawn: Spawn, name: str) -> None:
     args = ["exec", "--json", "--skip-git-repo-check", "resume", "the-thread-id", "-"]
 
@@ -114,6 +114,18 @@ def test_env_agent_reports_its_environment(spawn: Spawn) -> None:
     reported = json.loads(message["item"]["text"])
     assert reported["GATEWAY_MARK"] == "mark value"
     assert "FAKE_API_KEY" not in reported
+
+
+def test_counter_agent_prints_numbered_lines_in_order(spawn: Spawn) -> None:
+    env = {"PATH": os.environ["PATH"], "FAKE_AGENT_LINES": "25"}
+
+    code, stdout, _ = run_agent(spawn, "counter", env=env)
+
+    assert code == 0
+    events = parse_events(stdout)
+    texts = [e["item"]["text"] for e in events if e["type"] == "item.completed"]
+    assert texts == [f"line {n}" for n in range(25)]
+    assert events[-1]["type"] == "turn.completed"
 
 
 def test_crash_agent_exits_3_with_a_fatal_line(spawn: Spawn) -> None:

@@ -1,0 +1,442 @@
+"""The trigger scheduler: which triggers exist, when each fires next, firing them, and the CRUD
+operations of the trigger API (each of which reschedules at once).
+
+Time comes from an injectable clock so tests can step it. The loop sleeps until the earliest
+next fire, at most a minute at a time (no timer to overflow however far away a fire is), and
+wakes early when a file changes on disk (watchfiles) or through the API. A trigger fires through
+the same runner and concurrency limit as every run, waiting for a slot, never dropped; while it
+runs it is marked in flight, and its attempt is written to the file before the run starts, so a
+reload mid-run cannot fire it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+
+from gateway.config import TriggerConfig
+from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
+from gateway.runs import Runner, RunRequest
+from gateway.sessions import SessionStore
+from gateway.triggers import (
+    Trigger,
+    TriggerDocument,
+    TriggerFileError,
+    TriggerFiles,
+    find,
+    normalise,
+    parse_entries,
+    read_document,
+)
+from gateway.workspace import resolve_workspace
+
+log = logging.getLogger(__name__)
+MAX_SLEEP = timedelta(seconds=60)
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _FileState:
+    triggers: dict[str, Trigger] = field(default_factory=dict)
+    error: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: TriggerConfig,
+        files: TriggerFiles,
+        runner: Runner,
+        store: SessionStore,
+        *,
+        default_workspace: Path,
+        workspace_roots: tuple[Path, ...],
+        clock: Clock = system_clock,
+    ) -> None:
+        self._config = config
+        self._files = files
+        self._runner = runner
+        self._store = store
+        self._workspace = (default_workspace, workspace_roots)
+        self._clock = clock
+        self._state: dict[Path, _FileState] = {}
+        self._in_flight: set[tuple[Path, str]] = set()
+        # When each trigger fires next, fixed when its definition was last seen to change: a
+        # time computed afresh from "now" would always lie ahead and never come due.
+        self._armed: dict[tuple[Path, str], tuple[str, datetime | None]] = {}
+        self._wake = asyncio.Event()
+        self._fires: set[asyncio.Task[None]] = set()
+
+    # -- what is scheduled -------------------------------------------------------------------
+
+    def reload(self, path: Path | None = None) -> None:
+        """Re-read one scheduled file (or all); a file that cannot be read keeps its last good
+        triggers and reports the error."""
+        paths = [path] if path is not None else self._files.scheduled_files()
+        if path is None:
+            for stale in set(self._state) - set(paths):
+                del self._state[stale]
+        for each in paths:
+            if each not in self._files.scheduled_files():
+                continue
+            state = self._state.setdefault(each, _FileState())
+            try:
+                document = read_document(each)
+            except TriggerFileError as exc:
+                state.error = str(exc)
+                log.warning("trigger file kept its last good schedule: %s", exc)
+                continue
+            if _missing_ids(document):
+                # Give them ids on disk first: an id made up on every read would make the
+                # trigger a new one at each reload (and fire it again).
+                self._track(asyncio.create_task(self._write_ids(each)))
+            triggers, problems = parse_entries(document)
+            state.triggers = {t.id: t for t in triggers if document.index(t.id) is not None}
+            state.error = None
+            state.problems = problems
+        self._rearm()
+        self._wake.set()
+
+    def _rearm(self) -> None:
+        now = self._clock()
+        armed = {}
+        for path, state in self._state.items():
+            for trigger in state.triggers.values():
+                key = (path, trigger.id)
+                fingerprint = _fingerprint(trigger)
+                previous = self._armed.get(key)
+                if previous is not None and previous[0] == fingerprint:
+                    armed[key] = previous
+                else:
+                    armed[key] = (fingerprint, trigger.next_fire(now))
+        self._armed = armed
+
+    def status(self) -> tuple[bool, list[tuple[str, int, str | None]]]:
+        files = []
+        for path, state in sorted(self._state.items()):
+            error = state.error or ("; ".join(state.problems) if state.problems else None)
+            files.append((str(path), len(state.triggers), error))
+        return not self._config.disabled, files
+
+    def next_fires(self) -> list[tuple[datetime, Path, Trigger]]:
+        upcoming = []
+        for path, state in self._state.items():
+            for trigger in state.triggers.values():
+                armed = self._armed.get((path, trigger.id))
+                if armed is not None and armed[1] is not None:
+                    upcoming.append((armed[1], path, trigger))
+        return sorted(upcoming, key=lambda item: item[0])
+
+    def due(self, now: datetime) -> list[tuple[Path, Trigger]]:
+        return [
+            (path, trigger)
+            for when, path, trigger in self.next_fires()
+            if when <= now and (path, trigger.id) not in self._in_flight
+        ]
+
+    # -- firing ------------------------------------------------------------------------------
+
+    async def _write_ids(self, path: Path) -> None:
+        try:
+            async with self._files.edit(path) as document:
+                for i, entry in enumerate(document.entries):
+                    if isinstance(entry, dict) and not (entry.get("id") or entry.get("trigger_id")):
+                        with contextlib.suppress(InvalidRequest):
+                            document.entries[i] = normalise(entry).entry
+        except GatewayError:
+            log.exception("could not write ids into %s", path)
+        self.reload(path)
+
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        self._fires.add(task)
+        task.add_done_callback(self._fires.discard)
+        return task
+
+    async def settle(self) -> None:
+        """Wait for the fires and file writes under way (tests, shutdown)."""
+        while self._fires:
+            await asyncio.gather(*list(self._fires), return_exceptions=True)
+
+    async def fire_due(self, now: datetime | None = None) -> list[asyncio.Task[None]]:
+        """Start every due trigger; the tasks are returned (and tracked) so tests can await."""
+        started = []
+        for path, trigger in self.due(now or self._clock()):
+            self._in_flight.add((path, trigger.id))
+            started.append(self._track(asyncio.create_task(self._fire(path, trigger))))
+        return started
+
+    async def _fire(self, path: Path, trigger: Trigger) -> None:
+        key = (path, trigger.id)
+        try:
+            attempt = _iso(self._clock())
+            async with self._files.edit(path) as document:
+                try:
+                    find(document, trigger.id)["last_attempt_at"] = attempt
+                except GatewayError:
+                    return  # deleted meanwhile
+            status, error, session_id = await self._run(trigger)
+            fired = _iso(self._clock())
+            async with self._files.edit(path) as document:
+                index = document.index(trigger.id)
+                if index is None:
+                    return
+                entry = document.entries[index]
+                entry.update(
+                    last_attempt_at=attempt,
+                    last_status=status,
+                    last_error=error,
+                    overdue=False,
+                )
+                if session_id is not None:
+                    entry["gateway_session_id"] = session_id
+                if status == "success":
+                    entry["last_fired"] = fired
+                    if trigger.schedule.mode == "once":
+                        del document.entries[index]
+        except GatewayError:
+            log.exception("trigger %s in %s: could not record its fire", trigger.id, path)
+        finally:
+            self._in_flight.discard(key)
+            self.reload(path)
+
+    async def _run(self, trigger: Trigger) -> tuple[str, str | None, str | None]:
+        entry = trigger.entry
+        session_id = entry.get("gateway_session_id")
+        if isinstance(session_id, str):
+            try:
+                self._store.resolve(session_id)
+            except SessionNotFound:
+                session_id = None  # the session is gone: start a new one
+        request = RunRequest(
+            source="trigger",
+            prompt=str(entry["prompt_text"]),
+            system_prompt=str(entry.get("system_prompt") or ""),
+            env=dict(entry.get("env") or {}),
+            workspace=entry.get("cwd"),
+            timeout_ms=entry.get("timeout_ms"),
+            session_id=session_id if isinstance(session_id, str) else None,
+            metadata={"trigger_id": trigger.id, "trigger_title": str(entry.get("title", ""))},
+        )
+        try:
+            result = await self._runner.run(request, wait_for_slot=True)
+        except GatewayError as exc:
+            log.warning("trigger %s failed: %s", trigger.id, exc.message)
+            return "error", exc.message, None
+        return "success", None, result.session.id
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fire triggers on time until `stop` is set; watch the trigger files meanwhile."""
+        self.reload()
+        if self._config.disabled:
+            await stop.wait()
+            return
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch(stop))
+            while not stop.is_set():
+                await self.fire_due()
+                self._wake.clear()
+                upcoming = self.next_fires()
+                delay = MAX_SLEEP
+                if upcoming:
+                    delay = min(MAX_SLEEP, max(timedelta(0), upcoming[0][0] - self._clock()))
+                waiters = {
+                    asyncio.ensure_future(self._wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                }
+                _, pending = await asyncio.wait(
+                    waiters,
+                    timeout=max(delay.total_seconds(), 0.01),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for waiter in pending:
+                    waiter.cancel()
+            for task in list(self._fires):
+                task.cancel()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Reload a trigger file within a second of an edit on disk."""
+        while not stop.is_set():
+            directories = {p.parent for p in self._files.scheduled_files() if p.parent.is_dir()}
+            discovery = self._config.discovery_dir
+            if discovery is not None and discovery.is_dir():
+                directories.add(discovery)
+            if not directories:
+                await _wait(stop, 5)
+                continue
+            rescan = asyncio.Event()
+            try:
+                async for changes in watchfiles.awatch(
+                    *directories,
+                    stop_event=_either(stop, rescan),
+                    debounce=self._config.debounce_ms,
+                    step=50,
+                    recursive=False,
+                    rust_timeout=1000,
+                ):
+                    self._on_changes({Path(p) for _, p in changes}, discovery, rescan)
+            except (OSError, RuntimeError) as exc:
+                log.warning("watching trigger files failed, polling instead: %s", exc)
+                await _wait(stop, 1)
+                self.reload()
+
+    def _on_changes(
+        self, changed: set[Path], discovery: Path | None, rescan: asyncio.Event
+    ) -> None:
+        scheduled = set(self._files.scheduled_files())
+        for path in changed:
+            if path in scheduled:
+                self.reload(path)
+            elif discovery is not None and path.parent == discovery:
+                self.reload()  # a session folder came or went: files to schedule changed
+                rescan.set()
+
+    # -- the trigger API ---------------------------------------------------------------------
+
+    def view(self, trigger: Trigger, path: Path | None = None) -> dict[str, Any]:
+        shown = dict(trigger.entry)
+        armed = self._armed.get((path, trigger.id)) if path is not None else None
+        if armed is not None and armed[0] == _fingerprint(trigger):
+            when = armed[1]
+        else:
+            when = trigger.next_fire(self._clock())
+        shown["next_fire"] = when.isoformat().replace("+00:00", "Z") if when else None
+        return shown
+
+    def list_triggers(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            document = read_document(path)
+        except TriggerFileError as exc:
+            raise InvalidRequest(
+                f"Unable to read trigger configuration: {exc}", field="trigger_file"
+            ) from None
+        triggers, _ = parse_entries(document)
+        return [self.view(t, path) for t in triggers]
+
+    def get_trigger(self, path: Path, trigger_id: str) -> dict[str, Any]:
+        for shown in self.list_triggers(path):
+            if shown["id"] == trigger_id:
+                return shown
+        raise TriggerNotFound(trigger_id)
+
+    async def create(self, path: Path, payload: Any) -> list[dict[str, Any]]:
+        """Create or replace one trigger (an object) or a batch (an array or {"triggers": [..]})."""
+        batch = isinstance(payload, list) or (
+            isinstance(payload, dict) and isinstance(payload.get("triggers"), list)
+        )
+        items = (
+            payload
+            if isinstance(payload, list)
+            else payload.get("triggers")
+            if batch
+            else [payload]
+        )
+        if not items:
+            raise InvalidRequest("no trigger given", field="triggers")
+        triggers = [
+            normalise(item, where=f"triggers[{i}]." if batch else "")
+            for i, item in enumerate(items)
+        ]
+        for i, trigger in enumerate(triggers):
+            self._check_workspace(trigger, f"triggers[{i}]." if batch else "")
+        async with self._files.edit(path) as document:
+            for trigger in triggers:
+                index = document.index(trigger.id)
+                if index is None:
+                    document.entries.append(trigger.entry)
+                else:
+                    old = document.entries[index]
+                    if isinstance(old, dict) and "created_at" not in (
+                        items[triggers.index(trigger)] or {}
+                    ):
+                        trigger.entry["created_at"] = old.get(
+                            "created_at", trigger.entry["created_at"]
+                        )
+                    document.entries[index] = trigger.entry
+        self.reload(path)
+        return [self.view(t, path) for t in triggers]
+
+    async def update(self, path: Path, trigger_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        async with self._files.edit(path) as document:
+            existing = find(document, trigger_id)
+            merged = {**existing, **patch, "id": existing.get("id", trigger_id)}
+            merged["created_at"] = existing.get("created_at", merged.get("created_at"))
+            for name in ("last_fired", "last_attempt_at", "last_status", "last_error"):
+                if not patch.get(name):
+                    merged[name] = existing.get(name)
+            trigger = normalise(merged)
+            self._check_workspace(trigger, "")
+            document.entries[document.index(trigger_id) or 0] = trigger.entry
+        self.reload(path)
+        return self.view(trigger, path)
+
+    async def delete(self, path: Path, trigger_id: str) -> None:
+        async with self._files.edit(path) as document:
+            find(document, trigger_id)
+            index = document.index(trigger_id)
+            if index is not None:
+                del document.entries[index]
+        self.reload(path)
+
+    def _check_workspace(self, trigger: Trigger, where: str) -> None:
+        cwd = trigger.entry.get("cwd")
+        if cwd is None:
+            return
+        default, roots = self._workspace
+        try:
+            resolve_workspace(cwd, default=default, roots=roots)
+        except InvalidRequest as exc:
+            raise InvalidRequest(
+                exc.message.replace("workspace", "cwd", 1), field=f"{where}cwd"
+            ) from None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _missing_ids(document: TriggerDocument) -> bool:
+    return any(
+        isinstance(entry, dict) and not (entry.get("id") or entry.get("trigger_id"))
+        for entry in document.entries
+    )
+
+
+def _fingerprint(trigger: Trigger) -> str:
+    entry = trigger.entry
+    fields = ("schedule", "enabled", "last_fired", "last_attempt_at", "created_at")
+    return json.dumps([entry.get(name) for name in fields], sort_keys=True, default=str)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class _either:  # reads as a function at the call site
+    """An event-like object that is set when either event is (watchfiles' stop_event)."""
+
+    def __init__(self, first: asyncio.Event, second: asyncio.Event) -> None:
+        self._events = (first, second)
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)
+
+    def set(self) -> None:
+        """watchfiles sets its stop event when cancelled: end this watch only."""
+        self._events[1].set()
