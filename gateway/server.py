@@ -24,7 +24,7 @@ from gateway.config import Config
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
-from gateway.scheduler import Scheduler
+from gateway.scheduler import Clock, Scheduler, system_clock
 from gateway.service import GatewayServicer
 from gateway.sessions import SessionStore
 from gateway.status import StatusReporter
@@ -54,7 +54,7 @@ class Gateway:
     scheduler: Scheduler
 
     @classmethod
-    def build(cls, config: Config) -> Gateway:
+    def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
         store = SessionStore(config.session_dirs, config.secure_session_dir)
         slots = RunSlots(config.max_concurrent)
         system_prompt = GlobalSystemPrompt.load(
@@ -70,6 +70,7 @@ class Gateway:
             store,
             default_workspace=config.default_workspace,
             workspace_roots=config.workspace_roots,
+            clock=clock,
         )
         reporter = StatusReporter(config, slots, runner, system_prompt, scheduler)
         return cls(config, store, slots, runner, feed, reporter, trigger_files, scheduler)

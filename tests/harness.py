@@ -16,6 +16,7 @@ import grpc
 
 from codex_gateway.v1 import gateway_pb2_grpc
 from gateway.config import Config
+from gateway.scheduler import Clock, system_clock
 from gateway.server import Gateway, GrpcServer, drain, start_grpc
 from tests.fakes import CODEX_BIN
 
@@ -63,8 +64,10 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
-    gateway = Gateway.build(config)
+async def running_gateway(
+    config: Config, *, clock: Clock = system_clock
+) -> AsyncIterator[RunningGateway]:
+    gateway = Gateway.build(config, clock=clock)
     gateway.store.load()
     grpc_server = await start_grpc(gateway, "127.0.0.1", 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}")

@@ -18,7 +18,6 @@ from google.protobuf import json_format, struct_pb2
 
 from codex_gateway.v1 import triggers_pb2
 from gateway.config import Config, TriggerConfig
-from gateway.scheduler import Scheduler
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_bridge, running_gateway
 
@@ -224,11 +223,14 @@ async def test_grpc_create_takes_a_struct_or_a_list(trigger_config: Config) -> N
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def scheduler_at(gw: RunningGateway, now: list[datetime]) -> Scheduler:
-    """The gateway's scheduler with a clock the test steps by hand."""
-    scheduler = gw.gateway.scheduler
-    scheduler._clock = lambda: now[0]  # noqa: SLF001  # the injectable clock; no real waiting
-    return scheduler
+class SteppedClock:
+    """The scheduler's injectable clock, stepped by the test: no real waiting."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 async def test_an_interval_trigger_fires_on_its_grid_and_continues_its_session(
@@ -242,12 +244,12 @@ async def test_an_interval_trigger_fires_on_its_grid_and_continues_its_session(
         "created_at": start.isoformat(),
     }
     trigger_config.triggers.default_file.write_text(json.dumps({"triggers": [entry]}))
-    async with running_gateway(trigger_config) as gw:
-        now = [start + timedelta(minutes=4)]
-        scheduler = scheduler_at(gw, now)
+    clock = SteppedClock(start + timedelta(minutes=4))
+    async with running_gateway(trigger_config, clock=clock) as gw:
+        scheduler = gw.gateway.scheduler
         scheduler.reload()
         assert await scheduler.fire_due() == []
-        now[0] = start + timedelta(minutes=5)
+        clock.now = start + timedelta(minutes=5)
         await asyncio.gather(*await scheduler.fire_due())
         stored = file_triggers(trigger_config)[0]
         assert (
@@ -257,7 +259,7 @@ async def test_an_interval_trigger_fires_on_its_grid_and_continues_its_session(
         )
         first_session = stored["gateway_session_id"]
         assert await scheduler.fire_due() == []  # last_fired is the new anchor
-        now[0] = datetime.fromisoformat(stored["last_fired"]) + timedelta(minutes=5)
+        clock.now = datetime.fromisoformat(stored["last_fired"]) + timedelta(minutes=5)
         await asyncio.gather(*await scheduler.fire_due())
         stored = file_triggers(trigger_config)[0]
         assert stored["gateway_session_id"] == first_session
@@ -277,9 +279,8 @@ async def test_a_once_trigger_fires_once_is_removed_and_survives_a_reload_mid_ru
         "env": {"FAKE_AGENT_SECONDS": "1"},
     }
     config.triggers.default_file.write_text(json.dumps({"triggers": [entry]}))
-    async with running_gateway(config) as gw:
-        now = [at]
-        scheduler = scheduler_at(gw, now)
+    async with running_gateway(config, clock=SteppedClock(at)) as gw:
+        scheduler = gw.gateway.scheduler
         scheduler.reload()
         tasks = await scheduler.fire_due()
         assert len(tasks) == 1
@@ -301,9 +302,10 @@ async def test_a_disabled_trigger_never_fires(trigger_config: Config) -> None:
         "created_at": "2020-01-01T00:00:00Z",
     }
     trigger_config.triggers.default_file.write_text(json.dumps({"triggers": [entry]}))
-    async with running_gateway(trigger_config) as gw:
-        now = [datetime(2031, 1, 1, tzinfo=UTC)]
-        scheduler = scheduler_at(gw, now)
+    async with running_gateway(
+        trigger_config, clock=SteppedClock(datetime(2031, 1, 1, tzinfo=UTC))
+    ) as gw:
+        scheduler = gw.gateway.scheduler
         scheduler.reload()
         assert await scheduler.fire_due() == []
 
@@ -315,8 +317,10 @@ async def test_a_trigger_without_id_gets_one_written_back(trigger_config: Config
         "created_by": {"id": "u1"},
     }
     trigger_config.triggers.default_file.write_text(json.dumps({"version": 1, "triggers": [entry]}))
-    async with running_gateway(trigger_config) as gw:
-        scheduler = scheduler_at(gw, [datetime(2030, 1, 1, tzinfo=UTC)])
+    async with running_gateway(
+        trigger_config, clock=SteppedClock(datetime(2030, 1, 1, tzinfo=UTC))
+    ) as gw:
+        scheduler = gw.gateway.scheduler
         scheduler.reload()
         assert await scheduler.fire_due() == []  # not before its id is on disk
         await scheduler.settle()
