@@ -95,6 +95,10 @@ class WebhookConfig:
     auth_bearer: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     secret: str | None = None
+    # delivery attempts per webhook before it counts as failed (kept on disk either way)
+    max_attempts: int = 8
+    retry_base_ms: int = 500
+    retry_max_ms: int = 60_000
 
 
 @dataclass(frozen=True)
@@ -387,4 +391,7 @@ def _webhook(env: _Env) -> WebhookConfig:
         auth_bearer=env.text("SESSION_WEBHOOK_AUTH_BEARER"),
         headers=headers,
         secret=env.text("SESSION_WEBHOOK_SECRET"),
+        max_attempts=env.integer("SESSION_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
+        retry_base_ms=env.integer("SESSION_WEBHOOK_RETRY_BASE_MS", 500, minimum=1),
+        retry_max_ms=env.integer("SESSION_WEBHOOK_RETRY_MAX_MS", 60_000, minimum=1),
     )

@@ -52,6 +52,8 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 MIN_TIMEOUT_MS = 1000
 MAX_MESSAGES = 10_000
 EventSink = Callable[[JsonObject], None]
+# Told about every finished run (webhooks): the payload of CONTRACT.md. Must not block.
+FinishedSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -121,9 +123,11 @@ class Runner:
         slots: RunSlots,
         system_prompt: GlobalSystemPrompt,
         feed: LiveFeed | None = None,
+        on_finished: FinishedSink | None = None,
     ) -> None:
         self._config = config
         self._feed = feed
+        self._on_finished = on_finished
         self._store = store
         self._slots = slots
         self._system_prompt = system_prompt
@@ -317,6 +321,7 @@ class Runner:
                 outcome=outcome if status == "completed" else None,
                 usage_before=usage_before,
             )
+            self._announce(session, record, request, prepared, outcome, status, error_message)
         usage = outcome.usage.minus(usage_before) if outcome.usage else Usage()
         return RunResult(
             session=session,
@@ -334,6 +339,42 @@ class Runner:
             duration_ms=int((time.monotonic() - started) * 1000),
             attempts=record.get("attempts", 0),
         )
+
+    def _announce(
+        self,
+        session: Session,
+        record: dict[str, Any],
+        request: RunRequest,
+        prepared: _Prepared,
+        outcome: RunOutcome,
+        status: str,
+        error: str | None,
+    ) -> None:
+        if self._on_finished is None:
+            return
+        users = [
+            m.content for m in prepared.messages if m.role.lower() not in ("assistant", "system")
+        ]
+        payload = {
+            "session_id": session.id,
+            "gateway_session_id": session.id,
+            "codex_session_id": session.codex_session_id,
+            "run_id": record["run_id"],
+            "status": status,
+            "workspace": str(prepared.workspace),
+            "prompt": users[-1] if users else "",
+            "output": outcome.output if status == "completed" else "",
+            "usage": record.get("usage") or Usage().as_dict(),
+            "metadata": request.metadata or dict(session.meta.get("metadata") or {}),
+            "error": error,
+            "completed_at": record.get("completed_at"),
+            "model": record.get("model"),
+            "source": request.source,
+        }
+        try:
+            self._on_finished(payload)
+        except Exception:  # a notification must never break the run it reports
+            log.exception("the finished-run hook failed for run %s", record["run_id"])
 
     def _begin(
         self,

@@ -29,6 +29,7 @@ from gateway.service import GatewayServicer
 from gateway.sessions import SessionStore
 from gateway.status import StatusReporter
 from gateway.triggers import TriggerFiles
+from gateway.watcher import FileWatcher
 
 log = logging.getLogger(__name__)
 # grpc_health re-exports its asyncio servicer as `health.aio`, which mypy cannot see.
@@ -52,6 +53,7 @@ class Gateway:
     reporter: StatusReporter
     trigger_files: TriggerFiles
     scheduler: Scheduler
+    watcher: FileWatcher
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
@@ -72,8 +74,9 @@ class Gateway:
             workspace_roots=config.workspace_roots,
             clock=clock,
         )
-        reporter = StatusReporter(config, slots, runner, system_prompt, scheduler)
-        return cls(config, store, slots, runner, feed, reporter, trigger_files, scheduler)
+        watcher = FileWatcher(config.watcher, runner)
+        reporter = StatusReporter(config, slots, runner, system_prompt, scheduler, watcher)
+        return cls(config, store, slots, runner, feed, reporter, trigger_files, scheduler, watcher)
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
@@ -208,8 +211,9 @@ async def serve(
     bridge_stop = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as group:
-            scheduler_stop = asyncio.Event()
-            group.create_task(gateway.scheduler.run(scheduler_stop))
+            background_stop = asyncio.Event()
+            group.create_task(gateway.scheduler.run(background_stop))
+            group.create_task(gateway.watcher.run(background_stop))
             if with_bridge:
                 from bridge.app import serve_bridge
 
@@ -235,7 +239,7 @@ async def serve(
                 ready(grpc_server.port, None)
             await stop.wait()
             log.info("shutting down: runs get %d ms", config.shutdown_grace_ms)
-            scheduler_stop.set()
+            background_stop.set()
             await drain(gateway, grpc_server)
             bridge_stop.set()  # after the runs: their REST callers still get their answers
     finally:

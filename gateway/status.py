@@ -19,6 +19,7 @@ from gateway.config import Config
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Scheduler
+from gateway.watcher import FileWatcher
 
 VERSION = "0.1.0"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -32,9 +33,11 @@ class StatusReporter:
         runner: Runner,
         system_prompt: GlobalSystemPrompt,
         scheduler: Scheduler,
+        watcher: FileWatcher,
     ) -> None:
         self._config = config
         self._scheduler = scheduler
+        self._file_watcher = watcher
         self._slots = slots
         self._runner = runner
         self._system_prompt = system_prompt
@@ -89,16 +92,24 @@ class StatusReporter:
 
     def _watcher(self) -> pb.WatcherStatus:
         watcher = self._config.watcher
+        live = self._file_watcher.status
         status = pb.WatcherStatus(
-            enabled=False,
-            paths=[str(p) for p in watcher.paths],
+            enabled=live.enabled,
+            paths=live.paths if live.enabled else [str(p) for p in watcher.paths],
             pattern=watcher.pattern,
             debounce_ms=watcher.debounce_ms,
             poll_ms=watcher.poll_ms,
-            mode="polling" if watcher.force_polling else "os",
+            watcher_count=live.watcher_count,
+            mode=self._file_watcher.mode,
+            events_seen=live.events_seen,
+            runs_started=live.runs_started,
         )
         if watcher.prompt_file is not None:
             status.prompt_file = str(watcher.prompt_file)
+        if live.last_event is not None:
+            status.last_event.update(live.last_event)
+        if live.last_error is not None:
+            status.last_error = live.last_error
         return status
 
     def _webhook(self) -> pb.WebhookStatus:
