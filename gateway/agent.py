@@ -22,6 +22,7 @@ from gateway.events import LineFramer, OversizedLine
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65_536
+_KILL_WAIT_S = 5.0
 
 
 class AgentProcess:
@@ -108,18 +109,20 @@ class AgentProcess:
             if self._on_stderr is not None:
                 self._on_stderr(chunk)
 
-    async def lines(self) -> AsyncIterator[bytes | OversizedLine]:
-        """stdout as bounded lines, as they arrive, until EOF. Reading never stops early:
-        codex panics when its stdout closes under it."""
+    async def batches(self) -> AsyncIterator[list[bytes | OversizedLine]]:
+        """stdout as bounded lines, a batch per read, as they arrive, until EOF. Reading never
+        stops early: codex panics when its stdout closes under it."""
         stdout = self._started().stdout
         while stdout is not None and (chunk := await stdout.read(_READ_CHUNK)):
-            for line in self._framer.feed(chunk):
-                yield line
+            batch = list(self._framer.feed(chunk))
+            if batch:
+                yield batch
             # A read that finds data buffered does not suspend: give followers and other
-            # requests their turn between chunks of a fast-writing agent.
+            # requests their turn between batches of a fast-writing agent.
             await asyncio.sleep(0)
-        for line in self._framer.close():
-            yield line
+        last = list(self._framer.close())
+        if last:
+            yield last
 
     async def wait(self) -> int:
         code = await self._started().wait()
@@ -138,31 +141,59 @@ class AgentProcess:
         await asyncio.shield(self._stop(proc, grace_s))
 
     async def _stop(self, proc: asyncio.subprocess.Process, grace_s: float) -> None:
-        found = descendants(proc.pid)
-        if proc.returncode is None:
-            self.stopped_by_signal = True
-            _signal_group(proc.pid, signal.SIGINT)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), grace_s)
-        found |= descendants(proc.pid)
-        if proc.returncode is None:
+        # Keep stdout flowing while stopping: an agent blocked on a full pipe cannot exit, and
+        # asyncio's wait() only returns once both pipes have reached EOF.
+        drain = asyncio.ensure_future(_discard(proc.stdout))
+        try:
+            found = descendants(proc.pid)
+            if proc.returncode is None:
+                self.stopped_by_signal = True
+                _signal_group(proc.pid, signal.SIGINT)
+                await _exited(proc, grace_s)
+            found |= descendants(proc.pid)
+            # codex runs commands in sessions of their own: the group kill does not reach them.
             _signal_group(proc.pid, signal.SIGKILL)
-        # codex runs commands in sessions of their own: the group kill does not reach them.
-        _signal_group(proc.pid, signal.SIGKILL)
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        await proc.wait()
-        for task in (self._stdin_task, self._stderr_task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            await _exited(proc, _KILL_WAIT_S)
+            pipes = {drain, *([self._stderr_task] if self._stderr_task else [])}
+            _, open_pipes = await asyncio.wait(pipes, timeout=_KILL_WAIT_S)
+            if open_pipes:
+                # Something outside our reach still holds a pipe: stop listening to it.
+                log.warning("agent %d: a pipe stayed open after the kill; closing it", proc.pid)
+                transport = getattr(proc, "_transport", None)  # no public way to drop the pipes
+                if transport is not None:
+                    transport.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), _KILL_WAIT_S)
+        finally:
+            for task in (drain, self._stdin_task, self._stderr_task):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     def reap(self) -> None:
         """After a normal exit: kill anything the agent left running in its process group."""
         if self._proc is not None:
             _signal_group(self._proc.pid, signal.SIGKILL)
+
+
+async def _discard(stream: asyncio.StreamReader | None) -> None:
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        while await stream.read(_READ_CHUNK):
+            pass
+
+
+async def _exited(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
+    """Until the process has exited (not its pipes: wait() would wait for those too)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    # asyncio has no exit-only notification (its wait() also waits for the pipes): poll.
+    while proc.returncode is None and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

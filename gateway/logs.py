@@ -40,10 +40,11 @@ class RunLog:
             raise
 
     def _append(self, stream: str, data: bytes) -> int:
+        """Buffered: the caller flushes before it next yields to the event loop, so a tail that
+        reads the file (it can only run then) always finds every published item on disk."""
         handle = self._files[stream]
         try:
             handle.write(data)
-            handle.flush()
         except OSError as exc:
             self.write_errors += 1
             if self.write_errors == 1:
@@ -52,12 +53,22 @@ class RunLog:
         self._offsets[stream] += len(data)
         return self._offsets[stream]
 
+    def flush(self) -> None:
+        for stream, handle in self._files.items():
+            try:
+                handle.flush()
+            except OSError as exc:
+                self.write_errors += 1
+                if self.write_errors == 1:
+                    log.error("session %s: cannot write %s: %s", self._session_id, stream, exc)
+
     def _publish(self, item: FeedItem) -> None:
         if self._feed is not None:
             self._feed.publish(self._session_id, item)
 
     def start(self) -> None:
         self._append("stdout", f"\n\n===== RUN {self.run_id} START {now_iso()} =====\n".encode())
+        self.flush()
         self._publish(FeedItem("notice", "run_started", run_id=self.run_id, status="running"))
 
     def stdout_line(self, text: str) -> None:
@@ -72,6 +83,7 @@ class RunLog:
 
     def stderr(self, chunk: bytes) -> None:
         offset = self._append("stderr", chunk)
+        self.flush()
         text = chunk.decode(errors="replace")
         self._publish(FeedItem("stderr", text, run_id=self.run_id, offset=offset))
 

@@ -515,20 +515,23 @@ class Runner:
         grace_s = self._config.stop_grace_ms / 1000
         try:
             async with asyncio.timeout_at(deadline):
-                async for line in agent.lines():
-                    event = self._take_line(line, run_log)
-                    if event is None:
-                        continue
-                    outcome.observe(event)
-                    if event["type"] == "thread.started":
-                        self._learn_thread(session, outcome.thread_id)
-                    if on_event is not None:
-                        on_event(event)
+                async for batch in agent.batches():
+                    for line in batch:
+                        event = self._take_line(line, run_log)
+                        if event is None:
+                            continue
+                        outcome.observe(event)
+                        if event["type"] == "thread.started":
+                            self._learn_thread(session, outcome.thread_id)
+                        if on_event is not None:
+                            on_event(event)
+                    run_log.flush()
                 code = await agent.wait()
         except TimeoutError:
             await agent.stop(grace_s)
             raise RunTimedOut(prepared.timeout_ms) from None
         finally:
+            run_log.flush()
             if agent.returncode is None:
                 await agent.stop(grace_s)
         agent.reap()
