@@ -30,6 +30,7 @@ from gateway.sessions import SessionStore
 from gateway.status import StatusReporter
 from gateway.triggers import TriggerFiles
 from gateway.watcher import FileWatcher
+from gateway.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 # grpc_health re-exports its asyncio servicer as `health.aio`, which mypy cannot see.
@@ -54,6 +55,7 @@ class Gateway:
     trigger_files: TriggerFiles
     scheduler: Scheduler
     watcher: FileWatcher
+    webhooks: WebhookSender
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
@@ -63,7 +65,15 @@ class Gateway:
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )
         feed = LiveFeed()
-        runner = Runner(config, store, slots, system_prompt, feed)
+        webhooks = WebhookSender(config.webhook, config.primary_session_dir / ".webhooks")
+        runner = Runner(
+            config,
+            store,
+            slots,
+            system_prompt,
+            feed,
+            on_finished=webhooks.enqueue if webhooks.configured else None,
+        )
         trigger_files = TriggerFiles(config.triggers)
         scheduler = Scheduler(
             config.triggers,
@@ -75,8 +85,29 @@ class Gateway:
             clock=clock,
         )
         watcher = FileWatcher(config.watcher, runner)
-        reporter = StatusReporter(config, slots, runner, system_prompt, scheduler, watcher)
-        return cls(config, store, slots, runner, feed, reporter, trigger_files, scheduler, watcher)
+        reporter = StatusReporter(
+            config, slots, runner, system_prompt, scheduler, watcher, webhooks
+        )
+        return cls(
+            config,
+            store,
+            slots,
+            runner,
+            feed,
+            reporter,
+            trigger_files,
+            scheduler,
+            watcher,
+            webhooks,
+        )
+
+    async def background(self, stop: asyncio.Event, webhooks_stop: asyncio.Event) -> None:
+        """The loops beside the servers: scheduler, watcher, webhook delivery. Webhooks stop
+        last, so runs that end while the gateway drains still get theirs out."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.scheduler.run(stop))
+            group.create_task(self.watcher.run(stop))
+            group.create_task(self.webhooks.run(webhooks_stop))
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
@@ -211,9 +242,8 @@ async def serve(
     bridge_stop = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as group:
-            background_stop = asyncio.Event()
-            group.create_task(gateway.scheduler.run(background_stop))
-            group.create_task(gateway.watcher.run(background_stop))
+            background_stop, webhooks_stop = asyncio.Event(), asyncio.Event()
+            group.create_task(gateway.background(background_stop, webhooks_stop))
             if with_bridge:
                 from bridge.app import serve_bridge
 
@@ -241,6 +271,7 @@ async def serve(
             log.info("shutting down: runs get %d ms", config.shutdown_grace_ms)
             background_stop.set()
             await drain(gateway, grpc_server)
+            webhooks_stop.set()
             bridge_stop.set()  # after the runs: their REST callers still get their answers
     finally:
         await grpc_server.server.stop(grace=1.0)

@@ -20,6 +20,7 @@ from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Scheduler
 from gateway.watcher import FileWatcher
+from gateway.webhooks import WebhookSender
 
 VERSION = "0.1.0"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -34,7 +35,9 @@ class StatusReporter:
         system_prompt: GlobalSystemPrompt,
         scheduler: Scheduler,
         watcher: FileWatcher,
+        webhooks: WebhookSender,
     ) -> None:
+        self._webhooks = webhooks
         self._config = config
         self._scheduler = scheduler
         self._file_watcher = watcher
@@ -121,6 +124,10 @@ class StatusReporter:
             header_keys=sorted(webhook.headers),
             signed=webhook.secret is not None,
         )
+        counts = self._webhooks.status()
+        status.delivered = counts["delivered"]
+        status.failed = counts["failed"]
+        status.pending = counts["pending"]
         if webhook.url is not None:
             status.url_tail = webhook.url if len(webhook.url) <= 18 else "…" + webhook.url[-18:]
         return status

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from codex_gateway.v1 import gateway_pb2_grpc
-from gateway.config import Config
+from gateway.config import Config, TriggerConfig
 from gateway.scheduler import Clock, system_clock
 from gateway.server import Gateway, GrpcServer, drain, start_grpc
 from tests.fakes import CODEX_BIN
@@ -47,6 +47,11 @@ def base_config(tmp: Path, *, codex_env: dict[str, str] | None = None, **overrid
         stop_grace_ms=2000,
         shutdown_grace_ms=2000,
         timeout_ms=30_000,
+        triggers=TriggerConfig(
+            default_file=tmp / "triggers" / "triggers.json",
+            roots=(tmp / "triggers",),
+            discovery_dir=tmp / "codex-home" / "sessions",
+        ),
     )
     return dataclasses.replace(config, **overrides)
 
@@ -65,19 +70,26 @@ class RunningGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    config: Config, *, clock: Clock = system_clock
+    config: Config, *, clock: Clock = system_clock, background: bool = False
 ) -> AsyncIterator[RunningGateway]:
+    """With `background`, the scheduler, watcher and webhook loops run too."""
     gateway = Gateway.build(config, clock=clock)
     gateway.store.load()
     grpc_server = await start_grpc(gateway, "127.0.0.1", 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}")
+    stop, webhooks_stop = asyncio.Event(), asyncio.Event()
+    loops = asyncio.create_task(gateway.background(stop, webhooks_stop)) if background else None
     try:
         yield RunningGateway(
             gateway, grpc_server, channel, gateway_pb2_grpc.GatewayServiceStub(channel)
         )
     finally:
+        stop.set()
         await channel.close()
         await drain(gateway, grpc_server)
+        webhooks_stop.set()
+        if loops is not None:
+            await asyncio.wait_for(loops, 10)
         await grpc_server.server.stop(grace=0.5)
 
 

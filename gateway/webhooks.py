@@ -1,0 +1,464 @@
+"""Webhook delivery: a durable outbox of finished-run notifications, POSTed with retries.
+
+Every finished run becomes one delivery. `enqueue` writes it to the outbox directory before it
+returns (temp file + rename, so a reader never sees half a file) and wakes the delivery loop; the
+loop POSTs it and deletes the file on a 2xx answer. What is still on disk when the process stops
+is delivered by the next process, so a webhook survives a restart.
+
+    <outbox>/<created-ns>-<id>.json   {"id", "created_at", "attempts", "payload"}
+    <outbox>/failed/<same name>       the same, plus "last_error" and "failed_at"
+
+Delivery is at least once. The delivery id is a uuid4 chosen at enqueue time and sent as
+`Idempotency-Key` and `X-Codex-Gateway-Delivery` on every attempt, in this process and the
+next, so a receiver drops duplicates by it. `X-Codex-Gateway-Attempt` counts attempts from 1,
+across restarts (the count is written to the file before each attempt).
+
+Retries (tenacity): connection errors, timeouts, HTTP 5xx and 429 are retried with full-jitter
+exponential backoff (window `retry_base_ms * 2**n`, at most `retry_max_ms`), or after the
+`Retry-After` of a 429/503 answer (capped at `retry_max_ms`), until `max_attempts` attempts
+have been made. Any other answer (4xx, or a 3xx: redirects are not followed) is permanent. A
+delivery that fails for good is moved to `failed/`, never deleted.
+
+Signature (when SESSION_WEBHOOK_SECRET is set), computed afresh for every attempt:
+
+    X-Codex-Gateway-Timestamp: <unix seconds, integer>
+    X-Codex-Gateway-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
+
+The secret is used as its UTF-8 bytes, the raw body is the exact request body bytes (compact
+JSON, UTF-8). A receiver recomputes the HMAC over `f"{timestamp}.".encode() + body`, compares it
+with `hmac.compare_digest`, and rejects a timestamp too far from its own clock (say 5 minutes)
+so that a captured request cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import hmac
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from gateway.config import WebhookConfig
+from gateway.sessions import now_iso
+
+log = logging.getLogger(__name__)
+
+# Deliveries in flight at once (a delivery waiting for its next retry holds its slot), so a
+# backlog after an outage reaches the receiver as a trickle, in creation order, not a flood.
+CONCURRENCY = 4
+FAILED_DIR = "failed"
+# Enough of a refusing receiver's answer to explain it in the log line.
+_REASON_BYTES = 200
+
+
+class _Retryable(Exception):
+    """This attempt failed in a way that another attempt may not."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class _Permanent(Exception):
+    """The receiver refused the delivery; sending it again would be refused again."""
+
+
+@dataclass
+class _Delivery:
+    id: str
+    created_ns: int
+    # Where the delivery lives (or would live, if writing it failed).
+    path: Path
+    # Only a delivery that could not be written is held in memory; the others are read back
+    # from disk when their turn comes, so a large backlog does not sit in memory.
+    record: dict[str, Any] | None = None
+    attempts: int = 0
+
+    @property
+    def saved(self) -> bool:
+        return self.record is None
+
+
+class WebhookSender:
+    """Queues finished-run payloads durably and delivers them in the background.
+
+    `enqueue` is called on the event loop's thread (or before `run` starts); `run` is the
+    delivery loop, one per sender.
+    """
+
+    def __init__(
+        self,
+        config: WebhookConfig,
+        outbox: Path,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self._config = config
+        self._outbox = outbox
+        self._transport = transport
+        self._concurrency = max(1, concurrency)
+        self._pending: dict[str, _Delivery] = {}  # by file name
+        self._queue: list[tuple[int, int, _Delivery]] = []  # (created_ns, tie-break, delivery)
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._delivered = 0
+        self._failed = 0
+        self._backoff = wait_random_exponential(
+            multiplier=config.retry_base_ms / 1000, max=config.retry_max_ms / 1000
+        )
+        # Enqueued deliveries whose file could not be written (a full disk): each was kept in
+        # memory instead, delivered if the process lives, lost if it does not.
+        self.write_errors = 0
+
+    @property
+    def configured(self) -> bool:
+        return self._config.url is not None
+
+    def status(self) -> dict[str, int]:
+        """This process's counts; `pending` is queued or in flight, on disk or in memory."""
+        return {
+            "delivered": self._delivered,
+            "failed": self._failed,
+            "pending": len(self._pending),
+        }
+
+    # -- queueing ------------------------------------------------------------------------------
+
+    def enqueue(self, payload: dict[str, Any]) -> None:
+        """Queue one delivery of `payload`; a no-op when no URL is configured. Never raises."""
+        if not self.configured:
+            return
+        try:
+            self._enqueue(payload)
+        except Exception:
+            # The runner's hook must not fail a finished run; a payload that cannot even be
+            # encoded (a circular structure) is the only way here, and it is said loudly.
+            self._failed += 1
+            run_id = payload.get("run_id") if isinstance(payload, dict) else None
+            log.exception("webhook: could not queue the delivery of run %s", run_id)
+
+    def _enqueue(self, payload: dict[str, Any]) -> None:
+        delivery_id = str(uuid.uuid4())
+        created_ns = time.time_ns()
+        record = {"id": delivery_id, "created_at": now_iso(), "attempts": 0, "payload": payload}
+        # Encoded now, so that later changes to the caller's dicts cannot change what is sent.
+        data = _encode(record)
+        delivery = _Delivery(
+            delivery_id, created_ns, self._outbox / f"{created_ns}-{delivery_id}.json"
+        )
+        try:
+            _write_atomic(delivery.path, data)
+        except OSError as exc:
+            self.write_errors += 1
+            delivery.record = json.loads(data)
+            log.error(
+                "webhook %s: cannot write to the outbox (%s); kept in memory only", delivery_id, exc
+            )
+        self._push(delivery)
+        self._wake_loop()
+
+    def _push(self, delivery: _Delivery) -> None:
+        self._pending[delivery.path.name] = delivery
+        heapq.heappush(self._queue, (delivery.created_ns, next(self._order), delivery))
+
+    def _wake_loop(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return  # the loop is not running yet; it looks at the queue when it starts
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            # A closed loop cannot be woken; the delivery is queued for the next run() anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _load_outbox(self) -> None:
+        """Queue the deliveries an earlier process left on disk."""
+        try:
+            # A temp file is a write that never finished: its complete copy, if there was one,
+            # is the .json it was going to replace.
+            for leftover in self._outbox.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+            paths = sorted(self._outbox.glob("*.json"))
+        except OSError as exc:
+            log.error("webhook: cannot read the outbox %s: %s", self._outbox, exc)
+            return
+        for path in paths:
+            if path.name in self._pending:
+                continue  # enqueued by this process before the loop started
+            stamp, _, delivery_id = path.stem.partition("-")
+            try:
+                created_ns = int(stamp) if stamp.isdigit() else path.stat().st_mtime_ns
+            except OSError:
+                continue  # gone since the listing
+            self._push(_Delivery(delivery_id or path.stem, created_ns, path))
+        if paths:
+            log.info("webhook: %d pending deliveries in %s", len(self._pending), self._outbox)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver queued webhooks until `stop` is set; what is undelivered stays on disk."""
+        if not self.configured:
+            await stop.wait()
+            return
+        self._loop = asyncio.get_running_loop()
+        self._load_outbox()
+        client = httpx.AsyncClient(
+            timeout=self._config.timeout_ms / 1000,
+            trust_env=False,
+            follow_redirects=False,
+            transport=self._transport,
+        )
+        try:
+            async with client, asyncio.TaskGroup() as group:
+                in_flight: set[asyncio.Task[None]] = set()
+
+                def finished(task: asyncio.Task[None]) -> None:
+                    in_flight.discard(task)
+                    self._wake.set()  # a slot is free
+
+                while not stop.is_set():
+                    self._wake.clear()
+                    while self._queue and len(in_flight) < self._concurrency:
+                        _, _, delivery = heapq.heappop(self._queue)
+                        task = group.create_task(self._deliver(client, delivery))
+                        in_flight.add(task)
+                        task.add_done_callback(finished)
+                    await _first(stop, self._wake)
+                # An attempt cut short here is counted on disk and made again next time.
+                for task in in_flight:
+                    task.cancel()
+        finally:
+            self._loop = None
+
+    async def _deliver(self, client: httpx.AsyncClient, delivery: _Delivery) -> None:
+        """Deliver one webhook, or fail it for good; never raises but for cancellation."""
+        try:
+            record = self._read(delivery)
+        except (OSError, ValueError) as exc:
+            self._fail(delivery, None, f"unreadable: {exc}")
+            return
+        try:
+            body = _encode(record["payload"])
+            remaining = self._config.max_attempts - delivery.attempts
+            if remaining <= 0:
+                # The last attempt was cut short by a stop; it may well have arrived.
+                raise _Retryable("no attempts left after a restart")
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(remaining),
+                wait=self._wait,
+                retry=retry_if_exception_type(_Retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._attempt(client, delivery, record, body)
+        except (_Retryable, _Permanent) as exc:
+            self._fail(delivery, record, str(exc))
+        except asyncio.CancelledError:
+            # Stopping: back in the queue, so a restarted loop in this process sends it too.
+            heapq.heappush(self._queue, (delivery.created_ns, next(self._order), delivery))
+            raise
+        except Exception as exc:
+            # A bug here must not end the loop or lose the payload.
+            log.exception("webhook %s: delivery crashed", delivery.id)
+            self._fail(delivery, record, f"internal error: {exc!r}")
+        else:
+            self._succeed(delivery)
+
+    def _read(self, delivery: _Delivery) -> dict[str, Any]:
+        if delivery.record is not None:
+            return delivery.record
+        record = json.loads(delivery.path.read_bytes())
+        if not isinstance(record, dict) or not isinstance(record.get("payload"), dict):
+            raise ValueError("not a delivery record")
+        delivery.id = str(record.get("id") or delivery.id)
+        attempts = record.get("attempts", 0)
+        delivery.attempts = attempts if isinstance(attempts, int) else 0
+        return record
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, delivery: _Delivery, record: dict[str, Any], body: bytes
+    ) -> None:
+        delivery.attempts += 1
+        record["attempts"] = delivery.attempts
+        self._save(delivery, record)
+        url = self._config.url
+        if url is None:
+            raise _Permanent("no webhook URL configured")
+        headers = self._headers(delivery, body)
+        try:
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return
+                reason = f"HTTP {status}"
+                if snippet := await _read_some(response):
+                    reason += f": {snippet}"
+        except httpx.TransportError as exc:
+            log.debug("webhook %s attempt %d: %r", delivery.id, delivery.attempts, exc)
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        log.debug("webhook %s attempt %d: %s", delivery.id, delivery.attempts, reason)
+        if status == 429 or status >= 500:
+            retry_after = None
+            if status in (429, 503):
+                retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            raise _Retryable(reason, retry_after)
+        raise _Permanent(reason)
+
+    def _headers(self, delivery: _Delivery, body: bytes) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._config.auth_bearer:
+            headers["Authorization"] = f"Bearer {self._config.auth_bearer}"
+        headers.update(self._config.headers)
+        # Set last: these carry the delivery protocol and must not be overridden by config.
+        headers["Idempotency-Key"] = delivery.id
+        headers["X-Codex-Gateway-Delivery"] = delivery.id
+        headers["X-Codex-Gateway-Attempt"] = str(delivery.attempts)
+        if self._config.secret:
+            timestamp = str(int(time.time()))
+            headers["X-Codex-Gateway-Timestamp"] = timestamp
+            headers["X-Codex-Gateway-Signature"] = sign(self._config.secret, timestamp, body)
+        return headers
+
+    def _wait(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        if outcome is not None:
+            exc = outcome.exception()
+            if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
+                return min(exc.retry_after_s, self._config.retry_max_ms / 1000)
+        return self._backoff(state)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _save(self, delivery: _Delivery, record: dict[str, Any]) -> None:
+        """Write the attempt count before the attempt, so a restart continues the count."""
+        try:
+            _write_atomic(delivery.path, _encode(record))
+        except OSError as exc:
+            if delivery.saved:
+                # The file keeps its lower count; the delivery goes on regardless.
+                log.warning("webhook %s: cannot record attempt: %s", delivery.id, exc)
+            return
+        delivery.record = None  # on disk now (the disk may have recovered)
+
+    def _succeed(self, delivery: _Delivery) -> None:
+        self._delivered += 1
+        self._pending.pop(delivery.path.name, None)
+        try:
+            delivery.path.unlink(missing_ok=True)
+        except OSError as exc:
+            # Sent again after a restart: the receiver drops it by its Idempotency-Key.
+            log.warning("webhook %s: delivered but cannot remove its file: %s", delivery.id, exc)
+
+    def _fail(self, delivery: _Delivery, record: dict[str, Any] | None, reason: str) -> None:
+        self._failed += 1
+        self._pending.pop(delivery.path.name, None)
+        target = self._outbox / FAILED_DIR / delivery.path.name
+        try:
+            if record is None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                delivery.path.replace(target)
+            else:
+                failed = {**record, "last_error": reason, "failed_at": now_iso()}
+                _write_atomic(target, _encode(failed))
+                delivery.path.unlink(missing_ok=True)
+            kept = str(target)
+        except OSError as exc:
+            kept = f"nowhere: {exc}" if not delivery.saved else f"{delivery.path} ({exc})"
+        log.warning(
+            "webhook %s failed after %d attempt(s): %s; kept in %s",
+            delivery.id,
+            delivery.attempts,
+            reason,
+            kept,
+        )
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Codex-Gateway-Signature value for a body sent at `timestamp` (unix seconds)."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _encode(value: Any) -> bytes:
+    # default=str: a stray Path or datetime in a payload is sent as text rather than lost.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # No fsync: the file survives a crash of the process, which is the failure that matters
+    # here, and the runner's hook stays fast. A power loss may cost the newest deliveries.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        Path(temp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(temp).unlink()
+        raise
+
+
+async def _read_some(response: httpx.Response) -> str:
+    """The start of a refusal's body, for the log; the rest is never read."""
+    chunk = b""
+    with contextlib.suppress(httpx.HTTPError):
+        async for part in response.aiter_bytes():
+            chunk += part
+            if len(chunk) >= _REASON_BYTES:
+                break
+    return chunk[:_REASON_BYTES].decode(errors="replace").strip()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
