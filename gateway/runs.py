@@ -8,7 +8,6 @@ and is stopped only by its deadline, by `cancel`, or by shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hmac
 import logging
@@ -50,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MIN_TIMEOUT_MS = 1000
+THREAD_SAVE_DELAY_S = 0.25
 MAX_MESSAGES = 10_000
 EventSink = Callable[[JsonObject], None]
 # Told about every finished run (webhooks): the payload of CONTRACT.md. Must not block.
@@ -132,6 +132,7 @@ class Runner:
         self._slots = slots
         self._system_prompt = system_prompt
         self._active: dict[str, _ActiveRun] = {}
+        self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[RunResult]] = set()
         self._closing = False
 
@@ -161,6 +162,7 @@ class Runner:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_settled)
         return await asyncio.shield(task)
 
     def check_secure_access(self, session: Session, tokens: Sequence[str]) -> None:
@@ -249,6 +251,7 @@ class Runner:
                         "metadata": request.metadata or {},
                         "workspace": str(prepared.workspace),
                     },
+                    persist=False,  # the run's _begin writes it
                 )
             async with self._store.exclusive(session):
                 return await self._run_in_session(request, prepared, session, on_event, on_started)
@@ -412,7 +415,7 @@ class Runner:
             meta["objective"] = request.objective.strip()
         if request.nudge_prompt and request.nudge_prompt.strip():
             meta["nudge_prompt"] = request.nudge_prompt.strip()
-        self._store.save(session)
+        # Written once the agent is spawned, with its pid (one write fewer per run).
         return record
 
     def _finish(
@@ -443,6 +446,9 @@ class Runner:
                 session.meta["thread_usage"] = outcome.usage.as_dict()
         session.meta["status"] = status
         session.meta["last_activity_at"] = stamp
+        pending = self._deferred_saves.pop(session.id, None)
+        if pending is not None:
+            pending.cancel()
         try:
             self._store.save(session)
         except StorageFailed:
@@ -460,6 +466,11 @@ class Runner:
     ) -> RunOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + prepared.timeout_ms / 1000
+        if self._config.max_retries == 0:  # the common case needs no retry machinery
+            record["attempts"] = 1
+            return await self._attempt(
+                session, prepared, model, resume_thread, run_log, on_event, deadline
+            )
 
         class _BudgetSpent(stop_base):
             def __call__(self, state: RetryCallState) -> bool:
@@ -508,12 +519,12 @@ class Runner:
             on_stderr=run_log.stderr,
         )
         await agent.start()
-        session.meta["runs"][-1]["agent_pid"] = agent.pid  # for reconciliation after a crash
-        with contextlib.suppress(StorageFailed):
-            self._store.save(session)
         outcome = RunOutcome()
         grace_s = self._config.stop_grace_ms / 1000
         try:
+            # The run is on disk from here, with the pid that reconciliation after a crash needs.
+            session.meta["runs"][-1]["agent_pid"] = agent.pid
+            self._store.save(session)
             async with asyncio.timeout_at(deadline):
                 async for batch in agent.batches():
                     for line in batch:
@@ -560,10 +571,22 @@ class Runner:
         return event
 
     def _learn_thread(self, session: Session, thread_id: str | None) -> None:
-        if thread_id and session.meta.get("codex_session_id") != thread_id:
-            session.meta["codex_session_id"] = thread_id
-            with contextlib.suppress(StorageFailed):
-                self._store.save(session)
+        """Known at once by id lookups; on disk shortly, or with the end of a quick run."""
+        if not thread_id or session.meta.get("codex_session_id") == thread_id:
+            return
+        session.meta["codex_session_id"] = thread_id
+        self._store.remember_thread(session)
+        if session.id not in self._deferred_saves:
+            self._deferred_saves[session.id] = asyncio.get_running_loop().call_later(
+                THREAD_SAVE_DELAY_S, self._save_later, session
+            )
+
+    def _save_later(self, session: Session) -> None:
+        self._deferred_saves.pop(session.id, None)
+        try:
+            self._store.save(session)
+        except StorageFailed:
+            log.exception("session %s: could not record its thread id", session.id)
 
     def _argv(self, prepared: _Prepared, model: str | None, resume_thread: str | None) -> list[str]:
         config = self._config
@@ -603,6 +626,13 @@ class Runner:
             for task in pending:
                 task.cancel()
             await asyncio.wait(tasks)
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    """Its caller may have left (the run outlives it): the outcome is recorded in the session,
+    so retrieve it here rather than have asyncio report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _str(value: object) -> str | None:

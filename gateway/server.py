@@ -9,7 +9,9 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -229,6 +231,7 @@ async def serve(
     """Run until `stop` is set or SIGTERM/SIGINT arrives. `ready(grpc_port, rest_port)`."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    _watch_children_with_pidfds(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
@@ -275,6 +278,20 @@ async def serve(
             bridge_stop.set()  # after the runs: their REST callers still get their answers
     finally:
         await grpc_server.server.stop(grace=1.0)
+
+
+def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
+    """Python 3.11's default child watcher starts a thread per process (~0.3 ms a run); a
+    pidfd watcher (Linux 5.3+) has the event loop itself wait for exits. 3.12 does this alone."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # the kernel has no pidfds: keep the default
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
 
 
 async def _first(port: asyncio.Future[int], stop: asyncio.Event) -> int | None:
