@@ -30,7 +30,7 @@ soak: install
 	$(PY) -m pytest -q -m slow tests --timeout=1200
 
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(ARGS)
 
 gen: $(STAMP_PY)
 	rm -rf gen/codex_gateway
@@ -40,13 +40,13 @@ gen: $(STAMP_PY)
 	touch gen/codex_gateway/__init__.py gen/codex_gateway/v1/__init__.py
 
 fmt: $(STAMP_PY)
-	$(VENV)/bin/ruff format gateway bridge tests bench
-	$(VENV)/bin/ruff check --fix gateway bridge tests bench
+	$(VENV)/bin/ruff format gateway bridge repl tests bench
+	$(VENV)/bin/ruff check --fix gateway bridge repl tests bench
 	$(VENV)/bin/buf format -w
 
 check: install
-	$(VENV)/bin/ruff format --check gateway bridge tests bench
-	$(VENV)/bin/ruff check gateway bridge tests bench
+	$(VENV)/bin/ruff format --check gateway bridge repl tests bench
+	$(VENV)/bin/ruff check gateway bridge repl tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format -d --exit-code

@@ -1,0 +1,1 @@
+"""codex-repl: an interactive client for the Codex Gateway, over REST or gRPC."""
