@@ -107,18 +107,30 @@ class Upstream:
     def __init__(self, target: str, channel: grpc.aio.Channel | None = None) -> None:
         self.target = target
         self._channel = channel
+        self._stream_channel = channel
         self._owns_channel = channel is None
 
-    def open(self) -> grpc.aio.Channel:
+    def open(self, *, streaming: bool = False) -> grpc.aio.Channel:
+        """Streams get a connection of their own: on one HTTP/2 connection a unary call
+        (a health probe) would queue behind megabytes of a fast stream's frames."""
+        if streaming:
+            if self._stream_channel is None:
+                self._stream_channel = grpc.aio.insecure_channel(
+                    self.target, options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+                )
+            return self._stream_channel
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(
+                self.target, options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+            )
         return self._channel
 
     async def aclose(self) -> None:
-        """Close the channel this object created; a channel passed in is left to its owner."""
-        if self._owns_channel and self._channel is not None:
-            channel, self._channel = self._channel, None
-            await channel.close(grace=None)
+        """Close the channels this object created; a channel passed in is left to its owner."""
+        if self._owns_channel:
+            for channel in {self._channel, self._stream_channel} - {None}:
+                await channel.close(grace=None)  # type: ignore[union-attr]  # None removed
+            self._channel = self._stream_channel = None
 
     async def unary(self, binding: Binding, request: Message, metadata: Metadata) -> Message:
         multicallable = self.open().unary_unary(
@@ -141,7 +153,7 @@ class Upstream:
         An error that arrives in that window is raised (and, for idempotent bindings, an
         UNAVAILABLE one retried), so it can still be answered with its own HTTP status.
         """
-        multicallable = self.open().unary_stream(
+        multicallable = self.open(streaming=True).unary_stream(
             binding.rpc_path,
             request_serializer=binding.request_class.SerializeToString,
             response_deserializer=binding.response_class.FromString,

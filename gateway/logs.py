@@ -25,6 +25,7 @@ class RunLog:
 
     def __init__(self, session: Session, run_id: str, feed: LiveFeed | None = None) -> None:
         self.run_id = run_id
+        self._run_id_suffix = b',"run_id":' + json.dumps(run_id).encode() + b"}\n"
         self.write_errors = 0
         self._session_id = session.id
         self._feed = feed
@@ -75,10 +76,15 @@ class RunLog:
         offset = self._append("stdout", text.encode() + b"\n")
         self._publish(FeedItem("stdout", text, run_id=self.run_id, offset=offset))
 
-    def event(self, event: dict[str, Any]) -> None:
-        offset = self._append(
-            "events", json.dumps({**event, "run_id": self.run_id}).encode() + b"\n"
-        )
+    def event(self, event: dict[str, Any], raw: bytes | None = None) -> None:
+        """`raw` is the event's own JSON line, when the caller has it: the run id is spliced in
+        before its closing brace instead of encoding the event again."""
+        raw = raw.strip() if raw is not None else b""
+        if raw.endswith(b"}") and raw != b"{}":
+            line = raw[:-1] + self._run_id_suffix
+        else:
+            line = json.dumps({**event, "run_id": self.run_id}).encode() + b"\n"
+        offset = self._append("events", line)
         self._publish(FeedItem("events", event=event, run_id=self.run_id, offset=offset))
 
     def stderr(self, chunk: bytes) -> None:

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MIN_TIMEOUT_MS = 1000
 THREAD_SAVE_DELAY_S = 0.25
+LINES_PER_TURN = 32
 MAX_MESSAGES = 10_000
 EventSink = Callable[[JsonObject], None]
 # Told about every finished run (webhooks): the payload of CONTRACT.md. Must not block.
@@ -527,15 +528,19 @@ class Runner:
             self._store.save(session)
             async with asyncio.timeout_at(deadline):
                 async for batch in agent.batches():
-                    for line in batch:
+                    for index, line in enumerate(batch, 1):
                         event = self._take_line(line, run_log)
-                        if event is None:
-                            continue
-                        outcome.observe(event)
-                        if event["type"] == "thread.started":
-                            self._learn_thread(session, outcome.thread_id)
-                        if on_event is not None:
-                            on_event(event)
+                        if event is not None:
+                            outcome.observe(event)
+                            if event["type"] == "thread.started":
+                                self._learn_thread(session, outcome.thread_id)
+                            if on_event is not None:
+                                on_event(event)
+                        if index % LINES_PER_TURN == 0:
+                            # A chatty agent must not hold the loop: a turn for everyone else
+                            # every few lines (flushed first, for tails that read the files).
+                            run_log.flush()
+                            await asyncio.sleep(0)
                     run_log.flush()
                 code = await agent.wait()
         except TimeoutError:
@@ -567,7 +572,7 @@ class Runner:
         run_log.stdout_line(line.decode(errors="replace"))
         event = parse_line(line)
         if event is not None:
-            run_log.event(event)
+            run_log.event(event, line)
         return event
 
     def _learn_thread(self, session: Session, thread_id: str | None) -> None:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 ERROR_DOMAIN = "codex-gateway.v1"
 SECURE_TOKEN_KEYS = ("x-codex-secure-token", "x-secure-token", "x-secure-token-query")
 MAX_STREAM_BACKLOG = 10_000
+YIELD_EVERY = 16
 _Resp = TypeVar("_Resp")
 
 
@@ -164,8 +165,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         task = asyncio.ensure_future(self._runner.run(run, on_event=event, on_started=started))
         task.add_done_callback(lambda _: backlog.put_nowait(None))
         try:
+            sent = 0
             while (message := await backlog.get()) is not None:
                 yield message
+                sent += 1
+                if sent % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a backlog drains without suspending: share the loop
             try:
                 result = task.result()
             except GatewayError as error:
@@ -327,12 +332,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             yield sessions_pb2.TailSessionResponse(
                 notice=sessions_pb2.TailNotice(kind="following", message="following new output")
             )
+            sent = 0
             async for item in follower:
                 if item.offset and item.offset <= sizes.get(item.stream, 0):
                     continue
                 message = _tail_message(item, request)
                 if message is not None:
                     yield message
+                    sent += 1
+                    if sent % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # a full buffer drains without suspending
             if follower.lagged:
                 yield sessions_pb2.TailSessionResponse(
                     notice=sessions_pb2.TailNotice(
