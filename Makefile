@@ -24,7 +24,7 @@ serve: install
 	$(VENV)/bin/codex-gateway serve
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
 
 soak: install
 	$(PY) -m pytest -q -m slow tests --timeout=1200
