@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -70,13 +71,23 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-async def _guard(
-    context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[_Resp]]
-) -> _Resp:
-    try:
-        return await call()
-    except GatewayError as error:
-        await abort(context, error)
+_Servicer = TypeVar("_Servicer")
+_Request = TypeVar("_Request")
+
+
+def _guarded(
+    method: Callable[[_Servicer, _Request, Any], Awaitable[_Resp]],
+) -> Callable[[_Servicer, _Request, Any], Awaitable[_Resp]]:
+    """The boundary of a unary method: a domain error becomes its rich gRPC status."""
+
+    @functools.wraps(method)
+    async def guarded(self: _Servicer, request: _Request, context: Any) -> _Resp:
+        try:
+            return await method(self, request, context)
+        except GatewayError as error:
+            await abort(context, error)
+
+    return guarded
 
 
 def secure_tokens(context: grpc.aio.ServicerContext[Any, Any]) -> list[str]:
@@ -122,21 +133,23 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gw_status_pb2.GetStatusResponse:
         return self._reporter.status()
 
+    @_guarded
     async def Complete(  # gRPC method names are the proto's
         self, request: runs_pb2.CompleteRequest, context: Any
     ) -> runs_pb2.CompleteResponse:
         run = run_request(request.run, "completion", secure_tokens(context))
-        result = await _guard(context, lambda: self._runner.run(run))
+        result = await self._runner.run(run)
         return runs_pb2.CompleteResponse(result=result_message(result))
 
+    @_guarded
     async def PromptSession(  # gRPC method names are the proto's
         self, request: runs_pb2.PromptSessionRequest, context: Any
     ) -> runs_pb2.PromptSessionResponse:
         run = run_request(request.run, "prompt", secure_tokens(context))
         run.session_id = request.session_id
         if not run.session_id.strip():
-            await abort(context, InvalidRequest("session_id is required", field="session_id"))
-        result = await _guard(context, lambda: self._runner.run(run))
+            raise InvalidRequest("session_id is required", field="session_id")
+        result = await self._runner.run(run)
         return runs_pb2.PromptSessionResponse(result=result_message(result))
 
     async def StreamCompletion(  # gRPC method names are the proto's
@@ -182,124 +195,112 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError, GatewayError):
                     await task
 
+    @_guarded
     async def NudgeSession(  # gRPC method names are the proto's
         self, request: runs_pb2.NudgeSessionRequest, context: Any
     ) -> runs_pb2.NudgeSessionResponse:
-        async def nudge() -> RunResult:
-            session = self._session(request.session_id, context)
-            given = run_request(request.run, "nudge", secure_tokens(context))
-            return await self._runner.run(nudge_request(session, given))
-
-        result = await _guard(context, nudge)
+        session = self._session(request.session_id, context)
+        given = run_request(request.run, "nudge", secure_tokens(context))
+        result = await self._runner.run(nudge_request(session, given))
         return runs_pb2.NudgeSessionResponse(result=result_message(result))
 
+    @_guarded
     async def ListSessions(  # gRPC method names are the proto's
         self, request: sessions_pb2.ListSessionsRequest, context: Any
     ) -> sessions_pb2.ListSessionsResponse:
-        async def listing() -> sessions_pb2.ListSessionsResponse:
-            limit = _limit(request.limit if request.HasField("limit") else None)
-            since = _since(request.since) if request.HasField("since") else None
-            include_secure = self._runner.secure_token_ok(secure_tokens(context))
-            chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
-            return sessions_pb2.ListSessionsResponse(sessions=[summary(s) for s in chosen])
+        limit = _limit(request.limit if request.HasField("limit") else None)
+        since = _since(request.since) if request.HasField("since") else None
+        include_secure = self._runner.secure_token_ok(secure_tokens(context))
+        chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
+        return sessions_pb2.ListSessionsResponse(sessions=[summary(s) for s in chosen])
 
-        return await _guard(context, listing)
-
+    @_guarded
     async def GetSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.GetSessionRequest, context: Any
     ) -> sessions_pb2.GetSessionResponse:
-        async def get() -> sessions_pb2.GetSessionResponse:
-            session = self._session(request.session_id, context)
-            lines = self._tail_lines(
-                request.tail_lines
-                if request.HasField("tail_lines")
-                else request.tail
-                if request.HasField("tail")
-                else None
-            )
-            message = detail(session)
-            message.stdout.tail = "\n".join(tail(session.dir / STDOUT, lines))
-            message.stdout.tail_lines = lines
-            if request.include_stderr:
-                message.stderr.tail = "\n".join(tail(session.dir / STDERR, lines))
-                message.stderr.tail_lines = lines
-            if request.include_events:
-                message.events.extend(to_struct(e) for e in _events(session.dir / EVENTS, lines))
-            return sessions_pb2.GetSessionResponse(session=message)
+        session = self._session(request.session_id, context)
+        lines = self._tail_lines(
+            request.tail_lines
+            if request.HasField("tail_lines")
+            else request.tail
+            if request.HasField("tail")
+            else None
+        )
+        message = detail(session)
+        message.stdout.tail = "\n".join(tail(session.dir / STDOUT, lines))
+        message.stdout.tail_lines = lines
+        if request.include_stderr:
+            message.stderr.tail = "\n".join(tail(session.dir / STDERR, lines))
+            message.stderr.tail_lines = lines
+        if request.include_events:
+            message.events.extend(to_struct(e) for e in _events(session.dir / EVENTS, lines))
+        return sessions_pb2.GetSessionResponse(session=message)
 
-        return await _guard(context, get)
-
+    @_guarded
     async def SearchSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.SearchSessionRequest, context: Any
     ) -> sessions_pb2.SearchSessionResponse:
-        async def find() -> sessions_pb2.SearchSessionResponse:
-            session = self._session(request.session_id, context)
-            query = request.q
-            if not query.strip():
-                raise InvalidRequest("Query parameter q is required", field="q")
-            if len(query) > search.MAX_QUERY_CHARS:
-                raise InvalidRequest(
-                    f"q is longer than {search.MAX_QUERY_CHARS} characters", field="q"
-                )
-            max_results = request.max_results if request.HasField("max_results") else 5
-            if not 1 <= max_results <= MAX_SEARCH_RESULTS:
-                raise InvalidRequest(
-                    f"max_results must be between 1 and {MAX_SEARCH_RESULTS}", field="max_results"
-                )
-            tail_lines = None
-            if request.HasField("tail_lines"):
-                tail_lines = min(_positive(request.tail_lines, "tail_lines"), MAX_SEARCH_TAIL)
-            context_chars = self._config.signal_context_chars
-            path = session.dir / STDOUT
-            if request.fuzzy:
-                min_score = request.min_score if request.HasField("min_score") else None
-                if min_score is not None and not 0 <= min_score <= 1:
-                    raise InvalidRequest("min_score must be between 0 and 1", field="min_score")
-                hits = await asyncio.to_thread(
-                    search.fuzzy,
-                    path,
-                    query,
-                    max_results=max_results,
-                    context_chars=context_chars,
-                    min_score=search.DEFAULT_MIN_SCORE if min_score is None else min_score,
-                    tail_lines=tail_lines,
-                )
-            else:
-                hits = await asyncio.to_thread(
-                    search.exact,
-                    path,
-                    query,
-                    max_results=max_results,
-                    context_chars=context_chars,
-                    tail_lines=tail_lines,
-                )
-            response = sessions_pb2.SearchSessionResponse(
-                session_id=session.id,
-                query=query,
-                signals=[signal(session, i, hit) for i, hit in enumerate(hits)],
+        session = self._session(request.session_id, context)
+        query = request.q
+        if not query.strip():
+            raise InvalidRequest("Query parameter q is required", field="q")
+        if len(query) > search.MAX_QUERY_CHARS:
+            raise InvalidRequest(f"q is longer than {search.MAX_QUERY_CHARS} characters", field="q")
+        max_results = request.max_results if request.HasField("max_results") else 5
+        if not 1 <= max_results <= MAX_SEARCH_RESULTS:
+            raise InvalidRequest(
+                f"max_results must be between 1 and {MAX_SEARCH_RESULTS}", field="max_results"
             )
-            if session.codex_session_id:
-                response.codex_session_id = session.codex_session_id
-            return response
+        tail_lines = None
+        if request.HasField("tail_lines"):
+            tail_lines = min(_positive(request.tail_lines, "tail_lines"), MAX_SEARCH_TAIL)
+        context_chars = self._config.signal_context_chars
+        path = session.dir / STDOUT
+        if request.fuzzy:
+            min_score = request.min_score if request.HasField("min_score") else None
+            if min_score is not None and not 0 <= min_score <= 1:
+                raise InvalidRequest("min_score must be between 0 and 1", field="min_score")
+            hits = await asyncio.to_thread(
+                search.fuzzy,
+                path,
+                query,
+                max_results=max_results,
+                context_chars=context_chars,
+                min_score=search.DEFAULT_MIN_SCORE if min_score is None else min_score,
+                tail_lines=tail_lines,
+            )
+        else:
+            hits = await asyncio.to_thread(
+                search.exact,
+                path,
+                query,
+                max_results=max_results,
+                context_chars=context_chars,
+                tail_lines=tail_lines,
+            )
+        response = sessions_pb2.SearchSessionResponse(
+            session_id=session.id,
+            query=query,
+            signals=[signal(session, i, hit) for i, hit in enumerate(hits)],
+        )
+        if session.codex_session_id:
+            response.codex_session_id = session.codex_session_id
+        return response
 
-        return await _guard(context, find)
-
+    @_guarded
     async def CancelSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.CancelSessionRequest, context: Any
     ) -> sessions_pb2.CancelSessionResponse:
-        async def cancel() -> sessions_pb2.CancelSessionResponse:
-            session = self._session(request.session_id, context)
-            run_id = self._runner.cancel(session)
-            response = sessions_pb2.CancelSessionResponse(
-                session_id=session.id,
-                cancelled=run_id is not None,
-                status="cancelling" if run_id else str(session.meta.get("status", "")),
-            )
-            if run_id is not None:
-                response.run_id = run_id
-            return response
-
-        return await _guard(context, cancel)
+        session = self._session(request.session_id, context)
+        run_id = self._runner.cancel(session)
+        response = sessions_pb2.CancelSessionResponse(
+            session_id=session.id,
+            cancelled=run_id is not None,
+            status="cancelling" if run_id else str(session.meta.get("status", "")),
+        )
+        if run_id is not None:
+            response.run_id = run_id
+        return response
 
     async def TailSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.TailSessionRequest, context: Any
@@ -351,71 +352,59 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     )
                 )
 
+    @_guarded
     async def ListTriggers(  # gRPC method names are the proto's
         self, request: triggers_pb2.ListTriggersRequest, context: Any
     ) -> triggers_pb2.ListTriggersResponse:
-        async def listing() -> triggers_pb2.ListTriggersResponse:
-            path = self._trigger_file(request)
-            return triggers_pb2.ListTriggersResponse(
-                trigger_file=str(path),
-                triggers=[trigger(t) for t in self._scheduler.list_triggers(path)],
-            )
+        path = self._trigger_file(request)
+        return triggers_pb2.ListTriggersResponse(
+            trigger_file=str(path),
+            triggers=[trigger(t) for t in self._scheduler.list_triggers(path)],
+        )
 
-        return await _guard(context, listing)
-
+    @_guarded
     async def GetTrigger(  # gRPC method names are the proto's
         self, request: triggers_pb2.GetTriggerRequest, context: Any
     ) -> triggers_pb2.GetTriggerResponse:
-        async def get() -> triggers_pb2.GetTriggerResponse:
-            path = self._trigger_file(request)
-            return triggers_pb2.GetTriggerResponse(
-                trigger=trigger(self._scheduler.get_trigger(path, request.trigger_id))
-            )
+        path = self._trigger_file(request)
+        return triggers_pb2.GetTriggerResponse(
+            trigger=trigger(self._scheduler.get_trigger(path, request.trigger_id))
+        )
 
-        return await _guard(context, get)
-
+    @_guarded
     async def CreateTriggers(  # gRPC method names are the proto's
         self, request: triggers_pb2.CreateTriggersRequest, context: Any
     ) -> triggers_pb2.CreateTriggersResponse:
-        async def create() -> triggers_pb2.CreateTriggersResponse:
-            path = self._trigger_file(request)
-            if not request.HasField("triggers"):
-                raise InvalidRequest(
-                    "a trigger or an array of triggers is required", field="triggers"
-                )
-            payload = json_format.MessageToDict(request.triggers)
-            created = await self._scheduler.create(path, payload)
-            response = triggers_pb2.CreateTriggersResponse(
-                trigger_file=str(path), triggers=[trigger(t) for t in created]
-            )
-            if isinstance(payload, dict) and "triggers" not in payload:
-                response.trigger.CopyFrom(response.triggers[0])
-            return response
+        path = self._trigger_file(request)
+        if not request.HasField("triggers"):
+            raise InvalidRequest("a trigger or an array of triggers is required", field="triggers")
+        payload = json_format.MessageToDict(request.triggers)
+        created = await self._scheduler.create(path, payload)
+        response = triggers_pb2.CreateTriggersResponse(
+            trigger_file=str(path), triggers=[trigger(t) for t in created]
+        )
+        if isinstance(payload, dict) and "triggers" not in payload:
+            response.trigger.CopyFrom(response.triggers[0])
+        return response
 
-        return await _guard(context, create)
-
+    @_guarded
     async def UpdateTrigger(  # gRPC method names are the proto's
         self, request: triggers_pb2.UpdateTriggerRequest, context: Any
     ) -> triggers_pb2.UpdateTriggerResponse:
-        async def update() -> triggers_pb2.UpdateTriggerResponse:
-            path = self._trigger_file(request)
-            patch = json_format.MessageToDict(request.patch) if request.HasField("patch") else {}
-            if not patch:
-                raise InvalidRequest("the fields to update are required", field="patch")
-            updated = await self._scheduler.update(path, request.trigger_id, patch)
-            return triggers_pb2.UpdateTriggerResponse(trigger=trigger(updated))
+        path = self._trigger_file(request)
+        patch = json_format.MessageToDict(request.patch) if request.HasField("patch") else {}
+        if not patch:
+            raise InvalidRequest("the fields to update are required", field="patch")
+        updated = await self._scheduler.update(path, request.trigger_id, patch)
+        return triggers_pb2.UpdateTriggerResponse(trigger=trigger(updated))
 
-        return await _guard(context, update)
-
+    @_guarded
     async def DeleteTrigger(  # gRPC method names are the proto's
         self, request: triggers_pb2.DeleteTriggerRequest, context: Any
     ) -> triggers_pb2.DeleteTriggerResponse:
-        async def delete() -> triggers_pb2.DeleteTriggerResponse:
-            path = self._trigger_file(request)
-            await self._scheduler.delete(path, request.trigger_id)
-            return triggers_pb2.DeleteTriggerResponse(trigger_id=request.trigger_id)
-
-        return await _guard(context, delete)
+        path = self._trigger_file(request)
+        await self._scheduler.delete(path, request.trigger_id)
+        return triggers_pb2.DeleteTriggerResponse(trigger_id=request.trigger_id)
 
     def _trigger_file(self, request: Any) -> Path:
         raw = request.trigger_file if request.HasField("trigger_file") else None

@@ -3,7 +3,7 @@ and the REST bridge in front of it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,23 @@ import pytest
 
 from gateway.config import Config
 from tests.fakes.model_server import ModelServer, write_codex_home
+from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import RunningGateway, base_config, running_bridge, running_gateway
+
+
+@pytest.fixture
+def receiver_for() -> Iterator[Callable[..., Receiver]]:
+    """Start webhook receivers (`receiver_for(Reply(500), port=...)`); all stopped afterwards."""
+    started: list[Receiver] = []
+
+    def start(*script: Reply, port: int = 0) -> Receiver:
+        receiver = Receiver(script, port).start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()
 
 
 @pytest.fixture

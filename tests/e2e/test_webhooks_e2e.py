@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -23,20 +23,6 @@ from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import free_port, running_gateway, start_gateway_process
 
 SECRET = "hook-secret"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(*script: Reply, port: int = 0) -> Receiver:
-        receiver = Receiver(script, port).start()
-        started.append(receiver)
-        return receiver
-
-    yield start
-    for each in started:
-        each.stop()
 
 
 async def until(check: Callable[[], bool], timeout_s: float = 10) -> None:
@@ -54,9 +40,9 @@ def verify(headers: dict[str, str], body: bytes) -> None:
 
 
 async def test_every_finished_run_is_reported_once_signed_after_retries(
-    config: Config, receiver: Callable[..., Receiver]
+    config: Config, receiver_for: Callable[..., Receiver]
 ) -> None:
-    hook = receiver(Reply(500), Reply(503))
+    hook = receiver_for(Reply(500), Reply(503))
     webhook = WebhookConfig(url=hook.url, secret=SECRET, retry_base_ms=20, retry_max_ms=100)
     async with running_gateway(dataclasses.replace(config, webhook=webhook), background=True) as gw:
         request = runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="[[reply:done]] go"))
@@ -91,7 +77,7 @@ async def test_every_finished_run_is_reported_once_signed_after_retries(
 
 
 async def test_a_webhook_survives_a_gateway_restart_while_the_receiver_is_down(
-    tmp_path: Path, receiver: Callable[..., Receiver]
+    tmp_path: Path, receiver_for: Callable[..., Receiver]
 ) -> None:
     port = free_port()
     workspace = tmp_path / "ws"
@@ -119,7 +105,7 @@ async def test_a_webhook_survives_a_gateway_restart_while_the_receiver_is_down(
         first.process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(first.process.wait(), 20)
     assert first.process.returncode == 0
-    hook = receiver(port=port)
+    hook = receiver_for(port=port)
     second = await start_gateway_process(env)
     try:
         await until(lambda: len(hook.accepted()) == 1, timeout_s=15)

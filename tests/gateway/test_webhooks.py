@@ -10,7 +10,7 @@ import hmac
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,20 +23,6 @@ from gateway.webhooks import WebhookSender, retry_after_seconds
 from tests.fakes.webhook_receiver import Receiver, Reply
 
 SECRET = "webhook-secret"
-
-
-@pytest.fixture
-def receiver_for() -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(*script: Reply, port: int = 0) -> Receiver:
-        receiver = Receiver(script, port).start()
-        started.append(receiver)
-        return receiver
-
-    yield start
-    for receiver in started:
-        receiver.stop()
 
 
 def test_receiver_scripts_replies_then_accepts(receiver_for: Callable[..., Receiver]) -> None:
