@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         level=_LEVELS[config.log_level],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change otherwise
     command = args.command or "serve"
     if command == "bridge":
         return asyncio.run(_bridge(config, args.upstream))

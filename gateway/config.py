@@ -214,7 +214,10 @@ class Config:
             unsafe_no_sandbox=env.flag("CODEX_UNSAFE_ALLOW_NO_SANDBOX", False),
             system_prompt_file=here / (env.text("CODEX_SYSTEM_PROMPT_FILE") or "PROMPT.md"),
             system_prompt_disabled=env.flag("CODEX_DISABLE_DEFAULT_PROMPT", False),
-            child_env=_child_env(environ, env.names("CODEX_GATEWAY_CHILD_ENV")),
+            child_env={
+                **_child_env(environ, env.names("CODEX_GATEWAY_CHILD_ENV")),
+                "CODEX_HOME": str(codex_home),
+            },
             stop_grace_ms=env.integer("CODEX_GATEWAY_STOP_GRACE_MS", 3000, minimum=0),
             shutdown_grace_ms=env.integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS", 10_000, minimum=0),
             max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES", 1_048_576, minimum=1024),

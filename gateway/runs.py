@@ -27,6 +27,7 @@ from gateway.agent import AgentProcess
 from gateway.childenv import check_request_env, child_environment
 from gateway.concurrency import RunSlots
 from gateway.config import MODEL_NAME, Config
+from gateway.credentials import check_credentials
 from gateway.errors import (
     AgentFailed,
     GatewayError,
@@ -204,6 +205,10 @@ class Runner:
             roots=self._config.workspace_roots,
         )
         env = check_request_env(request.env)
+        config = self._config
+        check_credentials(
+            config.codex_bin, config.codex_home, {**config.child_env, **env}, config.extra_args
+        )
         system_prompt = self._system_prompt.combine(request.system_prompt)
         return _Prepared(
             messages=messages,

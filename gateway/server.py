@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.concurrency import RunSlots
 from gateway.config import Config
+from gateway.credentials import missing_credentials
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
@@ -238,6 +239,13 @@ async def serve(
     warn_if_exposed(config)
     gateway = Gateway.build(config)
     gateway.store.load()
+    try:
+        config.codex_home.mkdir(parents=True, exist_ok=True)  # codex refuses a missing home
+    except OSError as exc:
+        log.warning("CODEX_HOME %s cannot be created: %s", config.codex_home, exc.strerror)
+    problem = missing_credentials(config.codex_home, config.child_env, config.extra_args)
+    if problem is not None and config.codex_bin.name in ("codex", "codex.js"):
+        log.warning("%s; runs will answer 503 until then", problem)
     if not config.codex_bin.exists():
         log.warning("codex binary not found at %s: runs will answer 503", config.codex_bin)
     grpc_server = await start_grpc(gateway, config.bind, config.grpc_port)

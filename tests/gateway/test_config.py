@@ -93,6 +93,7 @@ def test_child_env_is_an_allow_list_extended_by_name(tmp_path: Path) -> None:
         "LC_ALL": "C",
         "OPENAI_API_KEY": "k",
         "MY_TOOL_HOME": "/opt/tool",
+        "CODEX_HOME": str(config.codex_home),
     }
 
 
