@@ -86,6 +86,11 @@ def _guarded(
             return await method(self, request, context)
         except GatewayError as error:
             await abort(context, error)
+        except Exception:
+            # A bug, not the client's doing: logged here, and reported without internals
+            # (exception texts can hold absolute paths).
+            log.exception("%s failed", method.__name__)
+            await abort(context, GatewayError("Internal error"))
 
     return guarded
 

@@ -222,15 +222,24 @@ class TriggerFiles:
             return self._config.default_file
         if "\0" in raw:
             raise InvalidRequest("trigger_file contains a NUL byte", field="trigger_file")
-        path = (self._config.default_file.parent / raw.strip()).resolve()
+        shown = raw.strip()
+        try:
+            path = (self._config.default_file.parent / shown).resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            raise InvalidRequest(
+                f"trigger_file cannot be resolved: {shown}", field="trigger_file"
+            ) from None
         if not any(path.is_relative_to(root.resolve()) for root in self._config.roots):
             raise InvalidRequest(
-                f"trigger_file is outside the allowed trigger roots: {raw.strip()}",
-                field="trigger_file",
+                f"trigger_file is outside the allowed trigger roots: {shown}", field="trigger_file"
             )
-        if path.is_dir():
+        try:
+            usable = not path.is_dir()
+        except (OSError, ValueError):  # a name over NAME_MAX, say
+            usable = False
+        if not usable:
             raise InvalidRequest(
-                f"trigger_file is a directory: {raw.strip()}", field="trigger_file"
+                f"trigger_file is not a usable file name: {shown}", field="trigger_file"
             )
         return path
 

@@ -24,6 +24,10 @@ def resolve_workspace(requested: str | None, *, default: Path, roots: Sequence[P
         raise InvalidRequest(f"workspace cannot be resolved: {shown}", field="workspace") from None
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):
         raise InvalidRequest(f"workspace is outside the allowed roots: {shown}", field="workspace")
-    if not resolved.is_dir():
+    try:
+        is_directory = resolved.is_dir()
+    except (OSError, ValueError):  # a name over NAME_MAX, say: not a directory we can use
+        is_directory = False
+    if not is_directory:
         raise InvalidRequest(f"workspace is not an existing directory: {shown}", field="workspace")
     return resolved
