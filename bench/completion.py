@@ -1,0 +1,257 @@
+"""Completion cost with a near-zero-cost agent: the gateway's overhead per run over spawning the
+agent directly (REST and gRPC, sequential), throughput at N concurrent clients, and the gateway's
+RSS idle and at the peak of that load."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import httpx
+
+from bench.results import Result, latency_summary
+from bench.server import GatewayProcess, cpu_seconds, running_gateway, status_kib
+from bench.sizes import Context
+from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2
+
+REST_OVERHEAD_TARGET_MS = 2.0
+GRPC_OVERHEAD_TARGET_MS = 1.5
+THROUGHPUT_TARGET = 400.0
+IDLE_RSS_TARGET_MIB = 150.0
+PEAK_RSS_TARGET_MIB = 200.0
+ROUNDS = 5
+"""Overhead samples are taken in rounds (direct, REST, gRPC, direct, ...) so drift hits all."""
+PROMPT = "hi"
+REST_BODY = b'{"prompt": "hi"}'
+JSON_HEADERS = {"content-type": "application/json"}
+
+Call = Callable[[], Awaitable[None]]
+
+
+def agent_argv(agent: Path, workspace: Path) -> list[str]:
+    """The argv the gateway gives codex for a plain run (gateway/runs.py `_argv`)."""
+    return [
+        str(agent),
+        *("exec", "--json", "--color", "never", "--skip-git-repo-check"),
+        *("--sandbox", "workspace-write", "--cd", str(workspace), "-"),
+    ]
+
+
+def direct_spawn(argv: list[str], env: dict[str, str], cwd: Path) -> Call:
+    """Spawn the agent as the gateway does (pipes, own session, prompt on stdin, stderr drained,
+    stdout read to EOF), without the gateway."""
+    stdin = PROMPT.encode()
+
+    async def feed(proc: asyncio.subprocess.Process) -> None:
+        if proc.stdin is not None:
+            proc.stdin.write(stdin)
+            await proc.stdin.drain()
+            proc.stdin.close()
+            await proc.stdin.wait_closed()
+
+    async def drain(stream: asyncio.StreamReader | None) -> bytes:
+        data = bytearray()
+        while stream is not None and (chunk := await stream.read(65_536)):
+            data += chunk
+        return bytes(data)
+
+    async def call() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            limit=65_536,
+        )
+        _, out, _ = await asyncio.gather(feed(proc), drain(proc.stdout), drain(proc.stderr))
+        if await proc.wait() != 0 or b"turn.completed" not in out:
+            raise RuntimeError(f"the agent failed: exit {proc.returncode}")
+
+    return call
+
+
+def rest_completion(client: httpx.AsyncClient) -> Call:
+    async def call() -> None:
+        response = await client.post("/completion", content=REST_BODY, headers=JSON_HEADERS)
+        if response.status_code != 200 or response.json().get("output") != "ok":
+            raise RuntimeError(f"POST /completion: {response.status_code} {response.text[:200]}")
+
+    return call
+
+
+def grpc_completion(stub: gateway_pb2_grpc.GatewayServiceStub) -> Call:
+    request = runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt=PROMPT))
+
+    async def call() -> None:
+        response = await stub.Complete(request)
+        if response.result.output != "ok":
+            raise RuntimeError(f"Complete answered {response.result.output!r}")
+
+    return call
+
+
+async def timed(call: Call, count: int, into: list[int]) -> None:
+    for _ in range(count):
+        start = time.perf_counter_ns()
+        await call()
+        into.append(time.perf_counter_ns() - start)
+
+
+async def throughput(call: Call, total: int, concurrency: int) -> tuple[float, list[int]]:
+    """Completions per second of `concurrency` clients sharing `total` calls, and each latency."""
+    remaining = total
+    latencies: list[int] = []
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter_ns()
+            await call()
+            latencies.append(time.perf_counter_ns() - start)
+
+    start = time.perf_counter_ns()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(client())
+    elapsed_s = (time.perf_counter_ns() - start) / 1e9
+    return total / elapsed_s, latencies
+
+
+def _http_client(gateway: GatewayProcess, connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=gateway.rest_url, limits=limits, timeout=60)
+
+
+async def overhead(ctx: Context) -> list[Result]:
+    sizes = ctx.sizes
+    async with running_gateway(
+        ctx.workdir / "overhead", codex_bin=ctx.tiny_agent, max_concurrent=2
+    ) as gateway:
+        direct = direct_spawn(
+            agent_argv(ctx.tiny_agent, gateway.workspace), gateway.agent_env, gateway.workspace
+        )
+        async with (
+            _http_client(gateway, 4) as client,
+            grpc.aio.insecure_channel(gateway.grpc_target) as channel,
+        ):
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)  # type: ignore[no-untyped-call]  # generated
+            paths = {
+                "direct": direct,
+                "rest": rest_completion(client),
+                "grpc": grpc_completion(stub),
+            }
+            samples: dict[str, list[int]] = {name: [] for name in paths}
+            for call in paths.values():
+                await timed(call, sizes.warmup, [])
+            health: list[int] = []
+            # CPU seconds per path: the gateway process's own, and this client's.
+            cpu = {name: [0.0, 0.0] for name in paths}
+            for round_ in range(ROUNDS):
+                share = sizes.iterations // ROUNDS + (round_ < sizes.iterations % ROUNDS)
+                for name, call in paths.items():
+                    server_before, client_before = cpu_seconds(gateway.pid), time.process_time()
+                    await timed(call, share, samples[name])
+                    cpu[name][0] += cpu_seconds(gateway.pid) - server_before
+                    cpu[name][1] += time.process_time() - client_before
+            await timed(_health(client), min(sizes.iterations, 300), health)
+    stats: dict[str, dict[str, float]] = {}
+    for name, values in samples.items():
+        stats[name] = {
+            **latency_summary(values),
+            "gateway_cpu_ms_per_call": round(cpu[name][0] * 1000 / len(values), 2),
+            "client_cpu_ms_per_call": round(cpu[name][1] * 1000 / len(values), 2),
+        }
+    health_stats = latency_summary(health)
+    ctx.log(f"overhead: {stats} health={health_stats}")
+    direct_p50 = stats["direct"]["p50_ms"]
+
+    def row(name: str, path: str, target: float) -> Result:
+        return Result(
+            name,
+            "ms",
+            round(stats[path]["p50_ms"] - direct_p50, 2),
+            target,
+            baseline=direct_p50,
+            baseline_label="direct spawn p50",
+            details={path: stats[path], "direct": stats["direct"], "rest_health": health_stats},
+        )
+
+    return [
+        row("completion overhead p50, REST", "rest", REST_OVERHEAD_TARGET_MS),
+        row("completion overhead p50, gRPC", "grpc", GRPC_OVERHEAD_TARGET_MS),
+    ]
+
+
+def _health(client: httpx.AsyncClient) -> Call:
+    async def call() -> None:
+        response = await client.get("/health")
+        if response.status_code != 200:
+            raise RuntimeError(f"GET /health: {response.status_code}")
+
+    return call
+
+
+async def load(ctx: Context) -> list[Result]:
+    """Throughput at `concurrency` REST clients, and the gateway's RSS idle and at its peak."""
+    sizes = ctx.sizes
+    async with running_gateway(
+        ctx.workdir / "throughput", codex_bin=ctx.tiny_agent, max_concurrent=sizes.concurrency
+    ) as gateway:
+        await asyncio.sleep(1.0)  # let startup settle before reading the idle figure
+        idle_kib = status_kib(gateway.pid, "VmRSS")
+        direct = direct_spawn(
+            agent_argv(ctx.tiny_agent, gateway.workspace), gateway.agent_env, gateway.workspace
+        )
+        async with _http_client(gateway, sizes.concurrency * 2) as client:
+            rest = rest_completion(client)
+            await throughput(rest, sizes.warmup, sizes.concurrency)
+            await throughput(direct, sizes.warmup, sizes.concurrency)
+            direct_rate, direct_latencies = await throughput(
+                direct, sizes.requests, sizes.concurrency
+            )
+            server_before, client_before = cpu_seconds(gateway.pid), time.process_time()
+            rest_rate, rest_latencies = await throughput(rest, sizes.requests, sizes.concurrency)
+            server_cpu = cpu_seconds(gateway.pid) - server_before
+            client_cpu = time.process_time() - client_before
+        peak_kib = status_kib(gateway.pid, "VmHWM")
+        after_kib = status_kib(gateway.pid, "VmRSS")
+    details = {
+        "concurrency": sizes.concurrency,
+        "requests": sizes.requests,
+        "rest_latency": latency_summary(rest_latencies),
+        "direct_latency": latency_summary(direct_latencies),
+        "gateway_cpu_ms_per_call": round(server_cpu * 1000 / sizes.requests, 2),
+        "client_cpu_ms_per_call": round(client_cpu * 1000 / sizes.requests, 2),
+    }
+    ctx.log(f"throughput: rest {rest_rate:.1f}/s direct {direct_rate:.1f}/s {details}")
+    idle_mib, peak_mib = idle_kib / 1024, peak_kib / 1024
+    ctx.log(f"gateway RSS: idle {idle_mib:.1f} MiB, peak {peak_mib:.1f} MiB")
+    return [
+        Result(
+            f"throughput, REST, {sizes.concurrency} clients",
+            "/s",
+            round(rest_rate, 1),
+            THROUGHPUT_TARGET,
+            baseline=round(direct_rate, 1),
+            baseline_label="direct spawn",
+            higher_is_better=True,
+            details=details,
+        ),
+        Result("gateway RSS idle", "MiB", round(idle_mib, 2), IDLE_RSS_TARGET_MIB),
+        Result(
+            f"gateway peak RSS (VmHWM), {sizes.concurrency} clients",
+            "MiB",
+            round(peak_mib, 2),
+            PEAK_RSS_TARGET_MIB,
+            baseline=round(idle_mib, 2),
+            baseline_label="idle",
+            details={"rss_after_load_mib": round(after_kib / 1024, 2)},
+        ),
+    ]
