@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -149,14 +150,14 @@ class SessionStore:
 
     def listing(self, *, limit: int, since: datetime | None, include_secure: bool) -> list[Session]:
         """Newest first by `updated_at`; unreadable sessions are listed too, never dropped."""
-        chosen = [
+        chosen = (
             session
             for session in self._sessions.values()
             if (include_secure or not session.secure)
             and (since is None or session.modified_at > since)
-        ]
-        chosen.sort(key=lambda s: s.modified_at, reverse=True)
-        return chosen[:limit]
+        )
+        # The newest `limit` without sorting them all (10,000 sessions, 50 wanted).
+        return heapq.nlargest(limit, chosen, key=lambda s: s.modified_at)
 
     def resolve(self, session_id: str) -> Session:
         """A session by gateway id or codex thread id."""
