@@ -1,0 +1,1 @@
+"""Faults: crashes, signals, a full disk, a missing binary, a restarting upstream, load, a soak."""
