@@ -208,8 +208,16 @@ class FileWatcher:
 
     def observe(self, root: Path, path: Path, change: watchfiles.Change) -> None:
         """One raw change: filter it, then (re)start its file's debounce timer."""
+        if path.is_dir():
+            if change == watchfiles.Change.added:
+                # Files written right after their folder was made can beat the OS watch of
+                # that folder: look inside a new folder ourselves (the debounce merges doubles).
+                for inner in sorted(path.rglob("*")):
+                    if inner.is_file():
+                        self.observe(root, inner, watchfiles.Change.added)
+            return
         relative = path.relative_to(root).as_posix()
-        if not matches(self._glob, relative) or path.is_dir():
+        if not matches(self._glob, relative):
             return
         if change != watchfiles.Change.deleted:
             try:
