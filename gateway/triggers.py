@@ -225,6 +225,8 @@ class TriggerFiles:
         shown = raw.strip()
         try:
             path = (self._config.default_file.parent / shown).resolve()
+            if path.resolve() != path:  # a symlink loop left part of it unresolved
+                raise RuntimeError(shown)
         except (OSError, RuntimeError):  # a symlink loop
             raise InvalidRequest(
                 f"trigger_file cannot be resolved: {shown}", field="trigger_file"

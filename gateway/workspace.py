@@ -20,6 +20,8 @@ def resolve_workspace(requested: str | None, *, default: Path, roots: Sequence[P
         # Symlinks are followed as far as the path exists; the check comes before existence so
         # that nothing about paths outside the roots is revealed.
         resolved = (default / shown).resolve()
+        if resolved.resolve() != resolved:  # a symlink loop left part of it unresolved
+            raise RuntimeError(shown)
     except (OSError, RuntimeError):
         raise InvalidRequest(f"workspace cannot be resolved: {shown}", field="workspace") from None
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):

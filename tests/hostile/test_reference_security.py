@@ -92,6 +92,31 @@ async def test_ref11_a_trigger_file_outside_the_roots_is_neither_read_nor_writte
     assert not (outside / "new").exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("workspace", "sm-loop/../sm-out"), ("trigger_file", "sm-loop/../sm-out/evil.json")],
+)
+async def test_ref10_ref11_a_symlink_loop_cannot_smuggle_a_path_out_of_its_root(
+    gateway: Spawned, client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    """Symlinks a repository or the agent itself can leave in the workspace or trigger root."""
+    root = gateway.log_path.parent
+    outside = root / "smuggled-to"
+    outside.mkdir(exist_ok=True)
+    for directory in (root / "workspace", root / "triggers"):
+        directory.mkdir(exist_ok=True)
+        if not (directory / "sm-loop").is_symlink():
+            (directory / "sm-loop").symlink_to(directory / "sm-loop")
+            (directory / "sm-out").symlink_to(outside)
+    if field == "workspace":
+        response = await client.post("/completion", json={"prompt": "x", "workspace": value})
+    else:
+        trigger = {"prompt_text": "x", "schedule": {"mode": "once", "at": "2099-01-01"}}
+        response = await client.post("/triggers", params={field: value}, json=trigger)
+    assert list(outside.iterdir()) == [], "a file was written outside the trigger root"
+    assert response.status_code == 400, response.text  # today: 200, run or written outside
+
+
 async def test_ref12_gateway_secrets_never_reach_the_agent(tmp_path: Path) -> None:
     secrets = {
         "CODEX_GATEWAY_SECURE_TOKEN": "leak-secure-token",
