@@ -27,6 +27,7 @@ from gateway.config import TriggerConfig
 from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound
 from gateway.schedule import Schedule, ScheduleError, describe, next_fire, parse_schedule
 from gateway.sessions import now_iso
+from gateway.workspace import confine
 
 # Fields the gateway owns, in the reference's order; anything else in an entry is kept as is.
 _STATE_FIELDS = ("last_fired", "gateway_session_id", "last_status", "last_error", "last_attempt_at")
@@ -223,18 +224,13 @@ class TriggerFiles:
         if "\0" in raw:
             raise InvalidRequest("trigger_file contains a NUL byte", field="trigger_file")
         shown = raw.strip()
-        try:
-            path = (self._config.default_file.parent / shown).resolve()
-            if path.resolve() != path:  # a symlink loop left part of it unresolved
-                raise RuntimeError(shown)
-        except (OSError, RuntimeError):  # a symlink loop
-            raise InvalidRequest(
-                f"trigger_file cannot be resolved: {shown}", field="trigger_file"
-            ) from None
-        if not any(path.is_relative_to(root.resolve()) for root in self._config.roots):
-            raise InvalidRequest(
-                f"trigger_file is outside the allowed trigger roots: {shown}", field="trigger_file"
-            )
+        path = confine(
+            self._config.default_file.parent / shown,
+            self._config.roots,
+            shown=shown,
+            field="trigger_file",
+            where="trigger ",
+        )
         try:
             usable = not path.is_dir()
         except (OSError, ValueError):  # a name over NAME_MAX, say

@@ -8,6 +8,25 @@ from pathlib import Path
 from gateway.errors import InvalidRequest
 
 
+def confine(path: Path, roots: Sequence[Path], *, shown: str, field: str, where: str = "") -> Path:
+    """`path` with every symlink followed, if that lies inside one of `roots`; else 400.
+
+    Checked before existence, so nothing about paths outside the roots is revealed. A symlink
+    loop makes resolve() stop early and leave the rest of the path unresolved (after which
+    `loop/..` would normalise away and hide where a later link points): a path that does not
+    resolve to itself is refused.
+    """
+    try:
+        resolved = path.resolve()
+        if resolved.resolve() != resolved:
+            raise RuntimeError(shown)
+    except (OSError, RuntimeError):
+        raise InvalidRequest(f"{field} cannot be resolved: {shown}", field=field) from None
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        raise InvalidRequest(f"{field} is outside the allowed {where}roots: {shown}", field=field)
+    return resolved
+
+
 def resolve_workspace(requested: str | None, *, default: Path, roots: Sequence[Path]) -> Path:
     """The real directory to run in. Relative paths are taken from the default workspace;
     symlinks are followed before the check, so a link out of a root is refused."""
@@ -16,16 +35,7 @@ def resolve_workspace(requested: str | None, *, default: Path, roots: Sequence[P
     if "\0" in requested:
         raise InvalidRequest("workspace contains a NUL byte", field="workspace")
     shown = requested.strip()
-    try:
-        # Symlinks are followed as far as the path exists; the check comes before existence so
-        # that nothing about paths outside the roots is revealed.
-        resolved = (default / shown).resolve()
-        if resolved.resolve() != resolved:  # a symlink loop left part of it unresolved
-            raise RuntimeError(shown)
-    except (OSError, RuntimeError):
-        raise InvalidRequest(f"workspace cannot be resolved: {shown}", field="workspace") from None
-    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        raise InvalidRequest(f"workspace is outside the allowed roots: {shown}", field="workspace")
+    resolved = confine(default / shown, roots, shown=shown, field="workspace")
     try:
         is_directory = resolved.is_dir()
     except (OSError, ValueError):  # a name over NAME_MAX, say: not a directory we can use
