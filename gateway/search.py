@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 from rapidfuzz import fuzz, process, utils
 
 from gateway.logs import tail
@@ -196,24 +197,29 @@ def fuzzy(
 
 def _scores(needle: str, lines: list[str], cutoff: float) -> Iterator[tuple[str, float, int]]:
     """partial_ratio aligns the shorter string inside the longer, so a line shorter than the
-    query would "contain" it: such lines are scored as wholes (ratio) instead."""
-    short = [i for i, line in enumerate(lines) if len(line) < len(needle)]
-    if not short:
-        yield from process.extract_iter(
-            needle,
-            lines,
-            scorer=fuzz.partial_ratio,
+    query would "contain" it: such lines are scored as wholes (ratio) instead.
+
+    `cdist` scores the batch in C++ with the GIL released (`extract_iter` holds it throughout),
+    so a long fuzzy search in a worker thread leaves the event loop its turns.
+    """
+    short = numpy.fromiter((len(line) < len(needle) for line in lines), bool, len(lines))
+    for scorer, chosen in ((fuzz.partial_ratio, ~short), (fuzz.ratio, short)):
+        indices = numpy.flatnonzero(chosen)
+        if not indices.size:
+            continue
+        choices = lines if indices.size == len(lines) else [lines[i] for i in indices]
+        scores = process.cdist(
+            [needle],
+            choices,
+            scorer=scorer,
             processor=utils.default_process,
             score_cutoff=cutoff,
-        )
-        return
-    short_set = set(short)
-    long_lines = {i: line for i, line in enumerate(lines) if i not in short_set}
-    short_lines = {i: lines[i] for i in short}
-    for choices, scorer in ((long_lines, fuzz.partial_ratio), (short_lines, fuzz.ratio)):
-        yield from process.extract_iter(
-            needle, choices, scorer=scorer, processor=utils.default_process, score_cutoff=cutoff
-        )
+            dtype=numpy.float64,
+            workers=1,
+        )[0]
+        for position in numpy.flatnonzero(scores >= cutoff):
+            index = int(indices[position])
+            yield lines[index], float(scores[position]), index
 
 
 def _line_batches(block: _Block) -> Iterator[tuple[list[tuple[int, int]], list[str]]]:
