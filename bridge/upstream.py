@@ -176,8 +176,26 @@ class Upstream:
 
 
 async def _retried(binding: Binding, call: Callable[[], Awaitable[T]]) -> T:
-    if not binding.idempotent:
+    """The call, and for idempotent bindings its retries on UNAVAILABLE.
+
+    The first attempt is made directly: building tenacity's machinery costs about 90 us a
+    call, and nearly every call succeeds the first time. A failed first attempt is replayed
+    into tenacity as its attempt 1, so the backoff and the budget are tenacity's alone.
+    """
+    try:
         return await call()
+    except grpc.aio.AioRpcError as exc:
+        if not binding.idempotent or not is_unavailable(exc):
+            raise
+        first_failure: BaseException | None = exc
+
+    async def attempt() -> T:
+        nonlocal first_failure
+        if first_failure is not None:
+            failure, first_failure = first_failure, None
+            raise failure
+        return await call()
+
     retrying = AsyncRetrying(
         stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_before_delay(RETRY_BUDGET_S),
         wait=wait_exponential_jitter(
@@ -187,4 +205,4 @@ async def _retried(binding: Binding, call: Callable[[], Awaitable[T]]) -> T:
         before_sleep=before_sleep_log(logger, logging.INFO),
         reraise=True,
     )
-    return await retrying(call)
+    return await retrying(attempt)
