@@ -33,7 +33,7 @@ class RunLog:
         self._offsets: dict[str, int] = {}
         try:
             for stream, name in (("stdout", STDOUT), ("stderr", STDERR), ("events", EVENTS)):
-                handle = (session.dir / name).open("ab")
+                handle = (session.files_dir / name).open("ab")
                 self._files[stream] = handle
                 self._offsets[stream] = handle.seek(0, 2)
         except OSError:

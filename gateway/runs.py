@@ -257,7 +257,7 @@ class Runner:
                         "metadata": request.metadata or {},
                         "workspace": str(prepared.workspace),
                     },
-                    persist=False,  # the run's _begin writes it
+                    persist=False,  # the run's first save writes it
                 )
             async with self._store.exclusive(session):
                 return await self._run_in_session(request, prepared, session, on_event, on_started)

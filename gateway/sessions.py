@@ -18,6 +18,7 @@ import heapq
 import json
 import logging
 import os
+import shutil
 import signal
 import uuid
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,7 @@ from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 log = logging.getLogger(__name__)
 
 META = "meta.json"
+STAGING_SUFFIX = ".creating"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 EVENTS = "events.jsonl"
@@ -52,6 +54,13 @@ class Session:
     secure: bool
     error: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    staging: Path | None = None
+    """A new session's hidden directory, until its first save renames it to `dir`."""
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the session's files are written: `dir`, or its staging directory before that."""
+        return self.staging or self.dir
 
     @property
     def codex_session_id(self) -> str | None:
@@ -100,6 +109,9 @@ class SessionStore:
             except OSError as exc:
                 log.warning("session root %s cannot be created: %s", root, exc.strerror)
                 continue
+            for staging in root.glob(f".session-*{STAGING_SUFFIX}"):
+                # A crash between creating and renaming: never visible, never a session.
+                shutil.rmtree(staging, ignore_errors=True)
             for directory in sorted(root.glob("session-*")):
                 session_id = directory.name.removeprefix("session-")
                 if session_id in self._sessions or not directory.is_dir():
@@ -194,11 +206,12 @@ class SessionStore:
             "metadata": {},
             **fields,
         }
+        staging = directory.with_name(f".{directory.name}{STAGING_SUFFIX}")
         try:
-            directory.mkdir(parents=True)
+            staging.mkdir(parents=True)
         except OSError as exc:
             raise StorageFailed(f"Cannot create the session directory: {exc.strerror}") from exc
-        session = Session(session_id, directory, meta, secure)
+        session = Session(session_id, directory, meta, secure, staging=staging)
         if persist:
             self.save(session)
         self._index(session)
@@ -209,20 +222,40 @@ class SessionStore:
             self._by_thread[session.codex_session_id] = session.id
 
     def save(self, session: Session) -> None:
-        """Write meta.json atomically: a reader sees the old file or the new one, never half."""
+        """Write meta.json atomically: a reader sees the old file or the new one, never half.
+
+        A new session lives in a hidden staging directory until its first save writes
+        meta.json there and renames it into place (the run's open log files move with it): no
+        reader, nor a restart after a crash, ever finds a session directory without its meta.
+        If that fails the session is forgotten.
+        """
         session.meta["updated_at"] = now_iso()
-        tmp = session.dir / f".{META}.{os.getpid()}.tmp"
-        try:
-            # Compact: the C encoder serves only compact output, ~10x faster than indent=2.
-            tmp.write_text(json.dumps(session.meta, separators=(",", ":")) + "\n", encoding="utf-8")
-            tmp.replace(session.dir / META)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
+        # Compact: the C encoder serves only compact output, ~10x faster than indent=2.
+        text = json.dumps(session.meta, separators=(",", ":")) + "\n"
+        if session.staging is not None:
+            self._create_directory(session, session.staging, text)
+        else:
+            tmp = session.dir / f".{META}.{os.getpid()}.tmp"
+            try:
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(session.dir / META)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
         session.touched()
         if session.codex_session_id:
             self._by_thread[session.codex_session_id] = session.id
+
+    def _create_directory(self, session: Session, staging: Path, meta_text: str) -> None:
+        try:
+            (staging / META).write_text(meta_text, encoding="utf-8")
+            staging.rename(session.dir)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            self._sessions.pop(session.id, None)
+            raise StorageFailed(f"Cannot create the session directory: {exc.strerror}") from exc
+        session.staging = None
 
     @contextlib.asynccontextmanager
     async def exclusive(self, session: Session) -> Any:

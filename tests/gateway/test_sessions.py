@@ -84,6 +84,24 @@ async def test_an_unreadable_session_is_listed_and_left_alone(echo_config: Confi
     assert (broken / "stdout.log").read_text() == "precious logs\n"
 
 
+async def test_a_session_directory_appears_whole_and_a_half_created_one_is_removed(
+    echo_config: Config,
+) -> None:
+    root = echo_config.session_dirs[0]
+    # A gateway killed while creating a session leaves its staging directory behind.
+    staged = root / ".session-0b7c6a52-0000-4000-8000-000000000000.creating"
+    staged.mkdir(parents=True)
+    (staged / "meta.json").write_text('{"session_id": "0b7c6a52"}')
+    async with running_gateway(echo_config) as gw:
+        assert not staged.exists()
+        assert not (await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())).sessions
+        result = (await gw.stub.Complete(run(metadata=None))).result
+    entries = sorted(p.name for p in root.iterdir())
+    assert entries == [f"session-{result.session_id}"]
+    meta = json.loads((root / entries[0] / "meta.json").read_text())
+    assert meta["session_id"] == result.session_id and meta["status"] == "completed"
+
+
 async def test_detail_by_either_id_with_tails_and_events(echo_config: Config) -> None:
     async with running_gateway(echo_config) as gw:
         result = (await gw.stub.Complete(run(metadata=None))).result
