@@ -1,5 +1,4 @@
-"""The REST bridge: the documented JSON API, transcoded onto the gateway's gRPC service."""
+"""The REST bridge: the documented JSON API, transcoded onto the gateway's gRPC service.
 
-from .app import create_app, serve_bridge
-
-__all__ = ["create_app", "serve_bridge"]
+Nothing is imported here, so the gateway can use `bridge.listener` without loading FastAPI.
+"""

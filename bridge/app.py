@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from .endpoint import BindingEndpoint
 from .errors import ErrorResponse
+from .listener import bind_listener
 from .openapi import openapi_document
 from .responses import encode_json, json_response
 from .routes import (
@@ -114,14 +115,16 @@ async def serve_bridge(
     max_body_bytes: int,
     shutdown: asyncio.Event,
     ready: Callable[[int], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve the bridge on `host:port` (0 picks a port) until `shutdown` is set.
+    """Serve the bridge on `host:port` (0 picks a port), or on the listening `sock` given
+    (host and port are then ignored), until `shutdown` is set.
 
     `ready` is called with the bound port once the server accepts connections. The socket is
     bound here, so a port in use raises OSError instead of uvicorn's exit.
     """
     app = create_app(upstream, max_body_bytes=max_body_bytes)
-    sock = _bind(host, port)
+    sock = sock if sock is not None else bind_listener(host, port)
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -150,20 +153,6 @@ async def _announce_then_stop(
         ready(int(sock.getsockname()[1]))
     await shutdown.wait()
     server.should_exit = True
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class _Server(uvicorn.Server):

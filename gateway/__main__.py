@@ -10,8 +10,6 @@ import sys
 
 from gateway.config import Config, ConfigError
 
-_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="codex-gateway", description=__doc__)
@@ -27,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codex-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=_LEVELS[config.log_level],
+        level=config.logging_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change otherwise
@@ -36,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_bridge(config, args.upstream))
     from gateway.server import serve
 
-    asyncio.run(serve(config, with_bridge=command == "serve"))
+    try:
+        asyncio.run(serve(config, with_bridge=command == "serve"))
+    except ConfigError as exc:
+        print(f"codex-gateway: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

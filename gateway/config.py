@@ -7,6 +7,7 @@ nowhere else. A bad value stops startup with a `ConfigError` naming the variable
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# CODEX_GATEWAY_LOG_LEVEL 0..3.
+_LOGGING_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 JSON_FLAGS = ("--json", "--experimental-json")
 # Gateway secrets: never passed to the agent, whatever CODEX_GATEWAY_CHILD_ENV says.
@@ -149,6 +152,11 @@ class Config:
     @property
     def primary_session_dir(self) -> Path:
         return self.session_dirs[0]
+
+    @property
+    def logging_level(self) -> int:
+        """CODEX_GATEWAY_LOG_LEVEL (0 quiet .. 3 verbose) as a `logging` level."""
+        return _LOGGING_LEVELS[self.log_level]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Config:

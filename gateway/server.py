@@ -1,5 +1,6 @@
 """Assembling and serving the gateway: the gRPC server (with health, reflection and the API-token
-check) and, for `serve`, the REST bridge beside it, all in one TaskGroup until SIGTERM.
+check) and, for `serve`, the REST bridge in a supervised process of its own
+(gateway/bridge_process.py), all in one TaskGroup until SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,9 +22,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.credentials import missing_credentials
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
@@ -43,6 +47,7 @@ SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_na
 # Methods that answer without the API token: liveness probes.
 _OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Health", "/grpc.health.v1.Health/Check"})
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+REST_BACKLOG = 1024
 
 
 @dataclass
@@ -248,6 +253,7 @@ async def serve(
         log.warning("%s; runs will answer 503 until then", problem)
     if not config.codex_bin.exists():
         log.warning("codex binary not found at %s: runs will answer 503", config.codex_bin)
+    rest_socket = _rest_listener(config) if with_bridge else None
     grpc_server = await start_grpc(gateway, config.bind, config.grpc_port)
     log.info("gRPC listening on %s:%d", config.bind, grpc_server.port)
     bridge_stop = asyncio.Event()
@@ -255,23 +261,15 @@ async def serve(
         async with asyncio.TaskGroup() as group:
             background_stop, webhooks_stop = asyncio.Event(), asyncio.Event()
             group.create_task(gateway.background(background_stop, webhooks_stop))
-            if with_bridge:
-                from bridge.app import serve_bridge
-
-                rest_port: asyncio.Future[int] = loop.create_future()
-                group.create_task(
-                    serve_bridge(
-                        f"127.0.0.1:{grpc_server.port}"
-                        if config.bind in ("0.0.0.0", "::", "127.0.0.1")  # noqa: S104  # a comparison
-                        else f"{_host(config.bind)}:{grpc_server.port}",
-                        config.bind,
-                        config.port,
-                        max_body_bytes=config.max_body_bytes,
-                        shutdown=bridge_stop,
-                        ready=rest_port.set_result,
-                    )
+            if rest_socket is not None:
+                bridge = BridgeProcess(
+                    _upstream(config.bind, grpc_server.port),
+                    rest_socket,
+                    max_body_bytes=config.max_body_bytes,
+                    log_level=config.logging_level,
                 )
-                port = await _first(rest_port, stop)
+                group.create_task(bridge.run(bridge_stop))
+                port = await _first(bridge.ready, stop)
                 if port is not None:
                     log.info("REST listening on %s:%d", config.bind, port)
                     if ready is not None:
@@ -286,6 +284,28 @@ async def serve(
             bridge_stop.set()  # after the runs: their REST callers still get their answers
     finally:
         await grpc_server.server.stop(grace=1.0)
+        if rest_socket is not None:
+            rest_socket.close()
+
+
+def _rest_listener(config: Config) -> socket.socket:
+    """Bound and listening before anything else starts: a port in use fails startup, and
+    connections wait in the backlog until the bridge process accepts them."""
+    try:
+        sock = bind_listener(config.bind, config.port)
+    except OSError as exc:
+        raise ConfigError(
+            f"CODEX_GATEWAY_PORT: cannot listen on {config.bind}:{config.port}: {exc.strerror}"
+        ) from exc
+    sock.listen(REST_BACKLOG)
+    return sock
+
+
+def _upstream(bind: str, grpc_port: int) -> str:
+    """Where the bridge reaches the gRPC server: loopback when it listens on every address."""
+    if bind in ("0.0.0.0", "::", "127.0.0.1"):  # noqa: S104  # a comparison
+        return f"127.0.0.1:{grpc_port}"
+    return f"{_host(bind)}:{grpc_port}"
 
 
 def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:

@@ -1,0 +1,134 @@
+"""The REST bridge as a process of its own, beside the gateway's (`codex-gateway serve`).
+
+Why a process: the bridge's work per request (HTTP parsing, routing, JSON <-> proto, its side
+of the gRPC call) is about as much CPU as the gateway's, and in one process both wait on one
+GIL; apart they use both CPUs, and a heavy request on one side does not stall the other.
+
+The gateway binds and listens on the REST socket itself (so a port in use fails at startup and
+connections queue while a bridge starts) and hands it to `python -m bridge --supervised`
+(bridge/__main__.py). The bridge's standard input is a pipe from the gateway: closing it is
+"stop", and a gateway that dies closes it too, so a bridge never outlives its gateway. A bridge
+that exits on its own is logged and started again on the same socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from typing import Final
+
+from bridge.listener import READY_LINE_PREFIX
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S: Final = 30.0
+# The bridge gives open requests (live tails) 5 s at shutdown (bridge/app.py), then exits.
+STOP_TIMEOUT_S: Final = 8.0
+RESTART_DELAY_S: Final = 1.0
+
+
+class BridgeProcess:
+    """Runs and supervises the bridge child on `sock` in front of the gRPC `upstream`."""
+
+    def __init__(
+        self, upstream: str, sock: socket.socket, *, max_body_bytes: int, log_level: int
+    ) -> None:
+        self.upstream = upstream
+        self.sock = sock
+        self.max_body_bytes = max_body_bytes
+        self.log_level = log_level
+        self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pid: int | None = None
+
+    def _argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--supervised",
+            *("--upstream", self.upstream),
+            *("--fd", str(self.sock.fileno())),
+            *("--max-body-bytes", str(self.max_body_bytes)),
+            *("--log-level", logging.getLevelName(self.log_level)),
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep a bridge running until `stop` is set, then stop it (bounded, escalating)."""
+        while not stop.is_set():
+            process = await asyncio.create_subprocess_exec(
+                *self._argv(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                pass_fds=(self.sock.fileno(),),
+                # Out of the terminal's process group: Ctrl-C is the gateway's to handle.
+                start_new_session=True,
+            )
+            self.pid = process.pid
+            try:
+                await self._supervise(process, stop)
+            finally:
+                await self._stop(process)
+                self.pid = None
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RESTART_DELAY_S)
+
+    async def _supervise(self, process: asyncio.subprocess.Process, stop: asyncio.Event) -> None:
+        exited = asyncio.ensure_future(process.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        announced = asyncio.ensure_future(self._read_ready(process))
+        try:
+            done, _ = await asyncio.wait(
+                {exited, stopping, announced},
+                timeout=READY_TIMEOUT_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            port = announced.result() if announced in done else None
+            if port is not None:
+                log.info("REST bridge (pid %d) serving on port %d", process.pid, port)
+                if not self.ready.done():
+                    self.ready.set_result(port)
+                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            elif not done:
+                log.error("the REST bridge (pid %d) did not start in time", process.pid)
+            if exited.done() and not stop.is_set():
+                log.error(
+                    "the REST bridge (pid %d) exited with %s; starting another",
+                    process.pid,
+                    process.returncode,
+                )
+        finally:
+            for waiter in (exited, stopping, announced):
+                waiter.cancel()
+
+    @staticmethod
+    async def _read_ready(process: asyncio.subprocess.Process) -> int | None:
+        assert process.stdout is not None  # noqa: S101  # opened as a pipe above
+        line = await process.stdout.readline()
+        if not line.startswith(READY_LINE_PREFIX):
+            return None
+        try:
+            return int(line[len(READY_LINE_PREFIX) :])
+        except ValueError:
+            return None
+
+    @staticmethod
+    async def _stop(process: asyncio.subprocess.Process) -> None:
+        """Close its input (the bridge's "stop"), wait, then SIGKILL; survives cancellation."""
+
+        async def stop() -> None:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the REST bridge (pid %d) did not stop; killing it", process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+        if process.returncode is None:
+            await asyncio.shield(stop())

@@ -1,0 +1,118 @@
+"""`codex-gateway serve` runs the REST bridge as a supervised process of its own: restarted on the
+same port when it dies, never outliving the gateway, deaf to a terminal's Ctrl-C until the
+gateway has answered its runs, and a REST port in use stops startup with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.faults.spawned import (
+    agents_of,
+    children,
+    cmdline,
+    gateway_env,
+    running,
+    spawn,
+    until_serving,
+)
+from tests.harness import free_port
+from tests.processes import alive
+
+RESTART_WITHIN_S = 10.0
+
+
+def bridges_of(gateway_pid: int) -> set[int]:
+    return {pid for pid in children(gateway_pid) if "-m bridge" in cmdline(pid)}
+
+
+async def until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_dead_bridge_is_started_again_on_the_same_port(tmp_path: Path) -> None:
+    async with (
+        running(gateway_env(tmp_path), tmp_path) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=10, trust_env=False) as client,
+    ):
+        (bridge,) = bridges_of(gateway.pid)
+        done = await client.post("/completion", json={"prompt": "before"})
+        assert done.status_code == 200, done.text
+
+        os.kill(bridge, signal.SIGKILL)
+        await until(lambda: not alive(bridge), 5, "the bridge to die")
+        # New connections wait in the gateway's listen backlog while the next bridge starts.
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10, trust_env=False) as fresh:
+            answer = await fresh.get(f"/sessions/{done.json()['session_id']}")
+        assert answer.status_code == 200, answer.text
+        (again,) = bridges_of(gateway.pid)
+        assert again != bridge
+        assert gateway.running()
+        assert "exited with -9; starting another" in gateway.log_tail(50)
+
+
+async def test_a_killed_gateway_takes_its_bridge_with_it(tmp_path: Path) -> None:
+    gateway = spawn(gateway_env(tmp_path), tmp_path / "gateway.log")
+    try:
+        await until_serving(gateway)
+        (bridge,) = bridges_of(gateway.pid)
+        gateway.kill()
+        await until(lambda: not alive(bridge), 5, "the orphaned bridge to exit")
+    finally:
+        gateway.stop()
+
+
+async def test_ctrl_c_lets_rest_callers_have_their_answers(tmp_path: Path) -> None:
+    env = gateway_env(tmp_path, "slow_agent.py", CODEX_GATEWAY_SHUTDOWN_GRACE_MS="5000")
+    gateway = spawn(env, tmp_path / "gateway.log")
+    try:
+        await until_serving(gateway)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as client:
+            body = {"prompt": "1s", "env": {"FAKE_AGENT_SECONDS": "1"}}
+            call = asyncio.ensure_future(client.post("/completion", json=body))
+            await until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
+            # A terminal's Ctrl-C goes to the whole foreground process group.
+            os.killpg(os.getpgid(gateway.pid), signal.SIGINT)
+            answer = await asyncio.wait_for(call, 10)
+        assert answer.status_code == 200, answer.text
+        assert await asyncio.to_thread(gateway.process.wait, 15) == 0
+    finally:
+        gateway.stop()
+
+
+def test_a_rest_port_in_use_stops_startup_naming_the_variable(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            **gateway_env(tmp_path),
+            "CODEX_GATEWAY_PORT": str(port),
+            "CODEX_GATEWAY_GRPC_PORT": str(free_port()),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"CODEX_GATEWAY_PORT: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
