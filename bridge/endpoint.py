@@ -10,10 +10,11 @@ from starlette.types import Receive, Scope, Send
 
 from .body import ClientDisconnected, check_declared_length, read_body
 from .errors import BridgeError, ErrorResponse, send_error
+from .printer import response_json
 from .responses import json_response
 from .routes import PATH_PARAMS_SCOPE_KEY, Binding
 from .streaming import FIRST_MESSAGE_WAIT_S, choose_format, relay
-from .transcode import build_request, parse_query, response_json
+from .transcode import build_request, parse_query
 from .upstream import OpenedStream, Upstream, forwarded_metadata
 
 logger = logging.getLogger(__name__)

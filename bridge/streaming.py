@@ -23,8 +23,8 @@ from google.protobuf.message import Message
 from starlette.types import Receive, Scope, Send
 
 from .errors import ErrorResponse, send_error
+from .printer import message_to_json
 from .responses import encode_json
-from .transcode import message_to_json
 from .upstream import EOF, OpenedStream
 
 logger = logging.getLogger(__name__)

@@ -5,10 +5,7 @@ field), then the path parameters (so the path wins over the body), then query pa
 remaining top-level scalar fields. Anything a client can send that does not fit is
 `InvalidRequest` (400) naming the parameter or field, never an exception of another kind.
 
-Responses: `json_format.MessageToDict` with proto field names and no-presence fields printed,
-then a walk along the descriptor that emits unset presence fields as null (unset oneof members
-stay absent), turns int64 strings back into JSON numbers, and prints integral doubles as
-integers (as protojson does), leaving free-form `Struct`/`Value` JSON as it is apart from that.
+Responses are printed by bridge/printer.py.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, cast
 
-from google.protobuf import descriptor_pb2, json_format
+from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -57,10 +54,6 @@ _INT64_TYPES: Final = frozenset(
     {_T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64, _T.TYPE_UINT64, _T.TYPE_FIXED64}
 )
 _FLOAT32_MAX: Final = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
-_FREE_FORM_JSON: Final = frozenset(
-    {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
-)
-_MAX_EXACT_FLOAT_INT: Final = 2**53
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -275,89 +268,3 @@ def _bad_value(what: str, expected: str, text: str) -> InvalidRequest:
 
 def _echo(text: str) -> str:
     return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
-
-
-# --- responses ------------------------------------------------------------------------------
-
-
-def message_to_json(message: Message) -> dict[str, Any]:
-    """A message as the bridge's JSON (see the module docstring)."""
-    printed = json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    fixed: dict[str, Any] = _fix_message(printed, _descriptor(message))
-    return fixed
-
-
-def response_json(binding: Binding, message: Message) -> Any:
-    """The HTTP body of a unary response: the message, or its `response_body` field."""
-    document = message_to_json(message)
-    return document[binding.response_body] if binding.response_body else document
-
-
-def _fix_message(printed: Any, message: Descriptor) -> Any:
-    if message.full_name.startswith("google.protobuf."):
-        return _fix_well_known(printed, message.full_name)
-    synthetic = _synthetic_oneof_members(message)
-    fixed: dict[str, Any] = {}
-    for field in message.fields:
-        if field.name in printed:
-            fixed[field.name] = _fix_field(field, printed[field.name])
-        elif field.containing_oneof is not None and field.name not in synthetic:
-            continue  # an unset member of a real oneof is omitted, not null
-        elif field.has_presence:
-            fixed[field.name] = None
-    return fixed
-
-
-def _fix_field(field: FieldDescriptor, value: Any) -> Any:
-    target = field.message_type
-    if target is not None and target.GetOptions().map_entry:
-        value_field = target.fields_by_name["value"]
-        return {key: _fix_single(value_field, item) for key, item in value.items()}
-    if field.is_repeated:
-        return [_fix_single(field, item) for item in value]
-    return _fix_single(field, value)
-
-
-def _fix_single(field: FieldDescriptor, value: Any) -> Any:
-    if field.message_type is not None:
-        return None if value is None else _fix_message(value, field.message_type)
-    if field.type in _INT64_TYPES and isinstance(value, str):
-        return int(value)
-    if field.type in (_T.TYPE_DOUBLE, _T.TYPE_FLOAT):
-        return _integral(value)
-    return value
-
-
-def _fix_well_known(value: Any, full_name: str) -> Any:
-    if full_name in _FREE_FORM_JSON:
-        return _integral_numbers(value)
-    if full_name in ("google.protobuf.Int64Value", "google.protobuf.UInt64Value"):
-        return int(value) if isinstance(value, str) else value
-    if full_name in ("google.protobuf.DoubleValue", "google.protobuf.FloatValue"):
-        return _integral(value)
-    return value
-
-
-def _integral_numbers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _integral_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_integral_numbers(item) for item in value]
-    return _integral(value)
-
-
-def _integral(value: Any) -> Any:
-    """3600.0 prints as 3600, as protojson (and the reference's JavaScript) print it."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_EXACT_FLOAT_INT:
-        return int(value)
-    return value
-
-
-@functools.cache
-def _synthetic_oneof_members(message: Descriptor) -> frozenset[str]:
-    """Fields declared `optional` in proto3: their oneof is synthetic, so unset is null."""
-    proto = descriptor_pb2.DescriptorProto()
-    message.CopyToProto(proto)
-    return frozenset(f.name for f in proto.field if f.proto3_optional)

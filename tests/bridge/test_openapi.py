@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import message_factory
 
 from bridge.openapi import openapi_document
+from bridge.printer import message_to_json
 from bridge.routes import bindings_from_service, service_descriptor
-from bridge.transcode import message_to_json
 
 DOCUMENT = openapi_document(service_descriptor())
 SCHEMAS = DOCUMENT["components"]["schemas"]

@@ -1,4 +1,4 @@
-"""Transcoding: path, query and body into the request message; messages into the bridge's JSON."""
+"""Transcoding: path, query and body into the request message."""
 
 from __future__ import annotations
 
@@ -12,17 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.errors import InvalidRequest
+from bridge.printer import message_to_json
 from bridge.routes import Binding, bindings_from_service, service_descriptor
 from bridge.transcode import (
     build_request,
     decode_component,
-    message_to_json,
     parse_json_body,
     parse_query,
     parse_scalar,
-    response_json,
 )
-from codex_gateway.v1 import runs_pb2, sessions_pb2, status_pb2, triggers_pb2
+from codex_gateway.v1 import runs_pb2, sessions_pb2
 
 BINDINGS = {b.method.name: b for b in bindings_from_service(service_descriptor())}
 GET_SESSION = BINDINGS["GetSession"]
@@ -328,89 +327,6 @@ def test_any_json_body_transcodes_or_is_invalid_request(name: str, value: Any) -
         return
     with contextlib.suppress(InvalidRequest):
         build_request(BINDINGS[name], path_params=path, query=[], body=body)
-
-
-# --- responses ----------------------------------------------------------------------------------
-
-
-def test_unset_presence_fields_are_null_and_int64_are_numbers() -> None:
-    result = runs_pb2.RunResult(session_id="s", duration_ms=2**40, output="done")
-    document = message_to_json(result)
-    assert document["codex_session_id"] is None  # optional string
-    assert document["model"] is None
-    assert document["usage"] is None  # unset message
-    assert document["metadata"] is None  # unset Struct
-    assert document["duration_ms"] == 2**40
-    assert document["attempts"] == 0  # no presence: its default
-    assert document["messages"] == []
-    assert document["output"] == "done"
-
-
-def test_set_presence_fields_and_nested_messages_are_walked() -> None:
-    result = runs_pb2.RunResult(codex_session_id="", model="m")
-    result.usage.total_tokens = 5
-    document = message_to_json(result)
-    assert document["codex_session_id"] == ""  # set to empty is not null
-    assert document["usage"] == {
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cached_input_tokens": 0,
-        "total_tokens": 5,
-        "reasoning_output_tokens": 0,
-    }
-
-
-def test_unset_oneof_members_are_omitted() -> None:
-    message = runs_pb2.StreamCompletionResponse(started=runs_pb2.RunStarted(run_id="r"))
-    assert message_to_json(message) == {
-        "started": {"session_id": "", "run_id": "r", "model": None, "logs_path": ""}
-    }
-    assert message_to_json(runs_pb2.StreamCompletionResponse()) == {}
-
-
-def test_struct_is_its_json_with_integral_numbers_as_integers() -> None:
-    result = runs_pb2.RunResult()
-    result.metadata.update({"n": 5, "f": 2.5, "nested": {"list": [1, "a", None, True]}})
-    assert message_to_json(result)["metadata"] == {
-        "n": 5,
-        "f": 2.5,
-        "nested": {"list": [1, "a", None, True]},
-    }
-    assert isinstance(message_to_json(result)["metadata"]["n"], int)
-
-
-def test_doubles_print_like_protojson() -> None:
-    document = message_to_json(status_pb2.GetStatusResponse(uptime=3600.0))
-    assert document["uptime"] == 3600
-    assert isinstance(document["uptime"], int)
-    assert message_to_json(sessions_pb2.Signal(score=0.25))["score"] == 0.25
-
-
-def test_repeated_and_map_fields() -> None:
-    trigger = triggers_pb2.Trigger(tags=["a"], env={"K": "V"}, timeout_ms=7)
-    document = message_to_json(trigger)
-    assert document["tags"] == ["a"]
-    assert document["env"] == {"K": "V"}
-    assert document["timeout_ms"] == 7
-    assert document["schedule"] is None
-    assert document["next_fire"] is None
-
-
-def test_response_body_selects_a_field() -> None:
-    response = sessions_pb2.ListSessionsResponse(
-        sessions=[sessions_pb2.SessionSummary(session_id="a", execution_timeout_ms=10)]
-    )
-    body = response_json(BINDINGS["ListSessions"], response)
-    assert isinstance(body, list)
-    assert body[0]["session_id"] == "a"
-    assert body[0]["execution_timeout_ms"] == 10
-    assert body[0]["codex_session_id"] is None
-    assert response_json(BINDINGS["Complete"], runs_pb2.CompleteResponse()) is None
-
-
-def test_whole_response_without_response_body() -> None:
-    response = status_pb2.HealthResponse(status="ok")
-    assert response_json(BINDINGS["Health"], response) == {"status": "ok"}
 
 
 def test_parse_json_body_keeps_the_value() -> None:
