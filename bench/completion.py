@@ -5,15 +5,18 @@ RSS idle and at the peak of that load."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
 import httpx
 
+from bench.rawhttp import RawClient
 from bench.results import Result, latency_summary
-from bench.server import GatewayProcess, cpu_seconds, running_gateway, status_kib
+from bench.server import GatewayProcess, cpu_seconds, rss_kib, running_gateway
 from bench.sizes import Context
 from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2
 
@@ -76,7 +79,20 @@ def direct_spawn(argv: list[str], env: dict[str, str], cwd: Path) -> Call:
     return call
 
 
-def rest_completion(client: httpx.AsyncClient) -> Call:
+def rest_completion(client: RawClient) -> Call:
+    """POST /completion on one keep-alive connection of the lean client (bench/rawhttp.py)."""
+
+    async def call() -> None:
+        status, body = await client.post_json("/completion", REST_BODY)
+        if status != 200 or json.loads(body).get("output") != "ok":
+            raise RuntimeError(f"POST /completion: {status} {body[:200]!r}")
+
+    return call
+
+
+def httpx_completion(client: httpx.AsyncClient) -> Call:
+    """The same through httpx, whose own cost (~1 ms of CPU a request) is in its latency."""
+
     async def call() -> None:
         response = await client.post("/completion", content=REST_BODY, headers=JSON_HEADERS)
         if response.status_code != 200 or response.json().get("output") != "ok":
@@ -103,12 +119,13 @@ async def timed(call: Call, count: int, into: list[int]) -> None:
         into.append(time.perf_counter_ns() - start)
 
 
-async def throughput(call: Call, total: int, concurrency: int) -> tuple[float, list[int]]:
-    """Completions per second of `concurrency` clients sharing `total` calls, and each latency."""
+async def throughput(calls: Sequence[Call], total: int) -> tuple[float, list[int]]:
+    """Completions per second of one client per call (each sequential) sharing `total` calls,
+    and each latency."""
     remaining = total
     latencies: list[int] = []
 
-    async def client() -> None:
+    async def client(call: Call) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
@@ -118,8 +135,8 @@ async def throughput(call: Call, total: int, concurrency: int) -> tuple[float, l
 
     start = time.perf_counter_ns()
     async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(client())
+        for call in calls:
+            group.create_task(client(call))
     elapsed_s = (time.perf_counter_ns() - start) / 1e9
     return total / elapsed_s, latencies
 
@@ -137,15 +154,18 @@ async def overhead(ctx: Context) -> list[Result]:
         direct = direct_spawn(
             agent_argv(ctx.tiny_agent, gateway.workspace), gateway.agent_env, gateway.workspace
         )
+        host, port = gateway.rest_address
         async with (
+            RawClient(host, port) as raw,
             _http_client(gateway, 4) as client,
             grpc.aio.insecure_channel(gateway.grpc_target) as channel,
         ):
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)  # type: ignore[no-untyped-call]  # generated
             paths = {
                 "direct": direct,
-                "rest": rest_completion(client),
+                "rest": rest_completion(raw),
                 "grpc": grpc_completion(stub),
+                "rest_httpx": httpx_completion(client),
             }
             samples: dict[str, list[int]] = {name: [] for name in paths}
             for call in paths.values():
@@ -156,9 +176,9 @@ async def overhead(ctx: Context) -> list[Result]:
             for round_ in range(ROUNDS):
                 share = sizes.iterations // ROUNDS + (round_ < sizes.iterations % ROUNDS)
                 for name, call in paths.items():
-                    server_before, client_before = cpu_seconds(gateway.pid), time.process_time()
+                    server_before, client_before = cpu_seconds(*gateway.pids), time.process_time()
                     await timed(call, share, samples[name])
-                    cpu[name][0] += cpu_seconds(gateway.pid) - server_before
+                    cpu[name][0] += cpu_seconds(*gateway.pids) - server_before
                     cpu[name][1] += time.process_time() - client_before
             await timed(_health(client), min(sizes.iterations, 300), health)
     stats: dict[str, dict[str, float]] = {}
@@ -180,7 +200,13 @@ async def overhead(ctx: Context) -> list[Result]:
             target,
             baseline=direct_p50,
             baseline_label="direct spawn p50",
-            details={path: stats[path], "direct": stats["direct"], "rest_health": health_stats},
+            details={
+                path: stats[path],
+                "direct": stats["direct"],
+                "rest_httpx": stats["rest_httpx"],
+                "rest_health": health_stats,
+                "client": "bench/rawhttp.py (REST), grpc.aio (gRPC); httpx in rest_httpx",
+            },
         )
 
     return [
@@ -205,23 +231,27 @@ async def load(ctx: Context) -> list[Result]:
         ctx.workdir / "throughput", codex_bin=ctx.tiny_agent, max_concurrent=sizes.concurrency
     ) as gateway:
         await asyncio.sleep(1.0)  # let startup settle before reading the idle figure
-        idle_kib = status_kib(gateway.pid, "VmRSS")
+        idle_kib = rss_kib(gateway.pids, "VmRSS")
         direct = direct_spawn(
             agent_argv(ctx.tiny_agent, gateway.workspace), gateway.agent_env, gateway.workspace
         )
-        async with _http_client(gateway, sizes.concurrency * 2) as client:
-            rest = rest_completion(client)
-            await throughput(rest, sizes.warmup, sizes.concurrency)
-            await throughput(direct, sizes.warmup, sizes.concurrency)
-            direct_rate, direct_latencies = await throughput(
-                direct, sizes.requests, sizes.concurrency
-            )
-            server_before, client_before = cpu_seconds(gateway.pid), time.process_time()
-            rest_rate, rest_latencies = await throughput(rest, sizes.requests, sizes.concurrency)
-            server_cpu = cpu_seconds(gateway.pid) - server_before
+        host, port = gateway.rest_address
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(RawClient(host, port))
+                for _ in range(sizes.concurrency)
+            ]
+            rest = [rest_completion(client) for client in clients]
+            directs = [direct] * sizes.concurrency
+            await throughput(rest, sizes.warmup)
+            await throughput(directs, sizes.warmup)
+            direct_rate, direct_latencies = await throughput(directs, sizes.requests)
+            server_before, client_before = cpu_seconds(*gateway.pids), time.process_time()
+            rest_rate, rest_latencies = await throughput(rest, sizes.requests)
+            server_cpu = cpu_seconds(*gateway.pids) - server_before
             client_cpu = time.process_time() - client_before
-        peak_kib = status_kib(gateway.pid, "VmHWM")
-        after_kib = status_kib(gateway.pid, "VmRSS")
+        peak_kib = rss_kib(gateway.pids, "VmHWM")
+        after_kib = rss_kib(gateway.pids, "VmRSS")
     details = {
         "concurrency": sizes.concurrency,
         "requests": sizes.requests,

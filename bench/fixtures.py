@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,22 @@ CORPUS_VERSION = 1
 
 def corpus_path(directory: Path, size_mib: int) -> Path:
     return directory / f"search-corpus-v{CORPUS_VERSION}-{size_mib}mib.log"
+
+
+def ensure_session_store(directory: Path, count: int) -> tuple[Path, list[str], bool]:
+    """A session root of `count` sessions (`write_sessions`), written once and reused: the
+    gateways read it and never change a finished session. Writing and deleting 20,000 files
+    every run would leave the disk busy (ext4 without a journal scans recently deleted inodes
+    on every create for minutes) under the next benchmarks. Returns the root, the session ids
+    and whether it was written now."""
+    store = directory / f"sessions-store-v1-{count}"
+    ids_file = store / "ids.json"
+    if ids_file.exists():
+        return store / "sessions", json.loads(ids_file.read_text()), False
+    shutil.rmtree(store, ignore_errors=True)
+    ids = write_sessions(store / "sessions", count)
+    ids_file.write_text(json.dumps(ids))  # last: a store without it is incomplete
+    return store / "sessions", ids, True
 
 
 def ensure_corpus(directory: Path, size_mib: int, *, seed: int = 11) -> tuple[Path, bool]:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from bench.results import Result
-from bench.server import TreeRssSampler, running_gateway, status_kib
+from bench.server import TreeRssSampler, rss_kib, running_gateway
 from bench.sizes import Context
 from tests.fakes import CODEX_BIN, CODEX_SHIM
 from tests.fakes.model_server import ModelServer, write_codex_home
@@ -56,7 +56,7 @@ async def _peak(ctx: Context, name: str, codex: Path, codex_env: dict[str, str])
                     breakdown = sampler.peak_breakdown
                 peaks.append(sampler.peak_kib / 1024)
                 processes = max(processes, sampler.peak_processes)
-            gateway_hwm = status_kib(gateway.pid, "VmHWM") / 1024
+            gateway_hwm = rss_kib(gateway.pids, "VmHWM") / 1024
     figures = {
         "peak_mib": round(max(peaks), 2),
         "round_peaks_mib": [round(peak, 2) for peak in peaks],

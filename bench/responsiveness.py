@@ -140,7 +140,7 @@ async def health_under_codex(ctx: Context) -> list[Result]:
                     raise RuntimeError(f"POST /completion: {warm.status_code} {warm.text[:300]}")
                 await _idle(prober, ctx)
                 windows, outcomes, durations = [], [], []
-                machine = Contention(gateway.pid, prober.pid)
+                machine = Contention(gateway.pids, prober.pid)
                 for round_ in range(sizes.codex_stream_rounds):
                     streams = [_Stream() for _ in range(sizes.concurrency)]
                     body = {"prompt": CODEX_PROMPT, "timeout_ms": 60_000}
@@ -207,7 +207,7 @@ async def health_under_load(ctx: Context) -> list[Result]:
                     await asyncio.wait_for(
                         asyncio.gather(*(stream.started.wait() for stream in streams)), 30
                     )
-                machine = Contention(gateway.pid, prober.pid)
+                machine = Contention(gateway.pids, prober.pid)
                 machine.start()
                 prober.begin("loaded")
                 agents_ended_after_s = await _wait_streams(gateway, tasks, t0, deadline)
@@ -268,7 +268,7 @@ async def _wait_streams(
     """Until every stream ended or the deadline; when the agents were gone (s after t0)."""
     agents_ended_after_s = None
     while not all(task.done() for task in tasks) and time.monotonic() < deadline:
-        if agents_ended_after_s is None and len(process_tree(gateway.pid)) == 1:
+        if agents_ended_after_s is None and process_tree(gateway.pid) <= set(gateway.pids):
             agents_ended_after_s = round(time.monotonic() - t0, 2)
         await asyncio.sleep(0.05)
     return agents_ended_after_s

@@ -27,7 +27,7 @@ from bench.fixtures import FUZZY_QUERY, NEEDLE, ensure_corpus
 from bench.probe import Prober
 from bench.responsiveness import corrected
 from bench.results import Result, latency_summary
-from bench.server import Contention, running_gateway, status_kib
+from bench.server import Contention, rss_kib, running_gateway
 from bench.sizes import Context
 
 EXACT_TARGET_S = 0.5
@@ -54,17 +54,17 @@ whole file in memory at once, in a fresh process (timed inside it, without inter
 
 
 class _RssSampler:
-    """The gateway's VmRSS every 20 ms from a thread; keeps the peak."""
+    """The gateway's VmRSS (both processes) every 20 ms from a thread; keeps the peak."""
 
-    def __init__(self, pid: int) -> None:
-        self._pid = pid
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self._pids = pids
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
         self.peak_kib = 0
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, status_kib(self._pid, "VmRSS"))
+            self.peak_kib = max(self.peak_kib, rss_kib(self._pids, "VmRSS"))
             self._stop.wait(0.02)
 
     def __enter__(self) -> _RssSampler:
@@ -141,8 +141,8 @@ async def search_big_log(ctx: Context) -> list[Result]:
     reference_s: list[float] = []
     async with running_gateway(workdir, codex_bin=ctx.tiny_agent, max_concurrent=2) as gateway:
         await asyncio.sleep(1.0)  # let startup settle before reading the memory figure
-        rss_before = status_kib(gateway.pid, "VmRSS")
-        hwm_before = status_kib(gateway.pid, "VmHWM")
+        rss_before = rss_kib(gateway.pids, "VmRSS")
+        hwm_before = rss_kib(gateway.pids, "VmHWM")
         async with (
             httpx.AsyncClient(base_url=gateway.rest_url, timeout=SEARCH_TIMEOUT_S) as client,
             Prober(gateway.rest_url, sizes.health_interval_ms) as prober,
@@ -162,8 +162,8 @@ async def search_big_log(ctx: Context) -> list[Result]:
             prober.begin("idle")
             await asyncio.sleep(sizes.health_samples * (sizes.health_interval_ms + 1) / 1000)
             prober.end("idle")
-            machine = Contention(gateway.pid, prober.pid)
-            with _RssSampler(gateway.pid) as sampler:
+            machine = Contention(gateway.pids, prober.pid)
+            with _RssSampler(gateway.pids) as sampler:
                 await search(exact_params)  # warm-up
                 for _ in range(sizes.search_exact_rounds):
                     exact_s.append((await search(exact_params))[0])
@@ -182,8 +182,8 @@ async def search_big_log(ctx: Context) -> list[Result]:
                     )
                     reference_s.append(float(out.split()[0]))
             probes = await prober.stop()
-        hwm_after = status_kib(gateway.pid, "VmHWM")
-        rss_after = status_kib(gateway.pid, "VmRSS")
+        hwm_after = rss_kib(gateway.pids, "VmHWM")
+        rss_after = rss_kib(gateway.pids, "VmRSS")
     idle = probes.latencies("idle")
     during: list[int] = []
     for round_ in range(sizes.search_fuzzy_rounds):

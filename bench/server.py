@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,18 @@ class GatewayProcess:
     """The environment the gateway gives its agents (for a direct-spawn baseline)."""
     startup_s: float
     """From starting the process to its first `GET /health` answered 200 (polled every 10 ms)."""
+    bridge_pid: int
+    """The REST bridge, a child process of the gateway's (gateway/bridge_process.py)."""
+
+    @property
+    def rest_address(self) -> tuple[str, int]:
+        parsed = urllib.parse.urlsplit(self.rest_url)
+        return parsed.hostname or "127.0.0.1", parsed.port or 80
+
+    @property
+    def pids(self) -> tuple[int, int]:
+        """The gateway's own processes: the gRPC side and the REST bridge (not the agents)."""
+        return (self.pid, self.bridge_pid)
 
 
 def free_ports(count: int) -> list[int]:
@@ -58,8 +71,10 @@ async def running_gateway(
     max_concurrent: int,
     extra_env: Mapping[str, str] | None = None,
     child_env_names: Sequence[str] = (),
+    sessions: Path | None = None,
 ) -> AsyncIterator[GatewayProcess]:
-    """Start `codex-gateway serve` rooted in `workdir` with a clean environment; stop it after.
+    """Start `codex-gateway serve` rooted in `workdir` (its sessions in `sessions` when given)
+    with a clean environment; stop it after.
 
     The environment holds only what the gateway needs, so a caller's CODEX_GATEWAY_API_TOKEN (or
     any other setting) cannot change what is measured.
@@ -82,7 +97,7 @@ async def running_gateway(
         "CODEX_GATEWAY_GRPC_PORT": str(grpc_port),
         "CODEX_GATEWAY_CODEX_BIN": str(codex_bin),
         "CODEX_GATEWAY_MAX_CONCURRENT": str(max_concurrent),
-        "CODEX_GATEWAY_SESSION_DIRS": str(workdir / "sessions"),
+        "CODEX_GATEWAY_SESSION_DIRS": str(sessions or workdir / "sessions"),
         "CODEX_GATEWAY_SECURE_SESSION_DIR": str(workdir / "sessions-secure"),
         "CODEX_GATEWAY_DEFAULT_WORKSPACE": str(workspace),
         "CODEX_GATEWAY_WORKSPACE_ROOTS": str(workspace),
@@ -114,6 +129,7 @@ async def running_gateway(
             workspace.resolve(),
             agent_env,
             startup_s,
+            bridge_pid(process.pid),
         )
     finally:
         await _stop(process)
@@ -172,6 +188,24 @@ def process_tree(root: int) -> set[int]:
     return found
 
 
+def bridge_pid(gateway_pid: int) -> int:
+    """The gateway's REST bridge child (`python -m bridge --supervised`)."""
+    for pid in process_tree(gateway_pid) - {gateway_pid}:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:  # noqa: PTH123  # /proc
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if b"bridge" in argv and b"--supervised" in argv:
+            return pid
+    raise RuntimeError(f"the gateway (pid {gateway_pid}) runs no REST bridge process")
+
+
+def rss_kib(pids: tuple[int, ...], name: str) -> int:
+    """`status_kib` summed over these processes."""
+    return sum(status_kib(pid, name) for pid in pids)
+
+
 def status_kib(pid: int, name: str) -> int:
     """A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`); 0 once the process is gone."""
     try:
@@ -187,15 +221,19 @@ def status_kib(pid: int, name: str) -> int:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of `pid` itself (not its children), from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123  # same as above
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+def cpu_seconds(*pids: int) -> float:
+    """User plus system CPU time of these processes themselves (not their children), summed,
+    from /proc/<pid>/stat."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123  # same as above
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+        total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
 
 
 def children_cpu_seconds(pid: int) -> float:
@@ -278,17 +316,17 @@ class Contention:
     of the gateway (its event loop) and of the probe process, the time on a CPU and the time
     spent runnable but waiting for one: the machine's share of a slow probe."""
 
-    def __init__(self, gateway_pid: int, probe_pid: int) -> None:
-        self._pids = {"gateway_loop": gateway_pid, "probe": probe_pid}
-        self._gateway = gateway_pid
+    def __init__(self, gateway: tuple[int, int], probe_pid: int) -> None:
+        self._pids = {"gateway_loop": gateway[0], "bridge_loop": gateway[1], "probe": probe_pid}
+        self._gateway = gateway
         self._marks: dict[str, float] = {}
         self.totals: dict[str, float] = {}
 
     def _read(self) -> dict[str, float]:
         values = {
             "window_s": time.monotonic(),
-            "gateway_cpu_s": cpu_seconds(self._gateway),
-            "agents_cpu_s": children_cpu_seconds(self._gateway),
+            "gateway_cpu_s": cpu_seconds(*self._gateway),
+            "agents_cpu_s": children_cpu_seconds(self._gateway[0]),
         }
         for name, pid in self._pids.items():
             on_cpu, waiting = main_thread_sched(pid)

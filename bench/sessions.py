@@ -10,14 +10,13 @@ import json
 import random
 import statistics
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.fixtures import write_sessions
+from bench.fixtures import ensure_session_store
 from bench.rawhttp import RawClient, rate
 from bench.results import Result, latency_summary
-from bench.server import GatewayProcess, cpu_seconds, running_gateway, status_kib
+from bench.server import GatewayProcess, cpu_seconds, rss_kib, running_gateway
 from bench.sizes import Context
 
 STARTUP_TARGET_S = 3.0
@@ -26,11 +25,6 @@ GET_RATE_TARGET = 1500.0
 ROUNDS = 5
 """Latency samples are taken in rounds (list, health, list, ...) so drift hits both."""
 WARMUP = 20
-
-
-def _address(gateway: GatewayProcess) -> tuple[str, int]:
-    parsed = urllib.parse.urlsplit(gateway.rest_url)
-    return parsed.hostname or "127.0.0.1", parsed.port or 80
 
 
 async def _sequential(client: RawClient, target: str, count: int, into: list[int]) -> bytes:
@@ -47,11 +41,12 @@ async def _sequential(client: RawClient, target: str, count: int, into: list[int
 
 async def session_store(ctx: Context) -> list[Result]:
     sizes = ctx.sizes
-    store = ctx.workdir / "store"
     started = time.perf_counter()
-    ids = await asyncio.to_thread(write_sessions, store / "sessions", sizes.sessions)
+    store, ids, generated = await asyncio.to_thread(
+        ensure_session_store, ctx.data_dir, sizes.sessions
+    )
     written_s = time.perf_counter() - started
-    ctx.log(f"sessions: wrote {len(ids)} sessions in {written_s:.1f} s")
+    ctx.log(f"sessions: {len(ids)} sessions in {store} ({'written' if generated else 'reused'})")
     empty_starts: list[float] = []
     store_starts: list[float] = []
     rss: dict[str, Any] = {}
@@ -61,11 +56,16 @@ async def session_store(ctx: Context) -> list[Result]:
             ctx.workdir / f"empty-{round_}", codex_bin=ctx.tiny_agent, max_concurrent=2
         ) as gateway:
             empty_starts.append(gateway.startup_s)
-            rss["empty_idle_mib"] = round(status_kib(gateway.pid, "VmRSS") / 1024, 2)
+            rss["empty_idle_mib"] = round(rss_kib(gateway.pids, "VmRSS") / 1024, 2)
         last = round_ == sizes.startup_rounds - 1
-        async with running_gateway(store, codex_bin=ctx.tiny_agent, max_concurrent=2) as gateway:
+        async with running_gateway(
+            ctx.workdir / f"store-{round_}",
+            codex_bin=ctx.tiny_agent,
+            max_concurrent=2,
+            sessions=store,
+        ) as gateway:
             store_starts.append(gateway.startup_s)
-            rss["store_idle_mib"] = round(status_kib(gateway.pid, "VmRSS") / 1024, 2)
+            rss["store_idle_mib"] = round(rss_kib(gateway.pids, "VmRSS") / 1024, 2)
             if last:
                 measured = await _requests(ctx, gateway, ids)
     ctx.log(f"sessions: startup empty {empty_starts} store {store_starts}")
@@ -85,8 +85,10 @@ async def session_store(ctx: Context) -> list[Result]:
                 "sessions": sizes.sessions,
                 "store_startups_s": [round(s, 3) for s in store_starts],
                 "empty_startups_s": [round(s, 3) for s in empty_starts],
-                "write_sessions_s": round(written_s, 2),
-                "note": "median of the rounds; page cache warm (the sessions were just written)",
+                "store": str(store),
+                "store_written_now": generated,
+                "prepare_store_s": round(written_s, 2),
+                "note": "median of the rounds; page cache warm (the first round reads the store)",
                 **rss,
             },
         ),
@@ -144,7 +146,7 @@ class _Figures:
 
 async def _requests(ctx: Context, gateway: GatewayProcess, ids: list[str]) -> _Figures:
     sizes = ctx.sizes
-    host, port = _address(gateway)
+    host, port = gateway.rest_address
     listing, health = "/sessions?limit=50", "/health"
     list_samples: list[int] = []
     health_samples: list[int] = []
@@ -157,9 +159,9 @@ async def _requests(ctx: Context, gateway: GatewayProcess, ids: list[str]) -> _F
         await _sequential(client, health, WARMUP, [])
         for round_ in range(ROUNDS):
             share = sizes.list_samples // ROUNDS + (round_ < sizes.list_samples % ROUNDS)
-            before = cpu_seconds(gateway.pid)
+            before = cpu_seconds(*gateway.pids)
             await _sequential(client, listing, share, list_samples)
-            list_cpu += cpu_seconds(gateway.pid) - before
+            list_cpu += cpu_seconds(*gateway.pids) - before
             await _sequential(client, health, share, health_samples)
         status, detail = await client.get(f"/sessions/{ids[0]}")
         if status != 200 or json.loads(detail).get("session_id") != ids[0]:
@@ -169,13 +171,13 @@ async def _requests(ctx: Context, gateway: GatewayProcess, ids: list[str]) -> _F
     concurrency, total = sizes.concurrency, sizes.get_requests
     await rate(host, port, shuffled, min(total, 300), concurrency)  # warm-up
     await rate(host, port, [health], min(total, 300), concurrency)
-    before, client_before = cpu_seconds(gateway.pid), time.process_time()
+    before, client_before = cpu_seconds(*gateway.pids), time.process_time()
     get_rate, get_latencies = await rate(host, port, shuffled, total, concurrency)
-    get_cpu = cpu_seconds(gateway.pid) - before
+    get_cpu = cpu_seconds(*gateway.pids) - before
     client_cpu = time.process_time() - client_before
-    before = cpu_seconds(gateway.pid)
+    before = cpu_seconds(*gateway.pids)
     health_rate, health_latencies = await rate(host, port, [health], total, concurrency)
-    health_cpu = cpu_seconds(gateway.pid) - before
+    health_cpu = cpu_seconds(*gateway.pids) - before
     figures = _Figures(
         list=latency_summary(list_samples),
         health=latency_summary(health_samples),
