@@ -38,6 +38,7 @@ class AgentProcess:
         max_line_bytes: int,
         stderr_tail_bytes: int,
         on_stderr: Callable[[bytes], None] | None = None,
+        nice: int = 0,
     ) -> None:
         self._argv = list(argv)
         self._env = dict(env)
@@ -47,6 +48,7 @@ class AgentProcess:
         self._stderr_tail = bytearray()
         self._stderr_limit = stderr_tail_bytes
         self._on_stderr = on_stderr
+        self._nice = nice
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stdin_task: asyncio.Task[None] | None = None
@@ -83,6 +85,8 @@ class AgentProcess:
             raise AgentUnavailable(f"The codex binary is not executable: {self._argv[0]}") from exc
         except OSError as exc:
             raise AgentUnavailable(f"Cannot start codex: {exc.strerror}") from exc
+        if self._nice:
+            _make_nicer(self._proc.pid, self._nice)
         self._stdin_task = asyncio.create_task(self._write_stdin())
         self._stderr_task = asyncio.create_task(self._drain_stderr())
 
@@ -225,3 +229,18 @@ def descendants(root: int) -> set[int]:
                 found.add(child)
                 stack.append(child)
     return found
+
+
+def _make_nicer(pid: int, nice: int) -> None:
+    """Lower the priority of the agent's process group, a session of its own.
+
+    Every thread codex has started by now, and by inheritance every one it starts later. With
+    autogroup scheduling (on by default in most kernels) a session is a scheduling group of its
+    own and only the group's nice weighs against the gateway's group: that is set too. (The
+    commands codex runs in sessions of their own inherit the nice value but start groups of
+    their own at the default weight.)
+    """
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PGRP, pid, nice)
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))

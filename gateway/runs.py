@@ -522,6 +522,7 @@ class Runner:
             stdin_text=prepared.prompt_text,
             max_line_bytes=self._config.max_line_bytes,
             stderr_tail_bytes=self._config.stderr_tail_bytes,
+            nice=self._config.agent_nice,
             on_stderr=run_log.stderr,
         )
         await agent.start()

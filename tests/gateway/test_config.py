@@ -35,6 +35,8 @@ def test_defaults_are_the_documented_ones_with_a_loopback_bind(tmp_path: Path) -
         pytest.param("CODEX_GATEWAY_MAX_BODY_BYTES", "1e6", id="body-float"),
         pytest.param("CODEX_GATEWAY_TIMEOUT_MS", "12s", id="timeout-unit"),
         pytest.param("CODEX_GATEWAY_LOG_LEVEL", "9", id="log-level"),
+        pytest.param("CODEX_GATEWAY_AGENT_NICE", "20", id="nice-too-big"),
+        pytest.param("CODEX_GATEWAY_AGENT_NICE", "-5", id="nice-negative"),
         pytest.param("CODEX_GATEWAY_RETRY_ON_EMPTY", "maybe", id="bool"),
         pytest.param("CODEX_GATEWAY_SANDBOX", "none", id="sandbox"),
         pytest.param("CODEX_GATEWAY_JSON_FLAG", "--yaml", id="json-flag"),

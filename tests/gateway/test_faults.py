@@ -4,7 +4,9 @@ running, and stays healthy for the next run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import resource
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +76,36 @@ async def test_hanging_agent_times_out_and_its_child_is_killed(
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert not alive(int(pidfile.read_text()))
         await assert_healthy(gw)
+
+
+def nice_of(pid: int) -> int:
+    """The nice value of a process's every thread (they must agree)."""
+    values = {
+        int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        for tid in os.listdir(f"/proc/{pid}/task")  # noqa: PTH208  # names only
+    }
+    (value,) = values
+    return value
+
+
+async def test_agents_and_what_they_run_are_nicer_than_the_gateway(
+    agent_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    env = {"FAKE_AGENT_SPAWN_CHILD": "1", "FAKE_AGENT_CHILD_PIDFILE": str(pidfile)}
+    async with running_gateway(agent_config("hang_agent.py", agent_nice=7)) as gw:
+        call = asyncio.ensure_future(gw.stub.Complete(completion(timeout_ms=5000, env=env)))
+        for _ in range(500):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            await asyncio.sleep(0.02)
+        child = int(pidfile.read_text())
+        agent = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert (nice_of(agent), nice_of(child)) == (7, 7)
+        assert nice_of(os.getpid()) == 0
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await call
 
 
 async def test_agent_ignoring_sigint_is_killed_after_the_grace(
