@@ -130,6 +130,9 @@ class Prober:
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 26,
             env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            # A client of its own, as on another machine: its own session is its own
+            # scheduling group (autogroup), not a share of the load generator's.
+            start_new_session=True,
         )
         assert self._process.stdout is not None  # noqa: S101  # piped above
         line = await asyncio.wait_for(self._process.stdout.readline(), 30)

@@ -117,6 +117,9 @@ async def running_gateway(
             stderr=log,
             env=env,
             cwd=workdir,
+            # A service of its own, as under systemd or in a container: its own session, so its
+            # own scheduling group (autogroup), not a share of this load generator's.
+            start_new_session=True,
         )
     try:
         rest_url = f"http://127.0.0.1:{rest_port}"
