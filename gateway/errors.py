@@ -16,7 +16,8 @@
     ├── StorageFailed            INTERNAL           500
     └── Unavailable              UNAVAILABLE        503
         ├── AgentUnavailable     (the codex binary is missing or not executable)
-        └── ShuttingDown
+        ├── ShuttingDown         (a new run while the gateway drains)
+        └── RunInterrupted       (a run the drain stopped)
 
 Domain code raises these; only the servicer boundary turns them into a gRPC status.
 """
@@ -159,3 +160,10 @@ class ShuttingDown(Unavailable):
 
     def __init__(self) -> None:
         super().__init__("The gateway is shutting down")
+
+
+class RunInterrupted(Unavailable):
+    """A run stopped because the gateway shut down (recorded `interrupted`): the contract's 503
+    for shutting down, so a client may retry it on the next gateway."""
+
+    reason = "RUN_INTERRUPTED"

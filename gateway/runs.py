@@ -33,6 +33,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     RunCancelled,
+    RunInterrupted,
     RunTimedOut,
     SecureAccessDenied,
     SessionBusy,
@@ -186,6 +187,8 @@ class Runner:
             messages = [Message("user", request.prompt)]
         if not messages:
             raise InvalidRequest("messages or prompt is required", field="messages")
+        if not any(message.content.strip() for message in messages):
+            raise InvalidRequest("messages hold no text: give one a content", field="messages")
         if len(messages) > MAX_MESSAGES:
             raise InvalidRequest(f"at most {MAX_MESSAGES} messages", field="messages")
         model = request.model.strip() if request.model and request.model.strip() else None
@@ -307,10 +310,13 @@ class Runner:
                 raise
             current.uncancel()
             status = active.stop_reason
-            error_message = (
-                "run cancelled" if status == "cancelled" else "gateway shut down during the run"
-            )
-            raise RunCancelled(f"Run {run_id} was {status}") from None
+            if status == "cancelled":
+                error_message = "run cancelled"
+                raise RunCancelled(f"Run {run_id} was cancelled") from None
+            error_message = "gateway shut down during the run"
+            raise RunInterrupted(
+                f"Run {run_id} was interrupted: the gateway is shutting down"
+            ) from None
         except RunTimedOut as exc:
             status, error_message = "timeout", exc.message
             raise
