@@ -136,6 +136,11 @@ async def test_rest_and_grpc_give_the_same_result(serve: Callable[..., Any]) -> 
         pytest.param(b'{"messages": []}', "messages or prompt is required", id="no-messages"),
         pytest.param(b'{"messages": [null]}', "messages", id="null-message"),
         pytest.param(
+            b'{"messages": [{"role": "user"}, {"role": "user", "content": " "}]}',
+            "messages hold no text",
+            id="messages-without-text",
+        ),
+        pytest.param(
             b'{"messages": [{"role": "user", "content": 5}]}', "content", id="content-number"
         ),
         pytest.param(b'{"prompt": "x", "timeout_ms": "soon"}', "timeout_ms", id="timeout-string"),
