@@ -80,6 +80,11 @@ class AgentProcess:
                 limit=_READ_CHUNK,
             )
         except FileNotFoundError as exc:
+            if Path(self._argv[0]).is_file():  # the kernel could not find what it runs with
+                raise AgentUnavailable(
+                    f"The codex binary cannot be started: {self._argv[0]} names an interpreter"
+                    " or loader that was not found"
+                ) from exc
             raise AgentUnavailable(f"The codex binary was not found: {self._argv[0]}") from exc
         except PermissionError as exc:
             raise AgentUnavailable(f"The codex binary is not executable: {self._argv[0]}") from exc

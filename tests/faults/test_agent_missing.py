@@ -47,7 +47,9 @@ def no_interpreter(tmp_path: Path) -> Path:
         pytest.param(missing, "not found", id="missing"),
         pytest.param(not_executable, "not executable", id="no-x-bit"),
         pytest.param(a_directory, "not executable", id="a-directory"),
-        pytest.param(no_interpreter, "codex", id="missing-interpreter"),
+        pytest.param(
+            no_interpreter, "interpreter or loader that was not found", id="no-interpreter"
+        ),
     ],
 )
 async def test_an_unusable_codex_binary_is_503_naming_it_and_the_rest_still_works(
