@@ -80,7 +80,9 @@ class AgentProcess:
                 limit=_READ_CHUNK,
             )
         except FileNotFoundError as exc:
-            if Path(self._argv[0]).is_file():  # the kernel could not find what it runs with
+            # A file that is there: the kernel could not find what it runs with. (One stat, on
+            # a failure path only.)
+            if Path(self._argv[0]).is_file():  # noqa: ASYNC240
                 raise AgentUnavailable(
                     f"The codex binary cannot be started: {self._argv[0]} names an interpreter"
                     " or loader that was not found"
