@@ -268,6 +268,7 @@ async def serve(
                     max_body_bytes=config.max_body_bytes,
                     log_level=config.logging_level,
                 )
+                gateway.reporter.bridge_pid = lambda: bridge.pid
                 group.create_task(bridge.run(bridge_stop))
                 port = await _first(bridge.ready, stop)
                 if port is not None:

@@ -6,6 +6,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from google.api import annotations_pb2
@@ -48,6 +49,18 @@ class StatusReporter:
         self._endpoints = _struct(endpoints())
         self._env = _struct(self._env_block())
         self._settings = _struct(settings(config))
+        # Set by `serve` when it runs the REST bridge as a child process: its pid, if running.
+        self.bridge_pid: Callable[[], int | None] | None = None
+
+    def _memory(self) -> pb.MemoryStatus:
+        bridge = self.bridge_pid() if self.bridge_pid is not None else None
+        below = descendants(os.getpid()) - {bridge}
+        return pb.MemoryStatus(
+            rss=_rss(os.getpid()),
+            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            agents_rss=sum(_rss(pid) for pid in below),
+            bridge_rss=_rss(bridge) if bridge is not None else 0,
+        )
 
     def info(self) -> pb.GetInfoResponse:
         return pb.GetInfoResponse(
@@ -70,11 +83,7 @@ class StatusReporter:
                 waiting=self._slots.waiting,
             ),
             uptime=round(time.monotonic() - self._started, 3),
-            memory=pb.MemoryStatus(
-                rss=_rss(os.getpid()),
-                peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                agents_rss=sum(_rss(pid) for pid in descendants(os.getpid())),
-            ),
+            memory=self._memory(),
             watcher=self._watcher(),
             webhook=self._webhook(),
             system_prompt=self._system_prompt_status(),

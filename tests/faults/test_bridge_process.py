@@ -19,8 +19,7 @@ import httpx
 
 from tests.faults.spawned import (
     agents_of,
-    children,
-    cmdline,
+    bridges_of,
     gateway_env,
     running,
     spawn,
@@ -30,10 +29,6 @@ from tests.harness import free_port
 from tests.processes import alive
 
 RESTART_WITHIN_S = 10.0
-
-
-def bridges_of(gateway_pid: int) -> set[int]:
-    return {pid for pid in children(gateway_pid) if "-m bridge" in cmdline(pid)}
 
 
 async def until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
@@ -52,6 +47,9 @@ async def test_a_dead_bridge_is_started_again_on_the_same_port(tmp_path: Path) -
         (bridge,) = bridges_of(gateway.pid)
         done = await client.post("/completion", json={"prompt": "before"})
         assert done.status_code == 200, done.text
+        memory = (await client.get("/status")).json()["memory"]
+        assert memory["bridge_rss"] > 10 * 2**20  # a Python process with FastAPI loaded
+        assert memory["agents_rss"] == 0  # the bridge is not an agent; no run is going on
 
         os.kill(bridge, signal.SIGKILL)
         await until(lambda: not alive(bridge), 5, "the bridge to die")

@@ -92,14 +92,16 @@ class ConcurrencyStatus(_message.Message):
     def __init__(self, active: _Optional[int] = ..., max: _Optional[int] = ..., available: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
 
 class MemoryStatus(_message.Message):
-    __slots__ = ("rss", "peak_rss", "agents_rss")
+    __slots__ = ("rss", "peak_rss", "agents_rss", "bridge_rss")
     RSS_FIELD_NUMBER: _ClassVar[int]
     PEAK_RSS_FIELD_NUMBER: _ClassVar[int]
     AGENTS_RSS_FIELD_NUMBER: _ClassVar[int]
+    BRIDGE_RSS_FIELD_NUMBER: _ClassVar[int]
     rss: int
     peak_rss: int
     agents_rss: int
-    def __init__(self, rss: _Optional[int] = ..., peak_rss: _Optional[int] = ..., agents_rss: _Optional[int] = ...) -> None: ...
+    bridge_rss: int
+    def __init__(self, rss: _Optional[int] = ..., peak_rss: _Optional[int] = ..., agents_rss: _Optional[int] = ..., bridge_rss: _Optional[int] = ...) -> None: ...
 
 class TriggerFileStatus(_message.Message):
     __slots__ = ("path", "triggers", "error")
