@@ -229,6 +229,11 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def bridges_of(gateway_pid: int) -> set[int]:
+    """The REST bridge process(es) `serve` runs as its children (gateway/bridge_process.py)."""
+    return {pid for pid in children(gateway_pid) if "-m bridge" in cmdline(pid)}
+
+
 def agents_of(gateway_pid: int, marker: str) -> set[int]:
     """The gateway's agents: its direct children whose command line names `marker`. (An agent
     may fork helpers of its own, such as a pyenv shim's subshells: they are not agents.)"""

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.agent import descendants
 from tests.faults.spawned import (
     Spawned,
     gateway_env,
@@ -151,6 +152,7 @@ async def kill_restart_cycles(tmp_path: Path, cycles: int) -> None:
         assert not list(sessions.glob("session-*/.meta.json.*.tmp"))
     finally:
         if gateway is not None and gateway.running():
+            known_pids |= descendants(gateway.pid)  # runs a failed check left unrecorded
             gateway.kill()
         kill_pids(known_pids)
 

@@ -1,7 +1,8 @@
-"""A soak: SOAK_SECONDS (default 600) of mixed traffic against one gateway process (completions
-and continued sessions with the echo agent, session lists and details, searches, tails, followed
-tails that the client abandons, status) while its resident memory and open file descriptors are
-sampled from /proc every second. Neither may grow: the peak of the last tenth of the run stays
+"""A soak: SOAK_SECONDS (default 600) of mixed traffic against one gateway (completions and
+continued sessions with the echo agent, session lists and details, searches, tails, followed
+tails that the client abandons, status) while the resident memory and open file descriptors of
+both its processes (gRPC and the REST bridge) are sampled from /proc every second. Neither may
+grow in either, and the bridge is never restarted: the peak of the last tenth of the run stays
 within a margin of the peak of the second tenth (the first is warm-up). Every answer is a 200, or
 a 409/429 where a run meets a busy session or the concurrency limit.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.spawned import gateway_env, open_fds, proc_status_kib, running
+from tests.faults.spawned import bridges_of, gateway_env, open_fds, proc_status_kib, running
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 POOL = 8
@@ -39,7 +40,8 @@ async def test_memory_and_descriptors_stay_flat_under_mixed_traffic(tmp_path: Pa
     )
     rng = random.Random(7)
     answers: Counter[tuple[str, int]] = Counter()
-    samples: list[tuple[float, int, int]] = []  # (seconds in, VmRSS KiB, open fds)
+    # Per process: (seconds in, VmRSS KiB, open fds).
+    samples: dict[str, list[tuple[float, int, int]]] = {"gateway": [], "bridge": []}
     async with (
         running(env, tmp_path) as gateway,
         httpx.AsyncClient(base_url=gateway.url, timeout=60, trust_env=False) as client,
@@ -56,10 +58,14 @@ async def test_memory_and_descriptors_stay_flat_under_mixed_traffic(tmp_path: Pa
             answers[(kind, response.status_code)] += 1
             assert response.status_code in allowed, (kind, response.status_code, response.text)
 
+        (bridge,) = bridges_of(gateway.pid)
+        processes = {"gateway": gateway.pid, "bridge": bridge}
+
         async def sample() -> None:
             while time.monotonic() < deadline:
-                rss = proc_status_kib(gateway.pid, "VmRSS")
-                samples.append((time.monotonic() - started, rss, open_fds(gateway.pid)))
+                for name, pid in processes.items():
+                    rss, fds = proc_status_kib(pid, "VmRSS"), open_fds(pid)
+                    samples[name].append((time.monotonic() - started, rss, fds))
                 await asyncio.sleep(1)
 
         async def runs() -> None:
@@ -111,18 +117,24 @@ async def test_memory_and_descriptors_stay_flat_under_mixed_traffic(tmp_path: Pa
 
         await asyncio.gather(sample(), runs(), reads(), reads(), abandoned_follows())
         assert gateway.running(), gateway.log_tail()
+        assert bridges_of(gateway.pid) == {bridge}, "the bridge died and was restarted"
 
-    def window(low: float, high: float) -> list[tuple[float, int, int]]:
-        return [s for s in samples if low * SOAK_SECONDS <= s[0] < high * SOAK_SECONDS]
+    for name, series in samples.items():
+        warm, last = window(series, 0.1, 0.2), window(series, 0.9, 1.0)
+        assert warm and last, series
+        rss_warm, rss_last = max(s[1] for s in warm), max(s[1] for s in last)
+        fds_warm, fds_last = max(s[2] for s in warm), max(s[2] for s in last)
+        report = (
+            f"{name}: VmRSS {rss_warm} -> {rss_last} KiB, fds {fds_warm} -> {fds_last}, "
+            f"{sum(answers.values())} requests: {dict(answers)}"
+        )
+        assert rss_last <= rss_warm * (1 + RSS_MARGIN_RATIO) + RSS_MARGIN_KIB, report
+        assert fds_last <= fds_warm + FD_MARGIN, report
+    assert answers[("run", 200)] > SOAK_SECONDS / 2, dict(answers)
 
-    warm, last = window(0.1, 0.2), window(0.9, 1.0)
-    assert warm and last, samples
-    rss_warm, rss_last = max(s[1] for s in warm), max(s[1] for s in last)
-    fds_warm, fds_last = max(s[2] for s in warm), max(s[2] for s in last)
-    report = (
-        f"VmRSS {rss_warm} -> {rss_last} KiB, fds {fds_warm} -> {fds_last}, "
-        f"{sum(answers.values())} requests: {dict(answers)}"
-    )
-    assert rss_last <= rss_warm * (1 + RSS_MARGIN_RATIO) + RSS_MARGIN_KIB, report
-    assert fds_last <= fds_warm + FD_MARGIN, report
-    assert answers[("run", 200)] > SOAK_SECONDS / 2, report
+
+def window(
+    series: list[tuple[float, int, int]], low: float, high: float
+) -> list[tuple[float, int, int]]:
+    """The samples taken between these fractions of the soak."""
+    return [s for s in series if low * SOAK_SECONDS <= s[0] < high * SOAK_SECONDS]
