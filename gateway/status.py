@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import resource
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from google.api import annotations_pb2
