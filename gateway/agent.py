@@ -76,7 +76,9 @@ class AgentProcess:
                 stderr=asyncio.subprocess.PIPE,
                 env=self._env,
                 cwd=self._cwd,
-                start_new_session=True,
+                # A process group of its own (what stop() signals), in the gateway's session
+                # (see _make_nicer).
+                process_group=0,
                 limit=_READ_CHUNK,
             )
         except FileNotFoundError as exc:
@@ -239,15 +241,13 @@ def descendants(root: int) -> set[int]:
 
 
 def _make_nicer(pid: int, nice: int) -> None:
-    """Lower the priority of the agent's process group, a session of its own.
+    """Lower the priority of the agent's process group: every thread codex has started by now,
+    and by inheritance every one it starts later, with the commands it runs.
 
-    Every thread codex has started by now, and by inheritance every one it starts later. With
-    autogroup scheduling (on by default in most kernels) a session is a scheduling group of its
-    own and only the group's nice weighs against the gateway's group: that is set too. (The
-    commands codex runs in sessions of their own inherit the nice value but start groups of
-    their own at the default weight.)
+    The agent stays in the gateway's session (a process group of its own, not a session): with
+    autogroup scheduling (on by default in most kernels) a session is a scheduling group, and
+    nice values only weigh within a group. Commands codex starts in sessions of their own get
+    groups of their own, at the default weight, with the nice value inherited.
     """
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PGRP, pid, nice)
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/autogroup").write_text(str(nice))

@@ -63,8 +63,9 @@ class BridgeProcess:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 pass_fds=(self.sock.fileno(),),
-                # Out of the terminal's process group: Ctrl-C is the gateway's to handle.
-                start_new_session=True,
+                # Out of the terminal's foreground process group: Ctrl-C is the gateway's to
+                # handle. (The same session: one scheduling group with the gateway.)
+                process_group=0,
             )
             self.pid = process.pid
             try:
