@@ -63,9 +63,10 @@ class BridgeProcess:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 pass_fds=(self.sock.fileno(),),
-                # Out of the terminal's foreground process group: Ctrl-C is the gateway's to
-                # handle. (The same session: one scheduling group with the gateway.)
-                process_group=0,
+                # Out of the terminal's process group: Ctrl-C is the gateway's to handle. (A
+                # session of its own is also a scheduling group of its own, with the weight
+                # of the gateway's: the two are not one share between them.)
+                start_new_session=True,
             )
             self.pid = process.pid
             try:
