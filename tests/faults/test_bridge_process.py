@@ -11,8 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,19 +22,12 @@ from tests.faults.spawned import (
     running,
     spawn,
     until_serving,
+    wait_until,
 )
 from tests.harness import free_port
 from tests.processes import alive
 
 RESTART_WITHIN_S = 10.0
-
-
-async def until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_dead_bridge_is_started_again_on_the_same_port(tmp_path: Path) -> None:
@@ -52,9 +43,11 @@ async def test_a_dead_bridge_is_started_again_on_the_same_port(tmp_path: Path) -
         assert memory["agents_rss"] == 0  # the bridge is not an agent; no run is going on
 
         os.kill(bridge, signal.SIGKILL)
-        await until(lambda: not alive(bridge), 5, "the bridge to die")
+        await wait_until(lambda: not alive(bridge), 5, "the bridge to die")
         # New connections wait in the gateway's listen backlog while the next bridge starts.
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=10, trust_env=False) as fresh:
+        async with httpx.AsyncClient(
+            base_url=gateway.url, timeout=RESTART_WITHIN_S, trust_env=False
+        ) as fresh:
             answer = await fresh.get(f"/sessions/{done.json()['session_id']}")
         assert answer.status_code == 200, answer.text
         (again,) = bridges_of(gateway.pid)
@@ -69,7 +62,7 @@ async def test_a_killed_gateway_takes_its_bridge_with_it(tmp_path: Path) -> None
         await until_serving(gateway)
         (bridge,) = bridges_of(gateway.pid)
         gateway.kill()
-        await until(lambda: not alive(bridge), 5, "the orphaned bridge to exit")
+        await wait_until(lambda: not alive(bridge), 5, "the orphaned bridge to exit")
     finally:
         gateway.stop()
 
@@ -82,7 +75,7 @@ async def test_ctrl_c_lets_rest_callers_have_their_answers(tmp_path: Path) -> No
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as client:
             body = {"prompt": "1s", "env": {"FAKE_AGENT_SECONDS": "1"}}
             call = asyncio.ensure_future(client.post("/completion", json=body))
-            await until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
+            await wait_until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
             # A terminal's Ctrl-C goes to the whole foreground process group.
             os.killpg(os.getpgid(gateway.pid), signal.SIGINT)
             answer = await asyncio.wait_for(call, 10)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -28,19 +26,12 @@ from tests.faults.spawned import (
     session_metas,
     spawn,
     until_serving,
+    wait_until,
 )
 from tests.harness import free_port
 from tests.processes import alive
 
 RUNS_PER_CYCLE = 3
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def none_alive(pids: frozenset[int]) -> bool:
@@ -120,12 +111,12 @@ async def kill_restart_cycles(tmp_path: Path, cycles: int) -> None:
             gateway, client = await restart("hang_agent.py")
             async with client:
                 await check_read_back(client, expected)
-                await wait_for(partial(none_alive, frozenset(known_pids)), 10, "orphans killed")
+                await wait_until(partial(none_alive, frozenset(known_pids)), 10, "orphans killed")
                 assert running_runs(sessions) == {}
                 interrupted = [sid for sid, status in expected.items() if status == "interrupted"]
                 tasks = await start_hanging_runs(client, tmp_path, cycle, interrupted[-1:])
                 pidfiles = [tmp_path / f"child-{cycle}-{n}.pid" for n in range(RUNS_PER_CYCLE)]
-                await wait_for(partial(runs_spawned, sessions, pidfiles), 15, "runs spawned")
+                await wait_until(partial(runs_spawned, sessions, pidfiles), 15, "runs spawned")
                 running = running_runs(sessions)
                 known_pids |= set(running.values())
                 known_pids |= {int(pidfile.read_text()) for pidfile in pidfiles}
@@ -139,7 +130,7 @@ async def kill_restart_cycles(tmp_path: Path, cycles: int) -> None:
         gateway, client = await restart("echo_agent.py")
         async with client:
             await check_read_back(client, expected)
-            await wait_for(partial(none_alive, frozenset(known_pids)), 10, "orphans killed")
+            await wait_until(partial(none_alive, frozenset(known_pids)), 10, "orphans killed")
             # An interrupted session can be continued.
             some = next(sid for sid, status in expected.items() if status == "interrupted")
             resumed = await client.post(f"/sessions/{some}/prompt", json={"prompt": "again"})
