@@ -145,7 +145,8 @@ class Config:
     stderr_tail_bytes: int = 65_536
     # Agents (and what they run) are this much nicer than the gateway, so that a machine busy
     # with agents still answers health checks, cancels and tails at once. 0 leaves them equal.
-    agent_nice: int = 10
+    # (19, the lowest priority: they still take every CPU nothing else wants.)
+    agent_nice: int = 19
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     triggers: TriggerConfig = field(default_factory=lambda: TriggerConfig())
@@ -232,7 +233,7 @@ class Config:
             stop_grace_ms=env.integer("CODEX_GATEWAY_STOP_GRACE_MS", 3000, minimum=0),
             shutdown_grace_ms=env.integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS", 10_000, minimum=0),
             max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES", 1_048_576, minimum=1024),
-            agent_nice=env.integer("CODEX_GATEWAY_AGENT_NICE", 10, minimum=0, maximum=19),
+            agent_nice=env.integer("CODEX_GATEWAY_AGENT_NICE", 19, minimum=0, maximum=19),
             watcher=_watcher(env, here),
             webhook=_webhook(env),
             triggers=_triggers(env, here, codex_home),
