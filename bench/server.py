@@ -227,7 +227,12 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(*pids: int) -> float:
     """User plus system CPU time of these processes themselves (not their children), summed,
     from /proc/<pid>/stat."""
-    total = 0.0
+    return sum(cpu_split(*pids))
+
+
+def cpu_split(*pids: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of these processes themselves, summed."""
+    user = system = 0.0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123  # same as above
@@ -235,8 +240,9 @@ def cpu_seconds(*pids: int) -> float:
         except OSError:
             continue
         # After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-        total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    return total
+        user += int(fields[11]) / _CLOCK_TICKS
+        system += int(fields[12]) / _CLOCK_TICKS
+    return user, system
 
 
 def children_cpu_seconds(pid: int) -> float:
