@@ -82,6 +82,9 @@ class BridgeProcess:
         exited = asyncio.ensure_future(process.wait())
         stopping = asyncio.ensure_future(stop.wait())
         announced = asyncio.ensure_future(self._read_ready(process))
+        # After its ready line the bridge writes nothing to stdout; should anything arrive, it
+        # is read and dropped, so the pipe never fills and blocks it.
+        drained = asyncio.ensure_future(_discard_after(announced, process.stdout))
         try:
             done, _ = await asyncio.wait(
                 {exited, stopping, announced},
@@ -103,7 +106,7 @@ class BridgeProcess:
                     process.returncode,
                 )
         finally:
-            for waiter in (exited, stopping, announced):
+            for waiter in (exited, stopping, announced, drained):
                 waiter.cancel()
 
     @staticmethod
@@ -134,3 +137,11 @@ class BridgeProcess:
 
         if process.returncode is None:
             await asyncio.shield(stop())
+
+
+async def _discard_after(
+    first: asyncio.Future[int | None], stream: asyncio.StreamReader | None
+) -> None:
+    await asyncio.wait({first})
+    while stream is not None and await stream.read(65_536):
+        pass
