@@ -58,22 +58,26 @@ class BridgeProcess:
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a bridge running until `stop` is set, then stop it (bounded, escalating)."""
         while not stop.is_set():
-            process = await asyncio.create_subprocess_exec(
-                *self._argv(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                pass_fds=(self.sock.fileno(),),
-                # Out of the terminal's process group: Ctrl-C is the gateway's to handle. (A
-                # session of its own is also a scheduling group of its own, with the weight
-                # of the gateway's: the two are not one share between them.)
-                start_new_session=True,
-            )
-            self.pid = process.pid
             try:
-                await self._supervise(process, stop)
-            finally:
-                await self._stop(process)
-                self.pid = None
+                process = await asyncio.create_subprocess_exec(
+                    *self._argv(),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    pass_fds=(self.sock.fileno(),),
+                    # Out of the terminal's process group: Ctrl-C is the gateway's to handle.
+                    # (A session of its own is also a scheduling group of its own, with the
+                    # weight of the gateway's: the two are not one share between them.)
+                    start_new_session=True,
+                )
+            except OSError as exc:  # out of processes or descriptors: try again shortly
+                log.error("cannot start the REST bridge: %s", exc)
+            else:
+                self.pid = process.pid
+                try:
+                    await self._supervise(process, stop)
+                finally:
+                    await self._stop(process)
+                    self.pid = None
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RESTART_DELAY_S)
