@@ -2,8 +2,9 @@
 
 `--fd N --supervised` is how `codex-gateway serve` runs it (gateway/bridge_process.py): on a
 listening socket the gateway bound, stopped by the end of its standard input (the gateway closed
-it, or died), deaf to SIGINT (a terminal's Ctrl-C reaches the gateway, which stops the bridge
-after its runs are answered), and saying `ready <port>` on standard output once it serves.
+it, or died), deaf to SIGINT and SIGTERM (a terminal's Ctrl-C, or a service manager's SIGTERM to
+every process of the service, is the gateway's to handle: it stops the bridge once its runs are
+answered), and saying `ready <port>` on standard output once it serves.
 """
 
 from __future__ import annotations
@@ -54,12 +55,15 @@ async def _run(
 ) -> None:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, shutdown.set)
     if supervised:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The gateway decides when its bridge stops (after the runs whose REST callers wait on
+        # it), even when a service manager signals every process of the service at once.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         loop.add_reader(sys.stdin.fileno(), _on_control_input, loop, shutdown)
     else:
-        loop.add_signal_handler(signal.SIGINT, shutdown.set)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, shutdown.set)
 
     def ready(bound: int) -> None:
         logger.info("bridge on port %d -> %s", bound, upstream)

@@ -85,6 +85,29 @@ async def test_ctrl_c_lets_rest_callers_have_their_answers(tmp_path: Path) -> No
         gateway.stop()
 
 
+async def test_sigterm_to_the_bridge_too_waits_for_the_gateway(tmp_path: Path) -> None:
+    """As a service manager that signals every process of the service: the bridge stays until
+    the gateway has drained its runs and answered their REST callers."""
+    env = gateway_env(tmp_path, "slow_agent.py", CODEX_GATEWAY_SHUTDOWN_GRACE_MS="12000")
+    gateway = spawn(env, tmp_path / "gateway.log")
+    try:
+        await until_serving(gateway)
+        (bridge,) = bridges_of(gateway.pid)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as client:
+            # Longer than the 5 s a bridge gives open requests when it shuts down by itself.
+            body = {"prompt": "7s", "env": {"FAKE_AGENT_SECONDS": "7"}}
+            call = asyncio.ensure_future(client.post("/completion", json=body))
+            await wait_until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
+            for pid in (bridge, gateway.pid):
+                os.kill(pid, signal.SIGTERM)
+            answer = await asyncio.wait_for(call, 15)
+        assert answer.status_code == 200, answer.text
+        assert await asyncio.to_thread(gateway.process.wait, 15) == 0
+        await wait_until(lambda: not alive(bridge), 10, "the bridge to stop")
+    finally:
+        gateway.stop()
+
+
 def test_a_rest_port_in_use_stops_startup_naming_the_variable(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
