@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, StartupError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(config, with_bridge=command == "serve"))
-    except ConfigError as exc:
+    except StartupError as exc:
         print(f"codex-gateway: {exc}", file=sys.stderr)
         return 2
     return 0

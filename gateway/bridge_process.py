@@ -21,6 +21,7 @@ import sys
 from typing import Final
 
 from bridge.listener import READY_LINE_PREFIX
+from gateway.config import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,12 @@ READY_TIMEOUT_S: Final = 30.0
 # The bridge gives open requests (live tails) 5 s at shutdown (bridge/app.py), then exits.
 STOP_TIMEOUT_S: Final = 8.0
 RESTART_DELAY_S: Final = 1.0
+RESTART_DELAY_MAX_S: Final = 30.0
+START_ATTEMPTS: Final = 3
+
+
+class BridgeFailed(StartupError):
+    """No REST bridge could be started."""
 
 
 class BridgeProcess:
@@ -46,6 +53,7 @@ class BridgeProcess:
     def _argv(self) -> list[str]:
         return [
             sys.executable,
+            "-P",  # not the working directory first: a folder there named bridge is not ours
             "-m",
             "bridge",
             "--supervised",
@@ -56,8 +64,15 @@ class BridgeProcess:
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep a bridge running until `stop` is set, then stop it (bounded, escalating)."""
+        """Keep a bridge running until `stop` is set, then stop it (bounded, escalating).
+
+        A bridge that exits is started again after a delay that doubles with each one that
+        exits before it serves (up to RESTART_DELAY_MAX_S). If none has ever served after
+        START_ATTEMPTS tries, `ready` fails with BridgeFailed: the gateway does not start.
+        """
+        failures = 0
         while not stop.is_set():
+            served = False
             try:
                 process = await asyncio.create_subprocess_exec(
                     *self._argv(),
@@ -74,15 +89,34 @@ class BridgeProcess:
             else:
                 self.pid = process.pid
                 try:
-                    await self._supervise(process, stop)
+                    served = await self._supervise(process, stop)
                 finally:
                     await self._stop(process)
                     self.pid = None
-            if not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), RESTART_DELAY_S)
+                if not stop.is_set():
+                    log.error(
+                        "the REST bridge (pid %d) exited with %s%s",
+                        process.pid,
+                        process.returncode,
+                        "" if served else " before it served",
+                    )
+            if stop.is_set():
+                return
+            failures = 0 if served else failures + 1
+            if not self.ready.done() and failures >= START_ATTEMPTS:
+                self.ready.set_exception(
+                    BridgeFailed(
+                        f"the REST bridge did not start ({failures} attempts; its errors are above)"
+                    )
+                )
+                return
+            delay = min(RESTART_DELAY_S * 2 ** max(failures - 1, 0), RESTART_DELAY_MAX_S)
+            log.error("starting another REST bridge in %.0f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
 
-    async def _supervise(self, process: asyncio.subprocess.Process, stop: asyncio.Event) -> None:
+    async def _supervise(self, process: asyncio.subprocess.Process, stop: asyncio.Event) -> bool:
+        """Until the bridge exits or `stop`; whether it served (said it was ready)."""
         exited = asyncio.ensure_future(process.wait())
         stopping = asyncio.ensure_future(stop.wait())
         announced = asyncio.ensure_future(self._read_ready(process))
@@ -96,33 +130,34 @@ class BridgeProcess:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             port = announced.result() if announced in done else None
-            if port is not None:
-                log.info("REST bridge (pid %d) serving on port %d", process.pid, port)
-                if not self.ready.done():
-                    self.ready.set_result(port)
-                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            elif not done:
-                log.error("the REST bridge (pid %d) did not start in time", process.pid)
-            if exited.done() and not stop.is_set():
-                log.error(
-                    "the REST bridge (pid %d) exited with %s; starting another",
-                    process.pid,
-                    process.returncode,
-                )
+            if port is None:
+                if not done:
+                    log.error("the REST bridge (pid %d) did not start in time", process.pid)
+                return False
+            log.info("REST bridge (pid %d) serving on port %d", process.pid, port)
+            if not self.ready.done():
+                self.ready.set_result(port)
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            return True
         finally:
             for waiter in (exited, stopping, announced, drained):
                 waiter.cancel()
 
     @staticmethod
     async def _read_ready(process: asyncio.subprocess.Process) -> int | None:
+        """The port of the bridge's ready line; None if its stdout ends first. Other lines
+        (a library's chatter) are skipped."""
         assert process.stdout is not None  # noqa: S101  # opened as a pipe above
-        line = await process.stdout.readline()
-        if not line.startswith(READY_LINE_PREFIX):
-            return None
-        try:
-            return int(line[len(READY_LINE_PREFIX) :])
-        except ValueError:
-            return None
+        while True:
+            try:
+                line = await process.stdout.readline()
+            except ValueError:  # a line over the stream's limit: not ours
+                continue
+            if not line:
+                return None
+            if line.startswith(READY_LINE_PREFIX):
+                with contextlib.suppress(ValueError):
+                    return int(line[len(READY_LINE_PREFIX) :])
 
     @staticmethod
     async def _stop(process: asyncio.subprocess.Process) -> None:

@@ -64,7 +64,11 @@ _CHILD_ENV_NAMES = frozenset(
 )
 
 
-class ConfigError(ValueError):
+class StartupError(Exception):
+    """The gateway cannot start; the message says why (the command exits 2 with it)."""
+
+
+class ConfigError(StartupError, ValueError):
     """A configuration variable has a value the gateway cannot use."""
 
 

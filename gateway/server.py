@@ -26,7 +26,7 @@ from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, StartupError
 from gateway.credentials import missing_credentials
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
@@ -304,6 +304,8 @@ async def serve(
             await drain(gateway, grpc_server)
             webhooks_stop.set()
             bridge_stop.set()  # after the runs: their REST callers still get their answers
+    except* StartupError as failed:  # no bridge could start: the command's message, not a group
+        raise failed.exceptions[0] from None
     finally:
         if rest_socket is not None:
             rest_socket.close()  # the bridge is gone: refuse connections rather than hold them

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent import descendants
-from gateway.config import ConfigError
+from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 
 log = logging.getLogger(__name__)
 
-class StoreInUse(ConfigError):
+
+class StoreInUse(StartupError):
     """Another gateway process holds one of the session roots."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from gateway.bridge_process import BridgeProcess
 from tests.faults.spawned import (
     agents_of,
     bridges_of,
@@ -53,7 +54,8 @@ async def test_a_dead_bridge_is_started_again_on_the_same_port(tmp_path: Path) -
         (again,) = bridges_of(gateway.pid)
         assert again != bridge
         assert gateway.running()
-        assert "exited with -9; starting another" in gateway.log_tail(50)
+        log_tail = gateway.log_tail(50)
+        assert "exited with -9" in log_tail and "starting another REST bridge" in log_tail
 
 
 async def test_a_killed_gateway_takes_its_bridge_with_it(tmp_path: Path) -> None:
@@ -130,3 +132,63 @@ def test_a_rest_port_in_use_stops_startup_naming_the_variable(tmp_path: Path) ->
     assert result.returncode == 2, result.stderr
     assert f"CODEX_GATEWAY_PORT: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bridge_that_never_starts_stops_the_gateway_with_a_message(tmp_path: Path) -> None:
+    """A bridge that dies before serving is tried three times, with a growing delay, then the
+    gateway exits 2 instead of holding a REST port nobody answers."""
+    broken = tmp_path / "broken" / "bridge"
+    broken.mkdir(parents=True)
+    real = Path(__file__).resolve().parents[2] / "bridge"
+    (broken / "__init__.py").write_text("")
+    (broken / "listener.py").write_text((real / "listener.py").read_text())
+    (broken / "__main__.py").write_text(
+        "import sys\nprint('no bridge here', file=sys.stderr)\nsys.exit(3)\n"
+    )
+    pythonpath = os.pathsep.join([str(broken.parent), os.environ.get("PYTHONPATH", "")])
+    env = {
+        **os.environ,
+        **gateway_env(tmp_path),
+        "PYTHONPATH": pythonpath,
+        "CODEX_GATEWAY_PORT": str(free_port()),
+        "CODEX_GATEWAY_GRPC_PORT": str(free_port()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        cwd=tmp_path,  # `python -m` looks in the working directory first
+        capture_output=True,
+        text=True,
+        timeout=40,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("no bridge here") == 3
+    assert result.stderr.count("exited with 3 before it served") == 3
+    assert "the REST bridge did not start (3 attempts" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_the_ready_line_is_found_among_other_output() -> None:
+    script = "echo some library talking; printf 'x%.0s' $(seq 1 70000); echo; echo ready 4321"
+    process = await asyncio.create_subprocess_exec(
+        "sh", "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert await BridgeProcess._read_ready(process) == 4321  # the parser
+    finally:
+        await process.wait()
+
+
+async def test_a_folder_named_bridge_in_the_working_directory_is_not_run(tmp_path: Path) -> None:
+    impostor = tmp_path / "bridge"
+    impostor.mkdir()
+    (impostor / "__init__.py").write_text("")
+    (impostor / "__main__.py").write_text("raise SystemExit('the wrong bridge')\n")
+    # spawn() runs the gateway in tmp_path (the log's folder): the impostor is in its cwd.
+    async with (
+        running(gateway_env(tmp_path), tmp_path) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=10, trust_env=False) as client,
+    ):
+        assert (await client.get("/health")).status_code == 200
+        assert "the wrong bridge" not in gateway.log_tail(200)
