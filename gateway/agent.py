@@ -16,7 +16,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
-from gateway.errors import AgentUnavailable
+from gateway.errors import AgentUnavailable, InvalidRequest
 from gateway.events import LineFramer, OversizedLine
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,12 @@ class AgentProcess:
                 limit=_READ_CHUNK,
             )
         except FileNotFoundError as exc:
-            # A file that is there: the kernel could not find what it runs with. (One stat, on
-            # a failure path only.)
+            # (Stats on a failure path only.)
+            if not self._cwd.is_dir():  # removed since it was checked
+                raise InvalidRequest(
+                    f"workspace is not an existing directory: {self._cwd}", field="workspace"
+                ) from exc
+            # A file that is there: the kernel could not find what it runs with.
             if Path(self._argv[0]).is_file():  # noqa: ASYNC240
                 raise AgentUnavailable(
                     f"The codex binary cannot be started: {self._argv[0]} names an interpreter"
@@ -241,9 +245,9 @@ def descendants(root: int) -> set[int]:
 
 
 def _make_nicer(pid: int, nice: int) -> None:
-    """Lower the priority of the agent: its process group (every thread codex has started by
-    now, and by inheritance every one it starts later, with the commands it runs), and its
-    session's scheduling group.
+    """Make the agent `nice` steps nicer than the gateway (capped at 19): its process group
+    (every thread codex has started by now, and by inheritance every one it starts later, with
+    the commands it runs), and its session's scheduling group.
 
     With autogroup scheduling (on by default in most kernels) a session is a scheduling group,
     and across groups only the group's nice counts: the agent's own session would otherwise
@@ -253,6 +257,7 @@ def _make_nicer(pid: int, nice: int) -> None:
     (BENCHMARKS.md).
     """
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PGRP, pid, nice)
-    with contextlib.suppress(OSError):  # no autogroups here: nothing to do
-        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+        os.setpriority(os.PRIO_PGRP, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    with contextlib.suppress(OSError, ValueError):  # no autogroups here: nothing to do
+        own = Path("/proc/self/autogroup").read_text().split()  # "/autogroup-123 nice 0"
+        Path(f"/proc/{pid}/autogroup").write_text(str(min(19, int(own[-1]) + nice)))

@@ -147,9 +147,9 @@ class Config:
     shutdown_grace_ms: int = 10_000
     max_line_bytes: int = 1_048_576
     stderr_tail_bytes: int = 65_536
-    # Agents (and what they run) are this much nicer than the gateway, so that a machine busy
-    # with agents still answers health checks, cancels and tails at once. 0 leaves them equal.
-    # (19, the lowest priority: they still take every CPU nothing else wants.)
+    # Agents run this many steps nicer than the gateway (capped at nice 19), so that a machine
+    # busy with agents still answers health checks, cancels and tails at once. 0 leaves them
+    # equal. (By default the lowest priority: they still take every CPU nothing else wants.)
     agent_nice: int = 19
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
