@@ -180,7 +180,8 @@ async def _retried(binding: Binding, call: Callable[[], Awaitable[T]]) -> T:
 
     The first attempt is made directly: building tenacity's machinery costs about 90 us a
     call, and nearly every call succeeds the first time. A failed first attempt is replayed
-    into tenacity as its attempt 1, so the backoff and the budget are tenacity's alone.
+    into tenacity as its attempt 1, so the backoff and the attempt count are tenacity's; the
+    time budget counts from that replay (an UNAVAILABLE first attempt fails fast).
     """
     try:
         return await call()

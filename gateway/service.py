@@ -232,13 +232,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             else None
         )
         message = detail(session)
-        message.stdout.tail = "\n".join(tail(session.dir / STDOUT, lines))
+        message.stdout.tail = "\n".join(tail(session.files_dir / STDOUT, lines))
         message.stdout.tail_lines = lines
         if request.include_stderr:
-            message.stderr.tail = "\n".join(tail(session.dir / STDERR, lines))
+            message.stderr.tail = "\n".join(tail(session.files_dir / STDERR, lines))
             message.stderr.tail_lines = lines
         if request.include_events:
-            message.events.extend(to_struct(e) for e in _events(session.dir / EVENTS, lines))
+            message.events.extend(to_struct(e) for e in _events(session.files_dir / EVENTS, lines))
         return sessions_pb2.GetSessionResponse(session=message)
 
     @_guarded
@@ -260,7 +260,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if request.HasField("tail_lines"):
             tail_lines = min(_positive(request.tail_lines, "tail_lines"), MAX_SEARCH_TAIL)
         context_chars = self._config.signal_context_chars
-        path = session.dir / STDOUT
+        path = session.files_dir / STDOUT
         if request.fuzzy:
             min_score = request.min_score if request.HasField("min_score") else None
             if min_score is not None and not 0 <= min_score <= 1:
@@ -319,17 +319,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             # Read the files after subscribing: what is written meanwhile arrives through the
             # feed, and the sizes read here tell which feed items the files already held.
             sizes = {
-                "stdout": file_size(session.dir / STDOUT),
-                "stderr": file_size(session.dir / STDERR),
-                "events": file_size(session.dir / EVENTS),
+                "stdout": file_size(session.files_dir / STDOUT),
+                "stderr": file_size(session.files_dir / STDERR),
+                "events": file_size(session.files_dir / EVENTS),
             }
-            for text in tail(session.dir / STDOUT, lines, end=sizes["stdout"]):
+            for text in tail(session.files_dir / STDOUT, lines, end=sizes["stdout"]):
                 yield _line("stdout", text)
             if request.include_stderr:
-                for text in tail(session.dir / STDERR, lines, end=sizes["stderr"]):
+                for text in tail(session.files_dir / STDERR, lines, end=sizes["stderr"]):
                     yield _line("stderr", text)
             if request.include_events:
-                for event in _events(session.dir / EVENTS, lines, end=sizes["events"]):
+                for event in _events(session.files_dir / EVENTS, lines, end=sizes["events"]):
                     yield sessions_pb2.TailSessionResponse(event=to_struct(event))
             if not request.follow:
                 return

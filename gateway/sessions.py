@@ -221,8 +221,9 @@ class SessionStore:
         return found
 
     def create(self, *, secure: bool, fields: dict[str, Any], persist: bool = True) -> Session:
-        """A new session directory. With `persist=False` the caller saves the meta itself
-        before it next awaits (a run does, when it begins), sparing one write."""
+        """A new session directory. With `persist=False` the caller saves the meta itself once
+        its agent has started (the run's first save, with the agent's pid), sparing one
+        write; until then the session is indexed but its files are in `files_dir`, not `dir`."""
         session_id = str(uuid.uuid4())
         root = self._secure_root if secure else self._roots[0]
         directory = root / f"session-{session_id}"
