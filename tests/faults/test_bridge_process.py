@@ -87,7 +87,7 @@ async def test_ctrl_c_lets_rest_callers_have_their_answers(tmp_path: Path) -> No
         gateway.stop()
 
 
-async def test_sigterm_to_the_bridge_too_waits_for_the_gateway(tmp_path: Path) -> None:
+async def test_signals_to_the_bridge_too_wait_for_the_gateway(tmp_path: Path) -> None:
     """As a service manager that signals every process of the service: the bridge stays until
     the gateway has drained its runs and answered their REST callers."""
     env = gateway_env(tmp_path, "slow_agent.py", CODEX_GATEWAY_SHUTDOWN_GRACE_MS="12000")
@@ -100,6 +100,8 @@ async def test_sigterm_to_the_bridge_too_waits_for_the_gateway(tmp_path: Path) -
             body = {"prompt": "7s", "env": {"FAKE_AGENT_SECONDS": "7"}}
             call = asyncio.ensure_future(client.post("/completion", json=body))
             await wait_until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
+            # A Ctrl-C that reaches the bridge too (its own session keeps a terminal's away).
+            os.kill(bridge, signal.SIGINT)
             for pid in (bridge, gateway.pid):
                 os.kill(pid, signal.SIGTERM)
             answer = await asyncio.wait_for(call, 15)
