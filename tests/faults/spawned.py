@@ -238,6 +238,16 @@ async def wait_until(condition: Callable[[], object], timeout_s: float, what: st
         await asyncio.sleep(0.05)
 
 
+async def run_in_flight(
+    client: httpx.AsyncClient, gateway: Spawned, seconds: int
+) -> asyncio.Future[httpx.Response]:
+    """A `POST /completion` whose agent (slow_agent.py, `seconds` long) is running on return."""
+    body = {"prompt": f"{seconds}s", "env": {"FAKE_AGENT_SECONDS": str(seconds)}}
+    call = asyncio.ensure_future(client.post("/completion", json=body))
+    await wait_until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
+    return call
+
+
 def bridges_of(gateway_pid: int) -> set[int]:
     """The REST bridge process(es) `serve` runs as its children (gateway/bridge_process.py)."""
     return {pid for pid in children(gateway_pid) if "-m bridge" in cmdline(pid)}

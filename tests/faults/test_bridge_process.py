@@ -17,9 +17,9 @@ import httpx
 
 from gateway.bridge_process import BridgeProcess
 from tests.faults.spawned import (
-    agents_of,
     bridges_of,
     gateway_env,
+    run_in_flight,
     running,
     spawn,
     until_serving,
@@ -75,9 +75,7 @@ async def test_ctrl_c_lets_rest_callers_have_their_answers(tmp_path: Path) -> No
     try:
         await until_serving(gateway)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as client:
-            body = {"prompt": "1s", "env": {"FAKE_AGENT_SECONDS": "1"}}
-            call = asyncio.ensure_future(client.post("/completion", json=body))
-            await wait_until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
+            call = await run_in_flight(client, gateway, 1)
             # A terminal's Ctrl-C goes to the whole foreground process group.
             os.killpg(os.getpgid(gateway.pid), signal.SIGINT)
             answer = await asyncio.wait_for(call, 10)
@@ -97,9 +95,7 @@ async def test_signals_to_the_bridge_too_wait_for_the_gateway(tmp_path: Path) ->
         (bridge,) = bridges_of(gateway.pid)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as client:
             # Longer than the 5 s a bridge gives open requests when it shuts down by itself.
-            body = {"prompt": "7s", "env": {"FAKE_AGENT_SECONDS": "7"}}
-            call = asyncio.ensure_future(client.post("/completion", json=body))
-            await wait_until(lambda: agents_of(gateway.pid, "slow_agent"), 10, "the agent")
+            call = await run_in_flight(client, gateway, 7)
             # A Ctrl-C that reaches the bridge too (its own session keeps a terminal's away).
             os.kill(bridge, signal.SIGINT)
             for pid in (bridge, gateway.pid):

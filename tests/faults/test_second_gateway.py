@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.spawned import agents_of, gateway_env, spawn, until_serving, wait_until
+from tests.faults.spawned import gateway_env, run_in_flight, spawn, until_serving
 from tests.harness import free_port
 
 
@@ -33,9 +33,7 @@ async def test_a_second_gateway_leaves_the_first_ones_run_alone(
     try:
         await until_serving(first)
         async with httpx.AsyncClient(base_url=first.url, timeout=30, trust_env=False) as client:
-            body = {"prompt": "2s", "env": {"FAKE_AGENT_SECONDS": "2"}}
-            call = asyncio.ensure_future(client.post("/completion", json=body))
-            await wait_until(lambda: agents_of(first.pid, "slow_agent"), 10, "the agent")
+            call = await run_in_flight(client, first, 2)
             ports = {
                 "CODEX_GATEWAY_PORT": str(first.rest_port if same == "rest-port" else free_port()),
                 "CODEX_GATEWAY_GRPC_PORT": str(
