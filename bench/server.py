@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench import PYTHONPATH
+from gateway.agent import descendants
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -170,25 +171,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 def process_tree(root: int) -> set[int]:
-    """`root` and every live process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):  # noqa: PTH208  # names only, sampled every 20 ms
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:  # noqa: PTH123  # hot loop over /proc
-                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found = {root}
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
+    """`root` and every process below it, from /proc (the gateway's own scan)."""
+    return {root} | descendants(root)
 
 
 def bridge_pid(gateway_pid: int) -> int:
