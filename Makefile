@@ -6,15 +6,20 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PROTOS := $(wildcard proto/codex_gateway/v1/*.proto)
 
-.PHONY: install serve test check gen bench soak fmt clean
+.PHONY: install serve test check gen bench soak fmt clean constraints
 
 install: $(STAMP_PY) $(STAMP_NPM)
 
-$(STAMP_PY): pyproject.toml
+$(STAMP_PY): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+
+# After changing pyproject.toml's dependencies: pin what the venv now holds.
+constraints: $(STAMP_PY)
+	{ grep '^#' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -iv '^codex.gateway'; } \
+	  > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -24,7 +29,8 @@ serve: install
 	$(VENV)/bin/codex-gateway serve
 
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" --failure-log build/test-failures.txt tests \
+	  || { echo "== failed tests (build/test-failures.txt) =="; cat build/test-failures.txt; exit 1; }
 
 soak: install
 	$(PY) -m pytest -q -m slow tests --timeout=1200

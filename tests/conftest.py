@@ -3,6 +3,15 @@ and the REST bridge in front of it."""
 
 from __future__ import annotations
 
+import os
+
+# The REPL tests' pexpect forks this process while gRPC threads serve the in-process gateways.
+# gRPC's fork handlers then start its threads again in the child, which closes every descriptor
+# before it execs the REPL: the child logged "epoll_wait error: Bad file descriptor" and died
+# before the REPL started. A child that only execs needs none of gRPC: no fork handlers. (Read
+# when grpc is first imported, which is below; the gateway itself spawns with vfork.)
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +23,8 @@ from gateway.config import Config
 from tests.fakes.model_server import ModelServer, write_codex_home
 from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import RunningGateway, base_config, running_bridge, running_gateway
+
+pytest_plugins = ["tests.failure_log"]
 
 
 @pytest.fixture
