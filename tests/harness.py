@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,27 @@ from gateway.scheduler import Clock, system_clock
 from gateway.server import Gateway, GrpcServer, drain, start_grpc
 from tests.fakes import CODEX_BIN
 
+# Agents in tests run at the gateway's own priority: at the product's default (nice 19) any other
+# work on a busy CI machine starves them, and the runs under test miss their deadlines. Niceness
+# has tests of its own (tests/gateway/test_faults.py, test_config.py).
+TEST_AGENT_NICE = 0
+
+
+def agent_path() -> str:
+    """PATH for gateways under test. The fake agents start with `#!/usr/bin/env python3`: this
+    interpreter first, so that no version-manager shim (pyenv's forks a dozen processes) sits
+    between the gateway and them."""
+    return os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+    )
+
 
 def base_config(tmp: Path, *, codex_env: dict[str, str] | None = None, **overrides: Any) -> Config:
     """A config rooted in `tmp` that runs the real codex (overrides replace any field)."""
     workspace = tmp / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
     child_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": agent_path(),
         "HOME": str(tmp),
         "LANG": "C.UTF-8",
         **(codex_env or {}),
@@ -47,6 +62,7 @@ def base_config(tmp: Path, *, codex_env: dict[str, str] | None = None, **overrid
         stop_grace_ms=2000,
         shutdown_grace_ms=2000,
         timeout_ms=30_000,
+        agent_nice=TEST_AGENT_NICE,
         triggers=TriggerConfig(
             default_file=tmp / "triggers" / "triggers.json",
             roots=(tmp / "triggers",),
@@ -146,12 +162,11 @@ class GatewayProcess:
 async def start_gateway_process(
     env: dict[str, str], *, command: str = "serve", timeout_s: float = 20.0
 ) -> GatewayProcess:
-    import sys
-
     grpc_port, rest_port = free_port(), free_port()
     full_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": agent_path(),
         "HOME": os.environ.get("HOME", "/root"),
+        "CODEX_GATEWAY_AGENT_NICE": str(TEST_AGENT_NICE),
         "CODEX_GATEWAY_GRPC_PORT": str(grpc_port),
         "CODEX_GATEWAY_PORT": str(rest_port),
         "CODEX_GATEWAY_LOG_LEVEL": "0",

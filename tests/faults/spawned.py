@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from tests.fakes import AGENTS_DIR
-from tests.harness import free_port
+from tests.harness import TEST_AGENT_NICE, agent_path, free_port
 from tests.processes import alive
 
 STOP_TIMEOUT_S = 20.0
@@ -111,13 +111,9 @@ def spawn(
     """Start the process (not waiting for it to serve); ports are picked unless given."""
     grpc_port = grpc_port or free_port()
     rest_port = rest_port or free_port()
-    # The fake agents start with `#!/usr/bin/env python3`: this interpreter first, so that no
-    # version-manager shim (pyenv's forks a dozen processes) sits between the gateway and them.
-    path = os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
-    )
     full_env = {
-        "PATH": path,
+        "PATH": agent_path(),
+        "CODEX_GATEWAY_AGENT_NICE": str(TEST_AGENT_NICE),
         "HOME": os.environ.get("HOME", "/root"),
         "LANG": "C.UTF-8",
         "CODEX_GATEWAY_GRPC_PORT": str(grpc_port),
