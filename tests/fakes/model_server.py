@@ -35,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,8 +142,15 @@ class _HTTPServer(ThreadingHTTPServer):
         error = sys.exc_info()[1]
         if isinstance(error, OSError):
             return  # codex hung up, or stop() closed the socket under a streaming handler
-        self.owner.errors.append(repr(error))
-        super().handle_error(request, client_address)
+        # Kept, not printed: printing a traceback parses source with `ast` on Python 3.11, whose
+        # AST recursion counter is shared by the interpreter's threads; a parse here while
+        # pytest parses a failure report in the main thread once failed that report with
+        # "SystemError: AST constructor recursion depth mismatch", an INTERNALERROR that ended
+        # the whole run (see CPython gh-106905).
+        where = traceback.extract_tb(error.__traceback__)[-1] if error is not None else None
+        self.owner.errors.append(
+            f"{error!r} at {where.filename}:{where.lineno}" if where else repr(error)
+        )
 
 
 class ModelServer:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import grpc
 
-from codex_gateway.v1 import runs_pb2, sessions_pb2
+from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, sessions_pb2
 from gateway.config import Config
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
@@ -124,23 +124,32 @@ async def test_a_stalled_follower_neither_delays_the_run_nor_stays_subscribed(
             )
         )
         alone = time.perf_counter() - started
-        stalled = gw.stub.TailSession(
-            sessions_pb2.TailSessionRequest(session_id=first.session_id, follow=True, tail_lines=1)
-        )
-        await stalled.read()  # subscribed; now it stops reading
-        started = time.perf_counter()
-        await gw.stub.Complete(
-            runs_pb2.CompleteRequest(
-                run=runs_pb2.RunInput(prompt="a", session_id=first.session_id, env=env)
+        # A client on a channel whose receive window does not grow (no BDP probing), like one
+        # on a slow link: gRPC holds back what it has not read, so the run's 20,000 lines pile
+        # up in the gateway, past the follower's buffer. (With a growing window the transport
+        # can absorb them all, and on a slow machine it did: the follower was never behind.)
+        async with grpc.aio.insecure_channel(
+            gw.target, options=[("grpc.http2.bdp_probe", 0)]
+        ) as narrow:
+            stalled = gateway_pb2_grpc.GatewayServiceStub(narrow).TailSession(
+                sessions_pb2.TailSessionRequest(
+                    session_id=first.session_id, follow=True, tail_lines=1
+                )
             )
-        )
-        with_stalled = time.perf_counter() - started
-        assert with_stalled < alone * 3 + 1, (alone, with_stalled)
-        assert gw.gateway.feed.followers(first.session_id) == 0
-        kinds = []
-        while (message := await stalled.read()) is not grpc.aio.EOF:
-            kinds.append(message.WhichOneof("kind"))
-        assert kinds[-1] == "notice"
+            await stalled.read()  # subscribed; now it stops reading
+            started = time.perf_counter()
+            await gw.stub.Complete(
+                runs_pb2.CompleteRequest(
+                    run=runs_pb2.RunInput(prompt="a", session_id=first.session_id, env=env)
+                )
+            )
+            with_stalled = time.perf_counter() - started
+            assert with_stalled < alone * 3 + 1, (alone, with_stalled)
+            assert gw.gateway.feed.followers(first.session_id) == 0
+            kinds = []
+            while (message := await stalled.read()) is not grpc.aio.EOF:
+                kinds.append(message.WhichOneof("kind"))
+            assert kinds[-1] == "notice"
 
 
 async def test_a_follower_sees_a_real_codex_run(gateway: RunningGateway) -> None:

@@ -103,7 +103,7 @@ async def watching(
             await asyncio.wait_for(task, 5)
 
 
-async def runs_after(gw: RunningGateway, count: int, wait_s: float = 4.0) -> list[dict[str, Any]]:
+async def runs_after(gw: RunningGateway, count: int, wait_s: float = 10.0) -> list[dict[str, Any]]:
     """The prompts of the watcher's runs once `count` have finished (and nothing more came)."""
     prompts: list[dict[str, Any]] = []
     for _ in range(int(wait_s / 0.1)):
@@ -196,6 +196,6 @@ async def test_a_burst_of_files_waits_for_slots_instead_of_failing(
 ) -> None:
     for i in range(6):
         (watched / f"f{i}.txt").write_text(str(i))
-    prompts = await runs_after(watching, 6, wait_s=10)
+    prompts = await runs_after(watching, 6, wait_s=20)
     assert len(prompts) == 6  # max_concurrent=1: they queued for the slot, none was dropped
     assert json.dumps(prompts)
