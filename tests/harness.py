@@ -101,13 +101,17 @@ async def running_gateway(
         )
     finally:
         stop.set()
-        await channel.close()
-        await drain(gateway, grpc_server)
-        webhooks_stop.set()
-        if loops is not None:
-            await asyncio.wait_for(loops, 10)
-        await grpc_server.server.stop(grace=0.5)
-        gateway.store.close()
+        try:
+            await channel.close()
+            await drain(gateway, grpc_server)
+            webhooks_stop.set()
+            if loops is not None:
+                await asyncio.wait_for(loops, 10)
+        finally:
+            # Whatever failed above: a server left to the garbage collector is shut down on a
+            # closed event loop, in some later test.
+            await grpc_server.server.stop(grace=0.5)
+            gateway.store.close()
 
 
 @contextlib.asynccontextmanager
