@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gateway.config import Config
 from tests.fakes.model_server import ModelServer, write_codex_home
@@ -25,6 +26,11 @@ from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import RunningGateway, base_config, running_bridge, running_gateway
 
 pytest_plugins = ["tests.failure_log"]
+
+# Property tests judge results, not speed: no per-example deadline (200 ms by default) and no
+# "too slow" health check, both of which a busy CI machine fails now and then.
+settings.register_profile("gateway", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gateway")
 
 
 @pytest.fixture

@@ -348,10 +348,18 @@ def test_any_session_id_reaches_its_path_parameter_intact(session_id: str) -> No
     assert decode_component(raw, what="path parameter 'session_id'") == session_id
 
 
-@given(st.lists(st.sampled_from(["", "sessions", "x", "search", "triggers", "status"]), max_size=4))
-def test_a_path_with_an_empty_segment_matches_no_route(parts: list[str]) -> None:
+_SEGMENTS = st.lists(
+    st.sampled_from(["", "sessions", "x", "search", "triggers", "status"]), max_size=3
+)
+
+
+# An empty segment is put in, not only filtered for: filtering alone discarded so many inputs
+# that Hypothesis's health check failed the test now and then. (One trailing slash is dropped,
+# so "/x/" has none: those few are still filtered out.)
+@given(_SEGMENTS, _SEGMENTS)
+def test_a_path_with_an_empty_segment_matches_no_route(before: list[str], after: list[str]) -> None:
     """The reference routed `//sessions` to `/`; here an empty segment matches nothing."""
-    raw = "/" + "/".join(parts)
+    raw = "/" + "/".join([*before, "", *after])
     segments = split_raw_path({"raw_path": raw.encode()})
     assume(segments is not None and b"" in segments)
     assert [b.method.name for b in BINDINGS if b.template.match(segments) is not None] == []
