@@ -104,6 +104,9 @@ def _key_bindings() -> KeyBindings:
     bindings = KeyBindings()
 
     @bindings.add("escape", "enter")
+    # Alt-Enter typed ahead while a run prints: the terminal is still in cooked mode, which turns
+    # Enter into a line feed, so the editor reads Escape, Ctrl-J. Without this, the line was sent.
+    @bindings.add("escape", "c-j")
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
 

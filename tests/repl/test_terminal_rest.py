@@ -80,9 +80,8 @@ async def test_multiline_prompts_by_paste_block_and_alt_enter(
     await term.line("second line")
     await term.line("'''")
     await term.expect("]] first line\nsecond line\n\nAssistant:")
-    # At the next prompt, as a person would. Typed ahead while the run still prints, the keys
-    # meet a terminal in cooked mode, which turns Enter into Ctrl-J: Alt-Enter arrives as
-    # Escape, Ctrl-J, and the line is sent (seen on a loaded machine).
+    # At the next prompt: this test is about the prompt. (Typed ahead while the run still
+    # prints, Alt-Enter arrives as Escape, Ctrl-J: tests/repl/test_lineinput.py.)
     await term.match(r"codex \(\w+\)> ")
     await term.send("run [[scenario:echo_history]] one\x1b\r")  # Alt-Enter: a new line
     await term.line("two")
