@@ -17,6 +17,7 @@ import pytest
 
 from tests.fakes import CODEX_BIN
 from tests.fakes.model_server import ModelServer, write_codex_home
+from tests.harness import agent_path
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
@@ -68,13 +69,15 @@ def spawn() -> Iterator[Spawn]:
     """Popen in a new session (so its group can be signalled); every group is killed at teardown.
 
     Unless ``stdin`` is given, stdin is a pipe holding ``stdin_data`` and closed right after it,
-    which is how codex wants its stdin.
+    which is how codex wants its stdin. PATH is always ``agent_path()``: the fake agents' python3
+    is this interpreter, whatever the machine's PATH holds.
     """
     started: list[subprocess.Popen[bytes]] = []
 
     def start(
         argv: list[str], *, stdin_data: bytes = b"", **kwargs: Any
     ) -> subprocess.Popen[bytes]:
+        kwargs["env"] = {**(kwargs.get("env") or os.environ), "PATH": agent_path()}
         if "stdin" in kwargs:  # the caller manages stdin itself
             proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
             started.append(proc)
@@ -130,7 +133,7 @@ class Codex:
         home.mkdir()
         self.codex_home = tmp_path / "codex_home"
         self.env = {
-            "PATH": os.environ["PATH"],
+            "PATH": agent_path(),
             "HOME": str(home),
             **write_codex_home(self.codex_home, server.base_url),
         }

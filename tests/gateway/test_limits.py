@@ -16,7 +16,7 @@ from codex_gateway.v1 import runs_pb2
 from codex_gateway.v1 import status_pb2 as gw_status
 from gateway.config import Config
 from tests.fakes import AGENTS_DIR
-from tests.harness import RunningGateway, running_gateway
+from tests.harness import RunningGateway, agent_path, running_gateway
 from tests.processes import live_children
 
 
@@ -161,6 +161,7 @@ async def test_the_agent_environment_holds_no_gateway_secret(
 
     environ = {
         **os.environ,
+        "PATH": agent_path(),  # the env agent's python3: this interpreter
         "CODEX_GATEWAY_SECURE_TOKEN": "secure-secret",
         "CODEX_GATEWAY_API_TOKEN": "api-secret",
         "SESSION_WEBHOOK_AUTH_BEARER": "bearer-secret",
