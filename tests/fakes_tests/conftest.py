@@ -132,8 +132,7 @@ class Codex:
         home = tmp_path / "home"  # a bare HOME: no ~/.bashrc noise in command output
         home.mkdir()
         self.codex_home = tmp_path / "codex_home"
-        self.env = {
-            "PATH": agent_path(),
+        self.env = {  # PATH: the spawn fixture's
             "HOME": str(home),
             **write_codex_home(self.codex_home, server.base_url),
         }

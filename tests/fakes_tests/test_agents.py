@@ -16,7 +16,6 @@ import pytest
 from tests.fakes import AGENTS_DIR
 from tests.fakes.agents.build import TINY_AGENT_SOURCE, build_tiny_agent
 from tests.fakes_tests.conftest import Spawn, is_alive, parse_events, wait_until
-from tests.harness import agent_path
 
 CODEX_ARGS = ["exec", "--json", "--skip-git-repo-check", "-s", "workspace-write", "-"]
 USAGE_100_10 = {
@@ -106,7 +105,7 @@ def test_agent_keeps_the_thread_id_it_resumes(spawn: Spawn, name: str) -> None:
 
 
 def test_env_agent_reports_its_environment(spawn: Spawn) -> None:
-    env = {"PATH": agent_path(), "GATEWAY_MARK": "mark value"}
+    env = {"GATEWAY_MARK": "mark value"}
 
     code, stdout, _ = run_agent(spawn, "env", env=env)
 
@@ -118,7 +117,7 @@ def test_env_agent_reports_its_environment(spawn: Spawn) -> None:
 
 
 def test_counter_agent_prints_numbered_lines_in_order(spawn: Spawn) -> None:
-    env = {"PATH": agent_path(), "FAKE_AGENT_LINES": "25"}
+    env = {"FAKE_AGENT_LINES": "25"}
 
     code, stdout, _ = run_agent(spawn, "counter", env=env)
 
@@ -211,7 +210,7 @@ def test_endless_agent_floods_stdout_and_stderr_until_killed(spawn: Spawn, tmp_p
 
 
 def test_slow_agent_ticks_once_a_second_then_completes(spawn: Spawn) -> None:
-    env = {"PATH": agent_path(), "FAKE_AGENT_SECONDS": "2"}
+    env = {"FAKE_AGENT_SECONDS": "2"}
     started = time.monotonic()
 
     code, stdout, _ = run_agent(spawn, "slow", env=env)
@@ -241,7 +240,6 @@ def hang_agent(spawn: Spawn, tmp_path: Path, **env: str) -> tuple[subprocess.Pop
     """Start hang_agent with a child; return it, once its turn started, and the child's pid."""
     pidfile = tmp_path / "child.pid"
     env = {
-        "PATH": agent_path(),
         "FAKE_AGENT_SPAWN_CHILD": "1",
         "FAKE_AGENT_CHILD_PIDFILE": str(pidfile),
         **env,
