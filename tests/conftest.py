@@ -21,11 +21,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from gateway.config import Config
+from tests import ast_guard
 from tests.fakes.model_server import ModelServer, write_codex_home
 from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import RunningGateway, base_config, running_bridge, running_gateway
 
 pytest_plugins = ["tests.failure_log"]
+
+ast_guard.install()  # before any test can leave garbage whose finalizer formats a traceback
 
 # Property tests judge results, not speed: no per-example deadline (200 ms by default) and no
 # "too slow" health check, both of which a busy CI machine fails now and then.
