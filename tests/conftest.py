@@ -3,6 +3,7 @@ and the REST bridge in front of it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # The REPL tests' pexpect forks this process while gRPC threads serve the in-process gateways.
@@ -12,6 +13,8 @@ import os
 # when grpc is first imported, which is below; the gateway itself spawns with vfork.)
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
 
+import signal
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from tests import ast_guard
 from tests.fakes.model_server import ModelServer, write_codex_home
 from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import RunningGateway, base_config, running_bridge, running_gateway
+from tests.processes import describe, live_children
 
 pytest_plugins = ["tests.failure_log"]
 
@@ -34,6 +38,30 @@ ast_guard.install()  # before any test can leave garbage whose finalizer formats
 # "too slow" health check, both of which a busy CI machine fails now and then.
 settings.register_profile("gateway", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("gateway")
+
+
+# How long a test's processes may take to go after it ends (a run stopped at its end is reaped
+# by then) before they count as left running.
+LEFT_RUNNING_WAIT_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_running() -> Iterator[None]:
+    """Every test ends with nothing it started still running below this process. What is left
+    fails the test that left it, described (command, state, parent), and is killed, so that the
+    next tests' own checks (`running_below() == {}`) judge only what they start."""
+    before = live_children()
+    yield
+    deadline = time.monotonic() + LEFT_RUNNING_WAIT_S
+    while (left := live_children() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not left:
+        return
+    described = [describe(pid) for pid in sorted(left)]
+    for pid in left:
+        with contextlib.suppress(OSError):  # gone in the meantime
+            os.kill(pid, signal.SIGKILL)
+    pytest.fail("left running after the test: " + "; ".join(described), pytrace=False)
 
 
 @pytest.fixture

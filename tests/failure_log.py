@@ -37,6 +37,6 @@ class _FailureLog:
             return
         crash = getattr(report.longrepr, "reprcrash", None)
         reason = (crash.message if crash is not None else str(report.longrepr)).strip()
-        first = reason.splitlines()[0][:200] if reason else "?"
+        first = reason.splitlines()[0][:600] if reason else "?"
         with self._path.open("a") as log:
             log.write(f"{report.nodeid} [{report.when}, {report.duration:.1f}s]: {first}\n")

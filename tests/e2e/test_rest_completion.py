@@ -14,7 +14,7 @@ from codex_gateway.v1 import runs_pb2
 from gateway.config import Config
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_bridge, running_gateway
-from tests.processes import live_children
+from tests.processes import running_below
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ async def test_stalled_model_is_408_at_the_deadline(rest: httpx.AsyncClient) -> 
     )
     assert response.status_code == 408
     assert response.json()["error"] == "Codex run timed out after 1500ms"
-    assert live_children() == set()
+    assert running_below() == {}
 
 
 async def test_rest_and_grpc_give_the_same_result(serve: Callable[..., Any]) -> None:
@@ -220,7 +220,7 @@ async def test_a_storm_gets_only_200s_and_429s_and_every_slot_back(
         assert {r.status_code for r in responses} <= {200, 400, 429}
         status = (await client.get("/status")).json()
         assert status["concurrency"] == {"active": 0, "max": 3, "available": 3, "waiting": 0}
-        assert live_children() == set()
+        assert running_below() == {}
 
 
 async def test_api_token_on_rest(serve: Callable[..., Any]) -> None:

@@ -21,7 +21,7 @@ from gateway.config import Config
 from gateway.errors import InvalidRequest
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
-from tests.processes import alive, live_children
+from tests.processes import alive, running_below
 
 
 def completion(prompt: str = "hi", **fields: Any) -> runs_pb2.CompleteRequest:
@@ -40,7 +40,7 @@ async def assert_healthy(gw: RunningGateway) -> None:
     status = await gw.stub.GetStatus(status_pb2.GetStatusRequest())
     assert status.concurrency.active == 0
     assert (await gw.stub.Health(status_pb2.HealthRequest())).status == "ok"
-    assert live_children() == set()
+    assert running_below() == {}
 
 
 @pytest.fixture
@@ -96,19 +96,33 @@ async def test_agents_and_what_they_run_are_nicer_than_the_gateway(
     pidfile = tmp_path / "child.pid"
     env = {"FAKE_AGENT_SPAWN_CHILD": "1", "FAKE_AGENT_CHILD_PIDFILE": str(pidfile)}
     async with running_gateway(agent_config("hang_agent.py", agent_nice=7)) as gw:
-        call = asyncio.ensure_future(gw.stub.Complete(completion(timeout_ms=5000, env=env)))
-        for _ in range(500):
-            if pidfile.exists() and pidfile.read_text():
-                break
-            await asyncio.sleep(0.02)
-        child = int(pidfile.read_text())
-        agent = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        # Seven steps nicer than the gateway (this process), whatever it runs at.
-        expected = min(19, nice_of(os.getpid()) + 7)
-        assert (nice_of(agent), nice_of(child)) == (expected, expected)
-        call.cancel()
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-            await call
+        # A niced agent gets only the CPU nothing else wants: on a busy machine it may take a
+        # while to start, so the run's deadline and the wait are generous.
+        call = asyncio.ensure_future(gw.stub.Complete(completion(timeout_ms=60_000, env=env)))
+        try:
+            child = await written_pid(pidfile, call, within_s=60)
+            agent = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            # Seven steps nicer than the gateway (this process), whatever it runs at.
+            expected = min(19, nice_of(os.getpid()) + 7)
+            assert (nice_of(agent), nice_of(child)) == (expected, expected)
+        finally:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await call
+
+
+async def written_pid(pidfile: Path, call: asyncio.Future[Any], *, within_s: float) -> int:
+    """The pid a fake agent writes to `pidfile`; fails naming what ran instead, if the run
+    ended first or nothing was written in time."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not (pidfile.exists() and pidfile.read_text()):
+        if call.done():
+            outcome = call.exception() or call.result()
+            raise AssertionError(f"the run ended before its agent wrote {pidfile}: {outcome!r}")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no pid in {pidfile} after {within_s}s; {running_below()}")
+        await asyncio.sleep(0.02)
+    return int(pidfile.read_text())
 
 
 async def test_agent_ignoring_sigint_is_killed_after_the_grace(

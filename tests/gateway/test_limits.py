@@ -17,7 +17,7 @@ from codex_gateway.v1 import status_pb2 as gw_status
 from gateway.config import Config
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, agent_path, running_gateway
-from tests.processes import live_children
+from tests.processes import running_below
 
 
 def completion(prompt: str = "hi", **fields: Any) -> runs_pb2.CompleteRequest:
@@ -76,7 +76,7 @@ async def test_a_storm_of_requests_gets_clean_answers_and_every_slot_back(
         assert grpc.StatusCode.OK in codes
         status = await gw.stub.GetStatus(gw_status.GetStatusRequest())
         assert (status.concurrency.active, status.concurrency.available) == (0, 3)
-        assert live_children() == set()
+        assert running_below() == {}
 
 
 @pytest.mark.parametrize(
@@ -197,6 +197,6 @@ async def test_stalled_model_times_out_with_nothing_left_running(
         )
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "timed out after 2500ms" in (error.details() or "")
-        assert live_children() == set()
+        assert running_below() == {}
         status = await gw.stub.GetStatus(gw_status.GetStatusRequest())
         assert status.concurrency.active == 0

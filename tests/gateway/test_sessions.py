@@ -15,7 +15,7 @@ from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
-from tests.processes import live_children
+from tests.processes import running_below
 
 
 def run(prompt: str = "hi", **fields: Any) -> runs_pb2.CompleteRequest:
@@ -270,7 +270,7 @@ async def test_cancel_stops_a_real_running_command(gateway: RunningGateway, tmp_
         while await stream.read() is not grpc.aio.EOF:
             pass
     assert caught.value.code() == grpc.StatusCode.CANCELLED
-    assert live_children() == set()
+    assert running_below() == {}
     detail = (
         await gateway.stub.GetSession(sessions_pb2.GetSessionRequest(session_id=session_id))
     ).session

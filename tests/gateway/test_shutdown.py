@@ -14,7 +14,7 @@ from codex_gateway.v1 import runs_pb2
 from gateway.config import Config
 from gateway.server import Gateway, drain, start_grpc
 from tests.fakes import AGENTS_DIR
-from tests.processes import live_children
+from tests.processes import running_below
 
 
 async def test_shutdown_interrupts_runs_after_the_grace_and_refuses_new_ones(
@@ -47,7 +47,7 @@ async def test_shutdown_interrupts_runs_after_the_grace_and_refuses_new_ones(
         await draining
         assert loop.time() - started < 5
     await server.server.stop(grace=None)
-    assert live_children() == set()
+    assert running_below() == {}
     (session_dir,) = Path(config.session_dirs[0]).glob("session-*")
     meta = json.loads((session_dir / "meta.json").read_text())
     assert meta["status"] == "interrupted"
