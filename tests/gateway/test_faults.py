@@ -8,6 +8,9 @@ import contextlib
 import json
 import os
 import resource
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,12 @@ import grpc
 import pytest
 
 from codex_gateway.v1 import runs_pb2, status_pb2
-from gateway.agent import AgentProcess
+from gateway.agent import AgentProcess, _make_nicer
 from gateway.config import Config
 from gateway.errors import InvalidRequest
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
-from tests.processes import alive, running_below
+from tests.processes import alive, describe, running_below
 
 
 def completion(prompt: str = "hi", **fields: Any) -> runs_pb2.CompleteRequest:
@@ -80,6 +83,50 @@ async def test_hanging_agent_times_out_and_its_child_is_killed(
         await assert_healthy(gw)
 
 
+@pytest.mark.parametrize("steps", [7, 19])
+def test_make_nicer_renices_the_process_group_and_its_scheduling_group(
+    steps: int, tmp_path: Path
+) -> None:
+    """What the gateway does to each agent right after the spawn, done to a process that is
+    asleep (waiting for a line), then woken to start a command, which inherits it. The gateway's
+    own path, on a process just started, is the `renice` test above."""
+    pidfile = tmp_path / "command.pid"
+    script = (
+        f"read line; sleep 1000 & echo $! > {pidfile}.partial; mv {pidfile}.partial {pidfile}; wait"
+    )
+    shell = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for(lambda: state_of(shell.pid) == "S", f"the shell to wait: {describe(shell.pid)}")
+        _make_nicer(shell.pid, steps)
+        expected = min(19, nice_of(os.getpid()) + steps)
+        assert nice_of(shell.pid) == expected
+        assert autogroup_nice(shell.pid) == min(19, autogroup_nice(os.getpid()) + steps)
+        assert shell.stdin is not None
+        shell.stdin.write(b"go\n")
+        shell.stdin.close()
+        wait_for(pidfile.exists, f"the command's pid: {describe(shell.pid)}")
+        assert nice_of(int(pidfile.read_text())) == expected
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+
+
+def wait_for(condition: Callable[[], bool], what: str, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def state_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def autogroup_nice(pid: int) -> int:
+    """The nice value of the scheduling group (autogroup) of `pid`'s session."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
 def nice_of(pid: int) -> int:
     """The nice value of a process's every thread (they must agree)."""
     values = {
@@ -90,6 +137,11 @@ def nice_of(pid: int) -> int:
     return value
 
 
+# In `make soak`, not `make test`: on CI's machine an agent reniced right after its spawn (as
+# here, and as every agent was when tests ran them at the product's nice 19) once made no
+# progress for over 10 s and outlived its SIGKILL for as long again; never seen on a fresh
+# machine. The default suite renices a sleeping process instead (the test below).
+@pytest.mark.renice
 async def test_agents_and_what_they_run_are_nicer_than_the_gateway(
     agent_config: Callable[..., Config], tmp_path: Path
 ) -> None:
