@@ -89,14 +89,14 @@ def test_make_nicer_renices_the_process_group_and_its_scheduling_group(
 ) -> None:
     """What the gateway does to each agent right after the spawn, done to a process that is
     asleep (waiting for a line), then woken to start a command, which inherits it. The gateway's
-    own path, on a process just started, is the `renice` test above."""
+    own path, on a process just started, is the `renice` test below."""
     pidfile = tmp_path / "command.pid"
     script = (
         f"read line; sleep 1000 & echo $! > {pidfile}.partial; mv {pidfile}.partial {pidfile}; wait"
     )
     shell = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, start_new_session=True)
     try:
-        wait_for(lambda: state_of(shell.pid) == "S", f"the shell to wait: {describe(shell.pid)}")
+        wait_for(lambda: state_of(shell.pid) == "S", "the shell to wait for its line", shell.pid)
         _make_nicer(shell.pid, steps)
         expected = min(19, nice_of(os.getpid()) + steps)
         assert nice_of(shell.pid) == expected
@@ -104,17 +104,17 @@ def test_make_nicer_renices_the_process_group_and_its_scheduling_group(
         assert shell.stdin is not None
         shell.stdin.write(b"go\n")
         shell.stdin.close()
-        wait_for(pidfile.exists, f"the command's pid: {describe(shell.pid)}")
+        wait_for(pidfile.exists, "the pid of the command it starts", shell.pid)
         assert nice_of(int(pidfile.read_text())) == expected
     finally:
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
 
 
-def wait_for(condition: Callable[[], bool], what: str, within_s: float = 30) -> None:
+def wait_for(condition: Callable[[], bool], what: str, pid: int, within_s: float = 30) -> None:
     deadline = time.monotonic() + within_s
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {describe(pid)}"
         time.sleep(0.01)
 
 
@@ -140,7 +140,7 @@ def nice_of(pid: int) -> int:
 # In `make soak`, not `make test`: on CI's machine an agent reniced right after its spawn (as
 # here, and as every agent was when tests ran them at the product's nice 19) once made no
 # progress for over 10 s and outlived its SIGKILL for as long again; never seen on a fresh
-# machine. The default suite renices a sleeping process instead (the test below).
+# machine. The default suite renices a sleeping process instead (the test above).
 @pytest.mark.renice
 async def test_agents_and_what_they_run_are_nicer_than_the_gateway(
     agent_config: Callable[..., Config], tmp_path: Path
