@@ -9,13 +9,18 @@ from pathlib import Path
 from gateway.agent import descendants
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [0] state, [1] parent, [16] nice (OSError once
+    the process is gone)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def alive(pid: int) -> bool:
     """Running, as opposed to gone or a zombie waiting for a parent that may never reap it."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat_fields(pid)[0] not in ("Z", "X")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def live_children() -> set[int]:
@@ -27,7 +32,7 @@ def describe(pid: int) -> str:
     proc = Path(f"/proc/{pid}")
     try:
         argv = (proc / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
         wchan = (proc / "wchan").read_text().strip() or "-"
     except OSError:
         return f"{pid} (gone)"

@@ -24,7 +24,7 @@ from gateway.config import Config
 from gateway.errors import InvalidRequest
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
-from tests.processes import alive, describe, running_below
+from tests.processes import alive, describe, running_below, stat_fields
 
 
 def completion(prompt: str = "hi", **fields: Any) -> runs_pb2.CompleteRequest:
@@ -96,7 +96,9 @@ def test_make_nicer_renices_the_process_group_and_its_scheduling_group(
     )
     shell = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, start_new_session=True)
     try:
-        wait_for(lambda: state_of(shell.pid) == "S", "the shell to wait for its line", shell.pid)
+        wait_for(
+            lambda: stat_fields(shell.pid)[0] == "S", "the shell to wait for its line", shell.pid
+        )
         _make_nicer(shell.pid, steps)
         expected = min(19, nice_of(os.getpid()) + steps)
         assert nice_of(shell.pid) == expected
@@ -116,10 +118,6 @@ def wait_for(condition: Callable[[], bool], what: str, pid: int, within_s: float
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}: {describe(pid)}"
         time.sleep(0.01)
-
-
-def state_of(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def autogroup_nice(pid: int) -> int:
@@ -153,7 +151,7 @@ async def test_agents_and_what_they_run_are_nicer_than_the_gateway(
         call = asyncio.ensure_future(gw.stub.Complete(completion(timeout_ms=60_000, env=env)))
         try:
             child = await written_pid(pidfile, call, within_s=60)
-            agent = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            agent = int(stat_fields(child)[1])
             # Seven steps nicer than the gateway (this process), whatever it runs at.
             expected = min(19, nice_of(os.getpid()) + 7)
             assert (nice_of(agent), nice_of(child)) == (expected, expected)
