@@ -29,11 +29,11 @@ serve: install
 	$(VENV)/bin/codex-gateway serve
 
 test: install
-	$(PY) -m pytest -q -m "not slow and not renice" --failure-log build/test-failures.txt tests \
+	$(PY) -m pytest -q -m "not slow" --failure-log build/test-failures.txt tests \
 	  || { echo "== failed tests (build/test-failures.txt) =="; cat build/test-failures.txt; exit 1; }
 
 soak: install
-	$(PY) -m pytest -q -m "slow or renice" tests --timeout=1200
+	$(PY) -m pytest -q -m slow tests --timeout=1200
 
 bench: install
 	$(PY) -m bench $(ARGS)

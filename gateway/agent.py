@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65_536
 _KILL_WAIT_S = 5.0
+_OWN_AUTOGROUP = Path("/proc/self/autogroup")
 
 
 class AgentProcess:
@@ -99,7 +100,12 @@ class AgentProcess:
         except OSError as exc:
             raise AgentUnavailable(f"Cannot start codex: {exc.strerror}") from exc
         if self._nice:
-            _make_nicer(self._proc.pid, self._nice)
+            try:
+                _make_nicer(self._proc.pid, self._nice)
+            except BaseException:
+                # Whatever went wrong, a started agent is not left behind for nobody to stop.
+                await self.stop(grace_s=0)
+                raise
         self._stdin_task = asyncio.create_task(self._write_stdin())
         self._stderr_task = asyncio.create_task(self._drain_stderr())
 
@@ -244,7 +250,7 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def _make_nicer(pid: int, nice: int) -> None:
+def _make_nicer(pid: int, nice: int, own_autogroup: Path = _OWN_AUTOGROUP) -> None:
     """Make the agent `nice` steps nicer than the gateway (capped at 19): its process group
     (every thread codex has started by now, and by inheritance every one it starts later, with
     the commands it runs), and its session's scheduling group.
@@ -255,9 +261,30 @@ def _make_nicer(pid: int, nice: int) -> None:
     of their own at the default weight, with the nice value inherited.) Measured with 8 real
     codex runs on 2 CPUs, /health p99: 86-109 ms not niced, 47-73 ms at 10, 31-38 ms at 19
     (BENCHMARKS.md).
+
+    The gateway itself may be in no autogroup (the root group: a process in the session of a
+    container's init, which CI's runner is), where its threads weigh by their own nice.
     """
+    own_nice = os.getpriority(os.PRIO_PROCESS, 0)
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PGRP, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
-    with contextlib.suppress(OSError, ValueError):  # no autogroups here: nothing to do
-        own = Path("/proc/self/autogroup").read_text().split()  # "/autogroup-123 nice 0"
-        Path(f"/proc/{pid}/autogroup").write_text(str(min(19, int(own[-1]) + nice)))
+        os.setpriority(os.PRIO_PGRP, pid, min(19, own_nice + nice))
+    base = autogroup_nice(own_autogroup)
+    with contextlib.suppress(OSError):  # a kernel without autogroups: nothing to do
+        Path(f"/proc/{pid}/autogroup").write_text(
+            str(min(19, (own_nice if base is None else base) + nice))
+        )
+
+
+def autogroup_nice(path: Path) -> int | None:
+    """The nice value in an autogroup file (`/proc/<pid>/autogroup`: "/autogroup-123 nice 0"),
+    or None when there is none: no such file (a kernel without autogroups) or an empty one (a
+    process in the root group)."""
+    try:
+        words = path.read_text().split()
+    except OSError:
+        return None
+    match words:
+        case [_, "nice", value] if value.removeprefix("-").isdigit():
+            return int(value)
+        case _:
+            return None

@@ -21,9 +21,10 @@ from gateway.scheduler import Clock, system_clock
 from gateway.server import Gateway, GrpcServer, drain, start_grpc
 from tests.fakes import CODEX_BIN
 
-# Agents in tests run at the gateway's own priority: at the product's default (nice 19) any other
-# work on a busy CI machine starves them, and the runs under test miss their deadlines. Niceness
-# has tests of its own (tests/gateway/test_faults.py, test_config.py).
+# Agents in tests run at the gateway's own priority. The gateway under test shares its process with
+# pytest and the test's clients; at the product's default (nice 19) an agent would get a small
+# share of any CPU they want, and runs with short deadlines would time out on a busy machine.
+# Niceness has tests of its own (tests/gateway/test_faults.py, test_config.py).
 TEST_AGENT_NICE = 0
 
 
