@@ -18,12 +18,13 @@ from pathlib import Path
 
 from gateway.errors import AgentUnavailable, InvalidRequest
 from gateway.events import LineFramer, OversizedLine
+from gateway.priority import GROUP_NICE_INTERVAL_S, make_nicer, set_group_nice
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65_536
 _KILL_WAIT_S = 5.0
-_OWN_AUTOGROUP = Path("/proc/self/autogroup")
+_GROUP_NICE_ATTEMPTS = 100  # turns of the kernel's: 10 s, for as many agents started at once
 
 
 class AgentProcess:
@@ -53,6 +54,7 @@ class AgentProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stdin_task: asyncio.Task[None] | None = None
+        self._group_nice_task: asyncio.Task[None] | None = None
         self.stopped_by_signal = False
 
     @property
@@ -78,7 +80,7 @@ class AgentProcess:
                 env=self._env,
                 cwd=self._cwd,
                 # A session of its own: its own process group (what stop() signals), no
-                # controlling terminal, and its own scheduling group (see _make_nicer).
+                # controlling terminal, and its own scheduling group (see gateway/priority.py).
                 start_new_session=True,
                 limit=_READ_CHUNK,
             )
@@ -101,13 +103,25 @@ class AgentProcess:
             raise AgentUnavailable(f"Cannot start codex: {exc.strerror}") from exc
         if self._nice:
             try:
-                _make_nicer(self._proc.pid, self._nice)
+                group_nice = make_nicer(self._proc.pid, self._nice)
             except BaseException:
                 # Whatever went wrong, a started agent is not left behind for nobody to stop.
                 await self.stop(grace_s=0)
                 raise
+            if group_nice is not None:
+                self._group_nice_task = asyncio.create_task(self._nice_group_later(group_nice))
         self._stdin_task = asyncio.create_task(self._write_stdin())
         self._stderr_task = asyncio.create_task(self._drain_stderr())
+
+    async def _nice_group_later(self, value: int) -> None:
+        """The kernel refused the group's nice for now (it takes one change per 100 ms without
+        CAP_SYS_ADMIN): try again, in turn with agents started at the same time."""
+        proc = self._started()
+        for _ in range(_GROUP_NICE_ATTEMPTS):
+            await asyncio.sleep(GROUP_NICE_INTERVAL_S)
+            if proc.returncode is not None or set_group_nice(proc.pid, value):
+                return
+        log.warning("agent %d: its scheduling group could not be niced", proc.pid)
 
     async def _write_stdin(self) -> None:
         stdin = self._started().stdin
@@ -191,7 +205,7 @@ class AgentProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), _KILL_WAIT_S)
         finally:
-            for task in (drain, self._stdin_task, self._stderr_task):
+            for task in (drain, self._stdin_task, self._stderr_task, self._group_nice_task):
                 if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -201,6 +215,8 @@ class AgentProcess:
         """After a normal exit: kill anything the agent left running in its process group."""
         if self._proc is not None:
             _signal_group(self._proc.pid, signal.SIGKILL)
+        if self._group_nice_task is not None:
+            self._group_nice_task.cancel()
 
 
 async def _discard(stream: asyncio.StreamReader | None) -> None:
@@ -248,43 +264,3 @@ def descendants(root: int) -> set[int]:
                 found.add(child)
                 stack.append(child)
     return found
-
-
-def _make_nicer(pid: int, nice: int, own_autogroup: Path = _OWN_AUTOGROUP) -> None:
-    """Make the agent `nice` steps nicer than the gateway (capped at 19): its process group
-    (every thread codex has started by now, and by inheritance every one it starts later, with
-    the commands it runs), and its session's scheduling group.
-
-    With autogroup scheduling (on by default in most kernels) a session is a scheduling group,
-    and across groups only the group's nice counts: the agent's own session would otherwise
-    weigh as much as the gateway's. (Commands codex starts in sessions of their own get groups
-    of their own at the default weight, with the nice value inherited.) Measured with 8 real
-    codex runs on 2 CPUs, /health p99: 86-109 ms not niced, 47-73 ms at 10, 31-38 ms at 19
-    (BENCHMARKS.md).
-
-    The gateway itself may be in no autogroup (the root group: a process in the session of a
-    container's init, which CI's runner is), where its threads weigh by their own nice.
-    """
-    own_nice = os.getpriority(os.PRIO_PROCESS, 0)
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PGRP, pid, min(19, own_nice + nice))
-    base = autogroup_nice(own_autogroup)
-    with contextlib.suppress(OSError):  # a kernel without autogroups: nothing to do
-        Path(f"/proc/{pid}/autogroup").write_text(
-            str(min(19, (own_nice if base is None else base) + nice))
-        )
-
-
-def autogroup_nice(path: Path) -> int | None:
-    """The nice value in an autogroup file (`/proc/<pid>/autogroup`: "/autogroup-123 nice 0"),
-    or None when there is none: no such file (a kernel without autogroups) or an empty one (a
-    process in the root group)."""
-    try:
-        words = path.read_text().split()
-    except OSError:
-        return None
-    match words:
-        case [_, "nice", value] if value.removeprefix("-").isdigit():
-            return int(value)
-        case _:
-            return None

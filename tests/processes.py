@@ -45,3 +45,13 @@ def running_below() -> dict[int, str]:
     """Every live process below this one, described: `assert running_below() == {}` fails
     naming what was left running."""
     return {pid: describe(pid) for pid in sorted(live_children())}
+
+
+def nice_of(pid: int) -> int:
+    """The nice value of a process's every thread (they must agree)."""
+    values = {
+        int(stat_fields(int(tid))[16])
+        for tid in os.listdir(f"/proc/{pid}/task")  # noqa: PTH208  # names only
+    }
+    (value,) = values
+    return value

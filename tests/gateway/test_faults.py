@@ -8,9 +8,6 @@ import contextlib
 import json
 import os
 import resource
-import signal
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +16,13 @@ import grpc
 import pytest
 
 from codex_gateway.v1 import runs_pb2, status_pb2
-from gateway.agent import AgentProcess, _make_nicer, autogroup_nice
+from gateway.agent import AgentProcess
 from gateway.config import Config
 from gateway.errors import InvalidRequest
+from gateway.priority import autogroup_nice
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
-from tests.processes import alive, describe, running_below, stat_fields
+from tests.processes import alive, nice_of, running_below, stat_fields
 
 
 def completion(prompt: str = "hi", **fields: Any) -> runs_pb2.CompleteRequest:
@@ -81,86 +79,6 @@ async def test_hanging_agent_times_out_and_its_child_is_killed(
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert not alive(int(pidfile.read_text()))
         await assert_healthy(gw)
-
-
-@pytest.mark.parametrize(
-    ("text", "nice"),
-    [
-        pytest.param("/autogroup-123 nice 0\n", 0, id="in an autogroup"),
-        pytest.param("/autogroup-7 nice -5\n", -5, id="a negative nice"),
-        pytest.param("/autogroup-7 nice 19\n", 19, id="the nicest"),
-        pytest.param("", None, id="in the root group"),
-        pytest.param(None, None, id="no autogroups in this kernel"),
-        pytest.param("/autogroup-7 nice\n", None, id="truncated"),
-        pytest.param("/autogroup-7 weight 3\n", None, id="not a nice"),
-    ],
-)
-def test_autogroup_nice_reads_the_file_or_says_there_is_none(
-    text: str | None, nice: int | None, tmp_path: Path
-) -> None:
-    path = tmp_path / "autogroup"
-    if text is not None:
-        path.write_text(text)
-    assert autogroup_nice(path) == nice
-
-
-# Each run of the gateway's own path below. The root group is reached only by the session of
-# the machine's (or container's) init, as CI's runner is, where /proc/self/autogroup is empty;
-# no process a test starts can be put there, so that case gets an empty file for the gateway's.
-@pytest.mark.parametrize("steps", [7, 19])
-@pytest.mark.parametrize("gateway_group", ["its own", "the root group"])
-def test_make_nicer_renices_the_process_group_and_its_scheduling_group(
-    steps: int, gateway_group: str, tmp_path: Path
-) -> None:
-    """What the gateway does to each agent right after the spawn, done to a process that is
-    asleep (waiting for a line), then woken to start a command, which inherits it."""
-    own_autogroup = Path("/proc/self/autogroup")
-    if gateway_group == "the root group":
-        own_autogroup = tmp_path / "autogroup"
-        own_autogroup.write_text("")
-    own_group_nice = autogroup_nice(own_autogroup)
-    base = nice_of(os.getpid()) if own_group_nice is None else own_group_nice
-    pidfile = tmp_path / "command.pid"
-    script = (
-        f"read line; sleep 1000 & echo $! > {pidfile}.partial; mv {pidfile}.partial {pidfile}; wait"
-    )
-    with subprocess.Popen(
-        ["sh", "-c", script], stdin=subprocess.PIPE, start_new_session=True
-    ) as shell:
-        try:
-            wait_for(
-                lambda: stat_fields(shell.pid)[0] == "S",
-                "the shell to wait for its line",
-                shell.pid,
-            )
-            _make_nicer(shell.pid, steps, own_autogroup)
-            expected = min(19, nice_of(os.getpid()) + steps)
-            assert nice_of(shell.pid) == expected
-            assert autogroup_nice(Path(f"/proc/{shell.pid}/autogroup")) == min(19, base + steps)
-            assert shell.stdin is not None
-            shell.stdin.write(b"go\n")
-            shell.stdin.close()
-            wait_for(pidfile.exists, "the pid of the command it starts", shell.pid)
-            assert nice_of(int(pidfile.read_text())) == expected
-        finally:
-            os.killpg(shell.pid, signal.SIGKILL)
-
-
-def wait_for(condition: Callable[[], bool], what: str, pid: int, within_s: float = 30) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {describe(pid)}"
-        time.sleep(0.01)
-
-
-def nice_of(pid: int) -> int:
-    """The nice value of a process's every thread (they must agree)."""
-    values = {
-        int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-        for tid in os.listdir(f"/proc/{pid}/task")  # noqa: PTH208  # names only
-    }
-    (value,) = values
-    return value
 
 
 async def test_agents_and_what_they_run_are_nicer_than_the_gateway(
@@ -327,13 +245,13 @@ async def test_an_error_right_after_the_spawn_leaves_no_agent_behind(
 ) -> None:
     """CI once ran the gateway where renicing raised (its own autogroup file was empty), after
     the agent had started: every such agent was left waiting for its prompt, stopped by nobody.
-    Renicing no longer raises there (the tests above); no real process makes it raise now, so
+    Renicing no longer raises there (test_priority.py); no real process makes it raise now, so
     it is patched to, standing for any error between the spawn and the run."""
 
-    def failing(pid: int, nice: int) -> None:
+    def failing(pid: int, nice: int) -> int | None:
         raise IndexError("list index out of range")
 
-    monkeypatch.setattr("gateway.agent._make_nicer", failing)
+    monkeypatch.setattr("gateway.agent.make_nicer", failing)
     agent = AgentProcess(
         ["sleep", "1000"],
         env={"PATH": "/usr/bin:/bin"},
