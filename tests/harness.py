@@ -24,7 +24,7 @@ from tests.fakes import CODEX_BIN
 # Agents in tests run at the gateway's own priority. The gateway under test shares its process with
 # pytest and the test's clients; at the product's default (nice 19) an agent would get a small
 # share of any CPU they want, and runs with short deadlines would time out on a busy machine.
-# Niceness has tests of its own (tests/gateway/test_faults.py, test_config.py).
+# Niceness has tests of its own (tests/gateway/test_priority.py, test_faults.py, test_config.py).
 TEST_AGENT_NICE = 0
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from gateway.agent import descendants
+from gateway.priority import OWN_AUTOGROUP, autogroup_nice
 
 
 def stat_fields(pid: int) -> list[str]:
@@ -55,3 +56,10 @@ def nice_of(pid: int) -> int:
     }
     (value,) = values
     return value
+
+
+def expected_group_nice(steps: int, own_autogroup: Path = OWN_AUTOGROUP) -> int:
+    """The nice an agent's scheduling group gets `steps` nicer than this process (the gateway
+    under test): relative to this process's group, or to its own nice outside any group."""
+    own_group = autogroup_nice(own_autogroup)
+    return min(19, (nice_of(os.getpid()) if own_group is None else own_group) + steps)

@@ -22,7 +22,7 @@ from gateway.errors import InvalidRequest
 from gateway.priority import autogroup_nice
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
-from tests.processes import alive, nice_of, running_below, stat_fields
+from tests.processes import alive, expected_group_nice, nice_of, running_below, stat_fields
 
 
 def completion(prompt: str = "hi", **fields: Any) -> runs_pb2.CompleteRequest:
@@ -98,11 +98,8 @@ async def test_agents_and_what_they_run_are_nicer_than_the_gateway(
             assert (nice_of(agent), nice_of(child)) == (expected, expected)
             # Its session's scheduling group too, where the kernel has them.
             group = autogroup_nice(Path(f"/proc/{agent}/autogroup"))
-            own_group = autogroup_nice(Path("/proc/self/autogroup"))
             if group is not None:
-                assert group == min(
-                    19, (nice_of(os.getpid()) if own_group is None else own_group) + 7
-                )
+                assert group == expected_group_nice(7)
         finally:
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):

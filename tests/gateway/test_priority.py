@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.priority import autogroup_nice, make_nicer
-from tests.processes import describe, nice_of, stat_fields
+from gateway.priority import OWN_AUTOGROUP, autogroup_nice, make_nicer
+from tests.processes import describe, expected_group_nice, nice_of, stat_fields
 
 
 @pytest.mark.parametrize(
@@ -40,22 +40,28 @@ def test_autogroup_nice_reads_the_file_or_says_there_is_none(
     assert autogroup_nice(path) == nice
 
 
-# The root group is reached only by the session of the machine's (or container's) init, as
-# CI's runner is, where /proc/self/autogroup is empty; no process a test starts can be put
-# there, so that case gets an empty file for the gateway's.
+# The gateway's group as this process's, or as a file standing for a state no process a test
+# starts can be put in: a group niced apart from the process (so that the group's nice, not the
+# process's, is seen to count), and the root group, reached only by the session of the
+# machine's (or container's) init, as CI's runner is, where /proc/self/autogroup is empty.
 @pytest.mark.parametrize("steps", [7, 19])
-@pytest.mark.parametrize("gateway_group", ["its own", "the root group"])
+@pytest.mark.parametrize(
+    "gateway_group",
+    [
+        pytest.param(None, id="its own"),
+        pytest.param("/autogroup-1 nice 3\n", id="a niced group"),
+        pytest.param("", id="the root group"),
+    ],
+)
 def test_make_nicer_renices_the_process_group_and_its_scheduling_group(
-    steps: int, gateway_group: str, tmp_path: Path
+    steps: int, gateway_group: str | None, tmp_path: Path
 ) -> None:
     """What the gateway does to each agent right after the spawn, done to a process that is
     asleep (waiting for a line), then woken to start a command, which inherits it."""
-    own_autogroup = Path("/proc/self/autogroup")
-    if gateway_group == "the root group":
+    own_autogroup = OWN_AUTOGROUP
+    if gateway_group is not None:
         own_autogroup = tmp_path / "autogroup"
-        own_autogroup.write_text("")
-    own_group_nice = autogroup_nice(own_autogroup)
-    base = nice_of(os.getpid()) if own_group_nice is None else own_group_nice
+        own_autogroup.write_text(gateway_group)
     pidfile = tmp_path / "command.pid"
     script = (
         f"read line; sleep 1000 & echo $! > {pidfile}.partial; mv {pidfile}.partial {pidfile}; wait"
@@ -72,7 +78,8 @@ def test_make_nicer_renices_the_process_group_and_its_scheduling_group(
             make_nicer(shell.pid, steps, own_autogroup)
             expected = min(19, nice_of(os.getpid()) + steps)
             assert nice_of(shell.pid) == expected
-            assert autogroup_nice(Path(f"/proc/{shell.pid}/autogroup")) == min(19, base + steps)
+            group = autogroup_nice(Path(f"/proc/{shell.pid}/autogroup"))
+            assert group == expected_group_nice(steps, own_autogroup)
             assert shell.stdin is not None
             shell.stdin.write(b"go\n")
             shell.stdin.close()
@@ -126,8 +133,7 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 def test_agents_started_together_without_cap_sys_admin_all_get_their_group_niced(
     tmp_path: Path,
 ) -> None:
-    own_group_nice = autogroup_nice(Path("/proc/self/autogroup"))
-    target = min(19, (nice_of(os.getpid()) if own_group_nice is None else own_group_nice) + 5)
+    target = expected_group_nice(5)
     without_sys_admin = ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin"]
     script = [sys.executable, "-c", AGENTS_STARTED_TOGETHER, str(tmp_path), "5", str(target)]
     done = subprocess.run(
