@@ -13,11 +13,23 @@ Delivery is at least once. The delivery id is a uuid4 chosen at enqueue time and
 next, so a receiver drops duplicates by it. `X-Codex-Gateway-Attempt` counts attempts from 1,
 across restarts (the count is written to the file before each attempt).
 
-Retries (tenacity): connection errors, timeouts, HTTP 5xx and 429 are retried with full-jitter
-exponential backoff (window `retry_base_ms * 2**n`, at most `retry_max_ms`), or after the
-`Retry-After` of a 429/503 answer (capped at `retry_max_ms`), until `max_attempts` attempts
-have been made. Any other answer (4xx, or a 3xx: redirects are not followed) is permanent. A
-delivery that fails for good is moved to `failed/`, never deleted.
+Each attempt has one deadline, SESSION_WEBHOOK_TIMEOUT_MS, for all of it: connecting, sending,
+the answer's headers and the little of its body that is read (at most `_REASON_BYTES` of a
+refusal; a 2xx answer's body is never read). A receiver that drips its answer a byte at a time
+holds an attempt no longer than that.
+
+Retries: connection errors, timeouts, HTTP 5xx and 429 are retried with full-jitter exponential
+backoff (window `retry_base_ms * 2**(n-1)` after the n-th attempt, at most `retry_max_ms`), or
+after the `Retry-After` of a 429/503 answer (capped at `retry_max_ms`), until `max_attempts`
+attempts have been made. Any other answer (4xx, or a 3xx: redirects are not followed) is
+permanent. A delivery that fails for good is moved to `failed/`, never deleted.
+
+Scheduling: deliveries are independent. A delivery waiting for its next attempt holds nothing
+(it is back in the queue with the time it is due, its payload on disk); at most `concurrency`
+attempts pace the receiver at once, in the order they are due (creation order for new ones), so
+a backlog after an outage arrives as a trickle. An attempt still unanswered after
+`_SLOW_AFTER_S` stops counting against that bound (up to `_MAX_SLOW` of them), so slow or
+stuck answers to some deliveries never hold up the others beyond their own backoff.
 
 Signature (when SESSION_WEBHOOK_SECRET is set), computed afresh for every attempt:
 
@@ -41,6 +53,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import tempfile
 import time
 import uuid
@@ -51,22 +64,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from gateway.config import WebhookConfig
 from gateway.sessions import now_iso
 
 log = logging.getLogger(__name__)
 
-# Deliveries in flight at once (a delivery waiting for its next retry holds its slot), so a
-# backlog after an outage reaches the receiver as a trickle, in creation order, not a flood.
+# Attempts in flight at once that pace the receiver, so a backlog after an outage reaches it as
+# a trickle, in creation order, not a flood.
 CONCURRENCY = 4
+# An attempt unanswered for this long is slow: it gives its pacing slot to the next delivery.
+_SLOW_AFTER_S = 1.0
+# Slow attempts in flight at once (open connections beyond the paced ones); past it, a slow
+# attempt keeps its slot until its deadline.
+_MAX_SLOW = 32
 FAILED_DIR = "failed"
 # Enough of a refusing receiver's answer to explain it in the log line.
 _REASON_BYTES = 200
@@ -94,6 +105,8 @@ class _Delivery:
     # from disk when their turn comes, so a large backlog does not sit in memory.
     record: dict[str, Any] | None = None
     attempts: int = 0
+    # time.monotonic() at which the next attempt may start (0: at once).
+    due: float = 0.0
 
     @property
     def saved(self) -> bool:
@@ -120,15 +133,15 @@ class WebhookSender:
         self._transport = transport
         self._concurrency = max(1, concurrency)
         self._pending: dict[str, _Delivery] = {}  # by file name
-        self._queue: list[tuple[int, int, _Delivery]] = []  # (created_ns, tie-break, delivery)
+        # (due, created_ns, tie-break, delivery): the next attempt to start is at the top.
+        self._queue: list[tuple[float, int, int, _Delivery]] = []
         self._order = itertools.count()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delivered = 0
         self._failed = 0
-        self._backoff = wait_random_exponential(
-            multiplier=config.retry_base_ms / 1000, max=config.retry_max_ms / 1000
-        )
+        self._paced = 0  # attempts in flight that count against `concurrency`
+        self._slow = 0  # attempts in flight past _SLOW_AFTER_S that gave their slot up
         # Enqueued deliveries whose file could not be written (a full disk): each was kept in
         # memory instead, delivered if the process lives, lost if it does not.
         self.write_errors = 0
@@ -167,7 +180,10 @@ class WebhookSender:
         # Encoded now, so that later changes to the caller's dicts cannot change what is sent.
         data = _encode(record)
         delivery = _Delivery(
-            delivery_id, created_ns, self._outbox / f"{created_ns}-{delivery_id}.json"
+            delivery_id,
+            created_ns,
+            self._outbox / f"{created_ns}-{delivery_id}.json",
+            due=time.monotonic(),
         )
         try:
             _write_atomic(delivery.path, data)
@@ -182,7 +198,11 @@ class WebhookSender:
 
     def _push(self, delivery: _Delivery) -> None:
         self._pending[delivery.path.name] = delivery
-        heapq.heappush(self._queue, (delivery.created_ns, next(self._order), delivery))
+        self._requeue(delivery)
+
+    def _requeue(self, delivery: _Delivery) -> None:
+        entry = (delivery.due, delivery.created_ns, next(self._order), delivery)
+        heapq.heappush(self._queue, entry)
 
     def _wake_loop(self) -> None:
         loop = self._loop
@@ -231,8 +251,11 @@ class WebhookSender:
             return
         self._loop = asyncio.get_running_loop()
         self._load_outbox()
+        timeout_s = self._config.timeout_ms / 1000
         client = httpx.AsyncClient(
-            timeout=self._config.timeout_ms / 1000,
+            # Per read; the whole attempt is bounded by the same figure in _attempt.
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=self._concurrency + _MAX_SLOW),
             trust_env=False,
             follow_redirects=False,
             transport=self._transport,
@@ -240,51 +263,74 @@ class WebhookSender:
         try:
             async with client, asyncio.TaskGroup() as group:
                 in_flight: set[asyncio.Task[None]] = set()
-
-                def finished(task: asyncio.Task[None]) -> None:
-                    in_flight.discard(task)
-                    self._wake.set()  # a slot is free
-
                 while not stop.is_set():
                     self._wake.clear()
-                    while self._queue and len(in_flight) < self._concurrency:
-                        _, _, delivery = heapq.heappop(self._queue)
-                        task = group.create_task(self._deliver(client, delivery))
+                    now = time.monotonic()
+                    while (
+                        self._queue and self._paced < self._concurrency and self._queue[0][0] <= now
+                    ):
+                        delivery = heapq.heappop(self._queue)[-1]
+                        self._paced += 1
+                        task = group.create_task(self._attempt_once(client, delivery))
                         in_flight.add(task)
-                        task.add_done_callback(finished)
-                    await _first(stop, self._wake)
+                        task.add_done_callback(in_flight.discard)
+                    wait_s = None
+                    if self._queue and self._paced < self._concurrency:
+                        wait_s = max(0.0, self._queue[0][0] - now)
+                    await _first(stop, self._wake, timeout_s=wait_s)
                 # An attempt cut short here is counted on disk and made again next time.
                 for task in in_flight:
                     task.cancel()
         finally:
             self._loop = None
 
+    async def _attempt_once(self, client: httpx.AsyncClient, delivery: _Delivery) -> None:
+        """One attempt at a delivery, holding a pacing slot (taken by the loop) until it ends
+        or turns slow; then the delivery is done, failed, or back in the queue for later."""
+        paced = True
+
+        def turned_slow() -> None:
+            nonlocal paced
+            if paced and self._slow < _MAX_SLOW:
+                paced = False
+                self._paced -= 1
+                self._slow += 1
+                self._wake.set()  # a slot is free
+
+        timer = asyncio.get_running_loop().call_later(_SLOW_AFTER_S, turned_slow)
+        try:
+            await self._deliver(client, delivery)
+        finally:
+            timer.cancel()
+            if paced:
+                self._paced -= 1
+            else:
+                self._slow -= 1
+            self._wake.set()
+
     async def _deliver(self, client: httpx.AsyncClient, delivery: _Delivery) -> None:
-        """Deliver one webhook, or fail it for good; never raises but for cancellation."""
+        """Make the delivery's next attempt; never raises but for cancellation."""
         try:
             record = self._read(delivery)
         except (OSError, ValueError) as exc:
             self._fail(delivery, None, f"unreadable: {exc}")
             return
         try:
-            body = _encode(record["payload"])
-            remaining = self._config.max_attempts - delivery.attempts
-            if remaining <= 0:
+            if delivery.attempts >= self._config.max_attempts:
                 # The last attempt was cut short by a stop; it may well have arrived.
-                raise _Retryable("no attempts left after a restart")
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(remaining),
-                wait=self._wait,
-                retry=retry_if_exception_type(_Retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._attempt(client, delivery, record, body)
-        except (_Retryable, _Permanent) as exc:
+                raise _Permanent("no attempts left after a restart")
+            await self._attempt(client, delivery, record, _encode(record["payload"]))
+        except _Retryable as exc:
+            if delivery.attempts >= self._config.max_attempts:
+                self._fail(delivery, record, str(exc))
+            else:
+                delivery.due = time.monotonic() + self._wait(delivery, exc)
+                self._requeue(delivery)
+        except _Permanent as exc:
             self._fail(delivery, record, str(exc))
         except asyncio.CancelledError:
             # Stopping: back in the queue, so a restarted loop in this process sends it too.
-            heapq.heappush(self._queue, (delivery.created_ns, next(self._order), delivery))
+            self._requeue(delivery)
             raise
         except Exception as exc:
             # A bug here must not end the loop or lose the payload.
@@ -314,14 +360,23 @@ class WebhookSender:
         if url is None:
             raise _Permanent("no webhook URL configured")
         headers = self._headers(delivery, body)
+        timeout_ms = self._config.timeout_ms
         try:
-            async with client.stream("POST", url, content=body, headers=headers) as response:
+            # One deadline for the whole attempt: httpx's timeouts are per read, and a receiver
+            # sending a byte at a time would never trip them.
+            async with (
+                asyncio.timeout(timeout_ms / 1000),
+                client.stream("POST", url, content=body, headers=headers) as response,
+            ):
                 status = response.status_code
                 if 200 <= status < 300:
                     return
                 reason = f"HTTP {status}"
                 if snippet := await _read_some(response):
                     reason += f": {snippet}"
+        except TimeoutError as exc:
+            log.debug("webhook %s attempt %d: timed out", delivery.id, delivery.attempts)
+            raise _Retryable(f"no answer within {timeout_ms} ms") from exc
         except httpx.TransportError as exc:
             log.debug("webhook %s attempt %d: %r", delivery.id, delivery.attempts, exc)
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
@@ -348,13 +403,14 @@ class WebhookSender:
             headers["X-Codex-Gateway-Signature"] = sign(self._config.secret, timestamp, body)
         return headers
 
-    def _wait(self, state: RetryCallState) -> float:
-        outcome = state.outcome
-        if outcome is not None:
-            exc = outcome.exception()
-            if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
-                return min(exc.retry_after_s, self._config.retry_max_ms / 1000)
-        return self._backoff(state)
+    def _wait(self, delivery: _Delivery, failure: _Retryable) -> float:
+        """Seconds before the next attempt: the receiver's Retry-After, or full jitter."""
+        cap_s = self._config.retry_max_ms / 1000
+        if failure.retry_after_s is not None:
+            return min(failure.retry_after_s, cap_s)
+        # The exponent is bounded so that a large SESSION_WEBHOOK_MAX_ATTEMPTS cannot overflow.
+        window_s = self._config.retry_base_ms / 1000 * 2 ** min(delivery.attempts - 1, 64)
+        return random.uniform(0, min(window_s, cap_s))  # noqa: S311 (jitter, not a secret)
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -455,10 +511,11 @@ async def _read_some(response: httpx.Response) -> str:
     return chunk[:_REASON_BYTES].decode(errors="replace").strip()
 
 
-async def _first(*events: asyncio.Event) -> None:
+async def _first(*events: asyncio.Event, timeout_s: float | None = None) -> None:
+    """Until one of `events` is set, or `timeout_s` has passed."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

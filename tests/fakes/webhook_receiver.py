@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,13 +16,22 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    # When set, the answer never ends: its status line and then header after header, one byte
+    # every `drip_s` seconds, until the client hangs up or the receiver stops (a receiver that
+    # holds a client with a per-read timeout forever).
+    drip_s: float = 0.0
+
+
+# What a dripping reply sends: a status line, then this header line again and again.
+_DRIP_STATUS = b"HTTP/1.1 200 OK\r\n"
+_DRIP_HEADER = b"X-Drip: 1\r\n"
 
 
 @dataclass(frozen=True)
 class Received:
     headers: dict[str, str]  # lower-cased names
     body: bytes
-    status: int
+    status: int  # 0 for a dripping answer, which never completes
     at: float  # time.monotonic()
 
     @property
@@ -32,13 +42,24 @@ class Received:
 class Receiver:
     """A webhook receiver: answers each request from a script, then 200; records every request.
 
-    It can be started late on a chosen port, to play a receiver that was down.
+    It can be started late on a chosen port, to play a receiver that was down. `choose`, when
+    given, picks the reply of a request from its body first (None: the script's turn), so a
+    test can make some deliveries drip whatever order they arrive in.
     """
 
-    def __init__(self, script: Sequence[Reply] = (), port: int = 0) -> None:
+    def __init__(
+        self,
+        script: Sequence[Reply] = (),
+        port: int = 0,
+        choose: Callable[[bytes], Reply | None] | None = None,
+    ) -> None:
         self.requests: list[Received] = []
         self.max_concurrent = 0
+        # Dripping answers in progress, and the ones whose client hung up (monotonic times).
+        self.dripping = 0
+        self.hang_ups: list[float] = []
         self._script = list(script)
+        self._choose = choose
         self._port = port
         self._lock = threading.Lock()
         self._active = 0
@@ -58,6 +79,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 reply = receiver._take(dict(self.headers.items()), body)
                 try:
+                    if reply.drip_s:
+                        receiver._drip(self.wfile, reply.drip_s)
+                        return
                     if reply.delay_s:
                         receiver._closing.wait(reply.delay_s)
                     self.send_response(reply.status)
@@ -95,14 +119,34 @@ class Receiver:
         if self._thread is not None:
             self._thread.join(5)
 
-    def _take(self, headers: dict[str, str], body: bytes) -> Reply:
+    def _drip(self, out: Any, interval_s: float) -> None:
         with self._lock:
-            reply = self._script.pop(0) if self._script else Reply()
+            self.dripping += 1
+        try:
+            for byte in itertools.chain(_DRIP_STATUS, itertools.cycle(_DRIP_HEADER)):
+                if self._closing.wait(interval_s):
+                    return
+                out.write(bytes([byte]))
+                out.flush()
+        except OSError:  # the client hung up
+            with self._lock:
+                self.hang_ups.append(time.monotonic())
+        finally:
+            with self._lock:
+                self.dripping -= 1
+
+    def _take(self, headers: dict[str, str], body: bytes) -> Reply:
+        chosen = self._choose(body) if self._choose is not None else None
+        with self._lock:
+            reply = chosen or (self._script.pop(0) if self._script else Reply())
             self._active += 1
             self.max_concurrent = max(self.max_concurrent, self._active)
             self.requests.append(
                 Received(
-                    {k.lower(): v for k, v in headers.items()}, body, reply.status, time.monotonic()
+                    {k.lower(): v for k, v in headers.items()},
+                    body,
+                    0 if reply.drip_s else reply.status,
+                    time.monotonic(),
                 )
             )
             return reply
