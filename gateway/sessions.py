@@ -1,6 +1,7 @@
 """The session store: the reference's on-disk layout, atomic meta writes, an in-memory index.
 
     <root>/session-<id>/meta.json     rewritten atomically (temp file + rename)
+                        runs.jsonl    older run records, one per line, appended
                         stdout.log    codex stdout with RUN START/END markers
                         stderr.log    codex stderr
                         events.jsonl  one parsed event per line, each with its run_id
@@ -8,6 +9,11 @@
 New sessions go to the primary root (secure ones to the secure root). Every configured root is
 read at startup; a session whose meta cannot be read is kept in the index as unreadable and never
 touched on disk.
+
+meta.json keeps the reference's `runs` array, but only the newest RUNS_IN_META records: older
+ones move to runs.jsonl when meta.json is saved (`runs_archived` counts them), so a run's
+writes cost the same on a session's first run and on its thousandth. A session written with
+every record in meta.json (the reference's, or an older gateway's) moves them on its next save.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ LOCK_FILE = ".codex-gateway.lock"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 EVENTS = "events.jsonl"
+RUNS = "runs.jsonl"
+RUNS_IN_META = 20
+"""Run records meta.json keeps, the newest; the older ones are in runs.jsonl."""
 PREVIEW_CHARS = 400
 
 
@@ -96,6 +105,37 @@ class Session:
     def touched(self) -> None:
         self.modified_at = self._modified()
 
+    @property
+    def run_count(self) -> int:
+        """Runs of the session: those in runs.jsonl and those still in meta.json."""
+        runs = self.meta.get("runs")
+        archived = self.meta.get("runs_archived")
+        count = len(runs) if isinstance(runs, list) else 0
+        if isinstance(archived, int) and not isinstance(archived, bool) and archived > 0:
+            count += archived
+        return count
+
+    def run_history(self) -> list[dict[str, Any]]:
+        """Every run record, oldest first: runs.jsonl's, then meta.json's. A record in both
+        (a crash between the append and the meta write) is meta.json's."""
+        in_meta = [r for r in self.meta.get("runs", []) if isinstance(r, dict)]
+        if self.error is not None or not self.meta.get("runs_archived"):
+            return in_meta
+        newer = {r.get("run_id") for r in in_meta}
+        # By run id: a record moved again after such a crash is in runs.jsonl twice.
+        archived: dict[object, dict[str, Any]] = {}
+        try:
+            lines = (self.files_dir / RUNS).read_bytes().splitlines()
+        except OSError as exc:
+            log.warning("session %s: cannot read %s: %s", self.id, RUNS, exc.strerror)
+            lines = []
+        for number, line in enumerate(lines):
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("run_id") not in newer:
+                    archived[record.get("run_id") or number] = record
+        return [*archived.values(), *in_meta]
+
 
 class SessionStore:
     def __init__(self, roots: Sequence[Path], secure_root: Path) -> None:
@@ -104,6 +144,8 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
         self._by_thread: dict[str, str] = {}
         self._locks: list[int] = []
+        self.meta_writes = 0
+        """meta.json files written by this store (its tests count a run's writes with it)."""
 
     @property
     def roots(self) -> list[Path]:
@@ -277,6 +319,8 @@ class SessionStore:
         If that fails the session is forgotten.
         """
         session.meta["updated_at"] = now_iso()
+        self._archive_runs(session)
+        self.meta_writes += 1
         # Compact: the C encoder serves only compact output, ~10x faster than indent=2.
         text = json.dumps(session.meta, separators=(",", ":")) + "\n"
         if session.staging is not None:
@@ -293,6 +337,32 @@ class SessionStore:
         session.touched()
         if session.codex_session_id:
             self._by_thread[session.codex_session_id] = session.id
+
+    def _archive_runs(self, session: Session) -> None:
+        """Move the oldest run records past RUNS_IN_META from meta.json to runs.jsonl (appended
+        before meta.json is written: a crash between the two leaves a record in both, never in
+        neither). A running record stays: reconciliation after a crash looks for it in meta."""
+        runs = session.meta.get("runs")
+        if not isinstance(runs, list) or len(runs) <= RUNS_IN_META:
+            return
+        moving = []
+        for record in runs[: len(runs) - RUNS_IN_META]:
+            if isinstance(record, dict) and record.get("status") == "running":
+                break
+            moving.append(record)
+        if not moving:
+            return
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in moving).encode()
+        try:
+            _append(session.files_dir / RUNS, data)
+        except OSError as exc:
+            # Kept in meta.json, which grows until the disk lets them move.
+            log.warning("session %s: cannot append to %s: %s", session.id, RUNS, exc.strerror)
+            return
+        del runs[: len(moving)]
+        archived = session.meta.get("runs_archived")
+        before = archived if isinstance(archived, int) and not isinstance(archived, bool) else 0
+        session.meta["runs_archived"] = max(before, 0) + len(moving)
 
     def _create_directory(self, session: Session, staging: Path, meta_text: str) -> None:
         try:
@@ -311,6 +381,20 @@ class SessionStore:
             raise SessionBusy(session.id)
         async with session.lock:
             yield session
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append whole lines; a line torn by a crash is ended first, so it costs only itself."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def stop_orphaned_agent(pid: int) -> None:

@@ -38,7 +38,6 @@ def _modified(session: Session) -> str:
 
 def summary(session: Session) -> sessions_pb2.SessionSummary:
     meta = session.meta
-    runs = meta.get("runs")
     message = sessions_pb2.SessionSummary(
         session_id=session.id,
         dir=str(session.dir),
@@ -50,7 +49,7 @@ def summary(session: Session) -> sessions_pb2.SessionSummary:
         last_activity_at=_text(meta.get("last_activity_at")),
         objective=_text(meta.get("objective")),
         secure=session.secure,
-        runs=len(runs) if isinstance(runs, list) else 0,
+        runs=session.run_count,
         execution_timeout_ms=_int(meta.get("execution_timeout_ms")),
     )
     if session.codex_session_id:
@@ -110,7 +109,7 @@ def _scalar(kind: int, value: object) -> str | bool | int | float | None:
 def detail(session: Session) -> sessions_pb2.SessionDetail:
     meta = session.meta
     brief = summary(session)
-    runs = [r for r in meta.get("runs", []) if isinstance(r, dict)]
+    runs = session.run_history()
     message = sessions_pb2.SessionDetail(
         session_id=session.id,
         status=brief.status,
