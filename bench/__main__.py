@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "throughput": completion.load,  # also the gateway's idle and peak RSS
     "codex-memory": memory.codex_memory,
     "sessions": sessions.session_store,  # startup, listing and detail throughput at 10k
+    "history": sessions.session_history,  # prompt latency with 1,500 runs behind it
     "search": search.search_big_log,
     "tail": tail.tail_latency,
     "health-codex": responsiveness.health_under_codex,

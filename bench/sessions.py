@@ -1,16 +1,21 @@
 """The session store at scale: the gateway started on 10,000 sessions in the reference layout
 (startup to a healthy `GET /health`, against an empty session directory), then
 `GET /sessions?limit=50` latency (against `GET /health`) and `GET /sessions/:id` throughput
-(against `GET /health` throughput) through REST, with the lightweight client of bench/rawhttp.py."""
+(against `GET /health` throughput) through REST, with the lightweight client of bench/rawhttp.py.
+
+`session_history`: prompt latency on a session with 1,500 runs behind it against a fresh
+session's, in the same gateway."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.fixtures import ensure_session_store
@@ -19,6 +24,8 @@ from bench.results import Result, latency_summary
 from bench.server import GatewayProcess, cpu_seconds, rss_kib, running_gateway
 from bench.sizes import Context
 
+HISTORY_RUNS = 1500
+HISTORY_PROMPT_TARGET_MS = 10.0
 STARTUP_TARGET_S = 3.0
 LIST_P50_TARGET_MS = 10.0
 GET_RATE_TARGET = 1500.0
@@ -194,3 +201,102 @@ async def _requests(ctx: Context, gateway: GatewayProcess, ids: list[str]) -> _F
     )
     ctx.log(f"sessions: {asdict(figures)}")
     return figures
+
+
+async def session_history(ctx: Context) -> list[Result]:
+    """Prompts (REST, sequential) on a session whose meta.json holds 1,500 run records, as the
+    reference and the gateway before runs.jsonl wrote it, and on a fresh session, in rounds."""
+    sizes = ctx.sizes
+    workdir = ctx.workdir / "history"
+    sessions_dir = workdir / "sessions"
+    meta_path = _history_session(sessions_dir / "session-history", HISTORY_RUNS)
+    meta_bytes_before = meta_path.stat().st_size
+    samples: dict[str, list[int]] = {"history": [], "fresh": []}
+    async with running_gateway(
+        workdir, codex_bin=ctx.tiny_agent, max_concurrent=2, sessions=sessions_dir
+    ) as gateway:
+        host, port = gateway.rest_address
+        async with RawClient(host, port) as client:
+            status, body = await client.post_json("/completion", b'{"prompt": "hi"}')
+            if status != 200:
+                raise RuntimeError(f"POST /completion: {status} {body[:200]!r}")
+            fresh = json.loads(body)["session_id"]
+            targets = {"history": "/sessions/history/prompt", "fresh": f"/sessions/{fresh}/prompt"}
+
+            async def prompts(name: str, count: int, into: list[int]) -> None:
+                for _ in range(count):
+                    start = time.perf_counter_ns()
+                    status, body = await client.post_json(targets[name], b'{"prompt": "hi"}')
+                    into.append(time.perf_counter_ns() - start)
+                    if status != 200:
+                        raise RuntimeError(f"POST {targets[name]}: {status} {body[:200]!r}")
+
+            first: list[int] = []
+            await prompts("history", 1, first)  # the one that moves the old records
+            for name in targets:
+                await prompts(name, sizes.warmup, [])
+            count = max(sizes.iterations // 3, ROUNDS)
+            for round_ in range(ROUNDS):
+                share = count // ROUNDS + (round_ < count % ROUNDS)
+                for name in targets:
+                    await prompts(name, share, samples[name])
+    stats = {name: latency_summary(values) for name, values in samples.items()}
+    ctx.log(f"history: {stats}")
+    return [
+        Result(
+            f"prompt p50, session with {HISTORY_RUNS:,} runs",
+            "ms",
+            stats["history"]["p50_ms"],
+            HISTORY_PROMPT_TARGET_MS,
+            baseline=stats["fresh"]["p50_ms"],
+            baseline_label="fresh session p50",
+            details={
+                "history": stats["history"],
+                "fresh": stats["fresh"],
+                "first_prompt_ms": round(first[0] / 1e6, 2),
+                "meta_json_bytes_before": meta_bytes_before,
+                "meta_json_bytes_after": meta_path.stat().st_size,
+                "note": "the history session starts with every record in meta.json; its first "
+                "prompt (first_prompt_ms, not in the figure) moves them to runs.jsonl",
+            },
+        )
+    ]
+
+
+def _history_session(directory: Path, runs: int) -> Path:
+    """A session in the reference's layout whose meta.json holds `runs` finished run records."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    stamp = "2025-01-01T00:00:00.000Z"
+    records = [
+        {
+            "run_id": f"run-{n:05d}",
+            "status": "completed",
+            "started_at": stamp,
+            "prompt_preview": f"prompt {n}: " + "p" * 380,
+            "timeout_ms": 120000,
+            "resume_session_id": None,
+            "completed_at": stamp,
+            "duration_ms": 1000,
+            "content_preview": "c" * 300,
+            "usage": {"input_tokens": 1000, "output_tokens": 100},
+        }
+        for n in range(runs)
+    ]
+    meta = {
+        "session_id": "history",
+        "codex_session_id": None,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "last_activity_at": stamp,
+        "status": "idle",
+        "model": None,
+        "runs": records,
+        "secure": False,
+    }
+    path = directory / "meta.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    for name in ("stdout.log", "stderr.log", "events.jsonl"):
+        (directory / name).touch()
+    return path
