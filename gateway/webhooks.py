@@ -376,7 +376,7 @@ class WebhookSender:
                     reason += f": {snippet}"
         except TimeoutError as exc:
             log.debug("webhook %s attempt %d: timed out", delivery.id, delivery.attempts)
-            raise _Retryable(f"no answer within {timeout_ms} ms") from exc
+            raise _Retryable(f"no complete answer within {timeout_ms} ms") from exc
         except httpx.TransportError as exc:
             log.debug("webhook %s attempt %d: %r", delivery.id, delivery.attempts, exc)
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc

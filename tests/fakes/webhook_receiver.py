@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +20,9 @@ class Reply:
     # every `drip_s` seconds, until the client hangs up or the receiver stops (a receiver that
     # holds a client with a per-read timeout forever).
     drip_s: float = 0.0
+    # With drip_s: the status line and headers at once (`status`, no Content-Length), then the
+    # body one byte every `drip_s` seconds, forever.
+    drip_body: bool = False
 
 
 # What a dripping reply sends: a status line, then this header line again and again.
@@ -80,7 +83,7 @@ class Receiver:
                 reply = receiver._take(dict(self.headers.items()), body)
                 try:
                     if reply.drip_s:
-                        receiver._drip(self.wfile, reply.drip_s)
+                        receiver._drip(self.wfile, reply)
                         return
                     if reply.delay_s:
                         receiver._closing.wait(reply.delay_s)
@@ -119,12 +122,18 @@ class Receiver:
         if self._thread is not None:
             self._thread.join(5)
 
-    def _drip(self, out: Any, interval_s: float) -> None:
+    def _drip(self, out: Any, reply: Reply) -> None:
         with self._lock:
             self.dripping += 1
         try:
-            for byte in itertools.chain(_DRIP_STATUS, itertools.cycle(_DRIP_HEADER)):
-                if self._closing.wait(interval_s):
+            if reply.drip_body:
+                out.write(b"HTTP/1.1 %d Dripping\r\nConnection: close\r\n\r\n" % reply.status)
+                out.flush()
+                dripped: Iterable[int] = itertools.cycle(b"x")
+            else:
+                dripped = itertools.chain(_DRIP_STATUS, itertools.cycle(_DRIP_HEADER))
+            for byte in dripped:
+                if self._closing.wait(reply.drip_s):
                     return
                 out.write(bytes([byte]))
                 out.flush()

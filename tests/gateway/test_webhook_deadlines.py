@@ -76,6 +76,24 @@ def test_dripping_receiver_sends_byte_after_byte_until_the_client_hangs_up(
     assert receiver.accepted() == []  # an answer that never completes accepted nothing
 
 
+def test_dripping_receiver_can_drip_the_body_after_whole_headers(
+    receiver_choosing: Callable[..., Receiver],
+) -> None:
+    receiver = receiver_choosing(lambda body: Reply(500, drip_s=0.05, drip_body=True))
+    with (
+        httpx.Client(trust_env=False, timeout=5) as client,
+        client.stream("POST", receiver.url, content=b"x") as response,
+    ):
+        assert response.status_code == 500
+        read = b""
+        for chunk in response.iter_bytes():
+            read += chunk
+            if len(read) >= 3:
+                break
+    assert read.startswith(b"xxx")
+    eventually_sync(lambda: len(receiver.hang_ups) == 1 and receiver.dripping == 0)
+
+
 def test_receiver_chooses_by_body_then_follows_its_script(
     receiver_choosing: Callable[..., Receiver],
 ) -> None:
@@ -114,8 +132,24 @@ async def test_an_attempt_against_a_dripping_receiver_ends_at_its_deadline(
     (failed,) = failed_files(outbox)
     record = json.loads(failed.read_bytes())
     assert record["attempts"] == 1
-    assert record["last_error"] == "no answer within 1000 ms"
+    assert record["last_error"] == "no complete answer within 1000 ms"
     # The gateway hung up on the receiver: it was not left holding a connection either.
+    await eventually(lambda: len(receiver.hang_ups) == 1, timeout_s=10)
+
+
+async def test_a_refusal_dripping_its_body_ends_at_the_deadline(
+    tmp_path: Path, receiver_choosing: Callable[..., Receiver]
+) -> None:
+    # A 503's body is read for the log, at most a few hundred bytes and within the deadline:
+    # the headers came at once, and then a byte every 0.2 s, forever.
+    receiver = receiver_choosing(lambda body: Reply(503, drip_s=0.2, drip_body=True))
+    outbox = tmp_path / "outbox"
+    sender = WebhookSender(webhook_config(receiver.url, timeout_ms=1000, max_attempts=1), outbox)
+    async with running(sender):
+        sender.enqueue(run_payload(2))
+        await eventually(lambda: sender.status()["failed"] == 1, timeout_s=20)
+    (failed,) = failed_files(outbox)
+    assert json.loads(failed.read_bytes())["last_error"] == "no complete answer within 1000 ms"
     await eventually(lambda: len(receiver.hang_ups) == 1, timeout_s=10)
 
 
