@@ -32,7 +32,14 @@ from codex_gateway.v1 import (
 )
 from gateway import search
 from gateway.config import Config
-from gateway.errors import ConcurrencyLimitReached, GatewayError, InvalidRequest
+from gateway.errors import (
+    MAX_DETAIL_CHARS,
+    ConcurrencyLimitReached,
+    GatewayError,
+    InvalidRequest,
+    capped,
+    quote,
+)
 from gateway.feed import FeedItem, LiveFeed
 from gateway.logs import file_size, tail
 from gateway.prompt import Message
@@ -53,10 +60,14 @@ _Resp = TypeVar("_Resp")
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.details()
-    )
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    # Capped here whatever raised it: message and details travel in response metadata.
+    message = capped(error.message)
+    details = {
+        capped(key, MAX_DETAIL_CHARS): capped(value, MAX_DETAIL_CHARS)
+        for key, value in list(error.details().items())[:16]
+    }
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=details)
+    status = status_pb2.Status(code=error.code.value[0], message=message)
     status.details.add().Pack(info)
     if isinstance(error, ConcurrencyLimitReached):
         retry = error_details_pb2.RetryInfo(
@@ -65,7 +76,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         status.details.add().Pack(retry)
     await context.abort(
         error.code,
-        error.message,
+        message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
@@ -448,7 +459,9 @@ def _since(raw: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidRequest(f"since is not an ISO timestamp: {raw!r}", field="since") from None
+        raise InvalidRequest(
+            f"since is not an ISO timestamp: {quote(raw)}", field="since"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
