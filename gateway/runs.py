@@ -213,7 +213,7 @@ class Runner:
             default=self._config.default_workspace,
             roots=self._config.workspace_roots,
         )
-        env = check_request_env(request.env)
+        env = check_request_env(request.env, self._config.request_env_allow)
         config = self._config
         check_credentials(
             config.codex_bin, config.codex_home, {**config.child_env, **env}, config.extra_args
