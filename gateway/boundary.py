@@ -40,6 +40,8 @@ _PASS_THROUGH = (asyncio.CancelledError, grpc.aio.AbortError)
 class ServicerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
     def __init__(self) -> None:
         self._traced: set[tuple[str, str]] = set()
+        # method -> (the servicer's handler, its guarded twin): built once per method.
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -53,7 +55,17 @@ class ServicerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # st
             return handler
         if handler.request_streaming:  # the gateway has none; left as grpcio serves them
             return handler
-        name = str(details.method).rsplit("/", 1)[-1]
+        method = str(details.method)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = self._guard(method.rsplit("/", 1)[-1], handler)
+        self._wrapped[method] = (handler, guarded)
+        return guarded
+
+    def _guard(
+        self, name: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         codecs = {
             "request_deserializer": _decoder(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
