@@ -179,6 +179,7 @@ async def start_gateway_process(
         "CODEX_GATEWAY_PORT": str(rest_port),
         "CODEX_GATEWAY_LOG_LEVEL": "0",
         "CODEX_DISABLE_DEFAULT_PROMPT": "1",
+        "CODEX_GATEWAY_REQUEST_ENV_ALLOW": ",".join(TEST_REQUEST_ENV_ALLOW),
         **env,
     }
     process = await asyncio.create_subprocess_exec(
