@@ -41,7 +41,7 @@ def agent_argv(agent: Path, workspace: Path) -> list[str]:
     return [
         str(agent),
         *("exec", "--json", "--color", "never", "--skip-git-repo-check"),
-        *("--sandbox", "workspace-write", "--cd", str(workspace), "-"),
+        *("--sandbox", "workspace-write", "--cd", str(workspace), "--", "-"),
     ]
 
 

@@ -103,6 +103,7 @@ async def running_gateway(
         "CODEX_GATEWAY_DEFAULT_WORKSPACE": str(workspace),
         "CODEX_GATEWAY_WORKSPACE_ROOTS": str(workspace),
         "CODEX_GATEWAY_CHILD_ENV": ",".join(child_env_names),
+        "CODEX_GATEWAY_REQUEST_ENV_ALLOW": "FAKE_AGENT_*",  # the fakes' knobs (bench/tail.py)
         "CODEX_DISABLE_DEFAULT_PROMPT": "1",
         "CODEX_GATEWAY_LOG_LEVEL": "0",
         "CODEX_GATEWAY_STOP_GRACE_MS": "1000",

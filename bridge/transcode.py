@@ -191,9 +191,11 @@ def _merge_body(request: Message, body_field: str, value: Any) -> None:
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        raise InvalidRequest(f"Invalid request body: {exc}") from exc
-    except (TypeError, ValueError, AttributeError) as exc:  # json_format's less polished paths
-        raise InvalidRequest(f"Invalid request body: {exc}") from exc
+        raise InvalidRequest(f"Invalid request body: {_echo(str(exc), 200)}") from exc
+    # json_format's less polished paths; OverflowError: an integer too big for a double in a
+    # Struct (a 400-digit number in `metadata`).
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise InvalidRequest(f"Invalid request body: {_echo(str(exc), 200)}") from exc
 
 
 def _check_shape(value: dict[str, Any], message: Descriptor, path: str) -> None:
@@ -266,5 +268,5 @@ def _bad_value(what: str, expected: str, text: str) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for {what}: expected {expected}, got {_echo(text)!r}")
 
 
-def _echo(text: str) -> str:
-    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
+def _echo(text: str, limit: int = _MAX_ECHO) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -60,6 +60,10 @@ RETRY_JITTER_S: Final = 0.1
 
 # gRPC metadata values are printable ASCII.
 _METADATA_VALUE: Final = re.compile(rb"[\x20-\x7e]*")
+# Far below grpcio's 16 KiB hard limit on the metadata the gateway receives, which it would
+# answer with RESOURCE_EXHAUSTED (429 here): no token or request id is this long.
+MAX_METADATA_VALUE_BYTES: Final = 4096
+MAX_METADATA_BYTES: Final = 8192
 
 Metadata = tuple[tuple[str, str], ...]
 # The end-of-stream marker of `call.read()`.
@@ -80,10 +84,14 @@ def forwarded_metadata(
         if name == SECURE_TOKEN_QUERY_PARAM:
             raw = value.encode("utf-8")
             pairs.append((SECURE_TOKEN_QUERY_METADATA, _metadata_value(raw, "secure_token")))
+    if sum(len(name) + len(value) for name, value in pairs) > MAX_METADATA_BYTES:
+        raise InvalidRequest("Credentials and request id are too long together")
     return tuple(pairs)
 
 
 def _metadata_value(raw: bytes, what: str) -> str:
+    if len(raw) > MAX_METADATA_VALUE_BYTES:
+        raise InvalidRequest(f"Invalid {what}: longer than {MAX_METADATA_VALUE_BYTES} bytes")
     if not _METADATA_VALUE.fullmatch(raw):
         raise InvalidRequest(f"Invalid {what}: only printable ASCII is allowed")
     return raw.decode("ascii")

@@ -64,6 +64,21 @@ _CHILD_ENV_NAMES = frozenset(
 )
 
 
+# Ordinary task variables: what a caller passes to parameterise the work, in families no
+# toolchain reads (README, "The agent's environment"). The variable replaces this list.
+DEFAULT_REQUEST_ENV_ALLOW = (
+    "TASK_*",
+    "JOB_*",
+    "APP_*",
+    "PROJECT_*",
+    "INPUT_*",
+    "PARAM_*",
+    "BUILD_*",
+    "CI",
+    "CI_*",
+)
+
+
 class StartupError(Exception):
     """The gateway cannot start; the message says why (the command exits 2 with it)."""
 
@@ -143,6 +158,9 @@ class Config:
     system_prompt_disabled: bool = False
     # The allow-listed part of the gateway's environment that the agent inherits.
     child_env: Mapping[str, str] = field(default_factory=dict)
+    # Glob patterns (case-sensitive) a request `env` name must match; the floor in
+    # gateway/childenv.py is refused whatever they say.
+    request_env_allow: tuple[str, ...] = DEFAULT_REQUEST_ENV_ALLOW
     stop_grace_ms: int = 3000
     shutdown_grace_ms: int = 10_000
     max_line_bytes: int = 1_048_576
@@ -234,6 +252,7 @@ class Config:
                 **_child_env(environ, env.names("CODEX_GATEWAY_CHILD_ENV")),
                 "CODEX_HOME": str(codex_home),
             },
+            request_env_allow=_env_patterns(env.names("CODEX_GATEWAY_REQUEST_ENV_ALLOW")),
             stop_grace_ms=env.integer("CODEX_GATEWAY_STOP_GRACE_MS", 3000, minimum=0),
             shutdown_grace_ms=env.integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS", 10_000, minimum=0),
             max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES", 1_048_576, minimum=1024),
@@ -357,6 +376,17 @@ def _child_env(environ: Mapping[str, str], extra_names: list[str]) -> dict[str, 
 
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_PATTERN = re.compile(r"[A-Za-z0-9_*?]+")
+
+
+def _env_patterns(raw: list[str]) -> tuple[str, ...]:
+    for pattern in raw:
+        if not _ENV_PATTERN.fullmatch(pattern):
+            raise ConfigError(
+                "CODEX_GATEWAY_REQUEST_ENV_ALLOW: patterns are names with * and ?, "
+                f"got {pattern[:64]!r}"
+            )
+    return tuple(raw) or DEFAULT_REQUEST_ENV_ALLOW
 
 
 def _watcher(env: _Env, here: Path) -> WatcherConfig:

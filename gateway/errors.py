@@ -20,6 +20,11 @@
         └── RunInterrupted       (a run the drain stopped)
 
 Domain code raises these; only the servicer boundary turns them into a gRPC status.
+
+An error that quotes what a client sent quotes it through `quote` (a short prefix), and the
+boundary caps every message and detail again (`MAX_MESSAGE_CHARS`, `MAX_DETAIL_CHARS`): gRPC
+carries them in response metadata, whose size a client limits (16 KiB hard in grpcio), so an
+echoed 20 KB input would turn any answer into RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -27,6 +32,24 @@ from __future__ import annotations
 from typing import ClassVar
 
 import grpc
+
+QUOTE_CHARS = 64
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 256
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A client's input as an error may show it: repr of at most `limit` characters, with the
+    length of what was cut."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Any text bound for response metadata, cut to `limit` characters with a marker."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class GatewayError(Exception):
@@ -73,14 +96,14 @@ class SessionNotFound(NotFound):
     reason = "SESSION_NOT_FOUND"
 
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"Session '{session_id}' not found")
+        super().__init__(f"Session {quote(session_id)} not found")
 
 
 class TriggerNotFound(NotFound):
     reason = "TRIGGER_NOT_FOUND"
 
     def __init__(self, trigger_id: str) -> None:
-        super().__init__(f"Trigger '{trigger_id}' not found")
+        super().__init__(f"Trigger {quote(trigger_id)} not found")
 
 
 class Conflict(GatewayError):
@@ -92,7 +115,7 @@ class SessionBusy(Conflict):
     reason = "SESSION_BUSY"
 
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"Session '{session_id}' is already running a run")
+        super().__init__(f"Session {quote(session_id)} is already running a run")
 
 
 class ConcurrencyLimitReached(GatewayError):

@@ -3,16 +3,29 @@
 codex exec --json prints one JSON object per line (codex-cli.md section 5). Framing is
 incremental and bounded: a line longer than the limit is dropped (its size is reported as a text
 line) instead of being buffered. Lines that are not JSON objects are kept as text.
+
+A thread id is a UUID (`is_thread_id`) wherever it enters: from `thread.started` here, from a
+session's meta.json, from a request. It ends up in codex's argv after `resume`, so anything else
+(`--dangerously-bypass-approvals-and-sandbox`, say) is never taken for one.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 JsonObject = dict[str, Any]
+_THREAD_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
+
+
+def is_thread_id(value: object) -> bool:
+    """A codex thread id: a UUID in its canonical 36-character text form."""
+    return isinstance(value, str) and _THREAD_ID.fullmatch(value) is not None
 
 
 class LineFramer:
@@ -151,7 +164,7 @@ class RunOutcome:
             self.events.append(event)
         else:
             self.events_dropped += 1
-        if kind == "thread.started" and isinstance(event.get("thread_id"), str):
+        if kind == "thread.started" and is_thread_id(event.get("thread_id")):
             self.thread_id = self.thread_id or event["thread_id"]
         elif kind == "turn.completed":
             self.turn_completed = True

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import hmac
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -39,8 +38,16 @@ from gateway.errors import (
     SessionBusy,
     ShuttingDown,
     StorageFailed,
+    quote,
 )
-from gateway.events import JsonObject, OversizedLine, RunOutcome, Usage, parse_line
+from gateway.events import (
+    JsonObject,
+    OversizedLine,
+    RunOutcome,
+    Usage,
+    is_thread_id,
+    parse_line,
+)
 from gateway.feed import LiveFeed
 from gateway.logs import RunLog
 from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
@@ -49,7 +56,6 @@ from gateway.workspace import resolve_workspace
 
 log = logging.getLogger(__name__)
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MIN_TIMEOUT_MS = 1000
 THREAD_SAVE_DELAY_S = 0.25
 LINES_PER_TURN = 32
@@ -193,10 +199,10 @@ class Runner:
             raise InvalidRequest(f"at most {MAX_MESSAGES} messages", field="messages")
         model = request.model.strip() if request.model and request.model.strip() else None
         if model is not None and not MODEL_NAME.fullmatch(model):
-            raise InvalidRequest(f"model is not a valid model name: {model!r}", field="model")
+            raise InvalidRequest(f"model is not a valid model name: {quote(model)}", field="model")
         timeout_ms = self._config.timeout_ms if request.timeout_ms is None else request.timeout_ms
         timeout_ms = min(max(timeout_ms, MIN_TIMEOUT_MS), self._config.max_timeout_ms)
-        if request.resume_session_id is not None and not _UUID.fullmatch(
+        if request.resume_session_id is not None and not is_thread_id(
             request.resume_session_id.strip()
         ):
             raise InvalidRequest(
@@ -207,7 +213,7 @@ class Runner:
             default=self._config.default_workspace,
             roots=self._config.workspace_roots,
         )
-        env = check_request_env(request.env)
+        env = check_request_env(request.env, self._config.request_env_allow)
         config = self._config
         check_credentials(
             config.codex_bin, config.codex_home, {**config.child_env, **env}, config.extra_args
@@ -239,7 +245,28 @@ class Runner:
                 raise SessionBusy(session.id)
         elif request.secure and not self.secure_token_ok(request.secure_tokens):
             raise SecureAccessDenied("Secure session requires a valid token")
+        if request.resume_session_id is not None:
+            secure = request.secure or (session is not None and session.secure)
+            self._check_resume(request.resume_session_id.strip(), secure, request.secure_tokens)
         return session
+
+    def _check_resume(self, thread: str, secure: bool, tokens: Sequence[str]) -> None:
+        """A secure session's thread is resumed only with the secure token, into a secure
+        session; a secure run does not continue a non-secure session's thread (its content
+        would then be readable there without the token)."""
+        if self._store.thread_is_secure(thread):
+            if not self.secure_token_ok(tokens):
+                raise SecureAccessDenied("Secure session requires a valid token")
+            if not secure:
+                raise InvalidRequest(
+                    "this thread belongs to a secure session: resume it with secure: true",
+                    field="resume_session_id",
+                )
+        elif secure and self._store.thread_owner(thread) is not None:
+            raise InvalidRequest(
+                "a secure session cannot resume the thread of a session that is not secure",
+                field="resume_session_id",
+            )
 
     async def _run(
         self,
@@ -618,8 +645,14 @@ class Runner:
             argv += ["--model", model]
         argv += config.extra_args
         if resume_thread:
-            argv += ["resume", resume_thread]
-        argv.append("-")
+            if not is_thread_id(resume_thread):  # checked where it entered; never an option here
+                raise AgentFailed(
+                    "refusing to resume a thread id that is not a UUID", exit_code=None
+                )
+            # `--`: what follows is positional whatever it looks like (codex's clap parser).
+            argv += ["resume", "--", resume_thread, "-"]
+        else:
+            argv += ["--", "-"]
         return argv
 
     def cancel(self, session: Session) -> str | None:

@@ -40,6 +40,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from gateway.errors import quote
+
 MODES = ("once", "daily", "interval", "cron")
 MIN_INTERVAL = timedelta(seconds=1)
 
@@ -184,13 +186,13 @@ def _zone(raw: dict[str, object]) -> ZoneInfo:
     key, name = found
     field = f"schedule.{key}"
     if not isinstance(name, str) or name in _HOST_ZONES:
-        raise ScheduleError(field, f"not an IANA time zone name: {name!r}")
+        raise ScheduleError(field, f"not an IANA time zone name: {quote(name)}")
     try:
         return ZoneInfo(name)
     # Unknown names raise ZoneInfoNotFoundError (a KeyError); malformed ones ValueError; a
     # directory such as "America" an OSError.
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ScheduleError(field, f"unknown IANA time zone: {name!r}") from None
+        raise ScheduleError(field, f"unknown IANA time zone: {quote(name)}") from None
 
 
 def _at(raw: dict[str, object], tz: ZoneInfo) -> datetime:
@@ -208,7 +210,7 @@ def _at(raw: dict[str, object], tz: ZoneInfo) -> datetime:
         parsed = datetime.fromisoformat(stripped)
         return _wall_to_utc(parsed, tz) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise ScheduleError(field, f"not an ISO 8601 timestamp: {text!r}") from None
+        raise ScheduleError(field, f"not an ISO 8601 timestamp: {quote(text)}") from None
 
 
 def _time_of_day(raw: dict[str, object]) -> tuple[int, int]:
@@ -219,7 +221,7 @@ def _time_of_day(raw: dict[str, object]) -> tuple[int, int]:
     match = _TIME_OF_DAY.fullmatch(text.strip()) if isinstance(text, str) else None
     hour, minute = (int(match[1]), int(match[2])) if match else (-1, -1)
     if not (0 <= hour <= 23 and 0 <= minute <= 59):
-        raise ScheduleError(f"schedule.{key}", f'must be a wall time "HH:MM", not {text!r}')
+        raise ScheduleError(f"schedule.{key}", f'must be a wall time "HH:MM", not {quote(text)}')
     return hour, minute
 
 
@@ -262,7 +264,7 @@ def _cron(raw: dict[str, object]) -> str:
     except (ValueError, TypeError, LookupError):
         valid = False
     if not valid:
-        raise ScheduleError("schedule.cron", f"not a valid cron expression: {text!r}")
+        raise ScheduleError("schedule.cron", f"not a valid cron expression: {quote(text)}")
     return expression
 
 

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.boundary import ServicerGuard
 from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
@@ -174,7 +175,10 @@ async def start_grpc(
     """Start the gRPC server on host:port (0 picks a free port). `before_start` runs once the
     port is bound, before anything is served; if it raises, nothing is left bound."""
     config = gateway.config
-    interceptors = [ApiTokenInterceptor(config.api_token)] if config.api_token else []
+    interceptors: list[grpc.aio.ServerInterceptor] = (  # type: ignore[type-arg]  # stubs only
+        [ApiTokenInterceptor(config.api_token)] if config.api_token else []
+    )
+    interceptors.append(ServicerGuard())  # after the token check: a 401 stays a 401
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[

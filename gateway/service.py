@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, json_format
+from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
 
 from codex_gateway.v1 import (
@@ -32,7 +33,14 @@ from codex_gateway.v1 import (
 )
 from gateway import search
 from gateway.config import Config
-from gateway.errors import ConcurrencyLimitReached, GatewayError, InvalidRequest
+from gateway.errors import (
+    MAX_DETAIL_CHARS,
+    ConcurrencyLimitReached,
+    GatewayError,
+    InvalidRequest,
+    capped,
+    quote,
+)
 from gateway.feed import FeedItem, LiveFeed
 from gateway.logs import file_size, tail
 from gateway.prompt import Message
@@ -53,10 +61,14 @@ _Resp = TypeVar("_Resp")
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.details()
-    )
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    # Capped here whatever raised it: message and details travel in response metadata.
+    message = capped(error.message)
+    details = {
+        capped(key, MAX_DETAIL_CHARS): capped(value, MAX_DETAIL_CHARS)
+        for key, value in list(error.details().items())[:16]
+    }
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=details)
+    status = status_pb2.Status(code=error.code.value[0], message=message)
     status.details.add().Pack(info)
     if isinstance(error, ConcurrencyLimitReached):
         retry = error_details_pb2.RetryInfo(
@@ -65,7 +77,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         status.details.add().Pack(retry)
     await context.abort(
         error.code,
-        error.message,
+        message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
@@ -78,7 +90,8 @@ _Request = TypeVar("_Request")
 def _guarded(
     method: Callable[[_Servicer, _Request, Any], Awaitable[_Resp]],
 ) -> Callable[[_Servicer, _Request, Any], Awaitable[_Resp]]:
-    """The boundary of a unary method: a domain error becomes its rich gRPC status."""
+    """The boundary of a unary method: a domain error becomes its rich gRPC status. (Bugs,
+    and undecodable requests, are reported by gateway/boundary.py, around every method.)"""
 
     @functools.wraps(method)
     async def guarded(self: _Servicer, request: _Request, context: Any) -> _Resp:
@@ -86,11 +99,6 @@ def _guarded(
             return await method(self, request, context)
         except GatewayError as error:
             await abort(context, error)
-        except Exception:
-            # A bug, not the client's doing: logged here, and reported without internals
-            # (exception texts can hold absolute paths).
-            log.exception("%s failed", method.__name__)
-            await abort(context, GatewayError("Internal error"))
 
     return guarded
 
@@ -383,7 +391,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         path = self._trigger_file(request)
         if not request.HasField("triggers"):
             raise InvalidRequest("a trigger or an array of triggers is required", field="triggers")
-        payload = json_format.MessageToDict(request.triggers)
+        payload = struct_value(request.triggers, "triggers")
         created = await self._scheduler.create(path, payload)
         response = triggers_pb2.CreateTriggersResponse(
             trigger_file=str(path), triggers=[trigger(t) for t in created]
@@ -397,7 +405,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: triggers_pb2.UpdateTriggerRequest, context: Any
     ) -> triggers_pb2.UpdateTriggerResponse:
         path = self._trigger_file(request)
-        patch = json_format.MessageToDict(request.patch) if request.HasField("patch") else {}
+        patch = struct_value(request.patch, "patch") if request.HasField("patch") else {}
         if not patch:
             raise InvalidRequest("the fields to update are required", field="patch")
         updated = await self._scheduler.update(path, request.trigger_id, patch)
@@ -448,7 +456,9 @@ def _since(raw: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidRequest(f"since is not an ISO timestamp: {raw!r}", field="since") from None
+        raise InvalidRequest(
+            f"since is not an ISO timestamp: {quote(raw)}", field="since"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -508,7 +518,7 @@ def run_request(message: runs_pb2.RunInput, source: str, tokens: list[str]) -> R
         session_id=optional("session_id"),
         timeout_ms=timeout,
         env=dict(message.env),
-        metadata=json_format.MessageToDict(message.metadata)
+        metadata=struct_value(message.metadata, "metadata")
         if message.HasField("metadata")
         else None,
         resume_session_id=optional("resume_session_id"),
@@ -517,6 +527,17 @@ def run_request(message: runs_pb2.RunInput, source: str, tokens: list[str]) -> R
         nudge_prompt=optional("nudge_prompt"),
         secure_tokens=tokens,
     )
+
+
+def struct_value(message: ProtoMessage, field: str) -> Any:
+    """A Struct or Value from the wire as plain data; NaN and Infinity, which JSON cannot hold
+    (and json_format refuses), are the client's mistake."""
+    try:
+        return json_format.MessageToDict(message)
+    except (ValueError, TypeError, json_format.Error):
+        raise InvalidRequest(
+            f"{field} holds a value JSON cannot carry (NaN or Infinity?)", field=field
+        ) from None
 
 
 def result_message(result: RunResult) -> runs_pb2.RunResult:

@@ -14,6 +14,11 @@ meta.json keeps the reference's `runs` array, but only the newest RUNS_IN_META r
 ones move to runs.jsonl when meta.json is saved (`runs_archived` counts them), so a run's
 writes cost the same on a session's first run and on its thousandth. A session written with
 every record in meta.json (the reference's, or an older gateway's) moves them on its next save.
+
+A codex thread id (always a UUID; anything else in a meta.json is ignored) leads to one session:
+the one that had it first (at startup, the one created first). A later session that resumes the
+same thread never takes over lookups by that id. The store also knows which threads a secure
+session holds, so that only a secure run can resume them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 from gateway.agent import descendants
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
+from gateway.events import is_thread_id
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ RUNS = "runs.jsonl"
 RUNS_IN_META = 20
 """Run records meta.json keeps, the newest; the older ones are in runs.jsonl."""
 PREVIEW_CHARS = 400
+MAX_ID_CHARS = 255  # a directory name's limit: no session id is longer
 
 
 def now_iso() -> str:
@@ -82,7 +89,7 @@ class Session:
     @property
     def codex_session_id(self) -> str | None:
         value = self.meta.get("codex_session_id")
-        return value if isinstance(value, str) and value else None
+        return value if is_thread_id(value) else None
 
     @property
     def busy(self) -> bool:
@@ -143,6 +150,7 @@ class SessionStore:
         self._secure_root = secure_root
         self._sessions: dict[str, Session] = {}
         self._by_thread: dict[str, str] = {}
+        self._secure_threads: set[str] = set()
         self._locks: list[int] = []
         self.meta_writes = 0
         """meta.json files written by this store (its tests count a run's writes with it)."""
@@ -235,12 +243,43 @@ class SessionStore:
         except (OSError, ValueError) as exc:
             log.warning("session %s is unreadable and left alone: %s", directory, exc)
             return Session(session_id, directory, {}, secure, error=f"unreadable: {exc}")
+        thread = meta.get("codex_session_id")
+        if thread is not None and not is_thread_id(thread):
+            log.warning("session %s: its codex_session_id is not a thread id, ignored", directory)
         return Session(session_id, directory, meta, secure or bool(meta.get("secure")))
 
     def _index(self, session: Session) -> None:
         self._sessions[session.id] = session
-        if session.codex_session_id:
-            self._by_thread[session.codex_session_id] = session.id
+        thread = session.codex_session_id
+        if thread is None:
+            return
+        self._claim_thread(session)
+        owner = self._sessions[self._by_thread[thread]]
+        # Two sessions on disk with one thread: it belongs to the one created first.
+        mine, theirs = session.meta.get("created_at"), owner.meta.get("created_at")
+        if isinstance(mine, str) and isinstance(theirs, str) and mine < theirs:
+            self._by_thread[thread] = session.id
+
+    def _claim_thread(self, session: Session) -> None:
+        """The session's thread leads to it, unless another live session had it first."""
+        thread = session.codex_session_id
+        if thread is None:
+            return
+        if session.secure:
+            self._secure_threads.add(thread)
+        owner = self._sessions.get(self._by_thread.get(thread, ""))
+        if owner is None or owner is session or owner.error is not None:
+            self._by_thread[thread] = session.id
+
+    def thread_owner(self, thread_id: str) -> Session | None:
+        """The session a codex thread id leads to, if any."""
+        if not is_thread_id(thread_id):
+            return None
+        return self._sessions.get(self._by_thread.get(thread_id, ""))
+
+    def thread_is_secure(self, thread_id: str) -> bool:
+        """Whether a secure session holds this thread (it may only be resumed securely)."""
+        return thread_id in self._secure_threads
 
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))
@@ -260,9 +299,9 @@ class SessionStore:
         return heapq.nlargest(limit, chosen, key=lambda s: s.modified_at)
 
     def resolve(self, session_id: str) -> Session:
-        """A session by gateway id or codex thread id."""
-        key = session_id.strip()
-        found = self._sessions.get(key) or self._sessions.get(self._by_thread.get(key, ""))
+        """A session by gateway id or codex thread id (an over-long id is simply not found)."""
+        key = session_id.strip() if len(session_id) <= MAX_ID_CHARS else ""
+        found = self._sessions.get(key) or self.thread_owner(key)
         if found is None or found.error is not None:
             raise SessionNotFound(session_id)
         return found
@@ -307,8 +346,7 @@ class SessionStore:
         return session
 
     def remember_thread(self, session: Session) -> None:
-        if session.codex_session_id:
-            self._by_thread[session.codex_session_id] = session.id
+        self._claim_thread(session)
 
     def save(self, session: Session) -> None:
         """Write meta.json atomically: a reader sees the old file or the new one, never half.
@@ -335,8 +373,7 @@ class SessionStore:
                     tmp.unlink()
                 raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
         session.touched()
-        if session.codex_session_id:
-            self._by_thread[session.codex_session_id] = session.id
+        self._claim_thread(session)
 
     def _archive_runs(self, session: Session) -> None:
         """Move the oldest run records past RUNS_IN_META from meta.json to runs.jsonl (appended

@@ -238,6 +238,7 @@ def settings(config: Config) -> dict[str, Any]:
         "CODEX_SYSTEM_PROMPT_FILE": str(config.system_prompt_file),
         "CODEX_DISABLE_DEFAULT_PROMPT": config.system_prompt_disabled,
         "CODEX_GATEWAY_CHILD_ENV": sorted(config.child_env),
+        "CODEX_GATEWAY_REQUEST_ENV_ALLOW": list(config.request_env_allow),
         "CODEX_GATEWAY_STOP_GRACE_MS": config.stop_grace_ms,
         "CODEX_GATEWAY_SHUTDOWN_GRACE_MS": config.shutdown_grace_ms,
         "CODEX_GATEWAY_MAX_LINE_BYTES": config.max_line_bytes,

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.childenv import check_request_env
 from gateway.config import TriggerConfig
-from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound
+from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound, quote
 from gateway.schedule import Schedule, ScheduleError, describe, next_fire, parse_schedule
 from gateway.sessions import now_iso
 from gateway.workspace import confine
@@ -237,7 +237,7 @@ class TriggerFiles:
             usable = False
         if not usable:
             raise InvalidRequest(
-                f"trigger_file is not a usable file name: {shown}", field="trigger_file"
+                f"trigger_file is not a usable file name: {quote(shown)}", field="trigger_file"
             )
         return path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, quote
 
 
 def confine(path: Path, roots: Sequence[Path], *, shown: str, field: str, where: str = "") -> Path:
@@ -21,9 +21,11 @@ def confine(path: Path, roots: Sequence[Path], *, shown: str, field: str, where:
         if resolved.resolve() != resolved:
             raise RuntimeError(shown)
     except (OSError, RuntimeError):
-        raise InvalidRequest(f"{field} cannot be resolved: {shown}", field=field) from None
+        raise InvalidRequest(f"{field} cannot be resolved: {quote(shown)}", field=field) from None
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        raise InvalidRequest(f"{field} is outside the allowed {where}roots: {shown}", field=field)
+        raise InvalidRequest(
+            f"{field} is outside the allowed {where}roots: {quote(shown)}", field=field
+        )
     return resolved
 
 
@@ -41,5 +43,7 @@ def resolve_workspace(requested: str | None, *, default: Path, roots: Sequence[P
     except (OSError, ValueError):  # a name over NAME_MAX, say: not a directory we can use
         is_directory = False
     if not is_directory:
-        raise InvalidRequest(f"workspace is not an existing directory: {shown}", field="workspace")
+        raise InvalidRequest(
+            f"workspace is not an existing directory: {quote(shown)}", field="workspace"
+        )
     return resolved

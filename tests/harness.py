@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from codex_gateway.v1 import gateway_pb2_grpc
-from gateway.config import Config, TriggerConfig
+from gateway.config import DEFAULT_REQUEST_ENV_ALLOW, Config, TriggerConfig
 from gateway.scheduler import Clock, system_clock
 from gateway.server import Gateway, GrpcServer, drain, start_grpc
 from tests.fakes import CODEX_BIN
@@ -26,6 +26,8 @@ from tests.fakes import CODEX_BIN
 # share of any CPU they want, and runs with short deadlines would time out on a busy machine.
 # Niceness has tests of its own (tests/gateway/test_priority.py, test_faults.py, test_config.py).
 TEST_AGENT_NICE = 0
+# The documented default, plus the knobs of the fake agents (FAKE_AGENT_SECONDS, ...).
+TEST_REQUEST_ENV_ALLOW = (*DEFAULT_REQUEST_ENV_ALLOW, "FAKE_AGENT_*")
 
 
 def agent_path() -> str:
@@ -64,6 +66,7 @@ def base_config(tmp: Path, *, codex_env: dict[str, str] | None = None, **overrid
         shutdown_grace_ms=2000,
         timeout_ms=30_000,
         agent_nice=TEST_AGENT_NICE,
+        request_env_allow=TEST_REQUEST_ENV_ALLOW,
         triggers=TriggerConfig(
             default_file=tmp / "triggers" / "triggers.json",
             roots=(tmp / "triggers",),
@@ -176,6 +179,7 @@ async def start_gateway_process(
         "CODEX_GATEWAY_PORT": str(rest_port),
         "CODEX_GATEWAY_LOG_LEVEL": "0",
         "CODEX_DISABLE_DEFAULT_PROMPT": "1",
+        "CODEX_GATEWAY_REQUEST_ENV_ALLOW": ",".join(TEST_REQUEST_ENV_ALLOW),
         **env,
     }
     process = await asyncio.create_subprocess_exec(

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from tests.fakes import AGENTS_DIR
-from tests.harness import TEST_AGENT_NICE, agent_path, free_port
+from tests.harness import TEST_AGENT_NICE, TEST_REQUEST_ENV_ALLOW, agent_path, free_port
 from tests.processes import alive
 
 STOP_TIMEOUT_S = 20.0
@@ -47,6 +47,7 @@ def gateway_env(
         "CODEX_SYSTEM_PROMPT_FILE": str(root / "PROMPT.md"),
         "CODEX_DISABLE_DEFAULT_PROMPT": "1",
         "CODEX_GATEWAY_STOP_GRACE_MS": "1000",
+        "CODEX_GATEWAY_REQUEST_ENV_ALLOW": ",".join(TEST_REQUEST_ENV_ALLOW),
         **variables,
     }
 

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from gateway.events import LineFramer, OversizedLine, RunOutcome, Usage, parse_line
 
+THREAD = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+
 
 def frame(chunks: list[bytes], limit: int) -> list[bytes | OversizedLine]:
     framer = LineFramer(limit)
@@ -62,7 +64,7 @@ def test_parse_line_survives_deep_nesting() -> None:
 def test_outcome_folds_the_documented_stream() -> None:
     outcome = RunOutcome()
     lines = [
-        {"type": "thread.started", "thread_id": "t-1"},
+        {"type": "thread.started", "thread_id": THREAD},
         {"type": "turn.started"},
         {
             "type": "item.completed",
@@ -88,7 +90,7 @@ def test_outcome_folds_the_documented_stream() -> None:
     ]
     for line in lines:
         outcome.observe(json.loads(json.dumps(line)))
-    assert outcome.thread_id == "t-1" and outcome.output == "last" and outcome.turn_completed
+    assert outcome.thread_id == THREAD and outcome.output == "last" and outcome.turn_completed
     assert outcome.usage == Usage(200, 20, 5, 0)
     assert outcome.tool_calls == [
         {"type": "command_execution", "command": "ls", "exit_code": 0, "status": "completed"}

@@ -173,9 +173,9 @@ async def test_the_agent_environment_holds_no_gateway_secret(
     real = RealConfig.from_env(environ)
     config = config_for(codex_bin=AGENTS_DIR / "env_agent.py", child_env=real.child_env)
     async with running_gateway(config) as gw:
-        result = (await gw.stub.Complete(completion(env={"MY_VAR": "mine"}))).result
+        result = (await gw.stub.Complete(completion(env={"TASK_VAR": "mine"}))).result
     agent_env = json.loads(result.output)
-    assert agent_env["MY_VAR"] == "mine" and agent_env["FAKE_API_KEY"] == "dummy"
+    assert agent_env["TASK_VAR"] == "mine" and agent_env["FAKE_API_KEY"] == "dummy"
     dumped = json.dumps(agent_env)
     for secret in (
         "secure-secret",

@@ -82,7 +82,8 @@ async def test_the_session_remembers_its_model(config_for: Callable[..., Config]
         argv = json.loads(second.output)["argv"]
         assert argv[argv.index("--model") + 1] == "gpt-6-sol"
         assert second.model == "gpt-6-sol"
-        assert argv[argv.index("resume") + 1] == first.codex_session_id
+        resume = argv.index("resume")
+        assert argv[resume:] == ["resume", "--", first.codex_session_id, "-"]
         fresh = (await gw.stub.Complete(runs_pb2.CompleteRequest(run=run_input()))).result
         assert fresh.model == "gpt-5.5"
 

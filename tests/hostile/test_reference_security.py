@@ -137,10 +137,10 @@ async def test_ref12_gateway_secrets_never_reach_the_agent(tmp_path: Path) -> No
             trust_env=False,
         ) as http,
     ):
-        response = await http.post("/completion", json={"prompt": "x", "env": {"MY_VAR": "m"}})
+        response = await http.post("/completion", json={"prompt": "x", "env": {"TASK_VAR": "m"}})
         assert response.status_code == 200, response.text
         agent_env = json.loads(response.json()["output"])
-        assert agent_env["MY_VAR"] == "m"
+        assert agent_env["TASK_VAR"] == "m"
         assert agent_env["FAKE_ALLOWED"] == "allowed-value"
         assert "leak-" not in json.dumps(agent_env), sorted(agent_env)
         listed = (await http.get("/")).text

@@ -16,7 +16,9 @@ import uuid
 def main() -> int:
     sys.stdin.buffer.read()
     args = sys.argv[1:]
-    thread = args[args.index("resume") + 1] if "resume" in args else str(uuid.uuid4())
+    after = args[args.index("resume") + 1 :] if "resume" in args else []
+    after = after[1:] if after[:1] == ["--"] else after
+    thread = after[0] if after else str(uuid.uuid4())
     out = sys.stdout
     out.write(json.dumps({"type": "thread.started", "thread_id": thread}) + "\n")
     pause = int(os.environ.get("FAKE_AGENT_PAUSE_MS", "0")) / 1000

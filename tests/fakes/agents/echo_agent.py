@@ -8,9 +8,12 @@ from pathlib import Path
 
 
 def thread_id(argv: list[str]) -> str:
-    """The id after ``resume``, as ``codex exec ... resume <id> -`` keeps it; else a new one."""
+    """The id after ``resume`` (and its ``--``), as ``codex exec ... resume -- <id> -`` keeps
+    it; else a new one."""
     if "resume" in argv:
         after = argv[argv.index("resume") + 1 :]
+        if after[:1] == ["--"]:
+            after = after[1:]
         if after and after[0] != "-" and not after[0].startswith("--"):
             return after[0]
     return str(uuid.uuid4())

@@ -1,6 +1,6 @@
 /* Fake codex at near-zero cost, for benchmarks: read stdin to EOF, print one turn, exit 0.
  *
- * The turn: thread.started (a pseudo-random UUID-shaped id, or the id after "resume" in argv),
+ * The turn: thread.started (a pseudo-random UUID-shaped id, or the id after "resume [--]"),
  * turn.started, item.completed agent_message "ok", turn.completed with usage 100/10.
  */
 #include <stdint.h>
@@ -25,8 +25,11 @@ int main(int argc, char **argv) {
     char id[40];
     const char *thread_id = NULL;
     for (int i = 1; i + 1 < argc; i++) {
-        if (strcmp(argv[i], "resume") == 0 && argv[i + 1][0] != '-') {
-            thread_id = argv[i + 1];
+        if (strcmp(argv[i], "resume") == 0) {
+            int at = strcmp(argv[i + 1], "--") == 0 ? i + 2 : i + 1; /* resume -- <id> - */
+            if (at < argc && argv[at][0] != '-') {
+                thread_id = argv[at];
+            }
             break;
         }
     }
