@@ -111,10 +111,11 @@ def next_fire(
     firing is overdue and fires now, so the result equals `now` ("due now"), as in the reference.
     All datetimes must be aware. A result past the end of `datetime` is None: it never fires.
     """
-    now = _as_utc(now, "now")
-    last = None if last_fired is None else _as_utc(last_fired, "last_fired")
-    created = None if created_at is None else _as_utc(created_at, "created_at")
     try:
+        now = _as_utc(now, "now")
+        # An aware instant near either end of the range can overflow when taken to UTC.
+        last = None if last_fired is None else _as_utc(last_fired, "last_fired")
+        created = None if created_at is None else _as_utc(created_at, "created_at")
         if schedule.mode == "once" and schedule.at is not None:
             if last is not None:
                 return None
