@@ -97,7 +97,8 @@ class StatusReporter:
         enabled, files = self._scheduler.status()
         status = pb.TriggersStatus(enabled=enabled)
         for path, count, error in files:
-            entry = status.files.add(path=path, triggers=count)
+            skipped, problems = self._scheduler.file_problems(path)
+            entry = status.files.add(path=path, triggers=count, skipped=skipped, problems=problems)
             if error is not None:
                 entry.error = error
         return status
