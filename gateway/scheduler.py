@@ -208,7 +208,7 @@ class Scheduler:
 
     async def _write_ids(self, path: Path) -> None:
         try:
-            async with self._files.edit(path) as document:
+            async with self._files.edit(path, client=False) as document:
                 for i, entry in enumerate(document.entries):
                     if isinstance(entry, dict) and not (entry.get("id") or entry.get("trigger_id")):
                         with contextlib.suppress(InvalidRequest):
@@ -239,14 +239,14 @@ class Scheduler:
         key = (path, trigger.id)
         try:
             attempt = _iso(self._clock())
-            async with self._files.edit(path) as document:
+            async with self._files.edit(path, client=False) as document:
                 try:
                     find(document, trigger.id)["last_attempt_at"] = attempt
                 except GatewayError:
                     return  # deleted meanwhile
             status, error, session_id = await self._run(trigger)
             fired = _iso(self._clock())
-            async with self._files.edit(path) as document:
+            async with self._files.edit(path, client=False) as document:
                 index = document.index(trigger.id)
                 if index is None:
                     return

@@ -47,6 +47,8 @@ MAX_PATH_PARTS = 32
 # Whole numbers arrive as JSON numbers, and as doubles through google.protobuf.Value: a double is
 # exact up to 2**53.
 MAX_WHOLE = 2**53
+# The part of a trigger file's byte cap that API writes may fill.
+API_SHARE = 0.9
 
 
 @dataclass
@@ -377,9 +379,11 @@ class TriggerFiles:
         return list(dict.fromkeys(files))
 
     @contextlib.asynccontextmanager
-    async def edit(self, path: Path) -> AsyncIterator[TriggerDocument]:
+    async def edit(self, path: Path, *, client: bool = True) -> AsyncIterator[TriggerDocument]:
         """Read-modify-write under both locks; the document is written back atomically when the
-        block exits without an exception."""
+        block exits without an exception. A `client` edit may not grow the file past
+        API_SHARE of its byte cap: the rest is room for the scheduler's own bookkeeping
+        (last_fired, last_error, ...), so that it never pushes a file over the cap."""
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock, _file_lock(path):
             try:
@@ -395,7 +399,8 @@ class TriggerFiles:
                     f"a trigger file holds at most {cap} triggers", field="triggers"
                 )
             document.data["updated_at"] = now_iso()
-            await asyncio.to_thread(_write_document, path, document.data)
+            limit = int(self._config.max_file_bytes * API_SHARE) if client else None
+            await asyncio.to_thread(_write_document, path, document.data, limit)
 
 
 @contextlib.asynccontextmanager
@@ -424,8 +429,14 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_document(path: Path, data: dict[str, Any]) -> None:
-    _write_atomically(path, json.dumps(data, indent=2) + "\n")
+def _write_document(path: Path, data: dict[str, Any], limit: int | None) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if limit is not None and len(text) > limit:  # characters: a lower bound of the bytes
+        raise InvalidRequest(
+            f"the trigger file would exceed {limit} bytes (CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES)",
+            field="triggers",
+        )
+    _write_atomically(path, text)
 
 
 def _write_atomically(path: Path, text: str) -> None:
