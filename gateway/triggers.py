@@ -40,6 +40,7 @@ MAX_TRIGGERS_PER_FILE = 10_000
 # A trigger file is a flat list of flat objects; anything nested deeper is not one, and deep
 # nesting makes the JSON decoder recurse (RecursionError) before any check could run.
 MAX_JSON_DEPTH = 32
+MAX_ENTRY_DEPTH = MAX_JSON_DEPTH - 2
 # A `trigger_file` argument is checked before anything resolves or creates it: PATH_MAX-sized
 # inputs and thousands of components (mkdir(parents=True) recursed once per component).
 MAX_PATH_CHARS = 1024
@@ -103,6 +104,21 @@ def parse_timestamp(text: str) -> datetime:
         raise ValueError("outside the range of dates") from None
 
 
+def _depth(value: object) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (iteratively: no recursion)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children: Any = (
+            item.values() if isinstance(item, Mapping) else item if isinstance(item, list) else ()
+        )
+        if isinstance(item, Mapping | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _whole(value: object) -> int | None:
     """An int, or a double with no fractional part, within +-2**53; None otherwise."""
     if isinstance(value, bool):
@@ -124,6 +140,9 @@ def normalise(raw: object, *, where: str = "", now: str | None = None) -> Trigge
 
     if not isinstance(raw, Mapping):
         raise fail("trigger", f"{where or 'trigger'} must be a JSON object")
+    if _depth(raw) > MAX_ENTRY_DEPTH:
+        # The file that holds it (an object, its array, this entry) must stay readable.
+        raise fail("trigger", f"a trigger may nest at most {MAX_ENTRY_DEPTH} levels deep")
     entry: dict[str, Any] = dict(raw)
     identifier = entry.get("id") or entry.get("trigger_id") or str(uuid.uuid4())
     if not isinstance(identifier, str):

@@ -751,7 +751,9 @@ async def test_whole_numbers_arrive_as_doubles_and_are_taken(
     assert {k: str(getattr(created.trigger, k)) for k in expected} == expected
     if "timeout_ms" in extra:
         patched = await client.patch("/triggers/n", json={"timeout_ms": 120000})
-        assert patched.status_code == 200 and str(patched.json()["trigger"]["timeout_ms"]) == "120000"
+        assert (
+            patched.status_code == 200 and str(patched.json()["trigger"]["timeout_ms"]) == "120000"
+        )
         updated = await gw.stub.UpdateTrigger(
             triggers_pb2.UpdateTriggerRequest(trigger_id="n", patch=struct_of({"timeout_ms": 5000}))
         )
@@ -789,3 +791,26 @@ async def test_other_numbers_are_400_naming_the_field(
         await client.post("/triggers", json={"id": "p", "prompt_text": "x", "schedule": DAILY})
         patched = await client.patch("/triggers/p", json=extra)
         assert patched.status_code == 400 and patched.json()["field"] == field
+
+
+async def test_a_trigger_nested_too_deep_for_its_file_is_400_on_both_protocols(
+    api: tuple[RunningGateway, httpx.AsyncClient],
+) -> None:
+    """What the API accepts, the file must be able to hold: a trigger file over MAX_JSON_DEPTH
+    would be refused on its next read, every trigger in it with it."""
+    gw, client = api
+    nested: list[Any] = []
+    inner = nested
+    for _ in range(35):
+        inner.append([])
+        inner = inner[0]
+    body = {"prompt_text": "x", "schedule": DAILY, "extra": nested}
+    response = await client.post("/triggers", json=body)
+    assert response.status_code == 400 and response.json()["field"] == "trigger", response.text
+    assert (
+        await grpc_refusal(
+            gw.stub.CreateTriggers(triggers_pb2.CreateTriggersRequest(triggers=value_of(body)))
+        )
+        == "trigger"
+    )
+    assert not gw.gateway.config.triggers.default_file.exists()
