@@ -108,6 +108,9 @@ class TriggerConfig:
     discovery_dir: Path | None = None
     disabled: bool = False
     debounce_ms: int = 250
+    # a trigger file over either cap is refused (reported in /status, 400 over the API)
+    max_file_bytes: int = 4 * 1024 * 1024
+    max_per_file: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -418,6 +421,10 @@ def _triggers(env: _Env, here: Path, codex_home: Path) -> TriggerConfig:
         discovery_dir=discovery,
         disabled=env.flag("CODEX_GATEWAY_DISABLE_TRIGGERS", False),
         debounce_ms=max(50, env.integer("CODEX_GATEWAY_TRIGGER_DEBOUNCE_MS", 250, minimum=0)),
+        max_file_bytes=env.integer(
+            "CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES", 4 * 1024 * 1024, minimum=1024
+        ),
+        max_per_file=env.integer("CODEX_GATEWAY_TRIGGER_MAX_PER_FILE", 10_000, minimum=1),
     )
 
 

@@ -47,6 +47,14 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
     return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
+def quote_path(path: object, limit: int = QUOTE_CHARS) -> str:
+    """A path as an error may show it: its last `limit` characters (the file name tells most)."""
+    text = str(path)
+    if len(text) <= limit:
+        return repr(text)
+    return f"...{text[-limit:]!r} ({len(text)} characters)"
+
+
 def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """Any text bound for response metadata, cut to `limit` characters with a marker."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

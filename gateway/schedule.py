@@ -113,10 +113,14 @@ def next_fire(
     firing is overdue and fires now, so the result equals `now` ("due now"), as in the reference.
     All datetimes must be aware. A result past the end of `datetime` is None: it never fires.
     """
-    now = _as_utc(now, "now")
-    last = None if last_fired is None else _as_utc(last_fired, "last_fired")
-    created = None if created_at is None else _as_utc(created_at, "created_at")
+    for name, given in (("now", now), ("last_fired", last_fired), ("created_at", created_at)):
+        if given is not None and given.utcoffset() is None:
+            raise ValueError(f"{name} must be a timezone-aware datetime")
     try:
+        # An aware instant near either end of the range can overflow when taken to UTC.
+        now = _as_utc(now, "now")
+        last = None if last_fired is None else _as_utc(last_fired, "last_fired")
+        created = None if created_at is None else _as_utc(created_at, "created_at")
         if schedule.mode == "once" and schedule.at is not None:
             if last is not None:
                 return None
@@ -127,7 +131,9 @@ def next_fire(
             return _next_interval(schedule.interval, last or created or now, now)
         if schedule.mode == "cron" and schedule.cron is not None:
             return _next_cron(schedule.cron, schedule.tz, now)
-    except (OverflowError, CroniterBadDateError):
+    # The end of the range: datetime arithmetic overflows, croniter's dateutil says "year 10000
+    # is out of range" (a ValueError) and croniter gives up on dates it cannot find.
+    except (OverflowError, ValueError, CroniterBadDateError):
         return None
     raise ValueError(f"incomplete {schedule.mode!r} schedule: {schedule!r}")
 

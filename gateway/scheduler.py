@@ -7,6 +7,10 @@ wakes early when a file changes on disk (watchfiles) or through the API. A trigg
 the same runner and concurrency limit as every run, waiting for a slot, never dropped; while it
 runs it is marked in flight, and its attempt is written to the file before the run starts, so a
 reload mid-run cannot fire it twice.
+
+Reading, parsing and scheduling a trigger file happen in a worker thread (`asyncio.to_thread`):
+whatever a file holds, the event loop only swaps in the result. A file or an entry that cannot
+be used is reported in /status and skipped; it never stops the loop.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from gateway.triggers import (
     find,
     normalise,
     parse_entries,
-    read_document,
 )
 from gateway.workspace import resolve_workspace
 
@@ -48,11 +51,31 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+# How many of a file's invalid entries /status spells out (the rest are counted).
+MAX_PROBLEMS_SHOWN = 20
+_PROBLEM_CHARS = 300
+
+Armed = tuple[str, datetime | None]
+
+
 @dataclass
 class _FileState:
     triggers: dict[str, Trigger] = field(default_factory=dict)
     error: str | None = None
     problems: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass
+class _Loaded:
+    """One file as read in the worker thread: its triggers already armed, or why it failed."""
+
+    error: str | None = None
+    triggers: dict[str, Trigger] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    skipped: int = 0
+    armed: dict[str, Armed] = field(default_factory=dict)
+    missing_ids: bool = False
 
 
 class Scheduler:
@@ -83,54 +106,78 @@ class Scheduler:
 
     # -- what is scheduled -------------------------------------------------------------------
 
-    def reload(self, path: Path | None = None) -> None:
+    async def reload(self, path: Path | None = None) -> None:
         """Re-read one scheduled file (or all); a file that cannot be read keeps its last good
-        triggers and reports the error."""
-        paths = [path] if path is not None else self._files.scheduled_files()
+        triggers and reports the error. The reading, parsing and arming run in a thread."""
+        files, loaded = await asyncio.to_thread(self._load, path, self._clock(), self._armed)
+        self._apply(path, files, loaded)
+
+    def _load(
+        self, path: Path | None, now: datetime, previous: dict[tuple[Path, str], Armed]
+    ) -> tuple[list[Path], dict[Path, _Loaded]]:
+        """Worker thread: read and arm the files. `previous` is only read (the loop replaces
+        the dict, never mutates it)."""
+        files = self._files.scheduled_files()
+        scheduled = set(files)
+        loaded: dict[Path, _Loaded] = {}
+        for each in [path] if path is not None else files:
+            if each in scheduled:
+                loaded[each] = _load_file(self._files, each, now, previous)
+        return files, loaded
+
+    def _apply(self, path: Path | None, files: list[Path], loaded: dict[Path, _Loaded]) -> None:
+        """On the loop: swap in what the thread read (a few dict operations per trigger)."""
         if path is None:
-            for stale in set(self._state) - set(paths):
+            for stale in set(self._state) - set(files):
                 del self._state[stale]
-        for each in paths:
-            if each not in self._files.scheduled_files():
-                continue
+        for each, result in loaded.items():
             state = self._state.setdefault(each, _FileState())
-            try:
-                document = read_document(each)
-            except TriggerFileError as exc:
-                state.error = str(exc)
-                log.warning("trigger file kept its last good schedule: %s", exc)
+            if result.error is not None:
+                state.error = result.error
+                log.warning("trigger file kept its last good schedule: %s", result.error)
                 continue
-            if _missing_ids(document):
+            if result.missing_ids:
                 # Give them ids on disk first: an id made up on every read would make the
                 # trigger a new one at each reload (and fire it again).
                 self._track(asyncio.create_task(self._write_ids(each)))
-            triggers, problems = parse_entries(document)
-            state.triggers = {t.id: t for t in triggers if document.index(t.id) is not None}
+            if result.problems and result.problems != state.problems:
+                log.warning(
+                    "trigger file %s: %d invalid entries skipped, first: %s",
+                    each,
+                    result.skipped,
+                    result.problems[0],
+                )
+            state.triggers = result.triggers
             state.error = None
-            state.problems = problems
-        self._rearm()
-        self._wake.set()
-
-    def _rearm(self) -> None:
-        now = self._clock()
-        armed = {}
-        for path, state in self._state.items():
-            for trigger in state.triggers.values():
-                key = (path, trigger.id)
-                fingerprint = _fingerprint(trigger)
-                previous = self._armed.get(key)
-                if previous is not None and previous[0] == fingerprint:
-                    armed[key] = previous
-                else:
-                    armed[key] = (fingerprint, trigger.next_fire(now))
+            state.problems = result.problems
+            state.skipped = result.skipped
+        fresh = {each for each, result in loaded.items() if result.error is None}
+        armed: dict[tuple[Path, str], Armed] = {}
+        for key, value in self._armed.items():
+            kept = self._state.get(key[0])
+            if key[0] not in fresh and kept is not None and key[1] in kept.triggers:
+                armed[key] = value
+        for each in fresh:
+            for trigger_id, value in loaded[each].armed.items():
+                armed[(each, trigger_id)] = value
         self._armed = armed
+        self._wake.set()
 
     def status(self) -> tuple[bool, list[tuple[str, int, str | None]]]:
         files = []
         for path, state in sorted(self._state.items()):
-            error = state.error or ("; ".join(state.problems) if state.problems else None)
+            error = state.error
+            if error is None and state.problems:
+                error = "; ".join(state.problems)
+                if state.skipped > len(state.problems):
+                    error += f"; and {state.skipped - len(state.problems)} more"
             files.append((str(path), len(state.triggers), error))
         return not self._config.disabled, files
+
+    def file_problems(self, path: str) -> tuple[int, list[str]]:
+        """How many entries of a scheduled file were skipped, and the first messages."""
+        state = self._state.get(Path(path))
+        return (0, []) if state is None else (state.skipped, list(state.problems))
 
     def next_fires(self) -> list[tuple[datetime, Path, Trigger]]:
         upcoming = []
@@ -141,25 +188,34 @@ class Scheduler:
                     upcoming.append((armed[1], path, trigger))
         return sorted(upcoming, key=lambda item: item[0])
 
+    def _earliest(self) -> datetime | None:
+        times = [when for _, when in self._armed.values() if when is not None]
+        return min(times) if times else None
+
     def due(self, now: datetime) -> list[tuple[Path, Trigger]]:
-        return [
-            (path, trigger)
-            for when, path, trigger in self.next_fires()
-            if when <= now and (path, trigger.id) not in self._in_flight
-        ]
+        found = []
+        for (path, trigger_id), (_, when) in self._armed.items():
+            if when is None or when > now or (path, trigger_id) in self._in_flight:
+                continue
+            state = self._state.get(path)
+            trigger = state.triggers.get(trigger_id) if state is not None else None
+            if trigger is not None:
+                found.append((when, path, trigger))
+        found.sort(key=lambda item: item[0])
+        return [(path, trigger) for _, path, trigger in found]
 
     # -- firing ------------------------------------------------------------------------------
 
     async def _write_ids(self, path: Path) -> None:
         try:
-            async with self._files.edit(path) as document:
+            async with self._files.edit(path, client=False) as document:
                 for i, entry in enumerate(document.entries):
                     if isinstance(entry, dict) and not (entry.get("id") or entry.get("trigger_id")):
                         with contextlib.suppress(InvalidRequest):
                             document.entries[i] = normalise(entry).entry
         except GatewayError:
             log.exception("could not write ids into %s", path)
-        self.reload(path)
+        await self.reload(path)
 
     def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._fires.add(task)
@@ -183,14 +239,14 @@ class Scheduler:
         key = (path, trigger.id)
         try:
             attempt = _iso(self._clock())
-            async with self._files.edit(path) as document:
+            async with self._files.edit(path, client=False) as document:
                 try:
                     find(document, trigger.id)["last_attempt_at"] = attempt
                 except GatewayError:
                     return  # deleted meanwhile
             status, error, session_id = await self._run(trigger)
             fired = _iso(self._clock())
-            async with self._files.edit(path) as document:
+            async with self._files.edit(path, client=False) as document:
                 index = document.index(trigger.id)
                 if index is None:
                     return
@@ -211,7 +267,7 @@ class Scheduler:
             log.exception("trigger %s in %s: could not record its fire", trigger.id, path)
         finally:
             self._in_flight.discard(key)
-            self.reload(path)
+            await self.reload(path)
 
     async def _run(self, trigger: Trigger) -> tuple[str, str | None, str | None]:
         entry = trigger.entry
@@ -242,7 +298,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fire triggers on time until `stop` is set; watch the trigger files meanwhile."""
-        self.reload()
+        await self.reload()
         if self._config.disabled:
             await stop.wait()
             return
@@ -251,10 +307,10 @@ class Scheduler:
             while not stop.is_set():
                 await self.fire_due()
                 self._wake.clear()
-                upcoming = self.next_fires()
+                earliest = self._earliest()
                 delay = MAX_SLEEP
-                if upcoming:
-                    delay = min(MAX_SLEEP, max(timedelta(0), upcoming[0][0] - self._clock()))
+                if earliest is not None:
+                    delay = min(MAX_SLEEP, max(timedelta(0), earliest - self._clock()))
                 waiters = {
                     asyncio.ensure_future(self._wake.wait()),
                     asyncio.ensure_future(stop.wait()),
@@ -272,10 +328,7 @@ class Scheduler:
     async def _watch(self, stop: asyncio.Event) -> None:
         """Reload a trigger file within a second of an edit on disk."""
         while not stop.is_set():
-            directories = {p.parent for p in self._files.scheduled_files() if p.parent.is_dir()}
-            discovery = self._config.discovery_dir
-            if discovery is not None and discovery.is_dir():
-                directories.add(discovery)
+            directories, discovery = await asyncio.to_thread(self._watched_directories)
             if not directories:
                 await _wait(stop, 5)
                 continue
@@ -289,22 +342,29 @@ class Scheduler:
                     recursive=False,
                     rust_timeout=1000,
                 ):
-                    self._on_changes({Path(p) for _, p in changes}, discovery, rescan)
+                    await self._on_changes({Path(p) for _, p in changes}, discovery, rescan)
             except (OSError, RuntimeError) as exc:
                 log.warning("watching trigger files failed, polling instead: %s", exc)
                 await _wait(stop, 1)
-                self.reload()
+                await self.reload()
 
-    def _on_changes(
+    def _watched_directories(self) -> tuple[set[Path], Path | None]:
+        directories = {p.parent for p in self._files.scheduled_files() if p.parent.is_dir()}
+        discovery = self._config.discovery_dir
+        if discovery is not None and discovery.is_dir():
+            directories.add(discovery)
+        return directories, discovery
+
+    async def _on_changes(
         self, changed: set[Path], discovery: Path | None, rescan: asyncio.Event
     ) -> None:
-        scheduled = set(self._files.scheduled_files())
-        for path in changed:
-            if path in scheduled:
-                self.reload(path)
-            elif discovery is not None and path.parent == discovery:
-                self.reload()  # a session folder came or went: files to schedule changed
-                rescan.set()
+        scheduled = set(await asyncio.to_thread(self._files.scheduled_files))
+        if discovery is not None and any(path.parent == discovery for path in changed):
+            await self.reload()  # a session folder came or went: files to schedule changed
+            rescan.set()
+            return
+        for path in changed & scheduled:
+            await self.reload(path)
 
     # -- the trigger API ---------------------------------------------------------------------
 
@@ -318,21 +378,25 @@ class Scheduler:
         shown["next_fire"] = when.isoformat().replace("+00:00", "Z") if when else None
         return shown
 
-    def list_triggers(self, path: Path) -> list[dict[str, Any]]:
+    async def list_triggers(self, path: Path) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._list, path, None)
+
+    async def get_trigger(self, path: Path, trigger_id: str) -> dict[str, Any]:
+        found = await asyncio.to_thread(self._list, path, trigger_id)
+        if not found:
+            raise TriggerNotFound(trigger_id)
+        return found[0]
+
+    def _list(self, path: Path, only: str | None) -> list[dict[str, Any]]:
+        """Worker thread: the file's valid triggers (or the one named `only`) as views."""
         try:
-            document = read_document(path)
+            document = self._files.read(path)
         except TriggerFileError as exc:
             raise InvalidRequest(
                 f"Unable to read trigger configuration: {exc}", field="trigger_file"
             ) from None
         triggers, _ = parse_entries(document)
-        return [self.view(t, path) for t in triggers]
-
-    def get_trigger(self, path: Path, trigger_id: str) -> dict[str, Any]:
-        for shown in self.list_triggers(path):
-            if shown["id"] == trigger_id:
-                return shown
-        raise TriggerNotFound(trigger_id)
+        return [self.view(t, path) for t in triggers if only is None or t.id == only]
 
     async def create(self, path: Path, payload: Any) -> list[dict[str, Any]]:
         """Create or replace one trigger (an object) or a batch (an array or {"triggers": [..]})."""
@@ -348,28 +412,38 @@ class Scheduler:
         )
         if not items:
             raise InvalidRequest("no trigger given", field="triggers")
-        triggers = [
-            normalise(item, where=f"triggers[{i}]." if batch else "")
-            for i, item in enumerate(items)
-        ]
-        for i, trigger in enumerate(triggers):
-            self._check_workspace(trigger, f"triggers[{i}]." if batch else "")
+        if len(items) > self._config.max_per_file:
+            raise InvalidRequest(
+                f"a trigger file holds at most {self._config.max_per_file} triggers",
+                field="triggers",
+            )
+        triggers = await asyncio.to_thread(self._normalise_batch, items, batch)
         async with self._files.edit(path) as document:
-            for trigger in triggers:
-                index = document.index(trigger.id)
+            positions = _positions(document)
+            for item, trigger in zip(items, triggers, strict=True):
+                index = positions.get(trigger.id)
                 if index is None:
+                    positions[trigger.id] = len(document.entries)
                     document.entries.append(trigger.entry)
                 else:
                     old = document.entries[index]
-                    if isinstance(old, dict) and "created_at" not in (
-                        items[triggers.index(trigger)] or {}
-                    ):
+                    if isinstance(old, dict) and "created_at" not in (item or {}):
                         trigger.entry["created_at"] = old.get(
                             "created_at", trigger.entry["created_at"]
                         )
                     document.entries[index] = trigger.entry
-        self.reload(path)
-        return [self.view(t, path) for t in triggers]
+        await self.reload(path)
+        return await asyncio.to_thread(lambda: [self.view(t, path) for t in triggers])
+
+    def _normalise_batch(self, items: list[Any], batch: bool) -> list[Trigger]:
+        """Worker thread: validate every item (cron parsing and path checks are not free)."""
+        triggers = []
+        for i, item in enumerate(items):
+            where = f"triggers[{i}]." if batch else ""
+            trigger = normalise(item, where=where)
+            self._check_workspace(trigger, where)
+            triggers.append(trigger)
+        return triggers
 
     async def update(self, path: Path, trigger_id: str, patch: dict[str, Any]) -> dict[str, Any]:
         async with self._files.edit(path) as document:
@@ -382,7 +456,7 @@ class Scheduler:
             trigger = normalise(merged)
             self._check_workspace(trigger, "")
             document.entries[document.index(trigger_id) or 0] = trigger.entry
-        self.reload(path)
+        await self.reload(path)
         return self.view(trigger, path)
 
     async def delete(self, path: Path, trigger_id: str) -> None:
@@ -391,7 +465,7 @@ class Scheduler:
             index = document.index(trigger_id)
             if index is not None:
                 del document.entries[index]
-        self.reload(path)
+        await self.reload(path)
 
     def _check_workspace(self, trigger: Trigger, where: str) -> None:
         cwd = trigger.entry.get("cwd")
@@ -415,6 +489,53 @@ def _missing_ids(document: TriggerDocument) -> bool:
         isinstance(entry, dict) and not (entry.get("id") or entry.get("trigger_id"))
         for entry in document.entries
     )
+
+
+def _positions(document: TriggerDocument) -> dict[str, int]:
+    """Each stored id's index (the first, as TriggerDocument.index finds), in one pass."""
+    positions: dict[str, int] = {}
+    for i, entry in enumerate(document.entries):
+        if isinstance(entry, dict) and (entry.get("id") or entry.get("trigger_id")):
+            positions.setdefault(str(entry.get("id") or entry.get("trigger_id")), i)
+    return positions
+
+
+def _load_file(
+    files: TriggerFiles, path: Path, now: datetime, previous: dict[tuple[Path, str], Armed]
+) -> _Loaded:
+    """Worker thread: one file read, validated and armed. Nothing here raises for what the
+    file holds: a bad file is an error, a bad entry a problem, and both are reported."""
+    try:
+        document = files.read(path)
+        triggers, problems = parse_entries(document)
+        stored = _positions(document)
+    except TriggerFileError as exc:
+        return _Loaded(error=str(exc))
+    except GatewayError as exc:  # `triggers` is not an array
+        return _Loaded(error=exc.message)
+    result = _Loaded(missing_ids=_missing_ids(document), skipped=len(problems))
+    result.problems = [_short(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
+    for trigger in triggers:
+        if trigger.id not in stored:
+            continue  # its id is written to the file first
+        fingerprint = _fingerprint(trigger)
+        before = previous.get((path, trigger.id))
+        if before is not None and before[0] == fingerprint:
+            result.armed[trigger.id] = before
+        else:
+            try:
+                result.armed[trigger.id] = (fingerprint, trigger.next_fire(now))
+            except (ValueError, OverflowError, ArithmeticError) as exc:
+                result.skipped += 1
+                if len(result.problems) < MAX_PROBLEMS_SHOWN:
+                    result.problems.append(_short(f"{trigger.id}: cannot be scheduled: {exc}"))
+                continue
+        result.triggers[trigger.id] = trigger
+    return result
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= _PROBLEM_CHARS else message[:_PROBLEM_CHARS] + "…"
 
 
 def _fingerprint(trigger: Trigger) -> str:

@@ -36,6 +36,7 @@ from gateway.scheduler import Clock, Scheduler, system_clock
 from gateway.service import GatewayServicer
 from gateway.sessions import SessionStore
 from gateway.status import StatusReporter
+from gateway.supervisor import supervise
 from gateway.triggers import TriggerFiles
 from gateway.watcher import FileWatcher
 from gateway.webhooks import WebhookSender
@@ -112,11 +113,12 @@ class Gateway:
 
     async def background(self, stop: asyncio.Event, webhooks_stop: asyncio.Event) -> None:
         """The loops beside the servers: scheduler, watcher, webhook delivery. Webhooks stop
-        last, so runs that end while the gateway drains still get theirs out."""
+        last, so runs that end while the gateway drains still get theirs out. Each is
+        supervised: one that raises is logged and restarted, and the gateway goes on serving."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.scheduler.run(stop))
-            group.create_task(self.watcher.run(stop))
-            group.create_task(self.webhooks.run(webhooks_stop))
+            group.create_task(supervise("scheduler", self.scheduler.run, stop))
+            group.create_task(supervise("watcher", self.watcher.run, stop))
+            group.create_task(supervise("webhook delivery", self.webhooks.run, webhooks_stop))
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only

@@ -372,7 +372,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         path = self._trigger_file(request)
         return triggers_pb2.ListTriggersResponse(
             trigger_file=str(path),
-            triggers=[trigger(t) for t in self._scheduler.list_triggers(path)],
+            triggers=[trigger(t) for t in await self._scheduler.list_triggers(path)],
         )
 
     @_guarded
@@ -381,7 +381,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> triggers_pb2.GetTriggerResponse:
         path = self._trigger_file(request)
         return triggers_pb2.GetTriggerResponse(
-            trigger=trigger(self._scheduler.get_trigger(path, request.trigger_id))
+            trigger=trigger(await self._scheduler.get_trigger(path, request.trigger_id))
         )
 
     @_guarded

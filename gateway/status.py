@@ -97,7 +97,8 @@ class StatusReporter:
         enabled, files = self._scheduler.status()
         status = pb.TriggersStatus(enabled=enabled)
         for path, count, error in files:
-            entry = status.files.add(path=path, triggers=count)
+            skipped, problems = self._scheduler.file_problems(path)
+            entry = status.files.add(path=path, triggers=count, skipped=skipped, problems=problems)
             if error is not None:
                 entry.error = error
         return status
@@ -252,6 +253,8 @@ def settings(config: Config) -> dict[str, Any]:
         "CODEX_GATEWAY_TRIGGER_ROOTS": [str(p) for p in config.triggers.roots],
         "CODEX_GATEWAY_DISABLE_TRIGGERS": config.triggers.disabled,
         "CODEX_GATEWAY_TRIGGER_DEBOUNCE_MS": config.triggers.debounce_ms,
+        "CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES": config.triggers.max_file_bytes,
+        "CODEX_GATEWAY_TRIGGER_MAX_PER_FILE": config.triggers.max_per_file,
         "SESSION_WEBHOOK_URL": secret(config.webhook.url),
         "SESSION_WEBHOOK_TIMEOUT_MS": config.webhook.timeout_ms,
         "SESSION_WEBHOOK_AUTH_BEARER": secret(config.webhook.auth_bearer),

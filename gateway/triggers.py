@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -22,16 +23,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import regular_file
 from gateway.childenv import check_request_env
 from gateway.config import TriggerConfig
-from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound, quote
+from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound, quote, quote_path
+from gateway.regular_file import NotRegularFile
 from gateway.schedule import Schedule, ScheduleError, describe, next_fire, parse_schedule
 from gateway.sessions import now_iso
 from gateway.workspace import confine
 
 # Fields the gateway owns, in the reference's order; anything else in an entry is kept as is.
 _STATE_FIELDS = ("last_fired", "gateway_session_id", "last_status", "last_error", "last_attempt_at")
+# Every timestamp a trigger carries (schedule.at is the schedule's own, checked there).
+DATE_FIELDS = ("created_at", "last_fired", "last_attempt_at")
 MAX_TRIGGERS_PER_FILE = 10_000
+# A trigger file is a flat list of flat objects; anything nested deeper is not one, and deep
+# nesting makes the JSON decoder recurse (RecursionError) before any check could run.
+MAX_JSON_DEPTH = 32
+MAX_ENTRY_DEPTH = MAX_JSON_DEPTH - 2
+# A `trigger_file` argument is checked before anything resolves or creates it: PATH_MAX-sized
+# inputs and thousands of components (mkdir(parents=True) recursed once per component).
+MAX_PATH_CHARS = 1024
+MAX_PATH_PARTS = 32
+# Whole numbers arrive as JSON numbers, and as doubles through google.protobuf.Value: a double is
+# exact up to 2**53.
+MAX_WHOLE = 2**53
+# The part of a trigger file's byte cap that API writes may fill.
+API_SHARE = 0.9
 
 
 @dataclass
@@ -63,13 +81,55 @@ class Trigger:
 
 
 def _instant(value: object) -> datetime | None:
+    """A stored timestamp as aware UTC; None if absent or unusable (normalise refuses those)."""
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_timestamp(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 timestamp as aware UTC (no offset means UTC). ValueError if it is not one or
+    if it names an instant outside datetime's range once taken to UTC (0001-01-01T00:00+14:00
+    is before year 1 in UTC; 9999-12-31T23:59-14:00 after year 9999)."""
+    stripped = text.strip()
+    if stripped[-1:] == "z":
+        stripped = stripped[:-1] + "Z"
+    try:
+        parsed = datetime.fromisoformat(stripped)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("outside the range of dates") from None
+
+
+def _depth(value: object) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (iteratively: no recursion)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children: Any = (
+            item.values() if isinstance(item, Mapping) else item if isinstance(item, list) else ()
+        )
+        if isinstance(item, Mapping | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _whole(value: object) -> int | None:
+    """An int, or a double with no fractional part, within +-2**53; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer() or abs(value) > MAX_WHOLE:
+            return None
+        return int(value)
+    if isinstance(value, int) and abs(value) <= MAX_WHOLE:
+        return value
+    return None
 
 
 def normalise(raw: object, *, where: str = "", now: str | None = None) -> Trigger:
@@ -80,10 +140,16 @@ def normalise(raw: object, *, where: str = "", now: str | None = None) -> Trigge
 
     if not isinstance(raw, Mapping):
         raise fail("trigger", f"{where or 'trigger'} must be a JSON object")
+    if _depth(raw) > MAX_ENTRY_DEPTH:
+        # The file that holds it (an object, its array, this entry) must stay readable.
+        raise fail("trigger", f"a trigger may nest at most {MAX_ENTRY_DEPTH} levels deep")
     entry: dict[str, Any] = dict(raw)
     identifier = entry.get("id") or entry.get("trigger_id") or str(uuid.uuid4())
-    if not isinstance(identifier, str | int) or isinstance(identifier, bool):
-        raise fail("id", "id must be a string")
+    if not isinstance(identifier, str):
+        number = _whole(identifier)
+        if number is None:
+            raise fail("id", "id must be a string or a whole number")
+        identifier = number
     identifier = str(identifier).strip()
     if not identifier or len(identifier) > 200 or any(ord(c) < 32 for c in identifier):
         raise fail("id", "id must be 1-200 printable characters")
@@ -115,9 +181,24 @@ def normalise(raw: object, *, where: str = "", now: str | None = None) -> Trigge
     cwd = entry.get("cwd") or entry.get("workspace")
     if cwd is not None and not isinstance(cwd, str):
         raise fail("cwd", "cwd must be a string")
-    timeout = entry.get("timeout_ms") or entry.get("max_duration_ms")
-    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)):
-        raise fail("timeout_ms", "timeout_ms must be a whole number of milliseconds")
+    timeout_key = "timeout_ms" if entry.get("timeout_ms") else "max_duration_ms"
+    timeout = entry.get(timeout_key) or None
+    if timeout is not None:
+        timeout = _whole(timeout)
+        if timeout is None or timeout < 0:
+            raise fail(
+                timeout_key,
+                f"{timeout_key} must be a whole number of milliseconds, 0 to {MAX_WHOLE}",
+            )
+    for name in DATE_FIELDS:
+        value = entry.get(name)
+        if isinstance(value, str) and value:
+            try:
+                parse_timestamp(value)
+            except ValueError:
+                raise fail(
+                    name, f"{where}{name} must be an ISO 8601 timestamp within years 1-9999 UTC"
+                ) from None
     system_prompt = entry.get("system_prompt", "")
     if not isinstance(system_prompt, str):
         raise fail("system_prompt", "system_prompt must be a string")
@@ -178,23 +259,63 @@ class TriggerFileError(Exception):
     """A trigger file that exists but cannot be used (invalid JSON, wrong shape)."""
 
 
-def read_document(path: Path) -> TriggerDocument:
-    """The file's document; a missing file is an empty one. Raises TriggerFileError."""
+def read_document(
+    path: Path,
+    *,
+    max_bytes: int = TriggerConfig.max_file_bytes,
+    max_triggers: int = TriggerConfig.max_per_file,
+) -> TriggerDocument:
+    """The file's document; a missing file is an empty one. Raises TriggerFileError.
+
+    Blocking (disk, JSON): call it off the event loop. Only a regular file within `max_bytes`
+    is read, never through a symlink (paths here are resolved already) and never waiting on a
+    FIFO; nesting deeper than MAX_JSON_DEPTH and more than `max_triggers` entries are refused."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = regular_file.read(path, max_bytes)
     except FileNotFoundError:
         return TriggerDocument({"version": 1, "triggers": []})
+    except NotRegularFile as exc:
+        raise TriggerFileError(f"cannot read {exc}") from exc
     except OSError as exc:
-        raise TriggerFileError(f"cannot read {path}: {exc.strerror}") from exc
+        raise TriggerFileError(f"cannot read {quote_path(path)}: {exc.strerror}") from exc
     try:
+        text = raw.decode("utf-8")
+        if not nesting_within(text, MAX_JSON_DEPTH):
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
         data = json.loads(text) if text.strip() else {"triggers": []}
-    except ValueError as exc:
-        raise TriggerFileError(f"{path} is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise TriggerFileError(
+            f"{quote_path(path)} is not valid JSON: {quote(str(exc), 160)}"
+        ) from None
     if isinstance(data, list):
         data = {"version": 1, "triggers": data}
     if not isinstance(data, dict) or not isinstance(data.get("triggers", []), list):
-        raise TriggerFileError(f"{path} must hold an object with a `triggers` array")
+        raise TriggerFileError(f"{quote_path(path)} must hold an object with a `triggers` array")
+    count = len(data.get("triggers", []))
+    if count > max_triggers:
+        raise TriggerFileError(
+            f"{quote_path(path)} holds {count} triggers, more than the {max_triggers} allowed"
+        )
     return TriggerDocument(data)
+
+
+# A JSON string (escapes included) or one bracket: what nesting_within counts.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def nesting_within(text: str, limit: int) -> bool:
+    """Whether no array or object in the JSON `text` is nested more than `limit` deep, without
+    decoding it (brackets inside strings do not count)."""
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        piece = match.group()
+        if piece in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return False
+        elif piece in ("]", "}"):
+            depth -= 1
+    return True
 
 
 def parse_entries(document: TriggerDocument) -> tuple[list[Trigger], list[str]]:
@@ -223,51 +344,82 @@ class TriggerFiles:
             return self._config.default_file
         if "\0" in raw:
             raise InvalidRequest("trigger_file contains a NUL byte", field="trigger_file")
-        shown = raw.strip()
+        text = raw.strip()
+        prefix = quote(text)
+        if len(text) > MAX_PATH_CHARS or text.count("/") >= MAX_PATH_PARTS:
+            raise InvalidRequest(
+                f"trigger_file is longer than {MAX_PATH_CHARS} characters or "
+                f"{MAX_PATH_PARTS} components: {prefix}",
+                field="trigger_file",
+            )
         path = confine(
-            self._config.default_file.parent / shown,
+            self._config.default_file.parent / text,
             self._config.roots,
-            shown=shown,
+            shown=text,
             field="trigger_file",
             where="trigger ",
         )
         try:
-            usable = not path.is_dir()
-        except (OSError, ValueError):  # a name over NAME_MAX, say
-            usable = False
-        if not usable:
+            regular_file.check(path)
+        except NotRegularFile as exc:
             raise InvalidRequest(
-                f"trigger_file is not a usable file name: {quote(shown)}", field="trigger_file"
-            )
+                f"trigger_file is not a regular file ({exc.reason}): {prefix}",
+                field="trigger_file",
+            ) from None
+        except (OSError, ValueError):  # a name over NAME_MAX, say
+            raise InvalidRequest(
+                f"trigger_file is not a usable file name: {prefix}", field="trigger_file"
+            ) from None
         return path
+
+    def read(self, path: Path) -> TriggerDocument:
+        """read_document with this configuration's caps (blocking: off the loop)."""
+        return read_document(
+            path,
+            max_bytes=self._config.max_file_bytes,
+            max_triggers=self._config.max_per_file,
+        )
 
     def scheduled_files(self) -> list[Path]:
         """The default file, the extra ones, and discovered `<sessions>/*/triggers.json`."""
         files = [self._config.default_file, *self._config.extra_files]
         directory = self._config.discovery_dir
         if directory is not None and directory.is_dir():
-            files += sorted(p.resolve() for p in directory.glob("*/triggers.json"))
+            # A session folder (or its triggers.json) linked out of the discovery folder is
+            # not scheduled: nothing outside it is read on a watched folder's say-so.
+            inside = directory.resolve()
+            found = []
+            for candidate in directory.glob("*/triggers.json"):
+                with contextlib.suppress(OSError, RuntimeError):
+                    resolved = candidate.resolve()
+                    if resolved.is_relative_to(inside):
+                        found.append(resolved)
+            files += sorted(found)
         return list(dict.fromkeys(files))
 
     @contextlib.asynccontextmanager
-    async def edit(self, path: Path) -> AsyncIterator[TriggerDocument]:
+    async def edit(self, path: Path, *, client: bool = True) -> AsyncIterator[TriggerDocument]:
         """Read-modify-write under both locks; the document is written back atomically when the
-        block exits without an exception."""
+        block exits without an exception. A `client` edit may not grow the file past
+        API_SHARE of its byte cap: the rest is room for the scheduler's own bookkeeping
+        (last_fired, last_error, ...), so that it never pushes a file over the cap."""
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock, _file_lock(path):
             try:
-                document = read_document(path)
+                document = await asyncio.to_thread(self.read, path)
             except TriggerFileError as exc:
                 raise InvalidRequest(
                     f"cannot update the trigger file: {exc}", field="trigger_file"
                 ) from None
             yield document
-            if len(document.entries) > MAX_TRIGGERS_PER_FILE:
+            cap = self._config.max_per_file
+            if len(document.entries) > cap:
                 raise InvalidRequest(
-                    f"a trigger file holds at most {MAX_TRIGGERS_PER_FILE} triggers"
+                    f"a trigger file holds at most {cap} triggers", field="triggers"
                 )
             document.data["updated_at"] = now_iso()
-            _write_atomically(path, json.dumps(document.data, indent=2) + "\n")
+            limit = int(self._config.max_file_bytes * API_SHARE) if client else None
+            await asyncio.to_thread(_write_document, path, document.data, limit)
 
 
 @contextlib.asynccontextmanager
@@ -275,7 +427,10 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
     """An advisory lock beside the file, for other processes; polled so the loop never blocks."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = (path.parent / f".{path.name}.lock").open("a")
+        # Never blocks on a FIFO planted under the lock's name, never follows a link there.
+        handle = os.fdopen(regular_file.open_for_append(path.parent / f".{path.name}.lock"), "a")
+    except NotRegularFile as exc:
+        raise InvalidRequest(f"cannot lock the trigger file: {exc}", field="trigger_file") from exc
     except OSError as exc:
         raise StorageFailed(f"cannot lock the trigger file: {exc.strerror}") from exc
     with handle:
@@ -293,10 +448,20 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _write_document(path: Path, data: dict[str, Any], limit: int | None) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if limit is not None and len(text) > limit:  # characters: a lower bound of the bytes
+        raise InvalidRequest(
+            f"the trigger file would exceed {limit} bytes (CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES)",
+            field="triggers",
+        )
+    _write_atomically(path, text)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        tmp.write_text(text, encoding="utf-8")
+        regular_file.write_new(tmp, text.encode("utf-8"))
         tmp.replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -6,7 +6,9 @@ finds the filesystem needs it. The glob is matched against the path relative to 
 (`**` spans folders, `*` and `?` stay inside one). Changes are debounced per file (trailing edge):
 a burst of writes to one file starts one run. Each run goes through the runner and its
 concurrency limit, waiting for a slot, never dropped. A path that resolves outside its root
-(a symlink leaving it) is ignored.
+(a symlink leaving it) is ignored, and so is anything but a regular file (a FIFO, a socket, a
+device): files are only ever opened through gateway/regular_file.py, in a worker thread, and at
+most the first bytes the prompt shows are read.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,14 +25,17 @@ from typing import Any
 
 import watchfiles
 
+from gateway import regular_file
 from gateway.config import WatcherConfig
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, quote
 from gateway.runs import Runner, RunRequest
 
 log = logging.getLogger(__name__)
 
 CONTENT_CHARS = 4000
 _SNIFF_BYTES = 8192
+# The prompt template file (CODEX_GATEWAY_WATCH_PROMPT_FILE) is read whole: a template, not data.
+MAX_TEMPLATE_BYTES = 1024 * 1024
 _EVENTS = {
     watchfiles.Change.added: ("add", "created"),
     watchfiles.Change.modified: ("change", "modified"),
@@ -94,30 +100,30 @@ Size: {{size}} bytes
 
 
 def describe_file(path: Path) -> tuple[str, str, str]:
-    """(content for the prompt, mtime ISO, size) of a file; binary files are described."""
+    """(content for the prompt, mtime ISO, size) of a file; binary files are described.
+
+    Blocking: call it off the loop. Only a regular file is opened (never waiting on a FIFO,
+    never through a symlink: pass the resolved path), and only its first bytes are read."""
     try:
-        stat = path.stat()
-        with path.open("rb") as handle:
-            head = handle.read(CONTENT_CHARS * 4 + 4)
+        found = regular_file.head(path, CONTENT_CHARS * 4 + 4)
+    except regular_file.NotRegularFile as exc:
+        return f"No content available (not a regular file: {exc.reason}).", "", ""
     except OSError:
         return "No content available (missing or unreadable).", "", ""
-    mtime = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat().replace("+00:00", "Z")
+    head, size = found.data, found.size
+    mtime = datetime.fromtimestamp(found.mtime, UTC).isoformat().replace("+00:00", "Z")
     if b"\0" in head[:_SNIFF_BYTES]:
-        return f"Binary file ({stat.st_size} bytes), content not shown.", mtime, str(stat.st_size)
+        return f"Binary file ({size} bytes), content not shown.", mtime, str(size)
     try:
         text = head.decode()
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 4:  # not just a character cut at the read boundary
-            return (
-                f"Binary file ({stat.st_size} bytes), content not shown.",
-                mtime,
-                str(stat.st_size),
-            )
+            return (f"Binary file ({size} bytes), content not shown.", mtime, str(size))
         text = head[: exc.start].decode()
-    if len(text) > CONTENT_CHARS or stat.st_size > len(head):
-        shown = text[:CONTENT_CHARS] + f"\n...[truncated, {stat.st_size} bytes in all]"
-        return "File content (truncated):\n" + shown, mtime, str(stat.st_size)
-    return "File content:\n" + text, mtime, str(stat.st_size)
+    if len(text) > CONTENT_CHARS or size > len(head):
+        shown = text[:CONTENT_CHARS] + f"\n...[truncated, {size} bytes in all]"
+        return "File content (truncated):\n" + shown, mtime, str(size)
+    return "File content:\n" + text, mtime, str(size)
 
 
 @dataclass
@@ -163,22 +169,26 @@ class FileWatcher:
         prompt_file = self._config.prompt_file
         if prompt_file is not None:
             try:
-                self._template = prompt_file.read_text(encoding="utf-8", errors="replace")
+                raw = regular_file.read(prompt_file, MAX_TEMPLATE_BYTES, follow=True)
+                self._template = raw.decode("utf-8", errors="replace")
+            except regular_file.NotRegularFile as exc:
+                self.status.last_error = f"prompt file unusable, using the default: {exc}"
+                log.warning("%s", self.status.last_error)
             except OSError as exc:
                 self.status.last_error = (
                     f"prompt file unreadable, using the default: {exc.strerror}"
                 )
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._prepare()
+        await asyncio.to_thread(self._prepare)
         if not self._roots:
             await stop.wait()
             return
         if not self._config.skip_initial_scan:
             for root in self._roots:
-                for path in sorted(root.rglob("*")):
-                    if path.is_file():
-                        self.observe(root, path, watchfiles.Change.added)
+                found = await asyncio.to_thread(_files_under, root)
+                for path in found:
+                    self.observe(root, path, watchfiles.Change.added)
         try:
             async for changes in watchfiles.awatch(
                 *self._roots,
@@ -223,7 +233,11 @@ class FileWatcher:
             try:
                 if not path.resolve().is_relative_to(root):
                     return  # a symlink out of the watch root
+                mode = path.stat().st_mode  # stat never blocks, whatever the file is
             except (OSError, RuntimeError):
+                return
+            if not stat.S_ISREG(mode):
+                log.info("watcher: ignoring %s: not a regular file", quote(relative))
                 return
         self.status.events_seen += 1
         event = _EVENTS.get(change, ("change", "modified"))[0]
@@ -244,10 +258,10 @@ class FileWatcher:
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
-    def prompt_for(self, root: Path, path: Path, event: str) -> str:
+    async def prompt_for(self, root: Path, path: Path, event: str) -> str:
         content, mtime, size = ("", "", "")
         if event != "delete":
-            content, mtime, size = describe_file(path)
+            content, mtime, size = await asyncio.to_thread(_describe_inside, root, path)
         else:
             content = "No content available (the file was deleted)."
         values = {
@@ -265,7 +279,7 @@ class FileWatcher:
         return render(self._template, values)
 
     async def _start_run(self, root: Path, path: Path, event: str) -> None:
-        prompt = self.prompt_for(root, path, event)
+        prompt = await self.prompt_for(root, path, event)
         self.status.last_event = {
             "event": event,
             "path": str(path),
@@ -283,3 +297,20 @@ class FileWatcher:
         except GatewayError as exc:
             self.status.last_error = f"{path}: {exc.message}"
             log.warning("watcher run for %s failed: %s", path, exc.message)
+
+
+def _files_under(root: Path) -> list[Path]:
+    """The regular files below `root`, sorted (blocking: the initial scan, off the loop)."""
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+def _describe_inside(root: Path, path: Path) -> tuple[str, str, str]:
+    """describe_file of `path` resolved, if it still lies inside `root` (checked again here:
+    the link may have changed since the event); its last component is then opened no-follow."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return "No content available (missing or unreadable).", "", ""
+    if not resolved.is_relative_to(root):
+        return "No content available (the path leads out of the watched folder).", "", ""
+    return describe_file(resolved)

@@ -247,7 +247,7 @@ async def test_an_interval_trigger_fires_on_its_grid_and_continues_its_session(
     clock = SteppedClock(start + timedelta(minutes=4))
     async with running_gateway(trigger_config, clock=clock) as gw:
         scheduler = gw.gateway.scheduler
-        scheduler.reload()
+        await scheduler.reload()
         assert await scheduler.fire_due() == []
         clock.now = start + timedelta(minutes=5)
         await asyncio.gather(*await scheduler.fire_due())
@@ -281,15 +281,15 @@ async def test_a_once_trigger_fires_once_is_removed_and_survives_a_reload_mid_ru
     config.triggers.default_file.write_text(json.dumps({"triggers": [entry]}))
     async with running_gateway(config, clock=SteppedClock(at)) as gw:
         scheduler = gw.gateway.scheduler
-        scheduler.reload()
+        await scheduler.reload()
         tasks = await scheduler.fire_due()
         assert len(tasks) == 1
         await asyncio.sleep(0.3)
-        scheduler.reload()  # the file changes on disk while the run is going
+        await scheduler.reload()  # the file changes on disk while the run is going
         assert await scheduler.fire_due() == []
         await asyncio.gather(*tasks)
         assert file_triggers(config) == []
-        scheduler.reload()
+        await scheduler.reload()
         assert await scheduler.fire_due() == []
 
 
@@ -306,7 +306,7 @@ async def test_a_disabled_trigger_never_fires(trigger_config: Config) -> None:
         trigger_config, clock=SteppedClock(datetime(2031, 1, 1, tzinfo=UTC))
     ) as gw:
         scheduler = gw.gateway.scheduler
-        scheduler.reload()
+        await scheduler.reload()
         assert await scheduler.fire_due() == []
 
 
@@ -321,13 +321,13 @@ async def test_a_trigger_without_id_gets_one_written_back(trigger_config: Config
         trigger_config, clock=SteppedClock(datetime(2030, 1, 1, tzinfo=UTC))
     ) as gw:
         scheduler = gw.gateway.scheduler
-        scheduler.reload()
+        await scheduler.reload()
         assert await scheduler.fire_due() == []  # not before its id is on disk
         await scheduler.settle()
         (stored,) = file_triggers(trigger_config)
         assert stored["id"] and stored["created_by"] == {"id": "u1"}  # unknown fields are kept
-        scheduler.reload()
-        scheduler.reload()
+        await scheduler.reload()
+        await scheduler.reload()
         assert file_triggers(trigger_config)[0]["id"] == stored["id"]  # stable across reloads
         tasks = await scheduler.fire_due()
         assert len(tasks) == 1
@@ -342,9 +342,9 @@ async def test_invalid_json_keeps_the_last_good_schedule_and_reports_it(
     path.write_text(json.dumps({"triggers": [{"id": "k", "prompt_text": "x", "schedule": DAILY}]}))
     async with running_gateway(trigger_config) as gw:
         scheduler = gw.gateway.scheduler
-        scheduler.reload()
+        await scheduler.reload()
         path.write_text("{broken")
-        scheduler.reload(path)
+        await scheduler.reload(path)
         assert [t.id for _, _, t in scheduler.next_fires()] == ["k"]
         from codex_gateway.v1 import status_pb2
 

@@ -104,14 +104,18 @@ class MemoryStatus(_message.Message):
     def __init__(self, rss: _Optional[int] = ..., peak_rss: _Optional[int] = ..., agents_rss: _Optional[int] = ..., bridge_rss: _Optional[int] = ...) -> None: ...
 
 class TriggerFileStatus(_message.Message):
-    __slots__ = ("path", "triggers", "error")
+    __slots__ = ("path", "triggers", "error", "skipped", "problems")
     PATH_FIELD_NUMBER: _ClassVar[int]
     TRIGGERS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     path: str
     triggers: int
     error: str
-    def __init__(self, path: _Optional[str] = ..., triggers: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    skipped: int
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., triggers: _Optional[int] = ..., error: _Optional[str] = ..., skipped: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TriggersStatus(_message.Message):
     __slots__ = ("enabled", "files")

@@ -1,0 +1,170 @@
+"""Regular files only: reading a file whose path a client or a watched folder controls.
+
+Opening a FIFO blocks until a writer appears, a device such as /dev/zero never ends, and a huge
+regular file read whole holds the event loop and memory. So a path is opened with `O_NONBLOCK`
+(a FIFO opens at once instead of waiting) and `O_NOFOLLOW` where the caller has already resolved
+it (a symlink swapped in afterwards is refused rather than followed), the *opened* descriptor is
+checked with `fstat` (no race between the check and the read), and at most `max_bytes` are read.
+The functions here block on disk I/O: call them through `asyncio.to_thread` from the loop (the
+`read_async`/`head_async` wrappers do).
+
+Errors:
+
+    OSError
+     └── NotRegularFile(path, reason)    a FIFO, socket, device, directory, or over the size cap
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import quote_path
+
+
+class NotRegularFile(OSError):
+    """The path names something other than a regular file within the size cap."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(errno.EINVAL, reason, quote_path(path))
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{quote_path(self.path)}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Head:
+    """The first bytes of a regular file and what fstat said about it."""
+
+    data: bytes
+    size: int
+    mtime: float
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def _open(path: Path, *, follow: bool) -> tuple[int, os.stat_result]:
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if not follow:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise NotRegularFile(path, "a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a unix socket cannot be open()ed
+            raise NotRegularFile(path, "a socket") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(path, _kind(info.st_mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+def check(path: Path) -> None:
+    """Raise NotRegularFile if `path` exists and is not a regular file (symlinks followed);
+    nothing is opened, so nothing can block."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFile(path, _kind(info.st_mode))
+
+
+def read(path: Path, max_bytes: int, *, follow: bool = False) -> bytes:
+    """The whole file; NotRegularFile if it is not a regular file or larger than `max_bytes`.
+    FileNotFoundError and other OSErrors pass through."""
+    fd, info = _open(path, follow=follow)
+    try:
+        if info.st_size > max_bytes:
+            raise NotRegularFile(path, f"larger than {max_bytes} bytes")
+        chunks = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:  # it grew while being read
+                raise NotRegularFile(path, f"larger than {max_bytes} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def head(path: Path, max_bytes: int, *, follow: bool = False) -> Head:
+    """At most the first `max_bytes` of a regular file, with its size and mtime."""
+    fd, info = _open(path, follow=follow)
+    try:
+        data = os.read(fd, max_bytes) if max_bytes > 0 else b""
+    finally:
+        os.close(fd)
+    return Head(data, info.st_size, info.st_mtime)
+
+
+async def read_async(path: Path, max_bytes: int, *, follow: bool = False) -> bytes:
+    return await asyncio.to_thread(read, path, max_bytes, follow=follow)
+
+
+async def head_async(path: Path, max_bytes: int, *, follow: bool = False) -> Head:
+    return await asyncio.to_thread(head, path, max_bytes, follow=follow)
+
+
+def open_for_append(path: Path) -> int:
+    """A descriptor on a regular file opened (created if missing) for appending, never through
+    a symlink and never blocking on a FIFO; for lock files beside the files we write."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(path, "a symbolic link") from None
+        if exc.errno == errno.ENXIO:
+            raise NotRegularFile(path, "a FIFO or socket") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(path, _kind(info.st_mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write `data` to a new file at `path` (whatever was there is unlinked first; never
+    followed, never a FIFO), for the temporary file of an atomic replace."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    finally:
+        os.close(fd)
