@@ -74,7 +74,9 @@ class RunLog:
 
     def stdout_line(self, text: str) -> None:
         offset = self._append("stdout", text.encode() + b"\n")
-        self._publish(FeedItem("stdout", text, run_id=self.run_id, offset=offset))
+        self._publish(
+            FeedItem("stdout", text, run_id=self.run_id, offset=offset, size=len(text))
+        )
 
     def event(self, event: dict[str, Any], raw: bytes | None = None) -> None:
         """`raw` is the event's own JSON line, when the caller has it: the run id is spliced in
@@ -85,7 +87,10 @@ class RunLog:
         else:
             line = json.dumps({**event, "run_id": self.run_id}).encode() + b"\n"
         offset = self._append("events", line)
-        self._publish(FeedItem("events", event=event, run_id=self.run_id, offset=offset))
+        self._publish(
+            # A parsed event weighs about twice its JSON; so does the Struct made from it.
+            FeedItem("events", event=event, run_id=self.run_id, offset=offset, size=2 * len(line))
+        )
 
     def stderr(self, chunk: bytes) -> None:
         offset = self._append("stderr", chunk)
@@ -112,8 +117,12 @@ def file_size(path: Path) -> int:
         return 0
 
 
-def tail(path: Path, lines: int, *, end: int | None = None) -> list[str]:
-    """The last `lines` lines of the file (up to byte `end`), read backwards in blocks."""
+def tail(
+    path: Path, lines: int, *, end: int | None = None, max_bytes: int | None = None
+) -> list[str]:
+    """The last `lines` lines of the file (up to byte `end`), read backwards in blocks, and at
+    most about `max_bytes` of them: the oldest lines that do not fit are left out (a last line
+    longer than that alone is cut to its first `max_bytes`), so huge lines cost bounded memory."""
     if lines <= 0:
         return []
     try:
@@ -121,15 +130,41 @@ def tail(path: Path, lines: int, *, end: int | None = None) -> list[str]:
     except OSError:
         return []
     with handle:
-        position = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))
-        chunks: list[bytes] = []
-        newlines = 0
-        while position > 0 and newlines <= lines:
-            size = min(_BLOCK, position)
-            position -= size
-            handle.seek(position)
-            block = handle.read(size)
-            chunks.append(block)
-            newlines += block.count(b"\n")
-    data = b"".join(reversed(chunks))
+        stop = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))
+        start = tail_start(handle, lines, stop, max_bytes)
+        if max_bytes is not None and stop - start > max_bytes:
+            # Not one whole line fits: the first bytes of the last one.
+            handle.seek(start)
+            return [handle.read(max_bytes).decode(errors="ignore")]
+        handle.seek(start)
+        data = handle.read(stop - start)
     return data.decode(errors="replace").splitlines()[-lines:]
+
+
+def tail_start(handle: BinaryIO, lines: int, end: int, max_bytes: int | None = None) -> int:
+    """The offset where the last `lines` lines before `end` begin (a final newline ends the
+    last line, it does not start another). With `max_bytes`, the start of the oldest of them
+    that still fits in so many bytes, or that of the last line when none does. Only counts
+    newlines: memory stays one block whatever the file holds."""
+    position = end
+    newlines = 0
+    last_fitting = end  # a line start within max_bytes of the end
+    while position > 0:
+        size = min(_BLOCK, position)
+        position -= size
+        handle.seek(position)
+        block = handle.read(size)
+        index = len(block)
+        while (index := block.rfind(b"\n", 0, index)) >= 0:
+            at = position + index + 1
+            if at == end:  # the newline that ends the last line
+                continue
+            newlines += 1
+            if max_bytes is not None and end - at > max_bytes:
+                return last_fitting if last_fitting < end else at
+            if newlines >= lines:
+                return at
+            last_fitting = at
+    if max_bytes is not None and end > max_bytes:
+        return last_fitting if last_fitting < end else 0
+    return 0
