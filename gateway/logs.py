@@ -74,9 +74,7 @@ class RunLog:
 
     def stdout_line(self, text: str) -> None:
         offset = self._append("stdout", text.encode() + b"\n")
-        self._publish(
-            FeedItem("stdout", text, run_id=self.run_id, offset=offset, size=len(text))
-        )
+        self._publish(FeedItem("stdout", text, run_id=self.run_id, offset=offset, size=len(text)))
 
     def event(self, event: dict[str, Any], raw: bytes | None = None) -> None:
         """`raw` is the event's own JSON line, when the caller has it: the run id is spliced in
@@ -123,29 +121,40 @@ def tail(
     """The last `lines` lines of the file (up to byte `end`), read backwards in blocks, and at
     most about `max_bytes` of them: the oldest lines that do not fit are left out (a last line
     longer than that alone is cut to its first `max_bytes`), so huge lines cost bounded memory."""
+    return bounded_tail(path, lines, end=end, max_bytes=max_bytes)[0]
+
+
+def bounded_tail(
+    path: Path, lines: int, *, end: int | None = None, max_bytes: int | None = None
+) -> tuple[list[str], bool]:
+    """`tail`, and whether lines (or a part of the last one) were left out for `max_bytes`."""
     if lines <= 0:
-        return []
+        return [], False
     try:
         handle = path.open("rb")
     except OSError:
-        return []
+        return [], False
     with handle:
         stop = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))
-        start = tail_start(handle, lines, stop, max_bytes)
+        start, cut = _tail_start(handle, lines, stop, max_bytes)
+        handle.seek(start)
         if max_bytes is not None and stop - start > max_bytes:
             # Not one whole line fits: the first bytes of the last one.
-            handle.seek(start)
-            return [handle.read(max_bytes).decode(errors="ignore")]
-        handle.seek(start)
+            return [handle.read(max_bytes).decode(errors="ignore")], True
         data = handle.read(stop - start)
-    return data.decode(errors="replace").splitlines()[-lines:]
+    return data.decode(errors="replace").splitlines()[-lines:], cut
 
 
-def tail_start(handle: BinaryIO, lines: int, end: int, max_bytes: int | None = None) -> int:
+def tail_start(handle: BinaryIO, lines: int, end: int) -> int:
     """The offset where the last `lines` lines before `end` begin (a final newline ends the
-    last line, it does not start another). With `max_bytes`, the start of the oldest of them
-    that still fits in so many bytes, or that of the last line when none does. Only counts
-    newlines: memory stays one block whatever the file holds."""
+    last line, it does not start another). Only counts newlines: memory stays one block
+    whatever the file holds."""
+    return _tail_start(handle, lines, end, None)[0]
+
+
+def _tail_start(handle: BinaryIO, lines: int, end: int, max_bytes: int | None) -> tuple[int, bool]:
+    """`tail_start`; with `max_bytes`, the start of the oldest of those lines that still fits in
+    so many bytes (that of the last line when none does), and whether any were left out."""
     position = end
     newlines = 0
     last_fitting = end  # a line start within max_bytes of the end
@@ -161,10 +170,10 @@ def tail_start(handle: BinaryIO, lines: int, end: int, max_bytes: int | None = N
                 continue
             newlines += 1
             if max_bytes is not None and end - at > max_bytes:
-                return last_fitting if last_fitting < end else at
+                return (last_fitting if last_fitting < end else at), True
             if newlines >= lines:
-                return at
+                return at, False
             last_fitting = at
     if max_bytes is not None and end > max_bytes:
-        return last_fitting if last_fitting < end else 0
-    return 0
+        return (last_fitting if last_fitting < end else 0), True
+    return 0, False

@@ -1,8 +1,15 @@
-"""Sessions as wire messages: the documented keys plus the reference's summary fields."""
+"""Sessions as wire messages: the documented keys plus the reference's summary fields.
+
+Answers are bounded in bytes (CODEX_GATEWAY_MAX_ANSWER_BYTES, well under gRPC's 64 MiB message
+limit): a text over its share is cut with a marker, and a list of events over its share keeps
+what fits and says, in a last `gateway.events_omitted` event, how many it left out and where to
+read them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -18,6 +25,61 @@ def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(value)
     return struct
+
+
+OMITTED_EVENTS = "gateway.events_omitted"
+LAGGED_EVENT = "gateway.lagged"
+
+
+def clipped(text: str, max_bytes: int, where: str) -> str:
+    """`text`, or its first `max_bytes` bytes and a marker naming what was left out."""
+    if len(text) * 4 <= max_bytes:  # no UTF-8 text of this length can be over
+        return text
+    data = text.encode(errors="replace")
+    if len(data) <= max_bytes:
+        return text
+    kept = data[:max_bytes].decode(errors="ignore")
+    return f"{kept}\n[gateway: {len(data) - max_bytes} more bytes omitted; {where}]"
+
+
+def bounded_structs(
+    values: Sequence[dict[str, Any]],
+    max_bytes: int,
+    *,
+    newest: bool = False,
+    omitted: int = 0,
+    where: str = "",
+) -> list[struct_pb2.Struct]:
+    """As many of `values` (the first ones, or the newest) as fit in `max_bytes` serialized,
+    and, when any are left out (`omitted` counts some left out before), a marker event saying
+    how many and `where` to read them."""
+    chosen: list[struct_pb2.Struct] = []
+    used = 0
+    ordered = reversed(values) if newest else iter(values)
+    for value in ordered:
+        struct = to_struct(value)
+        size = struct.ByteSize()
+        if used + size > max_bytes:
+            break
+        chosen.append(struct)
+        used += size
+    omitted += len(values) - len(chosen)
+    if newest:
+        chosen.reverse()
+    if omitted:
+        marker = to_struct(
+            {
+                "type": OMITTED_EVENTS,
+                "omitted": omitted,
+                "message": f"{omitted} events left out to keep this answer under "
+                f"{max_bytes} bytes; {where}",
+            }
+        )
+        if newest:
+            chosen.insert(0, marker)
+        else:
+            chosen.append(marker)
+    return chosen
 
 
 def _text(value: object) -> str:
