@@ -28,9 +28,7 @@ SEVENTY_EVENTS = "count=70 bytes=1000000"
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
     root = tmp_path_factory.mktemp("answers")
-    env = gateway_env(
-        root, "bigevents_agent.py", CODEX_GATEWAY_MAX_ANSWER_BYTES=str(ANSWER_BYTES)
-    )
+    env = gateway_env(root, "bigevents_agent.py", CODEX_GATEWAY_MAX_ANSWER_BYTES=str(ANSWER_BYTES))
     spawned = spawn(env, root / "gateway.log")
     try:
         until_serving_sync(spawned)
