@@ -46,6 +46,7 @@ from gateway.views import (
     bounded_structs,
     clipped,
     detail,
+    first_within,
     signal,
     summary,
     to_struct,
@@ -251,7 +252,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         since = _since(request.since) if request.HasField("since") else None
         include_secure = self._runner.secure_token_ok(secure_tokens(context))
         chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
-        return sessions_pb2.ListSessionsResponse(sessions=[summary(s) for s in chosen])
+        # Bounded in bytes too (each session's metadata may be as large as a request body):
+        # the newest sessions that fit (GET /sessions/:id reads any one of them).
+        listed = first_within([summary(s) for s in chosen], self._config.max_answer_bytes)
+        return sessions_pb2.ListSessionsResponse(sessions=listed)
 
     @_guarded
     async def GetSession(  # gRPC method names are the proto's
@@ -265,7 +269,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if request.HasField("tail")
             else None
         )
-        message = detail(session)
+        message = detail(session, self._config.max_answer_bytes // 4)
         # Each part of the answer gets a share of its byte budget: a tail of huge lines keeps
         # its newest lines that fit, and says so (read the rest with a tail or a search).
         share = self._config.max_answer_bytes // 4

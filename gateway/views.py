@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -169,10 +169,15 @@ def _scalar(kind: int, value: object) -> str | bool | int | float | None:
     return value
 
 
-def detail(session: Session) -> sessions_pb2.SessionDetail:
+def detail(session: Session, max_bytes: int | None = None) -> sessions_pb2.SessionDetail:
+    """The session; with `max_bytes`, its run history keeps the newest runs that fit in so
+    many bytes (`runs` still counts them all)."""
     meta = session.meta
     brief = summary(session)
     runs = [r for r in meta.get("runs", []) if isinstance(r, dict)]
+    history = [run_record(r) for r in runs]
+    if max_bytes is not None:
+        history = newest_within(history, max_bytes)
     message = sessions_pb2.SessionDetail(
         session_id=session.id,
         status=brief.status,
@@ -184,7 +189,7 @@ def detail(session: Session) -> sessions_pb2.SessionDetail:
         nudge_prompt=_text(meta.get("nudge_prompt")),
         execution_timeout_ms=brief.execution_timeout_ms,
         runs=len(runs),
-        run_history=[run_record(r) for r in runs],
+        run_history=history,
         metadata=brief.metadata,
         dir=brief.dir,
         modified=brief.modified,
@@ -196,6 +201,29 @@ def detail(session: Session) -> sessions_pb2.SessionDetail:
     if _text(meta.get("workspace")):
         message.workspace = meta["workspace"]
     return message
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def newest_within(messages: list[_M], max_bytes: int) -> list[_M]:
+    """The last of `messages` whose serialized sizes add up to at most `max_bytes`."""
+    used = 0
+    for index in range(len(messages) - 1, -1, -1):
+        used += messages[index].ByteSize() + 8
+        if used > max_bytes:
+            return messages[index + 1 :]
+    return messages
+
+
+def first_within(messages: list[_M], max_bytes: int) -> list[_M]:
+    """The first of `messages` whose serialized sizes add up to at most `max_bytes`."""
+    used = 0
+    for index, message in enumerate(messages):
+        used += message.ByteSize() + 8
+        if used > max_bytes:
+            return messages[:index]
+    return messages
 
 
 def signal(session: Session, index: int, hit: Hit) -> sessions_pb2.Signal:

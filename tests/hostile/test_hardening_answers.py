@@ -38,12 +38,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
         assert spawned.stop() == 0, spawned.log_tail()
 
 
-async def _rest(gateway: Spawned, method: str, path: str, **kw: Any) -> dict[str, Any]:
+async def _rest(gateway: Spawned, method: str, path: str, **kw: Any) -> Any:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=120, trust_env=False) as client:
         answer = await client.request(method, path, **kw)
     assert answer.status_code == 200, answer.text[:300]
-    body: dict[str, Any] = answer.json()
-    return body
+    return answer.json()
 
 
 async def _grpc(gateway: Spawned, rpc: str, request: Any) -> dict[str, Any]:
@@ -121,3 +120,39 @@ def test_the_answer_budget_cannot_exceed_what_grpc_sends(tmp_path: Path) -> None
 
     with pytest.raises(ConfigError, match="CODEX_GATEWAY_MAX_ANSWER_BYTES"):
         Config.from_env({"CODEX_GATEWAY_MAX_ANSWER_BYTES": str(64 * MIB)}, cwd=tmp_path)
+
+
+BLOB = "m" * 300_000  # under the body limit; a few of them exceed the 2 MiB budget
+
+
+async def _list(gateway: Spawned, protocol: str) -> list[dict[str, Any]]:
+    if protocol == "rest":  # the bare list (the binding's response_body)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=60, trust_env=False) as client:
+            answer = await client.get("/sessions", params={"limit": "200"})
+        assert answer.status_code == 200, answer.text[:300]
+        listed: list[dict[str, Any]] = answer.json()
+        return listed
+    answer = await _grpc(gateway, "ListSessions", sessions_pb2.ListSessionsRequest(limit=200))
+    sessions: list[dict[str, Any]] = answer["sessions"]
+    return sessions
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_sessions_with_large_metadata_are_listed_and_read_within_the_budget(
+    gateway: Spawned, protocol: str
+) -> None:
+    body = {"prompt": "count=1 bytes=10", "metadata": {"blob": BLOB}}
+    for _ in range(8):  # 2.4 MB of metadata in the newest sessions alone
+        await _rest(gateway, "POST", "/completion", json=body)
+    first = await _rest(gateway, "POST", "/completion", json=body)
+    for _ in range(4):
+        await _rest(gateway, "POST", f"/sessions/{first['session_id']}/prompt", json=body)
+
+    listed = await _list(gateway, protocol)
+    detail = await session_detail(gateway, protocol, first["session_id"])
+
+    assert 1 <= len(listed) < 9  # the newest that fit
+    assert listed[0]["session_id"] == first["session_id"]
+    assert detail["runs"] == 5
+    assert 1 <= len(detail["run_history"]) < 5
+    assert detail["run_history"][-1]["metadata"] == {"blob": BLOB}
