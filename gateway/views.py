@@ -71,7 +71,7 @@ def bounded_structs(
             {
                 "type": OMITTED_EVENTS,
                 "omitted": omitted,
-                "message": f"{omitted} events left out to keep this answer under "
+                "message": f"{omitted} entries left out to keep this answer under "
                 f"{max_bytes} bytes; {where}",
             }
         )
