@@ -77,6 +77,8 @@ DEFAULT_REQUEST_ENV_ALLOW = (
     "CI",
     "CI_*",
 )
+# gRPC refuses messages over 64 MiB: an answer stays well under it, whatever is configured.
+MAX_ANSWER_BYTES_LIMIT = 48 * 1024 * 1024
 
 
 class StartupError(Exception):
@@ -153,6 +155,11 @@ class Config:
     default_tail_lines: int = 200
     max_tail_lines: int = 2000
     signal_context_chars: int = 160
+    # What one stalled client may hold queued (a tail follower, a streamed completion) before
+    # it is told it lagged and dropped; and the size of one answer (a run's result, a session's
+    # detail), kept well under gRPC's 64 MiB message limit.
+    follower_buffer_bytes: int = 8 * 1024 * 1024
+    max_answer_bytes: int = 16 * 1024 * 1024
     default_workspace: Path = Path()
     workspace_roots: tuple[Path, ...] = ()
     sandbox: str = "workspace-write"
@@ -245,6 +252,15 @@ class Config:
             default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES", 200, minimum=1),
             max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES", 2000, minimum=1),
             signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT", 160, minimum=0),
+            follower_buffer_bytes=env.integer(
+                "CODEX_GATEWAY_FOLLOWER_BUFFER_BYTES", 8 * 1024 * 1024, minimum=65_536
+            ),
+            max_answer_bytes=env.integer(
+                "CODEX_GATEWAY_MAX_ANSWER_BYTES",
+                16 * 1024 * 1024,
+                minimum=65_536,
+                maximum=MAX_ANSWER_BYTES_LIMIT,
+            ),
             default_workspace=default_workspace,
             workspace_roots=roots,
             sandbox=sandbox,

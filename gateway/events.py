@@ -148,6 +148,10 @@ class RunOutcome:
     """What one codex process reported, folded from its events as they arrive."""
 
     max_kept_events: int = 1000
+    # Events and tool calls kept for the result, in bytes (their text): a run printing many
+    # 1 MiB events holds no more than this; the rest is in the session's events log.
+    max_kept_bytes: int = 16 * 1024 * 1024
+    kept_bytes: int = 0
     thread_id: str | None = None
     output: str = ""
     usage: Usage | None = None
@@ -160,7 +164,7 @@ class RunOutcome:
 
     def observe(self, event: JsonObject) -> None:
         kind = event["type"]
-        if len(self.events) < self.max_kept_events:
+        if len(self.events) < self.max_kept_events and self._keeps(event):
             self.events.append(event)
         else:
             self.events_dropped += 1
@@ -179,13 +183,21 @@ class RunOutcome:
         if isinstance(item, dict):
             self._observe_item(kind, item)
 
+    def _keeps(self, value: object) -> bool:
+        """Whether `value` still fits in the kept bytes (then it is counted in)."""
+        size = _text_bytes(value)
+        if self.kept_bytes + size > self.max_kept_bytes:
+            return False
+        self.kept_bytes += size
+        return True
+
     def _observe_item(self, kind: str, item: JsonObject) -> None:
         item_type = item.get("type")
         if kind == "item.completed" and item_type == "agent_message":
             text = item.get("text")
             if isinstance(text, str):
                 self.output = text
-        elif item_type == "mcp_tool_call":
+        elif item_type == "mcp_tool_call" and self._keeps(item):
             self.tool_calls.append(
                 {
                     "type": "mcp_tool_call_end"
@@ -198,7 +210,7 @@ class RunOutcome:
                     },
                 }
             )
-        elif item_type == "command_execution" and kind == "item.completed":
+        elif item_type == "command_execution" and kind == "item.completed" and self._keeps(item):
             self.tool_calls.append(
                 {
                     "type": "command_execution",
@@ -216,3 +228,23 @@ class RunOutcome:
             return self.failure
         fatal = [e for e in self.errors if not e.startswith("Reconnecting")]
         return fatal[-1] if fatal else None
+
+
+def _text_bytes(value: object) -> int:
+    """About what a parsed JSON value weighs on the wire: its texts, and a little per node
+    (iterative: an agent's JSON may nest as deep as the parser allowed)."""
+    total = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += sum(len(key) + 4 for key in item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            total += len(item)
+            pending.extend(item)
+        else:
+            total += 8
+    return total

@@ -1,8 +1,10 @@
 """Live fan-out of what running sessions write, to any number of followers.
 
 The runner publishes every log line, event and run notice as it writes it; each follower has a
-bounded buffer of its own. Publishing never waits: a follower whose buffer is full is cut off and
-told so (a `lagged` notice), so a slow follower can slow neither the run nor the other followers.
+buffer of its own, bounded in bytes (CODEX_GATEWAY_FOLLOWER_BUFFER_BYTES) and in items.
+Publishing never waits: a follower whose buffer is full is cut off and told so (a `lagged`
+notice), so a slow follower can slow neither the run nor the other followers, and a follower that
+never reads holds at most its budget, however large the lines.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_BUFFER = 8192
+DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
+# What an item costs beyond its text: the object itself and the message built from it.
+ITEM_OVERHEAD_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -28,24 +33,36 @@ class FeedItem:
     run_id: str | None = None
     offset: int = 0
     status: str | None = None
+    size: int = 0  # bytes of the line or event as written; the text's length when not given
+
+    @property
+    def cost(self) -> int:
+        return ITEM_OVERHEAD_BYTES + (self.size or len(self.text))
 
 
 class Subscription:
-    def __init__(self, feed: LiveFeed, session_id: str, buffer: int) -> None:
+    def __init__(self, feed: LiveFeed, session_id: str, buffer: int, buffer_bytes: int) -> None:
         self._feed = feed
         self._session_id = session_id
         self._buffer = buffer
+        self._buffer_bytes = buffer_bytes
+        self._queued_bytes = 0
         self._items: deque[FeedItem] = deque()
         self._wakeup = asyncio.Event()
         self.lagged = False
 
     def offer(self, item: FeedItem) -> bool:
-        """Queue an item; False (and the subscription ends) when the buffer is full."""
-        if len(self._items) >= self._buffer:
+        """Queue an item; False (and the subscription ends) when the buffer is full, in items
+        or in bytes (one item alone always fits)."""
+        cost = item.cost
+        if len(self._items) >= self._buffer or (
+            self._items and self._queued_bytes + cost > self._buffer_bytes
+        ):
             self.lagged = True
             self._wakeup.set()
             return False
         self._items.append(item)
+        self._queued_bytes += cost
         self._wakeup.set()
         return True
 
@@ -55,7 +72,9 @@ class Subscription:
     async def _iterate(self) -> AsyncIterator[FeedItem]:
         while True:
             while self._items:
-                yield self._items.popleft()
+                item = self._items.popleft()
+                self._queued_bytes -= item.cost
+                yield item
             if self.lagged:
                 return
             self._wakeup.clear()
@@ -66,8 +85,11 @@ class Subscription:
 
 
 class LiveFeed:
-    def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
+    def __init__(
+        self, buffer: int = DEFAULT_BUFFER, buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    ) -> None:
         self._buffer = buffer
+        self._buffer_bytes = buffer_bytes
         self._followers: dict[str, set[Subscription]] = {}
 
     def followers(self, session_id: str) -> int:
@@ -83,7 +105,7 @@ class LiveFeed:
 
     @contextlib.contextmanager
     def subscribe(self, session_id: str, buffer: int | None = None) -> Iterator[Subscription]:
-        subscription = Subscription(self, session_id, buffer or self._buffer)
+        subscription = Subscription(self, session_id, buffer or self._buffer, self._buffer_bytes)
         self._followers.setdefault(session_id, set()).add(subscription)
         try:
             yield subscription

@@ -74,7 +74,7 @@ class RunLog:
 
     def stdout_line(self, text: str) -> None:
         offset = self._append("stdout", text.encode() + b"\n")
-        self._publish(FeedItem("stdout", text, run_id=self.run_id, offset=offset))
+        self._publish(FeedItem("stdout", text, run_id=self.run_id, offset=offset, size=len(text)))
 
     def event(self, event: dict[str, Any], raw: bytes | None = None) -> None:
         """`raw` is the event's own JSON line, when the caller has it: the run id is spliced in
@@ -85,7 +85,10 @@ class RunLog:
         else:
             line = json.dumps({**event, "run_id": self.run_id}).encode() + b"\n"
         offset = self._append("events", line)
-        self._publish(FeedItem("events", event=event, run_id=self.run_id, offset=offset))
+        self._publish(
+            # A parsed event weighs about twice its JSON; so does the Struct made from it.
+            FeedItem("events", event=event, run_id=self.run_id, offset=offset, size=2 * len(line))
+        )
 
     def stderr(self, chunk: bytes) -> None:
         offset = self._append("stderr", chunk)
@@ -112,24 +115,65 @@ def file_size(path: Path) -> int:
         return 0
 
 
-def tail(path: Path, lines: int, *, end: int | None = None) -> list[str]:
-    """The last `lines` lines of the file (up to byte `end`), read backwards in blocks."""
+def tail(
+    path: Path, lines: int, *, end: int | None = None, max_bytes: int | None = None
+) -> list[str]:
+    """The last `lines` lines of the file (up to byte `end`), read backwards in blocks, and at
+    most about `max_bytes` of them: the oldest lines that do not fit are left out (a last line
+    longer than that alone is cut to its first `max_bytes`), so huge lines cost bounded memory."""
+    return bounded_tail(path, lines, end=end, max_bytes=max_bytes)[0]
+
+
+def bounded_tail(
+    path: Path, lines: int, *, end: int | None = None, max_bytes: int | None = None
+) -> tuple[list[str], bool]:
+    """`tail`, and whether lines (or a part of the last one) were left out for `max_bytes`."""
     if lines <= 0:
-        return []
+        return [], False
     try:
         handle = path.open("rb")
     except OSError:
-        return []
+        return [], False
     with handle:
-        position = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))
-        chunks: list[bytes] = []
-        newlines = 0
-        while position > 0 and newlines <= lines:
-            size = min(_BLOCK, position)
-            position -= size
-            handle.seek(position)
-            block = handle.read(size)
-            chunks.append(block)
-            newlines += block.count(b"\n")
-    data = b"".join(reversed(chunks))
-    return data.decode(errors="replace").splitlines()[-lines:]
+        stop = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))
+        start, cut = _tail_start(handle, lines, stop, max_bytes)
+        handle.seek(start)
+        if max_bytes is not None and stop - start > max_bytes:
+            # Not one whole line fits: the first bytes of the last one.
+            return [handle.read(max_bytes).decode(errors="ignore")], True
+        data = handle.read(stop - start)
+    return data.decode(errors="replace").splitlines()[-lines:], cut
+
+
+def tail_start(handle: BinaryIO, lines: int, end: int) -> int:
+    """The offset where the last `lines` lines before `end` begin (a final newline ends the
+    last line, it does not start another). Only counts newlines: memory stays one block
+    whatever the file holds."""
+    return _tail_start(handle, lines, end, None)[0]
+
+
+def _tail_start(handle: BinaryIO, lines: int, end: int, max_bytes: int | None) -> tuple[int, bool]:
+    """`tail_start`; with `max_bytes`, the start of the oldest of those lines that still fits in
+    so many bytes (that of the last line when none does), and whether any were left out."""
+    position = end
+    newlines = 0
+    last_fitting = end  # a line start within max_bytes of the end
+    while position > 0:
+        size = min(_BLOCK, position)
+        position -= size
+        handle.seek(position)
+        block = handle.read(size)
+        index = len(block)
+        while (index := block.rfind(b"\n", 0, index)) >= 0:
+            at = position + index + 1
+            if at == end:  # the newline that ends the last line
+                continue
+            newlines += 1
+            if max_bytes is not None and end - at > max_bytes:
+                return (last_fitting if last_fitting < end else at), True
+            if newlines >= lines:
+                return at, False
+            last_fitting = at
+    if max_bytes is not None and end > max_bytes:
+        return (last_fitting if last_fitting < end else 0), True
+    return 0, False

@@ -101,6 +101,7 @@ class RunResult:
     duration_ms: int
     attempts: int
     error: str | None = None
+    events_omitted: int = 0  # events the run printed that `events` does not hold
 
 
 @dataclass
@@ -380,6 +381,7 @@ class Runner:
             else dict(session.meta.get("metadata") or {}),
             duration_ms=int((time.monotonic() - started) * 1000),
             attempts=record.get("attempts", 0),
+            events_omitted=outcome.events_dropped,
         )
 
     def _announce(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy
 from rapidfuzz import fuzz, process, utils
 
-from gateway.logs import tail
+from gateway.logs import tail_start
 
 BLOCK_BYTES = 1 << 20
 FUZZY_BATCH_LINES = 4096
@@ -46,11 +46,8 @@ class _Block:
 
 
 def _blocks(path: Path, tail_lines: int | None) -> Iterator[_Block]:
-    if tail_lines is not None:
-        text = "\n".join(tail(path, tail_lines))
-        if text:
-            yield _Block(text, 1, 0)
-        return
+    """The file (or its last `tail_lines` lines, numbered from 1) in line-aligned blocks:
+    memory stays a few blocks whatever `tail_lines` and the file's size."""
     try:
         handle = path.open("rb")
     except OSError:
@@ -58,6 +55,8 @@ def _blocks(path: Path, tail_lines: int | None) -> Iterator[_Block]:
     line, char = 1, 0
     carry = b""
     with handle:
+        if tail_lines is not None:
+            handle.seek(tail_start(handle, tail_lines, handle.seek(0, 2)))
         while True:
             data = handle.read(BLOCK_BYTES)
             if not data:

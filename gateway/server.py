@@ -74,7 +74,7 @@ class Gateway:
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )
-        feed = LiveFeed()
+        feed = LiveFeed(buffer_bytes=config.follower_buffer_bytes)
         webhooks = WebhookSender(config.webhook, config.primary_session_dir / ".webhooks")
         runner = Runner(
             config,

@@ -42,14 +42,24 @@ from gateway.errors import (
     quote,
 )
 from gateway.feed import FeedItem, LiveFeed
-from gateway.logs import file_size, tail
+from gateway.logs import bounded_tail, file_size, tail
 from gateway.prompt import Message
 from gateway.runs import Runner, RunRequest, RunResult, nudge_request
 from gateway.scheduler import Scheduler
 from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
 from gateway.status import StatusReporter
 from gateway.triggers import TriggerFiles
-from gateway.views import detail, signal, summary, to_struct, trigger
+from gateway.views import (
+    LAGGED_EVENT,
+    bounded_structs,
+    clipped,
+    detail,
+    first_within,
+    signal,
+    summary,
+    to_struct,
+    trigger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +162,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> runs_pb2.CompleteResponse:
         run = run_request(request.run, "completion", secure_tokens(context))
         result = await self._runner.run(run)
-        return runs_pb2.CompleteResponse(result=result_message(result))
+        return runs_pb2.CompleteResponse(
+            result=result_message(result, self._config.max_answer_bytes)
+        )
 
     @_guarded
     async def PromptSession(  # gRPC method names are the proto's
@@ -163,18 +175,34 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if not run.session_id.strip():
             raise InvalidRequest("session_id is required", field="session_id")
         result = await self._runner.run(run)
-        return runs_pb2.PromptSessionResponse(result=result_message(result))
+        return runs_pb2.PromptSessionResponse(
+            result=result_message(result, self._config.max_answer_bytes)
+        )
 
     async def StreamCompletion(  # gRPC method names are the proto's
         self, request: runs_pb2.StreamCompletionRequest, context: Any
     ) -> AsyncIterator[runs_pb2.StreamCompletionResponse]:
         run = run_request(request.run, "completion", secure_tokens(context))
         backlog: asyncio.Queue[runs_pb2.StreamCompletionResponse | None] = asyncio.Queue()
+        # Bounded in bytes and items: a client that stopped reading must not grow the gateway's
+        # memory. Over the budget it is told it lagged (an event), later events are skipped,
+        # and the result still comes when the run ends.
+        budget = self._config.follower_buffer_bytes
+        queued = [0]  # bytes in the backlog
+        lagged = [False]
 
         def push(message: runs_pb2.StreamCompletionResponse) -> None:
-            # Bounded: a client that stopped reading must not grow the gateway's memory.
-            if backlog.qsize() < MAX_STREAM_BACKLOG:
-                backlog.put_nowait(message)
+            if lagged[0]:
+                return
+            size = message.ByteSize()
+            if backlog.qsize() >= MAX_STREAM_BACKLOG or (
+                backlog.qsize() and queued[0] + size > budget
+            ):
+                lagged[0] = True
+                message = runs_pb2.StreamCompletionResponse(event=to_struct(_lagged_event(budget)))
+                size = message.ByteSize()
+            queued[0] += size
+            backlog.put_nowait(message)
 
         def started(session: Session, run_id: str) -> None:
             push(
@@ -186,6 +214,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
 
         def event(payload: dict[str, Any]) -> None:
+            if lagged[0]:
+                return
             push(runs_pb2.StreamCompletionResponse(event=to_struct(payload)))
 
         task = asyncio.ensure_future(self._runner.run(run, on_event=event, on_started=started))
@@ -193,6 +223,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             sent = 0
             while (message := await backlog.get()) is not None:
+                queued[0] -= message.ByteSize()
                 yield message
                 sent += 1
                 if sent % YIELD_EVERY == 0:
@@ -201,7 +232,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 result = task.result()
             except GatewayError as error:
                 await abort(context, error)
-            yield runs_pb2.StreamCompletionResponse(completed=result_message(result))
+            yield runs_pb2.StreamCompletionResponse(
+                completed=result_message(result, self._config.max_answer_bytes)
+            )
         finally:
             if not task.done():
                 task.cancel()  # only our wait on it: the run itself belongs to the runner
@@ -215,7 +248,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         session = self._session(request.session_id, context)
         given = run_request(request.run, "nudge", secure_tokens(context))
         result = await self._runner.run(nudge_request(session, given))
-        return runs_pb2.NudgeSessionResponse(result=result_message(result))
+        return runs_pb2.NudgeSessionResponse(
+            result=result_message(result, self._config.max_answer_bytes)
+        )
 
     @_guarded
     async def ListSessions(  # gRPC method names are the proto's
@@ -225,7 +260,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         since = _since(request.since) if request.HasField("since") else None
         include_secure = self._runner.secure_token_ok(secure_tokens(context))
         chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
-        return sessions_pb2.ListSessionsResponse(sessions=[summary(s) for s in chosen])
+        # Bounded in bytes too (each session's metadata may be as large as a request body):
+        # the newest sessions that fit (GET /sessions/:id reads any one of them).
+        listed = first_within([summary(s) for s in chosen], self._config.max_answer_bytes)
+        return sessions_pb2.ListSessionsResponse(sessions=listed)
 
     @_guarded
     async def GetSession(  # gRPC method names are the proto's
@@ -239,14 +277,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if request.HasField("tail")
             else None
         )
-        message = detail(session)
-        message.stdout.tail = "\n".join(tail(session.files_dir / STDOUT, lines))
+        message = detail(session, self._config.max_answer_bytes // 4)
+        # Each part of the answer gets a share of its byte budget: a tail of huge lines keeps
+        # its newest lines that fit, and says so (read the rest with a tail or a search).
+        share = self._config.max_answer_bytes // 4
+        message.stdout.tail = _bounded_tail(session.files_dir / STDOUT, lines, share)
         message.stdout.tail_lines = lines
         if request.include_stderr:
-            message.stderr.tail = "\n".join(tail(session.files_dir / STDERR, lines))
+            message.stderr.tail = _bounded_tail(session.files_dir / STDERR, lines, share)
             message.stderr.tail_lines = lines
         if request.include_events:
-            message.events.extend(to_struct(e) for e in _events(session.files_dir / EVENTS, lines))
+            events, omitted = _events_within(session.files_dir / EVENTS, lines, share)
+            message.events.extend(
+                bounded_structs(events, share, newest=True, omitted=omitted, where=_TAIL_HINT)
+            )
         return sessions_pb2.GetSessionResponse(session=message)
 
     @_guarded
@@ -331,13 +375,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 "stderr": file_size(session.files_dir / STDERR),
                 "events": file_size(session.files_dir / EVENTS),
             }
-            for text in tail(session.files_dir / STDOUT, lines, end=sizes["stdout"]):
+            # The last lines, at most a follower's budget of each (the newest ones).
+            budget = self._config.follower_buffer_bytes
+            for text in tail(
+                session.files_dir / STDOUT, lines, end=sizes["stdout"], max_bytes=budget
+            ):
                 yield _line("stdout", text)
             if request.include_stderr:
-                for text in tail(session.files_dir / STDERR, lines, end=sizes["stderr"]):
+                for text in tail(
+                    session.files_dir / STDERR, lines, end=sizes["stderr"], max_bytes=budget
+                ):
                     yield _line("stderr", text)
             if request.include_events:
-                for event in _events(session.files_dir / EVENTS, lines, end=sizes["events"]):
+                for event in _events(
+                    session.files_dir / EVENTS, lines, end=sizes["events"], max_bytes=budget
+                ):
                     yield sessions_pb2.TailSessionResponse(event=to_struct(event))
             if not request.follow:
                 return
@@ -462,9 +514,44 @@ def _since(raw: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _events(path: Path, count: int, *, end: int | None = None) -> list[dict[str, Any]]:
+_TAIL_HINT = "read them with GET /sessions/:id/tail (include_events) or a search"
+
+
+def _bounded_tail(path: Path, lines: int, max_bytes: int) -> str:
+    """The last lines as one text, at most `max_bytes` of them, with a marker when lines that
+    were asked for were left out for size."""
+    kept, cut = bounded_tail(path, lines, max_bytes=max_bytes)
+    if cut:
+        note = f"[gateway: older lines omitted to keep this answer under {max_bytes} bytes; "
+        kept = [note + "read them with GET /sessions/:id/tail or a search]", *kept]
+    return "\n".join(kept)
+
+
+def _events_within(path: Path, lines: int, max_bytes: int) -> tuple[list[dict[str, Any]], int]:
+    """The last events that fit in `max_bytes` of the log, and how many of those asked for
+    were left out for size (at most; 0 when none was)."""
+    kept, cut = bounded_tail(path, lines, max_bytes=max_bytes)
+    return _parsed(kept), (lines - len(kept) if cut else 0)
+
+
+def _lagged_event(budget: int) -> dict[str, Any]:
+    return {
+        "type": LAGGED_EVENT,
+        "message": f"this stream fell more than {budget} bytes behind: later events are "
+        "skipped (the run goes on; its result still follows); read them with "
+        "GET /sessions/:id/tail or a search",
+    }
+
+
+def _events(
+    path: Path, count: int, *, end: int | None = None, max_bytes: int | None = None
+) -> list[dict[str, Any]]:
+    return _parsed(tail(path, count, end=end, max_bytes=max_bytes))
+
+
+def _parsed(lines: list[str]) -> list[dict[str, Any]]:
     events = []
-    for line in tail(path, count, end=end):
+    for line in lines:
         with contextlib.suppress(ValueError):
             value = json.loads(line)
             if isinstance(value, dict):
@@ -540,15 +627,25 @@ def struct_value(message: ProtoMessage, field: str) -> Any:
         ) from None
 
 
-def result_message(result: RunResult) -> runs_pb2.RunResult:
+def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
+    """The result as a message of at most about `max_bytes`: the output (sent three times:
+    output, content, last message) gets an eighth each, cut with a marker; events and tool
+    calls three eighths and one eighth, the first ones that fit and a marker event counting
+    the others. The request's own messages and metadata are bounded by the body limit."""
     session = result.session
     usage = result.usage
+    share = max_bytes // 8
+    where = f"the whole run is in /sessions/{session.id} (tail with include_events, search)"
+    output = clipped(result.output, share, where)
+    messages = [runs_pb2.ChatMessage(role=m.role, content=m.content) for m in result.messages]
+    if messages and messages[-1].role == "assistant":
+        messages[-1].content = clipped(messages[-1].content, share, where)
     message = runs_pb2.RunResult(
         session_id=session.id,
         gateway_session_id=session.id,
-        output=result.output,
-        content=result.output,
-        messages=[runs_pb2.ChatMessage(role=m.role, content=m.content) for m in result.messages],
+        output=output,
+        content=output,
+        messages=messages,
         usage=runs_pb2.Usage(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -560,8 +657,10 @@ def result_message(result: RunResult) -> runs_pb2.RunResult:
         metadata=to_struct(result.metadata),
         run_id=result.run_id,
         status=result.status,
-        tool_calls=[to_struct(call) for call in result.tool_calls],
-        events=[to_struct(event) for event in result.events],
+        tool_calls=bounded_structs(result.tool_calls, share, where=where),
+        events=bounded_structs(
+            result.events, 3 * share, omitted=result.events_omitted, where=where
+        ),
         session_url=f"/sessions/{session.codex_session_id or session.id}",
         duration_ms=result.duration_ms,
         attempts=result.attempts,

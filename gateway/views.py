@@ -1,9 +1,16 @@
-"""Sessions as wire messages: the documented keys plus the reference's summary fields."""
+"""Sessions as wire messages: the documented keys plus the reference's summary fields.
+
+Answers are bounded in bytes (CODEX_GATEWAY_MAX_ANSWER_BYTES, well under gRPC's 64 MiB message
+limit): a text over its share is cut with a marker, and a list of events over its share keeps
+what fits and says, in a last `gateway.events_omitted` event, how many it left out and where to
+read them.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -18,6 +25,61 @@ def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(value)
     return struct
+
+
+OMITTED_EVENTS = "gateway.events_omitted"
+LAGGED_EVENT = "gateway.lagged"
+
+
+def clipped(text: str, max_bytes: int, where: str) -> str:
+    """`text`, or its first `max_bytes` bytes and a marker naming what was left out."""
+    if len(text) * 4 <= max_bytes:  # no UTF-8 text of this length can be over
+        return text
+    data = text.encode(errors="replace")
+    if len(data) <= max_bytes:
+        return text
+    kept = data[:max_bytes].decode(errors="ignore")
+    return f"{kept}\n[gateway: {len(data) - max_bytes} more bytes omitted; {where}]"
+
+
+def bounded_structs(
+    values: Sequence[dict[str, Any]],
+    max_bytes: int,
+    *,
+    newest: bool = False,
+    omitted: int = 0,
+    where: str = "",
+) -> list[struct_pb2.Struct]:
+    """As many of `values` (the first ones, or the newest) as fit in `max_bytes` serialized,
+    and, when any are left out (`omitted` counts some left out before), a marker event saying
+    how many and `where` to read them."""
+    chosen: list[struct_pb2.Struct] = []
+    used = 0
+    ordered = reversed(values) if newest else iter(values)
+    for value in ordered:
+        struct = to_struct(value)
+        size = struct.ByteSize()
+        if used + size > max_bytes:
+            break
+        chosen.append(struct)
+        used += size
+    omitted += len(values) - len(chosen)
+    if newest:
+        chosen.reverse()
+    if omitted:
+        marker = to_struct(
+            {
+                "type": OMITTED_EVENTS,
+                "omitted": omitted,
+                "message": f"{omitted} entries left out to keep this answer under "
+                f"{max_bytes} bytes; {where}",
+            }
+        )
+        if newest:
+            chosen.insert(0, marker)
+        else:
+            chosen.append(marker)
+    return chosen
 
 
 def _text(value: object) -> str:
@@ -106,10 +168,15 @@ def _scalar(kind: int, value: object) -> str | bool | int | float | None:
     return value
 
 
-def detail(session: Session) -> sessions_pb2.SessionDetail:
+def detail(session: Session, max_bytes: int | None = None) -> sessions_pb2.SessionDetail:
+    """The session; with `max_bytes`, its run history keeps the newest runs that fit in so
+    many bytes (`runs` still counts them all)."""
     meta = session.meta
     brief = summary(session)
     runs = session.run_history()
+    history = [run_record(r) for r in runs]
+    if max_bytes is not None:
+        history = newest_within(history, max_bytes)
     message = sessions_pb2.SessionDetail(
         session_id=session.id,
         status=brief.status,
@@ -121,7 +188,7 @@ def detail(session: Session) -> sessions_pb2.SessionDetail:
         nudge_prompt=_text(meta.get("nudge_prompt")),
         execution_timeout_ms=brief.execution_timeout_ms,
         runs=len(runs),
-        run_history=[run_record(r) for r in runs],
+        run_history=history,
         metadata=brief.metadata,
         dir=brief.dir,
         modified=brief.modified,
@@ -133,6 +200,29 @@ def detail(session: Session) -> sessions_pb2.SessionDetail:
     if _text(meta.get("workspace")):
         message.workspace = meta["workspace"]
     return message
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def newest_within(messages: list[_M], max_bytes: int) -> list[_M]:
+    """The last of `messages` whose serialized sizes add up to at most `max_bytes`."""
+    used = 0
+    for index in range(len(messages) - 1, -1, -1):
+        used += messages[index].ByteSize() + 8
+        if used > max_bytes:
+            return messages[index + 1 :]
+    return messages
+
+
+def first_within(messages: list[_M], max_bytes: int) -> list[_M]:
+    """The first of `messages` whose serialized sizes add up to at most `max_bytes`."""
+    used = 0
+    for index, message in enumerate(messages):
+        used += message.ByteSize() + 8
+        if used > max_bytes:
+            return messages[:index]
+    return messages
 
 
 def signal(session: Session, index: int, hit: Hit) -> sessions_pb2.Signal:

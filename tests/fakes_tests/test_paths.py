@@ -24,6 +24,7 @@ def test_every_agent_is_an_executable_python3_script() -> None:
     agents = sorted(AGENTS_DIR.glob("*_agent.py"))
 
     assert [agent.name.removesuffix("_agent.py") for agent in agents] == [
+        "bigevents",
         "counter",
         "crash",
         "echo",
