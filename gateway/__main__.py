@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 
-from gateway.config import Config, ConfigError, StartupError
+from gateway.config import Config, ConfigError, StartupError, check_state_outside_workspaces
+from gateway.handover import reexec_without_secrets, take_secrets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     bridge = commands.add_parser("bridge", help="the REST bridge alone, in front of a gRPC server")
     bridge.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
     args = parser.parse_args(argv)
+    # Everything the gateway writes (sessions, secure sessions, triggers, the webhook outbox,
+    # locks) is its own: private by default. Agents get the usual 022 back (gateway/agent.py).
+    os.umask(0o077)
+    command = args.command or "serve"
     try:
-        config = Config.from_env(os.environ)
+        if argv is None:  # the process's own command line: its environment block is ours
+            reexec_without_secrets(os.environ)
+        environ = {**os.environ, **take_secrets(os.environ)}
+        config = Config.from_env(environ)
+        if command != "bridge":
+            check_state_outside_workspaces(config)
     except ConfigError as exc:
         print(f"codex-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -29,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change otherwise
-    command = args.command or "serve"
     if command == "bridge":
         return asyncio.run(_bridge(config, args.upstream))
     from gateway.server import serve

@@ -115,7 +115,7 @@ class SessionStore:
         gateway process left `running`."""
         for root in self.roots:
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                root.mkdir(mode=0o700, parents=True, exist_ok=True)  # private state
             except OSError as exc:
                 log.warning("session root %s cannot be created: %s", root, exc.strerror)
                 continue
@@ -143,7 +143,7 @@ class SessionStore:
         stop their agents. (flock: released by the kernel when the process dies.)"""
         path = root / LOCK_FILE
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             log.warning("session root %s cannot be locked: %s", root, exc.strerror)
             return
@@ -255,7 +255,7 @@ class SessionStore:
         }
         staging = directory.with_name(f".{directory.name}{STAGING_SUFFIX}")
         try:
-            staging.mkdir(parents=True)
+            staging.mkdir(mode=0o700, parents=True)
         except OSError as exc:
             raise StorageFailed(f"Cannot create the session directory: {exc.strerror}") from exc
         session = Session(session_id, directory, meta, secure, staging=staging)
