@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change otherwise
     if command == "bridge":
         return asyncio.run(_bridge(config, args.upstream))
+    _warn_about_agent_user_access(config)
     from gateway.server import serve
 
     try:
@@ -49,6 +50,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codex-gateway: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _warn_about_agent_user_access(config: Config) -> None:
+    """With CODEX_GATEWAY_AGENT_USER, codex reads and writes its home as that user: say so when
+    the home belongs to someone else (the gateway, as root, would create it private to root)."""
+    user = config.agent_user
+    if user is None:
+        return
+    try:
+        owner = config.codex_home.stat().st_uid
+    except OSError:
+        owner = None
+    if owner != user.uid:
+        logging.getLogger("gateway").warning(
+            "CODEX_GATEWAY_AGENT_USER=%s: the codex home %s is not owned by that user; codex "
+            "needs to read and write it (chown -R %s it)",
+            user.name,
+            config.codex_home,
+            user.name,
+        )
 
 
 async def _bridge(config: Config, upstream: str) -> int:
