@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     # Everything the gateway writes (sessions, secure sessions, triggers, the webhook outbox,
     # locks) is its own: private by default. Agents get the usual 022 back (gateway/agent.py).
     os.umask(0o077)
+    # Agents started as another user (CODEX_GATEWAY_AGENT_USER) are forked, not vforked, and
+    # gRPC's fork handlers then restart its threads in the child between fork and exec, which
+    # crashed it (SIGSEGV in event_engine). Nothing forked by the gateway uses gRPC: no handlers.
+    # (Read when grpc is first imported, below.)
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
     command = args.command or "serve"
     try:
         if argv is None:  # the process's own command line: its environment block is ours

@@ -119,6 +119,8 @@ class SessionStore:
             except OSError as exc:
                 log.warning("session root %s cannot be created: %s", root, exc.strerror)
                 continue
+            with contextlib.suppress(OSError):  # one made before state was private, too
+                root.chmod(0o700)
             self._take(root)
             # One scan of names and types, no stat per entry (10,000 sessions, warm page cache:
             # 0.49-0.52 s to load, against 0.58-0.61 s with glob, is_dir and sorted Paths).

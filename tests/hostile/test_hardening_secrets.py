@@ -256,6 +256,7 @@ async def test_by_default_state_lives_outside_the_working_directory(tmp_path: Pa
 
 
 async def test_every_state_file_is_private_and_agent_files_are_not(tmp_path: Path) -> None:
+    (tmp_path / "secure").mkdir(mode=0o755)  # made by an older gateway: made private at start
     env = gateway_env(
         tmp_path,
         PROBE,
