@@ -15,14 +15,16 @@ import json
 import os
 import stat
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from google.protobuf import json_format, struct_pb2
 
-from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2
+from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, triggers_pb2
 from gateway.config import Config, ConfigError, check_state_outside_workspaces
 from gateway.errors import InvalidRequest
 from gateway.runs import RunRequest
@@ -36,7 +38,7 @@ from tests.faults.spawned import (
     until_serving,
     wait_until,
 )
-from tests.harness import running_gateway
+from tests.harness import running_bridge, running_gateway
 
 PROBE = "probe_agent.py"
 SECRETS = {
@@ -328,6 +330,67 @@ async def test_a_queued_run_whose_workspace_became_a_symlink_out_does_not_run_th
         with pytest.raises(InvalidRequest, match="outside the allowed roots"):
             await queued
         assert (await holder).result.status == "completed"
+    assert list(outside.iterdir()) == []
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+async def test_a_trigger_queued_for_a_slot_does_not_run_where_its_cwd_now_points(
+    config_for: Any, tmp_path: Path, protocol: str
+) -> None:
+    """The real queue: a trigger, created over REST or gRPC with a `cwd` inside the roots,
+    fires while the only slot is taken and waits; meanwhile its folder becomes a link out."""
+    config = config_for(codex_bin=AGENTS_DIR / PROBE, max_concurrent=1)
+    workspace = config.default_workspace
+    (workspace / "sub").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    at = datetime(2030, 6, 1, 9, 0, tzinfo=UTC)
+    clock = _Clock(at - timedelta(hours=1))
+    entry = {
+        "id": "swapped",
+        "prompt_text": "write:escaped.txt",
+        "cwd": "sub",
+        "schedule": {"mode": "once", "at": at.isoformat()},
+    }
+    async with running_gateway(config, clock=clock) as gw:
+        if protocol == "rest":
+            async with (
+                running_bridge(gw.target) as url,
+                httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as client,
+            ):
+                created = await client.post("/triggers", json=entry)
+                assert created.status_code == 200, created.text
+        else:
+            value = struct_pb2.Value()
+            json_format.ParseDict(entry, value)
+            await gw.stub.CreateTriggers(triggers_pb2.CreateTriggersRequest(triggers=value))
+        slots, scheduler = gw.gateway.slots, gw.gateway.scheduler
+        holder = asyncio.ensure_future(
+            gw.stub.Complete(
+                runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="sleep:2")), timeout=30
+            )
+        )
+        await wait_until(lambda: slots.active == 1, 10, "the slot to be taken")
+        clock.now = at
+        scheduler.reload()
+        fired = await scheduler.fire_due()
+        assert len(fired) == 1
+        await wait_until(lambda: slots.waiting == 1, 10, "the trigger's run to queue")
+        (workspace / "sub").rename(workspace / "sub-before")
+        (workspace / "sub").symlink_to(outside, target_is_directory=True)
+        await asyncio.gather(*fired)
+        assert (await holder).result.status == "completed"
+        [stored] = json.loads(config.triggers.default_file.read_text())["triggers"]
+        assert stored["last_status"] == "error"
+        assert "outside the allowed roots" in stored["last_error"]
     assert list(outside.iterdir()) == []
 
 
