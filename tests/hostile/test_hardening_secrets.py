@@ -28,6 +28,7 @@ from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, triggers_pb2
 from gateway.config import Config, ConfigError, check_state_outside_workspaces
 from gateway.errors import InvalidRequest
 from gateway.runs import RunRequest
+from gateway.workspace import open_confined
 from tests.fakes import AGENTS_DIR
 from tests.faults.spawned import (
     Spawned,
@@ -331,6 +332,48 @@ async def test_a_queued_run_whose_workspace_became_a_symlink_out_does_not_run_th
             await queued
         assert (await holder).result.status == "completed"
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("layout", "allowed"),
+    [
+        pytest.param("dir", True, id="a-folder-inside"),
+        pytest.param("link-inside", True, id="a-link-to-a-folder-inside"),
+        pytest.param("link-out", False, id="a-link-out"),
+        pytest.param("link-out-above", False, id="a-folder-below-a-link-out"),
+        pytest.param("file", False, id="a-file"),
+        pytest.param("missing", False, id="missing"),
+    ],
+)
+def test_open_confined_checks_the_opened_directory(
+    tmp_path: Path, layout: str, allowed: bool
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    (outside / "deeper").mkdir(parents=True)
+    target = root / "target"
+    if layout == "dir":
+        target.mkdir()
+    elif layout == "link-inside":
+        target.symlink_to(root / "real")
+    elif layout == "link-out":
+        target.symlink_to(outside)
+    elif layout == "link-out-above":
+        target.symlink_to(outside)
+        target = target / "deeper"
+    elif layout == "file":
+        target.write_text("x")
+    if not allowed:
+        with pytest.raises(InvalidRequest) as refused:
+            open_confined(target, [root], shown="target")
+        assert refused.value.field == "workspace"
+        return
+    fd = open_confined(target, [root], shown="target")
+    try:
+        opened = Path(f"/proc/self/fd/{fd}").readlink()
+        assert opened == target.resolve()
+    finally:
+        os.close(fd)
 
 
 class _Clock:
