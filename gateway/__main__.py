@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 
 from gateway.config import Config, ConfigError, StartupError, check_state_outside_workspaces
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         config = Config.from_env(environ)
         if command != "bridge":
             check_state_outside_workspaces(config)
+            _check_agent_user_switch(config)
     except ConfigError as exc:
         print(f"codex-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -55,6 +57,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codex-gateway: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_agent_user_switch(config: Config) -> None:
+    """Start a no-op as the agent user once: a gateway that cannot switch (no CAP_SETUID in its
+    user namespace, say) stops at startup rather than failing every run."""
+    user = config.agent_user
+    if user is None or (user.uid, user.gid) == (os.geteuid(), os.getegid()):
+        return
+    shell = "/bin/sh"
+    if not os.path.exists(shell):  # noqa: PTH110  # nothing to try it with
+        return
+    try:
+        subprocess.run(  # noqa: S603  # a fixed argv
+            [shell, "-c", ":"],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            cwd="/",
+            env={},
+            stdin=subprocess.DEVNULL,
+            check=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError(
+            f"CODEX_GATEWAY_AGENT_USER: cannot start a process as {user.name}: {exc}"
+        ) from exc
 
 
 def _warn_about_agent_user_access(config: Config) -> None:

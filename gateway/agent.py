@@ -119,6 +119,10 @@ class AgentProcess:
                 ) from exc
             raise AgentUnavailable(f"The codex binary was not found: {self._argv[0]}") from exc
         except PermissionError as exc:
+            if switch and user is not None:
+                raise AgentUnavailable(
+                    f"Cannot start codex as {user.name} (CODEX_GATEWAY_AGENT_USER): {exc.strerror}"
+                ) from exc
             raise AgentUnavailable(f"The codex binary is not executable: {self._argv[0]}") from exc
         except OSError as exc:
             raise AgentUnavailable(f"Cannot start codex: {exc.strerror}") from exc
