@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 
-from gateway.config import Config, ConfigError, StartupError
+from gateway.config import Config, ConfigError, StartupError, check_state_outside_workspaces
+from gateway.handover import reexec_without_secrets, take_secrets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +21,23 @@ def main(argv: list[str] | None = None) -> int:
     bridge = commands.add_parser("bridge", help="the REST bridge alone, in front of a gRPC server")
     bridge.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
     args = parser.parse_args(argv)
+    # Everything the gateway writes (sessions, secure sessions, triggers, the webhook outbox,
+    # locks) is its own: private by default. Agents get the usual 022 back (gateway/agent.py).
+    os.umask(0o077)
+    # Agents started as another user (CODEX_GATEWAY_AGENT_USER) are forked, not vforked, and
+    # gRPC's fork handlers then restart its threads in the child between fork and exec, which
+    # crashed it (SIGSEGV in event_engine). Nothing forked by the gateway uses gRPC: no handlers.
+    # (Read when grpc is first imported, below.)
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+    command = args.command or "serve"
     try:
-        config = Config.from_env(os.environ)
+        if argv is None:  # the process's own command line: its environment block is ours
+            reexec_without_secrets(os.environ)
+        environ = {**os.environ, **take_secrets(os.environ)}
+        config = Config.from_env(environ)
+        if command != "bridge":
+            check_state_outside_workspaces(config)
+            _check_agent_user_switch(config)
     except ConfigError as exc:
         print(f"codex-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -29,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change otherwise
-    command = args.command or "serve"
     if command == "bridge":
         return asyncio.run(_bridge(config, args.upstream))
+    _warn_about_agent_user_access(config)
     from gateway.server import serve
 
     try:
@@ -40,6 +57,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codex-gateway: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_agent_user_switch(config: Config) -> None:
+    """Start a no-op as the agent user once: a gateway that cannot switch (no CAP_SETUID in its
+    user namespace, say) stops at startup rather than failing every run."""
+    user = config.agent_user
+    if user is None or (user.uid, user.gid) == (os.geteuid(), os.getegid()):
+        return
+    shell = "/bin/sh"
+    if not os.path.exists(shell):  # noqa: PTH110  # nothing to try it with
+        return
+    try:
+        subprocess.run(  # noqa: S603  # a fixed argv
+            [shell, "-c", ":"],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            cwd="/",
+            env={},
+            stdin=subprocess.DEVNULL,
+            check=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError(
+            f"CODEX_GATEWAY_AGENT_USER: cannot start a process as {user.name}: {exc}"
+        ) from exc
+
+
+def _warn_about_agent_user_access(config: Config) -> None:
+    """With CODEX_GATEWAY_AGENT_USER, codex reads and writes its home as that user: say so when
+    the home belongs to someone else (the gateway, as root, would create it private to root)."""
+    user = config.agent_user
+    if user is None:
+        return
+    try:
+        owner = config.codex_home.stat().st_uid
+    except OSError:
+        owner = None
+    if owner != user.uid:
+        logging.getLogger("gateway").warning(
+            "CODEX_GATEWAY_AGENT_USER=%s: the codex home %s is not owned by that user; codex "
+            "needs to read and write it (chown -R %s it)",
+            user.name,
+            config.codex_home,
+            user.name,
+        )
 
 
 async def _bridge(config: Config, upstream: str) -> int:

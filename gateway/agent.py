@@ -16,9 +16,11 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
+from gateway.config import AgentUser
 from gateway.errors import AgentUnavailable, InvalidRequest
 from gateway.events import LineFramer, OversizedLine
 from gateway.priority import GROUP_NICE_INTERVAL_S, make_nicer, set_group_nice
+from gateway.workspace import open_confined
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,14 @@ class AgentProcess:
         stderr_tail_bytes: int,
         on_stderr: Callable[[bytes], None] | None = None,
         nice: int = 0,
+        roots: Sequence[Path] = (),
+        user: AgentUser | None = None,
     ) -> None:
         self._argv = list(argv)
         self._env = dict(env)
         self._cwd = cwd
+        self._roots = tuple(roots) or (cwd,)
+        self._user = user
         self._stdin = stdin_text.encode()
         self._framer = LineFramer(max_line_bytes)
         self._stderr_tail = bytearray()
@@ -71,6 +77,11 @@ class AgentProcess:
         return self._proc
 
     async def start(self) -> None:
+        # The workspace is checked again here, on the opened directory, and the agent starts in
+        # exactly that one: its request was checked before it waited for a slot.
+        workspace = open_confined(self._cwd, self._roots, shown=str(self._cwd))
+        user = self._user
+        switch = user is not None and (user.uid != os.geteuid() or user.gid != os.getegid())
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self._argv,
@@ -78,10 +89,20 @@ class AgentProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self._env,
-                cwd=self._cwd,
+                # The child's /proc/self is itself, and it still holds the (close-on-exec)
+                # descriptor when it changes directory: it lands in the verified directory,
+                # and the agent does not inherit the descriptor.
+                cwd=f"/proc/self/fd/{workspace}",
                 # A session of its own: its own process group (what stop() signals), no
                 # controlling terminal, and its own scheduling group (see gateway/priority.py).
                 start_new_session=True,
+                # The gateway's own files are private (umask 077, gateway/__main__.py); what
+                # codex writes in the workspace is as usual.
+                umask=0o022,
+                # CODEX_GATEWAY_AGENT_USER: the agent, and all it runs, as that user alone.
+                user=user.uid if switch and user else None,
+                group=user.gid if switch and user else None,
+                extra_groups=[] if switch else None,
                 limit=_READ_CHUNK,
             )
         except FileNotFoundError as exc:
@@ -98,9 +119,15 @@ class AgentProcess:
                 ) from exc
             raise AgentUnavailable(f"The codex binary was not found: {self._argv[0]}") from exc
         except PermissionError as exc:
+            if switch and user is not None:
+                raise AgentUnavailable(
+                    f"Cannot start codex as {user.name} (CODEX_GATEWAY_AGENT_USER): {exc.strerror}"
+                ) from exc
             raise AgentUnavailable(f"The codex binary is not executable: {self._argv[0]}") from exc
         except OSError as exc:
             raise AgentUnavailable(f"Cannot start codex: {exc.strerror}") from exc
+        finally:
+            os.close(workspace)
         if self._nice:
             try:
                 group_nice = make_nicer(self._proc.pid, self._nice)

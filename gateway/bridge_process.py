@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 from typing import Final
 
 from bridge.listener import READY_LINE_PREFIX
-from gateway.config import StartupError
+from gateway.config import SECRET_VARIABLES, StartupError
+from gateway.handover import HANDOVER_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,9 @@ class BridgeProcess:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     pass_fds=(self.sock.fileno(),),
+                    # Nothing secret in its environment block (nor in its argv, above): the
+                    # bridge needs none, and /proc/<pid>/environ is readable by its uid.
+                    env=_bridge_environment(),
                     # Out of the terminal's process group: Ctrl-C is the gateway's to handle.
                     # (A session of its own is also a scheduling group of its own, with the
                     # weight of the gateway's: the two are not one share between them.)
@@ -176,6 +181,14 @@ class BridgeProcess:
 
         if process.returncode is None:
             await asyncio.shield(stop())
+
+
+def _bridge_environment() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in SECRET_VARIABLES and name != HANDOVER_VARIABLE
+    }
 
 
 async def _discard_after(

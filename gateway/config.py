@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -129,6 +130,16 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class AgentUser:
+    """The account agents run as (CODEX_GATEWAY_AGENT_USER), resolved at startup."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the gateway process needs, with units in the names."""
 
@@ -182,6 +193,8 @@ class Config:
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     triggers: TriggerConfig = field(default_factory=lambda: TriggerConfig())
+    # CODEX_GATEWAY_AGENT_USER: agents run as this user (the gateway must be root to switch).
+    agent_user: AgentUser | None = None
     # The raw values of the variables the reference echoes in GET / ("env" block).
     raw_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -204,13 +217,13 @@ class Config:
             or env.text("CODEX_HOME")
             or str(Path(env.text("HOME") or str(Path.home())) / ".codex")
         )
+        state = state_dir(env, here)
         session_dirs = _dedupe(
             [here / p for p in env.names("CODEX_GATEWAY_SESSION_DIRS")]
             + [here / p for p in env.names("CODEX_GATEWAY_SESSION_DIR")]
-        ) or (here / ".codex-gateway-sessions",)
-        secure_dir = here / (
-            env.text("CODEX_GATEWAY_SECURE_SESSION_DIR") or ".codex-gateway-sessions/secure"
-        )
+        ) or (state / "sessions",)
+        secure_dir = here / (env.text("CODEX_GATEWAY_SECURE_SESSION_DIR") or state / "secure")
+        agent_user = _agent_user(env)
         default_workspace = _default_workspace(env, here)
         roots = tuple((here / p).resolve() for p in env.names("CODEX_GATEWAY_WORKSPACE_ROOTS")) or (
             default_workspace,
@@ -247,8 +260,8 @@ class Config:
             codex_home=codex_home,
             session_dirs=session_dirs,
             secure_session_dir=secure_dir,
-            secure_token=env.text("CODEX_GATEWAY_SECURE_TOKEN"),
-            api_token=env.text("CODEX_GATEWAY_API_TOKEN"),
+            secure_token=env.secret("CODEX_GATEWAY_SECURE_TOKEN"),
+            api_token=env.secret("CODEX_GATEWAY_API_TOKEN"),
             default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES", 200, minimum=1),
             max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES", 2000, minimum=1),
             signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT", 160, minimum=0),
@@ -269,6 +282,7 @@ class Config:
             system_prompt_disabled=env.flag("CODEX_DISABLE_DEFAULT_PROMPT", False),
             child_env={
                 **_child_env(environ, env.names("CODEX_GATEWAY_CHILD_ENV")),
+                **_agent_user_env(env, agent_user),
                 "CODEX_HOME": str(codex_home),
             },
             request_env_allow=_env_patterns(env.names("CODEX_GATEWAY_REQUEST_ENV_ALLOW")),
@@ -278,7 +292,8 @@ class Config:
             agent_nice=env.integer("CODEX_GATEWAY_AGENT_NICE", 19, minimum=0, maximum=19),
             watcher=_watcher(env, here),
             webhook=_webhook(env),
-            triggers=_triggers(env, here, codex_home),
+            triggers=_triggers(env, here, codex_home, state),
+            agent_user=agent_user,
             raw_env={
                 name: environ.get(name, "")
                 for name in (
@@ -302,6 +317,22 @@ class _Env:
     def text(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
+
+    def secret(self, name: str) -> str | None:
+        """A secret from `name`, or from the file that `name`_FILE names (its trailing newline
+        stripped), so that it need not sit in the gateway's environment (see __main__.py)."""
+        file_name = f"{name}_FILE"
+        path = self.text(file_name)
+        if path is None:
+            return self.text(name)
+        if self.text(name) is not None:
+            raise ConfigError(f"set {name} or {file_name}, not both")
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{file_name}: cannot read {path}: {reason}") from None
+        return value.strip() or None
 
     def names(self, name: str, separators: str = ",") -> list[str]:
         raw = self.text(name) or ""
@@ -421,9 +452,9 @@ def _watcher(env: _Env, here: Path) -> WatcherConfig:
     )
 
 
-def _triggers(env: _Env, here: Path, codex_home: Path) -> TriggerConfig:
+def _triggers(env: _Env, here: Path, codex_home: Path, state: Path) -> TriggerConfig:
     default_file = (
-        here / (env.text("CODEX_GATEWAY_TRIGGER_FILE") or ".codex-monitor-triggers.json")
+        here / (env.text("CODEX_GATEWAY_TRIGGER_FILE") or state / "triggers" / "triggers.json")
     ).resolve()
     discovery = codex_home / "sessions"
     roots = tuple((here / p).resolve() for p in env.names("CODEX_GATEWAY_TRIGGER_ROOTS")) or (
@@ -445,7 +476,7 @@ def _triggers(env: _Env, here: Path, codex_home: Path) -> TriggerConfig:
 
 
 def _webhook(env: _Env) -> WebhookConfig:
-    raw_headers = env.text("SESSION_WEBHOOK_HEADERS_JSON")
+    raw_headers = env.secret("SESSION_WEBHOOK_HEADERS_JSON")
     headers: dict[str, str] = {}
     if raw_headers is not None:
         try:
@@ -461,10 +492,65 @@ def _webhook(env: _Env) -> WebhookConfig:
     return WebhookConfig(
         url=url,
         timeout_ms=env.integer("SESSION_WEBHOOK_TIMEOUT_MS", 5000, minimum=1),
-        auth_bearer=env.text("SESSION_WEBHOOK_AUTH_BEARER"),
+        auth_bearer=env.secret("SESSION_WEBHOOK_AUTH_BEARER"),
         headers=headers,
-        secret=env.text("SESSION_WEBHOOK_SECRET"),
+        secret=env.secret("SESSION_WEBHOOK_SECRET"),
         max_attempts=env.integer("SESSION_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
         retry_base_ms=env.integer("SESSION_WEBHOOK_RETRY_BASE_MS", 500, minimum=1),
         retry_max_ms=env.integer("SESSION_WEBHOOK_RETRY_MAX_MS", 60_000, minimum=1),
     )
+
+
+def state_dir(env: _Env, here: Path) -> Path:
+    """Where the gateway keeps its state by default: $XDG_STATE_HOME/codex-gateway, else
+    ~/.local/state/codex-gateway. Never the working directory, which is often a workspace."""
+    xdg = env.text("XDG_STATE_HOME")
+    if xdg is not None and Path(xdg).is_absolute():
+        return Path(xdg) / "codex-gateway"
+    home = Path(env.text("HOME") or str(Path.home()))
+    return (here / home / ".local" / "state" / "codex-gateway").resolve()
+
+
+def check_state_outside_workspaces(config: Config) -> None:
+    """ConfigError unless every state directory lies apart from every workspace root: an agent
+    may read and write its workspace, and must reach none of the gateway's own files."""
+    workspaces = [("CODEX_GATEWAY_DEFAULT_WORKSPACE", config.default_workspace)] + [
+        ("CODEX_GATEWAY_WORKSPACE_ROOTS", root) for root in config.workspace_roots
+    ]
+    states = [("CODEX_GATEWAY_SESSION_DIRS", path) for path in config.session_dirs] + [
+        ("CODEX_GATEWAY_SECURE_SESSION_DIR", config.secure_session_dir),
+        ("CODEX_GATEWAY_TRIGGER_FILE", config.triggers.default_file.parent),
+    ]
+    for workspace_name, workspace in workspaces:
+        root = workspace.resolve()
+        for state_name, state in states:
+            where = state.resolve()
+            if where.is_relative_to(root) or root.is_relative_to(where):
+                raise ConfigError(
+                    f"{workspace_name} ({workspace}) and {state_name} ({state}) overlap: the "
+                    "gateway's state must lie outside every workspace an agent can write"
+                )
+
+
+def _agent_user(env: _Env) -> AgentUser | None:
+    raw = env.text("CODEX_GATEWAY_AGENT_USER")
+    if raw is None:
+        return None
+    try:
+        entry = pwd.getpwuid(int(raw)) if raw.isdigit() else pwd.getpwnam(raw)
+    except (KeyError, OverflowError):
+        raise ConfigError(f"CODEX_GATEWAY_AGENT_USER: no such user: {raw[:64]!r}") from None
+    if entry.pw_uid != os.geteuid() and os.geteuid() != 0:
+        raise ConfigError(
+            f"CODEX_GATEWAY_AGENT_USER: running agents as {entry.pw_name} needs the gateway to "
+            "be started as root"
+        )
+    return AgentUser(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
+
+
+def _agent_user_env(env: _Env, user: AgentUser | None) -> dict[str, str]:
+    """The agent user's identity in its environment (HOME: CODEX_GATEWAY_AGENT_HOME if set)."""
+    if user is None:
+        return {}
+    home = env.text("CODEX_GATEWAY_AGENT_HOME") or str(user.home)
+    return {"HOME": home, "USER": user.name, "LOGNAME": user.name}

@@ -559,6 +559,8 @@ class Runner:
             stderr_tail_bytes=self._config.stderr_tail_bytes,
             nice=self._config.agent_nice,
             on_stderr=run_log.stderr,
+            roots=(*self._config.workspace_roots, self._config.default_workspace),
+            user=self._config.agent_user,
         )
         await agent.start()
         outcome = RunOutcome()

@@ -244,6 +244,7 @@ def settings(config: Config) -> dict[str, Any]:
         "CODEX_GATEWAY_SHUTDOWN_GRACE_MS": config.shutdown_grace_ms,
         "CODEX_GATEWAY_MAX_LINE_BYTES": config.max_line_bytes,
         "CODEX_GATEWAY_AGENT_NICE": config.agent_nice,
+        "CODEX_GATEWAY_AGENT_USER": config.agent_user.name if config.agent_user else "",
         "CODEX_GATEWAY_WATCH_PATHS": [str(p) for p in config.watcher.paths],
         "CODEX_GATEWAY_WATCH_PATTERN": config.watcher.pattern,
         "CODEX_GATEWAY_WATCH_DEBOUNCE_MS": config.watcher.debounce_ms,

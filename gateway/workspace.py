@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,3 +48,34 @@ def resolve_workspace(requested: str | None, *, default: Path, roots: Sequence[P
             f"workspace is not an existing directory: {quote(shown)}", field="workspace"
         )
     return resolved
+
+
+def open_confined(path: Path, roots: Sequence[Path], *, shown: str) -> int:
+    """A descriptor of the directory `path` names now, verified on the opened directory itself
+    to lie inside one of `roots` (400 otherwise). The caller spawns in exactly that directory
+    (`/proc/self/fd/<fd>` as the child's cwd) and closes it.
+
+    A run waits for a slot between its request's check and its spawn: a directory swapped for
+    a symlink meanwhile must not move it out of the roots. O_NOFOLLOW refuses a link at the last
+    component of the resolved path; whatever a link higher up did, the opened directory's own
+    path (from /proc/self/fd) is what is checked.
+    """
+    try:
+        resolved = path.resolve(strict=True)
+        fd = os.open(resolved, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (OSError, RuntimeError, ValueError):
+        raise InvalidRequest(
+            f"workspace is not an existing directory: {shown}", field="workspace"
+        ) from None
+    try:
+        real = Path(f"/proc/self/fd/{fd}").readlink()
+    except OSError:
+        os.close(fd)
+        raise InvalidRequest(f"workspace cannot be resolved: {shown}", field="workspace") from None
+    if not real.is_absolute() or not any(real.is_relative_to(root.resolve()) for root in roots):
+        os.close(fd)
+        raise InvalidRequest(
+            f"workspace is outside the allowed roots (it changed since it was checked): {shown}",
+            field="workspace",
+        )
+    return fd

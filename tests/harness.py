@@ -146,6 +146,16 @@ async def running_bridge(target: str, *, max_body_bytes: int = 1_048_576) -> Asy
             await asyncio.wait_for(task, 10)
 
 
+def _state_home(env: dict[str, str]) -> Path:
+    """Beside the test's session directory (the same for a restart), else a new folder."""
+    sessions = env.get("CODEX_GATEWAY_SESSION_DIRS")
+    if sessions:
+        return Path(sessions.split(",")[0]).parent / "state"
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="codex-gateway-state-"))
+
+
 def free_port() -> int:
     import socket
 
@@ -180,6 +190,8 @@ async def start_gateway_process(
         "CODEX_GATEWAY_LOG_LEVEL": "0",
         "CODEX_DISABLE_DEFAULT_PROMPT": "1",
         "CODEX_GATEWAY_REQUEST_ENV_ALLOW": ",".join(TEST_REQUEST_ENV_ALLOW),
+        # The default state directory (sessions, triggers) of this test's own, not ~/.local.
+        "XDG_STATE_HOME": str(_state_home(env)),
         **env,
     }
     process = await asyncio.create_subprocess_exec(

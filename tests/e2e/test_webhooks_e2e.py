@@ -86,7 +86,7 @@ async def test_a_webhook_survives_a_gateway_restart_while_the_receiver_is_down(
         "CODEX_GATEWAY_CODEX_BIN": str(AGENTS_DIR / "echo_agent.py"),
         "CODEX_GATEWAY_SESSION_DIRS": str(tmp_path / "sessions"),
         "CODEX_GATEWAY_DEFAULT_WORKSPACE": str(workspace),
-        "CODEX_GATEWAY_TRIGGER_FILE": str(tmp_path / "triggers.json"),
+        "CODEX_GATEWAY_TRIGGER_FILE": str(tmp_path / "triggers" / "triggers.json"),
         "SESSION_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
         "SESSION_WEBHOOK_RETRY_BASE_MS": "50",
         "SESSION_WEBHOOK_RETRY_MAX_MS": "200",

@@ -34,6 +34,7 @@ def test_every_agent_is_an_executable_python3_script() -> None:
         "garbage",
         "hang",
         "hugeline",
+        "probe",
         "slow",
         "thread",
         "turnfailed",

@@ -120,6 +120,8 @@ def spawn(
         "CODEX_GATEWAY_GRPC_PORT": str(grpc_port),
         "CODEX_GATEWAY_PORT": str(rest_port),
         "CODEX_GATEWAY_LOG_LEVEL": "1",
+        # Any default state (see gateway_env) beside the log, not in ~/.local/state.
+        "XDG_STATE_HOME": str(log_path.parent / "state"),
         **env,
     }
     log_path.parent.mkdir(parents=True, exist_ok=True)

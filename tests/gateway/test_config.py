@@ -22,7 +22,11 @@ def test_defaults_are_the_documented_ones_with_a_loopback_bind(tmp_path: Path) -
     )
     assert (config.default_tail_lines, config.max_tail_lines) == (200, 2000)
     assert config.sandbox == "workspace-write"
-    assert config.session_dirs == (tmp_path / ".codex-gateway-sessions",)
+    # State lives outside the working directory (often a workspace): the XDG state directory.
+    state = Path.home().resolve() / ".local" / "state" / "codex-gateway"
+    assert config.session_dirs == (state / "sessions",)
+    assert config.secure_session_dir == state / "secure"
+    assert config.triggers.default_file == state / "triggers" / "triggers.json"
 
 
 @pytest.mark.parametrize(
