@@ -423,7 +423,7 @@ async def test_a_trigger_queued_for_a_slot_does_not_run_where_its_cwd_now_points
         )
         await wait_until(lambda: slots.active == 1, 10, "the slot to be taken")
         clock.now = at
-        scheduler.reload()
+        await scheduler.reload()
         fired = await scheduler.fire_due()
         assert len(fired) == 1
         await wait_until(lambda: slots.waiting == 1, 10, "the trigger's run to queue")
