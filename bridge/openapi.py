@@ -98,10 +98,36 @@ FIELD_CONSTRAINTS: Final[dict[str, Schema]] = {
     },
     f"{_V1}UpdateTriggerRequest.patch": {"minProperties": 1},
     f"{_V1}CreateTriggersRequest.triggers": {
-        "anyOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]
+        "anyOf": [
+            {"$ref": "#/components/schemas/TriggerInput"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/TriggerInput"}},
+        ]
     },
 }
 _SOME_TEXT: Final[Schema] = {"type": "string", "pattern": "\\S"}
+# A trigger as POST /triggers takes it (a JSON object, not a proto message): what the gateway's
+# trigger normaliser refuses. The schedule's modes and their fields are checked by the gateway.
+_TRIGGER_INPUT: Final[Schema] = {
+    "type": "object",
+    "required": ["schedule"],
+    "anyOf": [
+        {"required": ["prompt_text"], "properties": {"prompt_text": _SOME_TEXT}},
+        {"required": ["prompt"], "properties": {"prompt": _SOME_TEXT}},
+    ],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00-\\x1f]+$"},
+        "enabled": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "env": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        },
+        "cwd": {"type": "string"},
+        "system_prompt": {"type": "string"},
+        "schedule": {"type": "object"},
+    },
+}
 # Operations whose body must be present (not null), with what it must hold beyond its schema.
 REQUIRED_BODIES: Final[dict[str, Schema]] = {
     "Complete": {
@@ -112,7 +138,11 @@ REQUIRED_BODIES: Final[dict[str, Schema]] = {
                 "properties": {
                     "messages": {
                         "type": "array",
-                        "contains": {"type": "object", "properties": {"content": _SOME_TEXT}},
+                        "contains": {
+                            "type": "object",
+                            "required": ["content"],
+                            "properties": {"content": _SOME_TEXT},
+                        },
                     }
                 },
             },
@@ -166,7 +196,9 @@ def openapi_document(
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR_SCHEMA, **builder.schemas}},
+        "components": {
+            "schemas": {"Error": _ERROR_SCHEMA, "TriggerInput": _TRIGGER_INPUT, **builder.schemas}
+        },
     }
 
 
@@ -216,8 +248,16 @@ class _Builder:
         }
         if rule.body:
             required = REQUIRED_BODIES.get(method.name)
+            body_schema: Schema
             if rule.body == "*":
-                body_schema = self.message_ref(request)
+                # Path parameters win over the body's fields of the same name: not body fields.
+                bound = {v.split(".")[0] for v in variables}
+                body_schema = {
+                    "type": "object",
+                    "properties": {
+                        f.name: self.field_schema(f) for f in request.fields if f.name not in bound
+                    },
+                }
             elif required is not None:  # present: not null
                 body_schema = self._single_schema(request.fields_by_name[rule.body])
                 body_schema = {**body_schema, **_constraints(request.fields_by_name[rule.body])}
