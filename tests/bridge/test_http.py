@@ -283,9 +283,15 @@ async def test_a_declared_length_over_the_limit_is_refused_without_reading(
         pytest.param(b"GET /sessions/a%00b HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200, id="encoded-nul"),
         pytest.param(b"GET /%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404, id="nul-route"),
         pytest.param(b"GET //sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404, id="double-slash"),
-        pytest.param(b"GET /" + b"a" * 60_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n", 431, id="long"),
-        pytest.param(b"GET /sessions?limit=%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n", 400, id="query-esc"),
-        pytest.param(b"GET http://x/health HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200, id="absolute-form"),
+        pytest.param(
+            b"GET /" + b"a" * 60_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n", 431, id="long"
+        ),
+        pytest.param(
+            b"GET /sessions?limit=%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n", 400, id="query-esc"
+        ),
+        pytest.param(
+            b"GET http://x/health HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200, id="absolute-form"
+        ),
         pytest.param(b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404, id="asterisk"),
         pytest.param(
             b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\r\n",
