@@ -190,7 +190,9 @@ async def test_connections_over_the_cap_get_503_at_once(
     scripted: tuple[ScriptedUpstream, str], tmp_path: Path
 ) -> None:
     cap = 20
-    async with bridge_process(scripted[1], tmp_path, "--max-connections", str(cap)) as bridge:
+    # A long head deadline: the held connections stay held however slow the machine is.
+    options = ("--max-connections", str(cap), "--header-timeout-ms", "120000")
+    async with bridge_process(scripted[1], tmp_path, *options) as bridge:
         held = [await asyncio.open_connection("127.0.0.1", bridge.port) for _ in range(cap)]
         # Let the bridge accept them all before the next ones arrive.
         for _ in range(100):
