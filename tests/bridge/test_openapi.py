@@ -148,7 +148,6 @@ def test_request_bodies(path: str, verb: str, required: bool, schema: dict[str, 
             {"minLength": 1, "maxLength": 1000},
             id="q",
         ),
-        pytest.param("/status", "secure_token", {"pattern": "^[ -~]*$"}, id="secure-token"),
     ],
 )
 def test_query_parameters_state_what_the_gateway_refuses(
