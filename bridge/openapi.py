@@ -85,14 +85,18 @@ FIELD_CONSTRAINTS: Final[dict[str, Schema]] = {
     f"{_V1}SearchSessionRequest.tail_lines": {"minimum": 1},
     f"{_V1}SearchSessionRequest.min_score": {"minimum": 0, "maximum": 1},
     f"{_V1}TailSessionRequest.tail_lines": {"minimum": 1},
-    # A run's `model` (a model name), `resume_session_id` (a UUID), `messages` (at most 10,000)
-    # and `env` names ([A-Za-z_][A-Za-z0-9_]*) are checked too, but stated as schema keywords
-    # they send schemathesis's generator into a recursion error on Python 3.11 (a CPython bug
-    # in `ast`): they are said in words.
-    f"{_V1}RunInput.model": {"description": "A model name: [A-Za-z0-9][A-Za-z0-9._:/@+-]*"},
+    f"{_V1}RunInput.messages": {"maxItems": 10_000},
+    f"{_V1}RunInput.model": {
+        "pattern": "^\\s*(?:[A-Za-z0-9][A-Za-z0-9._:/@+-]*)?\\s*$",
+        "maxLength": 200,
+    },
+    f"{_V1}RunInput.resume_session_id": {
+        "pattern": "^\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+        "[0-9a-fA-F]{12}\\s*$"
+    },
     f"{_V1}RunInput.env": {
-        "description": "Variables for the agent: names [A-Za-z_][A-Za-z0-9_]*; names that "
-        "change what runs are refused."
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "description": "Variables for the agent; names that change what runs are refused.",
     },
     f"{_V1}UpdateTriggerRequest.patch": {"minProperties": 1},
     f"{_V1}CreateTriggersRequest.triggers": {
@@ -128,14 +132,29 @@ _TRIGGER_INPUT: Final[Schema] = {
 }
 # Operations whose body must be present (not null), with what it must hold beyond its schema.
 REQUIRED_BODIES: Final[dict[str, Schema]] = {
-    # A run's body must be present; that it needs a prompt, or messages one of which has text
-    # (400 otherwise), is not stated: `anyOf`/`contains` would say it.
-    "Complete": {},
-    "StreamCompletion": {},
-    "PromptSession": {},
+    # A run: a prompt with text, or messages one of which has text.
+    "Complete": {
+        "anyOf": [
+            {"required": ["prompt"], "properties": {"prompt": _SOME_TEXT}},
+            {
+                "required": ["messages"],
+                "properties": {
+                    "messages": {
+                        "type": "array",
+                        "contains": {
+                            "type": "object",
+                            "required": ["content"],
+                            "properties": {"content": _SOME_TEXT},
+                        },
+                    }
+                },
+            },
+        ]
+    },
     "CreateTriggers": {},
     "UpdateTrigger": {},
 }
+REQUIRED_BODIES["StreamCompletion"] = REQUIRED_BODIES["PromptSession"] = REQUIRED_BODIES["Complete"]
 # Errors every operation may answer from the bridge itself, besides its gRPC status's.
 _BRIDGE_ERRORS: Final = {
     "400": "Invalid request",
@@ -211,10 +230,8 @@ class _Builder:
                 "name": SECURE_TOKEN_QUERY_PARAM,
                 "in": "query",
                 "required": False,
-                # Printable ASCII only (400 otherwise): as a `pattern` it sends schemathesis's
-                # generator into a recursion error on Python 3.11, so it is said in words.
-                "description": "Secure session token (also X-Codex-Secure-Token); printable ASCII.",
-                "schema": {"type": "string"},
+                "description": "Secure session token (also X-Codex-Secure-Token).",
+                "schema": {"type": "string", "pattern": "^[ -~]*$"},
             }
         )
         errors = dict(_BRIDGE_ERRORS)

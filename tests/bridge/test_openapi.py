@@ -86,8 +86,8 @@ RUN_REF = {"$ref": "#/components/schemas/codex_gateway.v1.RunInput"}
             "/completion",
             "post",
             True,
-            RUN_REF,  # present: not null
-            id="run-needs-a-body",
+            {"allOf": [RUN_REF, REQUIRED_BODIES["Complete"]]},
+            id="run-needs-a-prompt",
         ),
         pytest.param(
             "/sessions/{session_id}/nudge",
@@ -135,6 +135,7 @@ def test_request_bodies(path: str, verb: str, required: bool, schema: dict[str, 
     ("path", "name", "constraints"),
     [
         pytest.param("/sessions", "limit", {"minimum": 1}, id="limit"),
+        pytest.param("/status", "secure_token", {"pattern": "^[ -~]*$"}, id="secure-token"),
         pytest.param("/sessions/{session_id}", "tail_lines", {"minimum": 1}, id="tail-lines"),
         pytest.param(
             "/sessions/{session_id}/search",
