@@ -12,11 +12,20 @@ import httpx
 import pytest
 
 from gateway.config import Config, ConfigError
+from tests.bridge.rawhttp import exchange
 from tests.faults.spawned import Spawned, agents_of, gateway_env, running
-from tests.hostile.live import raw, status_of
+from tests.hostile.live import status_of
 
 TOKEN = "hardening-token"
 PROMPT = b'{"prompt": "rm -rf ~"}'
+
+
+async def raw(gateway: Spawned, request: bytes) -> bytes:
+    """The whole answer (every request here ends its connection)."""
+    if b"Connection: close" not in request:
+        request = request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    _, answer = await exchange(gateway.url, request)
+    return answer
 
 
 def post_completion(host: bytes, content_type: bytes, extra: bytes = b"") -> bytes:
