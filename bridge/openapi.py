@@ -98,6 +98,16 @@ FIELD_CONSTRAINTS: Final[dict[str, Schema]] = {
         "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         "description": "Variables for the agent; names that change what runs are refused.",
     },
+    **{
+        f"{_V1}{message}.trigger_file": {"pattern": "^[^\\x00]*$"}  # a path: no NUL byte
+        for message in (
+            "ListTriggersRequest",
+            "GetTriggerRequest",
+            "CreateTriggersRequest",
+            "UpdateTriggerRequest",
+            "DeleteTriggerRequest",
+        )
+    },
     f"{_V1}UpdateTriggerRequest.patch": {"minProperties": 1},
     f"{_V1}CreateTriggersRequest.triggers": {
         "anyOf": [

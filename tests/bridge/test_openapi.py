@@ -135,6 +135,7 @@ def test_request_bodies(path: str, verb: str, required: bool, schema: dict[str, 
     ("path", "name", "constraints"),
     [
         pytest.param("/sessions", "limit", {"minimum": 1}, id="limit"),
+        pytest.param("/triggers", "trigger_file", {"pattern": "^[^\\x00]*$"}, id="no-nul"),
         pytest.param("/status", "secure_token", {"pattern": "^[ -~]*$"}, id="secure-token"),
         pytest.param("/sessions/{session_id}", "tail_lines", {"minimum": 1}, id="tail-lines"),
         pytest.param(
