@@ -19,6 +19,13 @@ import sys
 from collections.abc import Sequence
 
 from .app import DEFAULT_MAX_BODY_BYTES, serve_bridge
+from .connections import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    ConnectionLimits,
+)
 from .listener import READY_LINE_PREFIX
 
 logger = logging.getLogger("bridge")
@@ -33,15 +40,48 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--log-level", default="INFO", choices=logging.getLevelNamesMapping())
     parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="comma-separated Host names served besides loopback and the bound address (* any)",
+    )
+    parser.add_argument(
+        "--no-host-check", action="store_true", help="serve requests for any Host and Origin"
+    )
+    parser.add_argument(
+        "--header-timeout-ms", type=int, default=int(DEFAULT_HEADER_TIMEOUT_S * 1000)
+    )
+    parser.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES)
+    parser.add_argument("--max-headers", type=int, default=DEFAULT_MAX_HEADERS)
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS)
+    parser.add_argument(
         "--supervised", action="store_true", help="run under codex-gateway serve (see above)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        limits = ConnectionLimits(
+            header_timeout_s=args.header_timeout_ms / 1000,
+            max_header_bytes=args.max_header_bytes,
+            max_headers=args.max_headers,
+            max_connections=args.max_connections,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     asyncio.run(
-        _run(args.upstream, args.host, args.port, args.max_body_bytes, sock, args.supervised)
+        _run(
+            args.upstream,
+            args.host,
+            args.port,
+            sock,
+            args.supervised,
+            max_body_bytes=args.max_body_bytes,
+            limits=limits,
+            check_host=not args.no_host_check,
+            allowed_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
+        )
     )
 
 
@@ -49,9 +89,13 @@ async def _run(
     upstream: str,
     host: str,
     port: int,
-    max_body_bytes: int,
     sock: socket.socket | None,
     supervised: bool,
+    *,
+    max_body_bytes: int,
+    limits: ConnectionLimits,
+    check_host: bool,
+    allowed_hosts: list[str],
 ) -> None:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -79,6 +123,9 @@ async def _run(
         shutdown=shutdown,
         ready=ready,
         sock=sock,
+        limits=limits,
+        check_host=check_host,
+        allowed_hosts=allowed_hosts,
     )
 
 

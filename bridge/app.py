@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Final
 
 import grpc
@@ -16,24 +16,31 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .connections import AcceptErrors, ConnectionLimits, RateLimitedLog, limited_protocol
 from .endpoint import BindingEndpoint
-from .errors import ErrorResponse
+from .errors import BridgeError, ErrorResponse, send_error
+from .guard import HostPolicy, RequestGuard
 from .listener import bind_listener
 from .openapi import openapi_document
 from .responses import encode_json, json_response
 from .routes import (
+    Binding,
     FallbackRoute,
     PathTemplate,
     TemplateRoute,
     bindings_from_service,
     service_descriptor,
 )
-from .upstream import Upstream
+from .transcode import parse_query
+from .upstream import Upstream, forwarded_metadata
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES: Final = 1_048_576
 OPENAPI_PATH: Final = "/openapi.json"
+# The RPC that vouches for a caller's credentials before the OpenAPI document is served: the
+# bridge holds no token, the gateway decides (and answers 401 as for every other endpoint).
+_AUTH_PROBE_RPC: Final = "GetInfo"
 # How long open requests (live tails above all) may take to finish once shutdown starts.
 GRACEFUL_SHUTDOWN_S: Final = 5
 
@@ -43,17 +50,19 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     channel: grpc.aio.Channel | None = None,
+    host_policy: HostPolicy | None = None,
 ) -> FastAPI:
     """The REST bridge in front of the gRPC gateway at `upstream` ("host:port").
 
     The channel is created in the running loop at startup (or at the first request when the
     app runs without lifespan events) and closed at shutdown; a given `channel` is used as is
-    and left open.
+    and left open. `host_policy` (default: any host) is enforced by a `RequestGuard`.
     """
     if max_body_bytes < 0:
         raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
     client = Upstream(upstream, channel)
     service = service_descriptor()
+    bindings = bindings_from_service(service)
     routes = [
         TemplateRoute(
             binding.method.name,
@@ -61,12 +70,16 @@ def create_app(
             binding.http_methods,
             BindingEndpoint(binding, client, max_body_bytes=max_body_bytes),
         )
-        for binding in bindings_from_service(service)
+        for binding in bindings
     ]
     document = encode_json(openapi_document(service))
+    probe = next(binding for binding in bindings if binding.method.name == _AUTH_PROBE_RPC)
     routes.append(
         TemplateRoute(
-            "openapi", PathTemplate.parse(OPENAPI_PATH), {"GET", "HEAD"}, _static(document)
+            "openapi",
+            PathTemplate.parse(OPENAPI_PATH),
+            {"GET", "HEAD"},
+            _authorized_static(document, client, probe),
         )
     )
 
@@ -89,11 +102,27 @@ def create_app(
     )
     app.router.routes.extend([*routes, FallbackRoute(routes)])
     app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(RequestGuard, policy=host_policy or HostPolicy(None))
     return app
 
 
-def _static(document: bytes) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def _authorized_static(
+    document: bytes, client: Upstream, probe: Binding
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Serves `document` to a caller the gateway accepts (its credentials forwarded with a
+    call of `probe`), like any other endpoint: 401 without the API token when one is set."""
+
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        try:
+            metadata = forwarded_metadata(headers, parse_query(scope.get("query_string", b"")))
+            await client.unary(probe, probe.request_class(), metadata)
+        except BridgeError as exc:
+            await send_error(ErrorResponse.from_bridge_error(exc), scope, receive, send)
+            return
+        except grpc.aio.AioRpcError as exc:
+            await send_error(ErrorResponse.from_rpc_error(exc), scope, receive, send)
+            return
         response = Response(document, media_type="application/json")
         await response(scope, receive, send)
 
@@ -116,17 +145,26 @@ async def serve_bridge(
     shutdown: asyncio.Event,
     ready: Callable[[int], None] | None = None,
     sock: socket.socket | None = None,
+    limits: ConnectionLimits | None = None,
+    check_host: bool = True,
+    allowed_hosts: Iterable[str] = (),
 ) -> None:
     """Serve the bridge on `host:port` (0 picks a port), or on the listening `sock` given
     (host and port are then ignored), until `shutdown` is set.
 
     `ready` is called with the bound port once the server accepts connections. The socket is
-    bound here, so a port in use raises OSError instead of uvicorn's exit.
+    bound here, so a port in use raises OSError instead of uvicorn's exit. With `check_host`,
+    only requests for the bound address, a loopback name or one of `allowed_hosts` (`*`: any)
+    are served (bridge/guard.py).
     """
-    app = create_app(upstream, max_body_bytes=max_body_bytes)
     sock = sock if sock is not None else bind_listener(host, port)
+    policy = HostPolicy.of(check=check_host, bound=str(sock.getsockname()[0]), extra=allowed_hosts)
+    app = create_app(upstream, max_body_bytes=max_body_bytes, host_policy=policy)
+    limits = limits or ConnectionLimits()
+    log = RateLimitedLog(logger)
     config = uvicorn.Config(
         app,
+        http=limited_protocol(limits, log),
         lifespan="on",
         log_config=None,  # the process configures logging, not uvicorn
         access_log=False,
@@ -135,7 +173,7 @@ async def serve_bridge(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     server = _Server(config)
-    with sock:
+    with sock, AcceptErrors(asyncio.get_running_loop(), log):
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(server.serve(sockets=[sock]))
             supervisor = tasks.create_task(_announce_then_stop(server, sock, shutdown, ready))

@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from .body import ClientDisconnected, check_declared_length, read_body
 from .errors import BridgeError, ErrorResponse, send_error
+from .guard import refuse_non_json_declaration, require_json_body
 from .printer import response_json
 from .responses import json_response
 from .routes import PATH_PARAMS_SCOPE_KEY, Binding
@@ -47,7 +48,11 @@ class BindingEndpoint:
         binding = self.binding
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         check_declared_length(headers, self.max_body_bytes)
-        body = await read_body(receive, self.max_body_bytes) if binding.body else None
+        body = None
+        if binding.body:
+            refuse_non_json_declaration(headers)
+            body = await read_body(receive, self.max_body_bytes)
+            require_json_body(headers, body)
         query = parse_query(scope.get("query_string", b""))
         request = build_request(
             binding, path_params=scope[PATH_PARAMS_SCOPE_KEY], query=query, body=body

@@ -5,6 +5,9 @@ Error tree of the bridge's own answers (the upstream's arrive as `grpc.aio.AioRp
     BridgeError            an HTTP error decided by the bridge, before any call
      ├── InvalidRequest     400: a path, query or body that does not transcode
      ├── PayloadTooLarge    413: a body over the configured limit
+     ├── UnsupportedMediaType 415: a body that is not declared `application/json`
+     ├── MisdirectedRequest 421: a `Host` the bridge does not answer for (DNS rebinding)
+     ├── ForbiddenOrigin    403: a browser's `Origin` the bridge does not answer for
      ├── RouteNotFound      404: no binding has this path
      └── MethodNotAllowed   405: bindings have this path, with other methods
 
@@ -100,6 +103,31 @@ class PayloadTooLarge(BridgeError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"Request body exceeds {limit} bytes")
+
+
+class UnsupportedMediaType(BridgeError):
+    """A request body without a JSON media type: what an HTML form or a `text/plain` fetch
+    sends (no CORS preflight), so accepting it would let any web page start a run."""
+
+    status = 415
+    # A malformed request, the client's to fix: INVALID_ARGUMENT (as grpc-gateway answers an
+    # unknown content type); the HTTP status says which mistake.
+    code = "INVALID_ARGUMENT"
+
+
+class MisdirectedRequest(BridgeError):
+    """The `Host` header names a host the bridge is not configured to serve (421)."""
+
+    status = 421
+    # Refused for where it was sent, not for what it asks: PERMISSION_DENIED.
+    code = "PERMISSION_DENIED"
+
+
+class ForbiddenOrigin(BridgeError):
+    """A browser sent this request from a page of another origin."""
+
+    status = 403
+    code = "PERMISSION_DENIED"
 
 
 class RouteNotFound(BridgeError):

@@ -5,6 +5,11 @@ bindings, path and query parameters from the request fields, the request body sc
 `body` selector, the response schema from the response message (or its `response_body` field).
 JSON schemas follow the bridge's JSON: proto field names, int64 as integers, fields with presence
 nullable, `Struct` as an object and `Value` as any JSON. Streaming RPCs answer NDJSON or SSE.
+
+What the descriptors cannot say, the gateway's own checks, is stated from two tables here
+(`FIELD_CONSTRAINTS`, `REQUIRED_BODIES`), so that a schema-valid request is one the gateway
+accepts; every operation also lists the errors the bridge itself answers (401, 413, 415, 421,
+431) besides 400.
 """
 
 from __future__ import annotations
@@ -68,6 +73,109 @@ _WELL_KNOWN: Final[dict[str, Schema]] = {
     "google.protobuf.Int64Value": {"type": "integer", "format": "int64"},
     "google.protobuf.UInt64Value": {"type": "integer", "minimum": 0},
 }
+_V1: Final = "codex_gateway.v1."
+# The gateway refuses (400) what these do not admit; keyed by the request field's full name.
+FIELD_CONSTRAINTS: Final[dict[str, Schema]] = {
+    f"{_V1}ListSessionsRequest.limit": {"minimum": 1},
+    f"{_V1}ListSessionsRequest.since": {"format": "date-time"},
+    f"{_V1}GetSessionRequest.tail_lines": {"minimum": 1},
+    f"{_V1}GetSessionRequest.tail": {"minimum": 1},
+    f"{_V1}SearchSessionRequest.q": {"minLength": 1, "maxLength": 1000, "pattern": "\\S"},
+    f"{_V1}SearchSessionRequest.max_results": {"minimum": 1, "maximum": 1000},
+    f"{_V1}SearchSessionRequest.tail_lines": {"minimum": 1},
+    f"{_V1}SearchSessionRequest.min_score": {"minimum": 0, "maximum": 1},
+    f"{_V1}TailSessionRequest.tail_lines": {"minimum": 1},
+    f"{_V1}RunInput.messages": {"maxItems": 10_000},
+    f"{_V1}RunInput.model": {
+        "pattern": "^\\s*(?:[A-Za-z0-9][A-Za-z0-9._:/@+-]*)?\\s*$",
+        "maxLength": 200,
+    },
+    f"{_V1}RunInput.resume_session_id": {
+        "pattern": "^\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+        "[0-9a-fA-F]{12}\\s*$"
+    },
+    f"{_V1}RunInput.env": {
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "description": "Variables for the agent; names that change what runs are refused.",
+    },
+    **{
+        f"{_V1}{message}.trigger_file": {"pattern": "^[^\\x00]*$"}  # a path: no NUL byte
+        for message in (
+            "ListTriggersRequest",
+            "GetTriggerRequest",
+            "CreateTriggersRequest",
+            "UpdateTriggerRequest",
+            "DeleteTriggerRequest",
+        )
+    },
+    f"{_V1}UpdateTriggerRequest.patch": {"minProperties": 1},
+    f"{_V1}CreateTriggersRequest.triggers": {
+        "anyOf": [
+            {"$ref": "#/components/schemas/TriggerInput"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/TriggerInput"}},
+        ]
+    },
+}
+_SOME_TEXT: Final[Schema] = {"type": "string", "pattern": "\\S"}
+# A trigger as POST /triggers takes it (a JSON object, not a proto message): what the gateway's
+# trigger normaliser refuses. The schedule's modes and their fields are checked by the gateway.
+_TRIGGER_INPUT: Final[Schema] = {
+    "type": "object",
+    "required": ["schedule"],
+    "anyOf": [
+        {"required": ["prompt_text"], "properties": {"prompt_text": _SOME_TEXT}},
+        {"required": ["prompt"], "properties": {"prompt": _SOME_TEXT}},
+    ],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00-\\x1f]+$"},
+        "enabled": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "env": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        },
+        "cwd": {"type": "string"},
+        "system_prompt": {"type": "string"},
+        "schedule": {"type": "object"},
+    },
+}
+# Operations whose body must be present (not null), with what it must hold beyond its schema.
+REQUIRED_BODIES: Final[dict[str, Schema]] = {
+    # A run: a prompt with text, or messages one of which has text.
+    "Complete": {
+        "anyOf": [
+            {"required": ["prompt"], "properties": {"prompt": _SOME_TEXT}},
+            {
+                "required": ["messages"],
+                "properties": {
+                    "messages": {
+                        "type": "array",
+                        "contains": {
+                            "type": "object",
+                            "required": ["content"],
+                            "properties": {"content": _SOME_TEXT},
+                        },
+                    }
+                },
+            },
+        ]
+    },
+    "CreateTriggers": {},
+    "UpdateTrigger": {},
+}
+REQUIRED_BODIES["StreamCompletion"] = REQUIRED_BODIES["PromptSession"] = REQUIRED_BODIES["Complete"]
+# Errors every operation may answer from the bridge itself, besides its gRPC status's.
+_BRIDGE_ERRORS: Final = {
+    "400": "Invalid request",
+    "401": "Missing or wrong API token (when one is configured)",
+    "421": "Host not served here (CODEX_GATEWAY_ALLOWED_HOSTS)",
+    "431": "Request header fields too large",
+}
+_BODY_ERRORS: Final = {
+    "413": "Request body over CODEX_GATEWAY_MAX_BODY_BYTES",
+    "415": "Request body not declared application/json",
+}
 _ERROR_REF: Final = "#/components/schemas/Error"
 _ERROR_SCHEMA: Final[Schema] = {
     "type": "object",
@@ -101,7 +209,9 @@ def openapi_document(
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR_SCHEMA, **builder.schemas}},
+        "components": {
+            "schemas": {"Error": _ERROR_SCHEMA, "TriggerInput": _TRIGGER_INPUT, **builder.schemas}
+        },
     }
 
 
@@ -131,29 +241,46 @@ class _Builder:
                 "in": "query",
                 "required": False,
                 "description": "Secure session token (also X-Codex-Secure-Token).",
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "pattern": "^[ -~]*$"},
             }
         )
+        errors = dict(_BRIDGE_ERRORS)
+        if method.name == "Health":
+            errors = {"431": errors["431"]}  # no token, any Host, no input
+        if rule.body:
+            errors.update(_BODY_ERRORS)
         operation: dict[str, Any] = {
             "operationId": operation_id,
             "summary": re.sub(r"(?<!^)(?=[A-Z])", " ", method.name),
             "parameters": parameters,
             "responses": {
                 "200": self._success(method, rule),
-                "default": {
-                    "description": "Error",
-                    "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
-                },
+                **{status: _error(text) for status, text in sorted(errors.items())},
+                "default": _error("Error"),
             },
         }
         if rule.body:
-            body_schema = (
-                self.message_ref(request)
-                if rule.body == "*"
-                else self.field_schema(request.fields_by_name[rule.body])
-            )
+            required = REQUIRED_BODIES.get(method.name)
+            body_schema: Schema
+            if rule.body == "*":
+                # Path parameters win over the body's fields of the same name: not body fields.
+                bound = {v.split(".")[0] for v in variables}
+                body_schema = {
+                    "type": "object",
+                    "properties": {
+                        f.name: self.field_schema(f) for f in request.fields if f.name not in bound
+                    },
+                }
+            elif required is not None:  # present: not null
+                body_schema = self._single_schema(request.fields_by_name[rule.body])
+                body_schema = {**body_schema, **_constraints(request.fields_by_name[rule.body])}
+            else:
+                body_schema = self.field_schema(request.fields_by_name[rule.body])
+            if required:
+                body_schema = {"allOf": [body_schema, required]}
             operation["requestBody"] = {
-                "required": False,
+                "required": required is not None,
+                "description": "JSON: sent with Content-Type: application/json (else 415).",
                 "content": {"application/json": {"schema": body_schema}},
             }
         return operation
@@ -172,7 +299,16 @@ class _Builder:
                             "properties": {"result": item, "error": {"$ref": _ERROR_REF}},
                         }
                     },
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    # Each event as schemathesis and browsers parse it: its name and its data.
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "event": {"type": "string"},
+                                "data": {"type": "string"},
+                            },
+                        }
+                    },
                 },
             }
         if rule.response_body:
@@ -186,25 +322,29 @@ class _Builder:
         names = variable.split(".")
         for name in names[:-1]:
             message = _message_type(message.fields_by_name[name])
-        schema = self.scalar_schema(message.fields_by_name[names[-1]])
+        field = message.fields_by_name[names[-1]]
+        schema = {**self.scalar_schema(field), **_constraints(field)}
         if schema.get("type") == "string":
             schema = {**schema, "minLength": 1}
         return {"name": variable, "in": "path", "required": True, "schema": schema}
 
     def _query_parameter(self, field: FieldDescriptor) -> dict[str, Any]:
-        schema = self.scalar_schema(field)
+        schema = {**self.scalar_schema(field), **_constraints(field)}
         if field.is_repeated:
             schema = {"type": "array", "items": schema}
-        return {"name": field.name, "in": "query", "required": False, "schema": schema}
+        # A string the gateway needs not empty is a required parameter.
+        required = schema.get("minLength", 0) > 0
+        return {"name": field.name, "in": "query", "required": required, "schema": schema}
 
     def field_schema(self, field: FieldDescriptor) -> Schema:
         target = field.message_type
         if target is not None and target.GetOptions().map_entry:
             value = self._single_schema(target.fields_by_name["value"])
-            return {"type": "object", "additionalProperties": value}
+            return {"type": "object", "additionalProperties": value, **_constraints(field)}
         single = self._single_schema(field)
         if field.is_repeated:
-            return {"type": "array", "items": single}
+            return {"type": "array", "items": single, **_constraints(field)}
+        single = {**single, **_constraints(field)}
         if field.has_presence and not _in_real_oneof(field):
             return _nullable(single)
         return single
@@ -245,6 +385,17 @@ class _Builder:
                 "properties": {f.name: self.field_schema(f) for f in message.fields},
             }
         return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _constraints(field: FieldDescriptor) -> Schema:
+    return dict(FIELD_CONSTRAINTS.get(field.full_name, {}))
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+    }
 
 
 def _nullable(schema: Schema) -> Schema:

@@ -110,13 +110,27 @@ async def _bridge(config: Config, upstream: str) -> int:
     import signal
 
     from bridge.app import serve_bridge
+    from bridge.connections import ConnectionLimits
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    guards = config.bridge
     await serve_bridge(
-        upstream, config.bind, config.port, max_body_bytes=config.max_body_bytes, shutdown=stop
+        upstream,
+        config.bind,
+        config.port,
+        max_body_bytes=config.max_body_bytes,
+        shutdown=stop,
+        limits=ConnectionLimits(
+            header_timeout_s=guards.header_timeout_ms / 1000,
+            max_header_bytes=guards.max_header_bytes,
+            max_headers=guards.max_headers,
+            max_connections=guards.max_connections,
+        ),
+        check_host=guards.check_host(config.api_token),
+        allowed_hosts=guards.allowed_hosts,
     )
     return 0
 

@@ -22,7 +22,7 @@ import sys
 from typing import Final
 
 from bridge.listener import READY_LINE_PREFIX
-from gateway.config import SECRET_VARIABLES, StartupError
+from gateway.config import SECRET_VARIABLES, BridgeConfig, StartupError
 from gateway.handover import HANDOVER_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,21 @@ class BridgeProcess:
     """Runs and supervises the bridge child on `sock` in front of the gRPC `upstream`."""
 
     def __init__(
-        self, upstream: str, sock: socket.socket, *, max_body_bytes: int, log_level: int
+        self,
+        upstream: str,
+        sock: socket.socket,
+        *,
+        max_body_bytes: int,
+        log_level: int,
+        guards: BridgeConfig | None = None,
+        check_host: bool = True,
     ) -> None:
         self.upstream = upstream
         self.sock = sock
         self.max_body_bytes = max_body_bytes
         self.log_level = log_level
+        self.guards = guards or BridgeConfig()
+        self.check_host = check_host
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pid: int | None = None
 
@@ -63,6 +72,7 @@ class BridgeProcess:
             *("--fd", str(self.sock.fileno())),
             *("--max-body-bytes", str(self.max_body_bytes)),
             *("--log-level", logging.getLevelName(self.log_level)),
+            *bridge_guard_args(self.guards, check_host=self.check_host),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -189,6 +199,18 @@ def _bridge_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if name not in SECRET_VARIABLES and name != HANDOVER_VARIABLE
     }
+
+
+def bridge_guard_args(guards: BridgeConfig, *, check_host: bool) -> list[str]:
+    """`python -m bridge` options for the Host check and the connection limits."""
+    return [
+        *(("--allowed-hosts", ",".join(guards.allowed_hosts)) if guards.allowed_hosts else ()),
+        *(() if check_host else ("--no-host-check",)),
+        *("--header-timeout-ms", str(guards.header_timeout_ms)),
+        *("--max-header-bytes", str(guards.max_header_bytes)),
+        *("--max-headers", str(guards.max_headers)),
+        *("--max-connections", str(guards.max_connections)),
+    ]
 
 
 async def _discard_after(

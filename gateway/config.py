@@ -140,6 +140,24 @@ class AgentUser:
 
 
 @dataclass(frozen=True)
+class BridgeConfig:
+    """The REST bridge's guards: which hosts it answers for (bridge/guard.py) and what one
+    client may hold of it before sending a request (bridge/connections.py)."""
+
+    # Host names served besides loopback and the bound address; "*" serves any.
+    allowed_hosts: tuple[str, ...] = ()
+    # With an API token set the Host check is this; without one it is always on.
+    host_check_with_token: bool = True
+    header_timeout_ms: int = 10_000
+    max_header_bytes: int = 32_768
+    max_headers: int = 100
+    max_connections: int = 1000
+
+    def check_host(self, api_token: str | None) -> bool:
+        return api_token is None or self.host_check_with_token
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the gateway process needs, with units in the names."""
 
@@ -195,6 +213,7 @@ class Config:
     triggers: TriggerConfig = field(default_factory=lambda: TriggerConfig())
     # CODEX_GATEWAY_AGENT_USER: agents run as this user (the gateway must be root to switch).
     agent_user: AgentUser | None = None
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     # The raw values of the variables the reference echoes in GET / ("env" block).
     raw_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -294,6 +313,7 @@ class Config:
             webhook=_webhook(env),
             triggers=_triggers(env, here, codex_home, state),
             agent_user=agent_user,
+            bridge=_bridge(env),
             raw_env={
                 name: environ.get(name, "")
                 for name in (
@@ -472,6 +492,19 @@ def _triggers(env: _Env, here: Path, codex_home: Path, state: Path) -> TriggerCo
             "CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES", 4 * 1024 * 1024, minimum=1024
         ),
         max_per_file=env.integer("CODEX_GATEWAY_TRIGGER_MAX_PER_FILE", 10_000, minimum=1),
+    )
+
+
+def _bridge(env: _Env) -> BridgeConfig:
+    return BridgeConfig(
+        allowed_hosts=tuple(env.names("CODEX_GATEWAY_ALLOWED_HOSTS")),
+        host_check_with_token=env.flag("CODEX_GATEWAY_HOST_CHECK_WITH_TOKEN", True),
+        header_timeout_ms=env.integer("CODEX_GATEWAY_HEADER_TIMEOUT_MS", 10_000, minimum=100),
+        max_header_bytes=env.integer(
+            "CODEX_GATEWAY_MAX_HEADER_BYTES", 32_768, minimum=1024, maximum=16 * 1_048_576
+        ),
+        max_headers=env.integer("CODEX_GATEWAY_MAX_HEADERS", 100, minimum=8),
+        max_connections=env.integer("CODEX_GATEWAY_MAX_CONNECTIONS", 1000, minimum=1),
     )
 
 

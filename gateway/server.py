@@ -294,6 +294,8 @@ async def serve(
                     rest_socket,
                     max_body_bytes=config.max_body_bytes,
                     log_level=config.logging_level,
+                    guards=config.bridge,
+                    check_host=config.bridge.check_host(config.api_token),
                 )
                 gateway.reporter.bridge_pid = lambda: bridge.pid
                 group.create_task(bridge.run(bridge_stop))

@@ -119,8 +119,10 @@ async def running_gateway(
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(target: str, *, max_body_bytes: int = 1_048_576) -> AsyncIterator[str]:
-    """The REST bridge in front of `target`; yields its base URL."""
+async def running_bridge(
+    target: str, *, max_body_bytes: int = 1_048_576, **options: Any
+) -> AsyncIterator[str]:
+    """The REST bridge in front of `target` (`options` for serve_bridge); yields its base URL."""
     from bridge.app import serve_bridge
 
     stop = asyncio.Event()
@@ -133,6 +135,7 @@ async def running_bridge(target: str, *, max_body_bytes: int = 1_048_576) -> Asy
             max_body_bytes=max_body_bytes,
             shutdown=stop,
             ready=port.set_result,
+            **options,
         )
     )
     try:

@@ -24,6 +24,9 @@ from tests.bridge.scripted_upstream import ScriptedUpstream
 from tests.bridge.test_errors import ROWS
 from tests.harness import running_bridge
 
+# Bodies are refused unless declared JSON (bridge/guard.py).
+JSON = {"Content-Type": "application/json"}
+
 
 async def test_every_binding_is_a_live_route(
     http: httpx.AsyncClient, upstream: ScriptedUpstream
@@ -33,7 +36,7 @@ async def test_every_binding_is_a_live_route(
         for variable in binding.template.variables:
             path = path.replace("{" + variable + "}", "x")
         body = b"{}" if binding.body else None
-        response = await http.request(binding.http_method, path, content=body)
+        response = await http.request(binding.http_method, path, content=body, headers=JSON)
         assert response.status_code == 200, (binding.method.name, response.text)
         assert binding.method.name in upstream.calls
 
@@ -139,7 +142,7 @@ async def test_a_bad_query_value_is_400_naming_it(
 
 
 async def test_invalid_json_is_400(http: httpx.AsyncClient, upstream: ScriptedUpstream) -> None:
-    response = await http.post("/completion", content=b'{"prompt": ')
+    response = await http.post("/completion", content=b'{"prompt": ', headers=JSON)
     assert response.status_code == 400
     assert response.json() == {"error": "Invalid JSON payload", "code": "INVALID_ARGUMENT"}
     assert "Complete" not in upstream.calls
@@ -220,7 +223,7 @@ async def test_a_body_over_the_limit_is_413(
     http: httpx.AsyncClient, upstream: ScriptedUpstream
 ) -> None:
     body = json.dumps({"prompt": "x" * MAX_BODY_BYTES}).encode()
-    response = await http.post("/completion", content=body)
+    response = await http.post("/completion", content=body, headers=JSON)
     assert response.status_code == 413
     assert response.json() == {
         "error": f"Request body exceeds {MAX_BODY_BYTES} bytes",
@@ -233,7 +236,7 @@ async def test_a_body_at_the_limit_is_read(http: httpx.AsyncClient) -> None:
     prefix, suffix = b'{"prompt": "', b'"}'
     body = prefix + b"x" * (MAX_BODY_BYTES - len(prefix) - len(suffix)) + suffix
     assert len(body) == MAX_BODY_BYTES
-    assert (await http.post("/completion", content=body)).status_code == 200
+    assert (await http.post("/completion", content=body, headers=JSON)).status_code == 200
 
 
 async def test_a_chunked_body_is_counted_and_cut_off(
@@ -245,7 +248,7 @@ async def test_a_chunked_body_is_counted_and_cut_off(
             yield b"x" * 1024
         yield b'"}'
 
-    response = await http.post("/completion", content=chunks())
+    response = await http.post("/completion", content=chunks(), headers=JSON)
     assert response.status_code == 413
     assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
     assert "Complete" not in upstream.calls
@@ -274,18 +277,24 @@ async def test_a_declared_length_over_the_limit_is_refused_without_reading(
         pytest.param(b"GET /health HTTP/1.1\r\nHost: [\r\n", 200, id="host-bracket"),
         pytest.param(b"GET /health HTTP/1.1\r\nHost: a:b:c:99999\r\n", 200, id="host-ports"),
         pytest.param(b"GET /health HTTP/1.1\r\n", 200, id="no-host"),
-        pytest.param(b"GET /sessions/%zz HTTP/1.1\r\nHost: x\r\n", 400, id="bad-escape"),
-        pytest.param(b"GET /sessions/% HTTP/1.1\r\nHost: x\r\n", 400, id="lone-percent"),
-        pytest.param(b"GET /sessions/%ff%fe HTTP/1.1\r\nHost: x\r\n", 400, id="not-utf-8"),
-        pytest.param(b"GET /sessions/a%00b HTTP/1.1\r\nHost: x\r\n", 200, id="encoded-nul"),
-        pytest.param(b"GET /%00 HTTP/1.1\r\nHost: x\r\n", 404, id="nul-route"),
-        pytest.param(b"GET //sessions HTTP/1.1\r\nHost: x\r\n", 404, id="double-slash"),
-        pytest.param(b"GET /" + b"a" * 60_000 + b" HTTP/1.1\r\nHost: x\r\n", 404, id="long"),
-        pytest.param(b"GET /sessions?limit=%zz HTTP/1.1\r\nHost: x\r\n", 400, id="query-esc"),
-        pytest.param(b"GET http://x/health HTTP/1.1\r\nHost: x\r\n", 200, id="absolute-form"),
-        pytest.param(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n", 404, id="asterisk"),
+        pytest.param(b"GET /sessions/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n", 400, id="bad-escape"),
+        pytest.param(b"GET /sessions/% HTTP/1.1\r\nHost: 127.0.0.1\r\n", 400, id="lone-percent"),
+        pytest.param(b"GET /sessions/%ff%fe HTTP/1.1\r\nHost: 127.0.0.1\r\n", 400, id="not-utf-8"),
+        pytest.param(b"GET /sessions/a%00b HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200, id="encoded-nul"),
+        pytest.param(b"GET /%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404, id="nul-route"),
+        pytest.param(b"GET //sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404, id="double-slash"),
         pytest.param(
-            b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n",
+            b"GET /" + b"a" * 60_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n", 431, id="long"
+        ),
+        pytest.param(
+            b"GET /sessions?limit=%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n", 400, id="query-esc"
+        ),
+        pytest.param(
+            b"GET http://x/health HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200, id="absolute-form"
+        ),
+        pytest.param(b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404, id="asterisk"),
+        pytest.param(
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\r\n",
             400,
             id="non-ascii-credential",
         ),

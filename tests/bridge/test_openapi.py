@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from google.protobuf import message_factory
 
-from bridge.openapi import openapi_document
+from bridge.openapi import FIELD_CONSTRAINTS, REQUIRED_BODIES, openapi_document
 from bridge.printer import message_to_json
 from bridge.routes import bindings_from_service, service_descriptor
 
@@ -64,7 +64,11 @@ def test_every_binding_is_an_operation_with_its_parameters(binding: Any) -> None
     assert by_place.get("path", set()) == set(binding.template.variables)
     assert by_place["query"] == set(binding.query_fields) | {"secure_token"}
     assert ("requestBody" in operation) == bool(binding.body)
-    assert set(operation["responses"]) == {"200", "default"}
+    # The errors the bridge answers itself are listed; /health needs no token and has no input.
+    errors = {"431"} if binding.method.name == "Health" else {"400", "401", "421", "431"}
+    if binding.body:
+        errors |= {"413", "415"}
+    assert set(operation["responses"]) == {"200", "default", *errors}
 
 
 def test_no_operation_without_a_binding() -> None:
@@ -72,34 +76,103 @@ def test_no_operation_without_a_binding() -> None:
     assert operations == {(b.template.text, b.http_method.lower()) for b in BINDINGS}
 
 
+RUN_REF = {"$ref": "#/components/schemas/codex_gateway.v1.RunInput"}
+
+
 @pytest.mark.parametrize(
-    ("path", "verb", "schema"),
+    ("path", "verb", "required", "schema"),
     [
         pytest.param(
             "/completion",
             "post",
-            {
-                "anyOf": [
-                    {"$ref": "#/components/schemas/codex_gateway.v1.RunInput"},
-                    {"type": "null"},
-                ]
-            },
-            id="body-field",
+            True,
+            {"allOf": [RUN_REF, REQUIRED_BODIES["Complete"]]},
+            id="run-needs-a-prompt",
+        ),
+        pytest.param(
+            "/sessions/{session_id}/nudge",
+            "post",
+            False,
+            {"anyOf": [RUN_REF, {"type": "null"}]},
+            id="nudge-needs-nothing",
         ),
         pytest.param(
             "/sessions/{session_id}/cancel",
             "post",
-            {"$ref": "#/components/schemas/codex_gateway.v1.CancelSessionRequest"},
+            False,
+            {"type": "object", "properties": {}},  # its one field is the path's
             id="body-star",
         ),
-        pytest.param("/triggers", "post", {}, id="value-is-any-json"),
-        pytest.param("/triggers/{trigger_id}", "patch", {"type": ["object", "null"]}, id="struct"),
+        pytest.param(
+            "/triggers",
+            "post",
+            True,
+            {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/TriggerInput"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/TriggerInput"}},
+                ]
+            },
+            id="value-object-or-array",
+        ),
+        pytest.param(
+            "/triggers/{trigger_id}",
+            "patch",
+            True,
+            {"type": "object", "minProperties": 1},
+            id="struct-not-empty",
+        ),
     ],
 )
-def test_request_bodies(path: str, verb: str, schema: dict[str, Any]) -> None:
+def test_request_bodies(path: str, verb: str, required: bool, schema: dict[str, Any]) -> None:
     body = DOCUMENT["paths"][path][verb]["requestBody"]
-    assert body["required"] is False  # an empty body is {}
+    assert body["required"] is required
     assert body["content"]["application/json"]["schema"] == schema
+    assert "application/json" in body["description"]
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "constraints"),
+    [
+        pytest.param("/sessions", "limit", {"minimum": 1}, id="limit"),
+        pytest.param("/triggers", "trigger_file", {"pattern": "^[^\\x00]*$"}, id="no-nul"),
+        pytest.param("/status", "secure_token", {"pattern": "^[ -~]*$"}, id="secure-token"),
+        pytest.param("/sessions/{session_id}", "tail_lines", {"minimum": 1}, id="tail-lines"),
+        pytest.param(
+            "/sessions/{session_id}/search",
+            "max_results",
+            {"minimum": 1, "maximum": 1000},
+            id="max-results",
+        ),
+        pytest.param(
+            "/sessions/{session_id}/search",
+            "q",
+            {"minLength": 1, "maxLength": 1000},
+            id="q",
+        ),
+    ],
+)
+def test_query_parameters_state_what_the_gateway_refuses(
+    path: str, name: str, constraints: dict[str, Any]
+) -> None:
+    (parameter,) = [p for p in DOCUMENT["paths"][path]["get"]["parameters"] if p["name"] == name]
+    assert constraints.items() <= parameter["schema"].items()
+    assert parameter["required"] is (name == "q")
+
+
+def test_every_constraint_names_a_field() -> None:
+    fields = {
+        field.full_name
+        for binding in BINDINGS
+        for message in (binding.request_class.DESCRIPTOR, *_nested(binding))
+        for field in message.fields
+    }
+    assert set(FIELD_CONSTRAINTS) <= fields
+    assert set(REQUIRED_BODIES) <= {binding.method.name for binding in BINDINGS}
+
+
+def _nested(binding: Any) -> list[Any]:
+    return [f.message_type for f in binding.request_class.DESCRIPTOR.fields if f.message_type]
 
 
 def test_response_body_field_is_the_response_schema() -> None:

@@ -13,6 +13,9 @@ import pytest
 from bridge.streaming import FIRST_MESSAGE_WAIT_S, NDJSON, SSE, StreamFormat, choose_format
 from tests.bridge.scripted_upstream import ScriptedUpstream
 
+# Bodies are refused unless declared JSON (bridge/guard.py).
+JSON = {"Content-Type": "application/json"}
+
 SSE_ACCEPT = {"Accept": "text/event-stream"}
 
 
@@ -115,7 +118,7 @@ async def test_bad_input_to_a_stream_is_400(http: httpx.AsyncClient) -> None:
     response = await http.get("/sessions/s1/tail?follow=perhaps")
     assert response.status_code == 400
     assert "'follow'" in response.json()["error"]
-    response = await http.post("/completion/stream", content=b"{")
+    response = await http.post("/completion/stream", content=b"{", headers=JSON)
     assert response.json() == {"error": "Invalid JSON payload", "code": "INVALID_ARGUMENT"}
 
 

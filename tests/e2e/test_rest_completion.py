@@ -16,6 +16,9 @@ from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_bridge, running_gateway
 from tests.processes import running_below
 
+# Bodies are refused unless declared JSON (bridge/guard.py).
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 def serve(config_for: Callable[..., Config]) -> Callable[..., Any]:
@@ -183,7 +186,7 @@ async def test_body_over_the_limit_is_413(serve: Callable[..., Any]) -> None:
                 yield b"y" * 100
             yield b'"}'
 
-        chunked = await client.post("/completion", content=chunks())
+        chunked = await client.post("/completion", content=chunks(), headers=JSON)
         assert chunked.status_code == 413
         ok = await client.post("/completion", json={"prompt": "small"})
         assert ok.status_code == 200

@@ -60,17 +60,21 @@ async def raw(url: str, request: bytes) -> bytes:
         pytest.param(b"GET /health HTTP/1.1\r\nHost: a b\r\n\r\n", id="host-with-space"),
         pytest.param(b"GET /health HTTP/1.1\r\nHost: [::1\r\n\r\n", id="host-bad-bracket"),
         pytest.param(b"GET /health HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n", id="host-binary"),
-        pytest.param(b"GET /sessions/%zz HTTP/1.1\r\nHost: x\r\n\r\n", id="bad-percent"),
-        pytest.param(b"GET /sessions/%E0%A4%A HTTP/1.1\r\nHost: x\r\n\r\n", id="bad-utf8-percent"),
-        pytest.param(b"GET /sessions/a%00b HTTP/1.1\r\nHost: x\r\n\r\n", id="nul-byte"),
-        pytest.param(b"GET //sessions HTTP/1.1\r\nHost: x\r\n\r\n", id="double-slash"),
-        pytest.param(b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", id="long-path"),
+        pytest.param(b"GET /sessions/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="bad-percent"),
         pytest.param(
-            b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+            b"GET /sessions/%E0%A4%A HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="bad-utf8-percent"
+        ),
+        pytest.param(b"GET /sessions/a%00b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="nul-byte"),
+        pytest.param(b"GET //sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="double-slash"),
+        pytest.param(
+            b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="long-path"
+        ),
+        pytest.param(
+            b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999\r\n\r\n",
             id="huge-length",
         ),
         pytest.param(
-            b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n",
             id="negative-length",
         ),
     ],

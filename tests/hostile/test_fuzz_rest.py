@@ -113,8 +113,12 @@ async def fuzz(tmp_path: Path, *, max_examples: int, max_time_s: int | None = No
             "--max-examples",
             str(max_examples),
             *(["--max-time", str(max_time_s)] if max_time_s else []),
+            # One worker: hypothesis sets the recursion limit around each generation, and on
+            # CPython 3.11 before 3.11.8 a limit changed by another thread while `ast.parse` runs
+            # (hypothesis describing a strategy) raises "SystemError: AST constructor recursion
+            # depth mismatch" (cpython gh-106905): a Runtime Error of the fuzzer, not a finding.
             "--workers",
-            "2",
+            "1",
             "--generation-database",
             "none",
             "--report",
@@ -130,7 +134,7 @@ async def fuzz(tmp_path: Path, *, max_examples: int, max_time_s: int | None = No
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=(max_time_s or 0) + 240,
+            timeout=(max_time_s or 0) + 280,
             check=False,
         )
         elapsed = time.monotonic() - started
@@ -160,7 +164,7 @@ async def assert_recovered(gateway: Spawned, client: httpx.AsyncClient) -> None:
     assert ok.status_code == 200, ok.text
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)  # one worker, a richer document: ~90 s on a busy machine
 async def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
     await fuzz(tmp_path, max_examples=25)
 

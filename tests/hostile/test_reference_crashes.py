@@ -103,7 +103,7 @@ async def test_ref03_a_huge_chunked_body_is_refused_promptly_without_being_buffe
     peak_before = proc_status_kib(gateway.pid, "VmHWM")
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.rest_port)
     writer.write(
-        b"POST /completion HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
         + API_TOKEN.encode()
         + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         + b'5\r\n{"a":\r\n'
@@ -231,7 +231,7 @@ async def test_ref37_malformed_percent_encoding_is_400(gateway: Spawned, path: b
         gateway,
         b"GET "
         + path
-        + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
         + API_TOKEN.encode()
         + b"\r\nConnection: close\r\n\r\n",
     )
@@ -248,7 +248,7 @@ async def test_ref37_a_double_slash_path_is_not_routed_to_the_root(
         method
         + b" "
         + path
-        + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
         + API_TOKEN.encode()
         + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     )
