@@ -105,6 +105,8 @@ class Tally:
     name: str
     tried: int = 0
     skipped: int = 0
+    protocols: Counter[str] = field(default_factory=Counter)
+    """Inputs tried per protocol (`rest`, `grpc`)."""
     buckets: Counter[str] = field(default_factory=Counter)
     details: Counter[str] = field(default_factory=Counter)
     crashes: int = 0
@@ -130,6 +132,7 @@ class Tally:
 
     def record(self, probe: Probe, detail: str) -> None:
         self.tried += 1
+        self.protocols["grpc" if probe.name.startswith("gRPC") else "rest"] += 1
         bucket = bucket_of(detail)
         self.buckets[bucket] += 1
         self.details[detail] += 1

@@ -60,7 +60,7 @@ def file_probes(reduced: bool) -> list[Probe]:
     body = {"id": "census-file", "prompt_text": "f", "schedule": DAILY}
     names = file_names()
     if reduced:
-        names = [names[i] for i in (0, 1, 2, 6, 7)]
+        names = [names[i] for i in (0, 1, 2, 6, 8)]
     for label, name in names:
         params = {"trigger_file": name}
         rest_ops: list[tuple[str, str, dict[str, Any]]] = [

@@ -9,6 +9,8 @@ from bench.hostile.census import Tally
 COLUMNS = [
     ("class", 44),
     ("tried", 6),
+    ("REST", 5),
+    ("gRPC", 5),
     ("2xx/OK", 7),
     ("4xx", 5),
     ("429/RE", 7),
@@ -20,6 +22,16 @@ COLUMNS = [
     ("gw MiB", 7),
     ("br MiB", 7),
     ("s", 5),
+]
+
+
+LEGEND = [
+    "2xx/OK: answered; 4xx: other 4xx, and gRPC codes of a client's mistake; 429/RE: 429 or",
+    "RESOURCE_EXHAUSTED; 5xx/INT: 5xx, INTERNAL, UNKNOWN, DATA_LOSS; closed: no answer on the",
+    "connection, UNAVAILABLE; hangs: no answer within the deadline, or /health unanswered after",
+    "the class; crash: the gateway or its bridge exited (the gateway is restarted fresh); skip:",
+    "inputs not sent because their group crashed or wedged it; gw/br MiB: peak RSS of the gateway",
+    "and of its REST bridge (VmRSS sampled every 20 ms; memory and TOTAL: VmHWM); s: seconds.",
 ]
 
 
@@ -35,6 +47,8 @@ def _cells(name: str, tally: Tally) -> list[str]:
     return [
         name[: COLUMNS[0][1]],
         str(tally.tried),
+        str(tally.protocols["rest"]),
+        str(tally.protocols["grpc"]),
         str(b["ok"]),
         str(b["client"]),
         str(b["429"]),
@@ -61,12 +75,14 @@ def render(tallies: list[Tally], hwm_kib: tuple[int, int]) -> str:
         total.skipped += tally.skipped
         total.crashes += tally.crashes
         total.buckets.update(tally.buckets)
+        total.protocols.update(tally.protocols)
         total.details.update(tally.details)
         total.seconds += tally.seconds
         total.merge_rss(tally.peak_gateway_kib, tally.peak_bridge_kib)
     total.merge_rss(*hwm_kib)
     lines.append(_row(["-" * width for _, width in COLUMNS]))
     lines.append(_row(_cells("TOTAL (RSS: VmHWM over all)", total)))
+    lines += LEGEND
     lines.append("")
     lines.append("answers per class:")
     for tally in tallies:
