@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         "--mib-lines", type=int, default=128, help="~1 MiB lines per run in the memory attack"
     )
     parser.add_argument(
-        "--only", nargs="*", default=None, help="classes whose name starts with these words"
+        "--only",
+        nargs="*",
+        default=None,
+        help="only the classes whose name starts with these words (timestamps, echoed, numbers, "
+        "files, content, grpc, memory)",
     )
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep the logs")
     args = parser.parse_args(argv)

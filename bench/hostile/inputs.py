@@ -15,7 +15,8 @@ from bench.hostile.calls import (
     struct,
     value,
 )
-from bench.hostile.census import SECURE_TOKEN, Probe
+from bench.hostile.census import Probe
+from bench.hostile.process import SECURE_TOKEN
 from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
 
 LONG = "x" * 20_000

@@ -19,7 +19,8 @@ import grpc
 import httpx
 
 from bench.hostile.calls import call, rest
-from bench.hostile.census import Census, Probe, RssPeaks, Tally, Target, status_kib
+from bench.hostile.census import Census, Probe, Tally, Target
+from bench.hostile.process import RssPeaks, status_kib
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 
 MEGALINE_AGENT = Path(__file__).resolve().parents[1] / "agents" / "megaline_agent.py"

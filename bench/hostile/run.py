@@ -50,7 +50,8 @@ async def run_census(
 ) -> tuple[list[Tally], Census]:
     """Every class (or those whose name starts with one of `only`), then the memory attack."""
     census = Census(workdir / "inputs", ECHO_AGENT, deadline_s=deadline_s, prepare=prepare)
-    wanted = [c for c in CLASSES if not only or any(c[0].startswith(o) for o in only)]
+    prefixes = {o.lower() for o in only or ()}
+    wanted = [c for c in CLASSES if not only or any(c[0].lower().startswith(o) for o in prefixes)]
     try:
         if wanted:
             await census.start()
@@ -59,6 +60,6 @@ async def run_census(
     finally:
         await census.stop()
     tallies = list(census.tallies)
-    if not only or any("memory".startswith(o) for o in only):
+    if not only or any("memory".startswith(o) for o in prefixes):
         tallies.append(await memory_attack(workdir / "memory", mib_lines, deadline_s))
     return tallies, census
