@@ -6,7 +6,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PROTOS := $(wildcard proto/codex_gateway/v1/*.proto)
 
-.PHONY: install serve test check gen bench soak fmt clean constraints
+.PHONY: install serve test check gen bench soak hostile fmt clean constraints
 
 install: $(STAMP_PY) $(STAMP_NPM)
 
@@ -37,6 +37,10 @@ soak: install
 
 bench: install
 	$(PY) -m bench $(ARGS)
+
+# Hostile inputs by class over REST and gRPC against a real gateway: one table (bench/hostile/).
+hostile: install
+	$(PY) -m bench.hostile $(ARGS)
 
 gen: $(STAMP_PY)
 	rm -rf gen/codex_gateway
