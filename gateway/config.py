@@ -80,6 +80,11 @@ DEFAULT_REQUEST_ENV_ALLOW = (
 )
 # gRPC refuses messages over 64 MiB: an answer stays well under it, whatever is configured.
 MAX_ANSWER_BYTES_LIMIT = 48 * 1024 * 1024
+# gRPC clients refuse messages over 4 MiB unless told otherwise (grpcio, grpc-go, grpcurl, the
+# REPL): by default an answer, with the request's own messages and metadata echoed in it (at
+# most the body limit, 1 MiB by default), fits that, so no default client sees a finished run
+# as RESOURCE_EXHAUSTED.
+DEFAULT_MAX_ANSWER_BYTES = 3 * 1024 * 1024
 
 
 class StartupError(Exception):
@@ -188,7 +193,7 @@ class Config:
     # it is told it lagged and dropped; and the size of one answer (a run's result, a session's
     # detail), kept well under gRPC's 64 MiB message limit.
     follower_buffer_bytes: int = 8 * 1024 * 1024
-    max_answer_bytes: int = 16 * 1024 * 1024
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     default_workspace: Path = Path()
     workspace_roots: tuple[Path, ...] = ()
     sandbox: str = "workspace-write"
@@ -289,7 +294,7 @@ class Config:
             ),
             max_answer_bytes=env.integer(
                 "CODEX_GATEWAY_MAX_ANSWER_BYTES",
-                16 * 1024 * 1024,
+                DEFAULT_MAX_ANSWER_BYTES,
                 minimum=65_536,
                 maximum=MAX_ANSWER_BYTES_LIMIT,
             ),

@@ -122,6 +122,18 @@ def test_the_answer_budget_cannot_exceed_what_grpc_sends(tmp_path: Path) -> None
         Config.from_env({"CODEX_GATEWAY_MAX_ANSWER_BYTES": str(64 * MIB)}, cwd=tmp_path)
 
 
+def test_by_default_an_answer_and_the_request_it_echoes_fit_a_default_grpc_client() -> None:
+    """grpcio, grpc-go and grpcurl receive at most 4 MiB unless told otherwise. A run's result
+    spends seven eighths of the budget on what the run made (result_message) and echoes the
+    request (its messages and metadata: at most the body limit); a session's detail or list
+    spends the budget alone."""
+    from gateway.config import Config
+
+    config = Config()
+    assert config.max_answer_bytes * 7 // 8 + config.max_body_bytes + 64 * 1024 <= 4 * MIB
+    assert config.max_answer_bytes + 64 * 1024 <= 4 * MIB
+
+
 BLOB = "m" * 300_000  # under the body limit; a few of them exceed the 2 MiB budget
 
 
