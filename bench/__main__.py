@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "tail": tail.tail_latency,
     "health-codex": responsiveness.health_under_codex,
     "health-stress": responsiveness.health_under_load,
+    "triggers": responsiveness.health_under_triggers,  # /health while 10k cron triggers load
 }
 TIME_LIMIT_S = {"quick": 180.0, "full": 900.0}
 """Per benchmark: past it, the benchmark is cancelled (its gateway stopped) and reported broken."""

@@ -1,6 +1,7 @@
 """The event loop is never blocked: GET /health latency through REST while N real codex runs
-stream (the target), and while N runs stream as fast as a chatty fake agent can print (a stress
-test), each against the same probe with no load.
+stream (the target), while N runs stream as fast as a chatty fake agent can print (a stress
+test), and while the gateway loads and lists a trigger file of 10,000 cron triggers, each
+against the same probe with no load.
 
 The probe runs in a process of its own (bench/probe.py): the client reading N NDJSON streams at
 full speed in this process's event loop would otherwise delay its own probes and charge the
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -272,3 +276,146 @@ async def _wait_streams(
             agents_ended_after_s = round(time.monotonic() - t0, 2)
         await asyncio.sleep(0.05)
     return agents_ended_after_s
+
+
+TRIGGER_LIST_TARGET_MS = 2000.0
+"""Not in the issue: `GET /triggers` of the whole file (about 2.5 MB of JSON) within 2 s."""
+TRIGGER_LOAD_LIMIT_S = 60.0
+"""How long the scheduler may take to show a written trigger file in /status."""
+TRIGGER_TIMEZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Pacific/Auckland")
+
+
+def cron_triggers(count: int, today: dt.date) -> dict[str, Any]:
+    """`count` cron triggers, none of which fires within months of `today` (they name the
+    month half a year ahead), so no run disturbs the probes."""
+    month = (today.month + 5) % 12 + 1
+    return {
+        "triggers": [
+            {
+                "id": f"bench-cron-{n}",
+                "prompt_text": f"scheduled task {n}",
+                "schedule": {
+                    "mode": "cron",
+                    "cron": f"{n % 60} {n % 24} {n % 28 + 1} {month} *",
+                    "timezone": TRIGGER_TIMEZONES[n % len(TRIGGER_TIMEZONES)],
+                },
+                "created_at": "2026-01-01T00:00:00Z",
+            }
+            for n in range(count)
+        ]
+    }
+
+
+async def _scheduled(client: httpx.AsyncClient, path: Path) -> int | None:
+    """How many triggers of `path` the scheduler holds, by /status (None: not scheduled)."""
+    response = await client.get("/status")
+    response.raise_for_status()
+    for entry in response.json()["triggers"]["files"]:
+        if Path(entry["path"]) == path:
+            if entry.get("error"):
+                raise RuntimeError(f"the trigger file was refused: {entry['error']}")
+            return int(entry.get("triggers", 0))
+    return None
+
+
+async def _until_scheduled(client: httpx.AsyncClient, path: Path, count: int) -> float:
+    """Poll /status until the scheduler holds `count` triggers of `path`; seconds it took."""
+    t0 = time.monotonic()
+    while (await _scheduled(client, path) or 0) != count:
+        if time.monotonic() - t0 > TRIGGER_LOAD_LIMIT_S:
+            raise RuntimeError(f"{count} triggers not scheduled after {TRIGGER_LOAD_LIMIT_S} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all, as an editor saves: the watcher never reads half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+async def health_under_triggers(ctx: Context) -> list[Result]:
+    """GET /health while the gateway loads, lists and drops a trigger file of N cron triggers
+    (the watcher reloads the file when it changes), against the same probe with no load."""
+    sizes = ctx.sizes
+    trigger_file = (ctx.workdir / "triggers" / "triggers.json").resolve()
+    trigger_file.parent.mkdir(parents=True)
+    empty = json.dumps({"triggers": []})
+    full = json.dumps(cron_triggers(sizes.triggers, dt.datetime.now(dt.UTC).date()))
+    trigger_file.write_text(empty)
+    async with (
+        running_gateway(
+            ctx.workdir / "health-triggers",
+            codex_bin=ctx.tiny_agent,
+            max_concurrent=sizes.concurrency,
+            settings={"CODEX_GATEWAY_TRIGGER_FILE": str(trigger_file)},
+        ) as gateway,
+        httpx.AsyncClient(base_url=gateway.rest_url, timeout=60) as client,
+        Prober(gateway.rest_url, sizes.health_interval_ms) as prober,
+    ):
+        await _until_scheduled(client, trigger_file, 0)
+        await _idle(prober, ctx)
+        machine = Contention(gateway.pids, prober.pid)
+        windows: list[str] = []
+        load_s: list[float] = []
+        list_ms: list[float] = []
+        unload_s: list[float] = []
+        for round_ in range(sizes.trigger_rounds):
+            name = f"triggers-{round_}"
+            machine.start()
+            prober.begin(name)
+            await asyncio.to_thread(_write, trigger_file, full)
+            load_s.append(await _until_scheduled(client, trigger_file, sizes.triggers))
+            t0 = time.perf_counter()
+            listing = await client.get("/triggers")
+            list_ms.append((time.perf_counter() - t0) * 1000)
+            if listing.status_code != 200:
+                raise RuntimeError(f"GET /triggers: {listing.status_code} {listing.text[:300]}")
+            if len(listing.json()["triggers"]) != sizes.triggers:
+                raise RuntimeError("GET /triggers did not list every trigger")
+            await asyncio.to_thread(_write, trigger_file, empty)
+            unload_s.append(await _until_scheduled(client, trigger_file, 0))
+            prober.end(name)
+            windows.append(name)
+            machine.stop()
+        probes = await prober.stop()
+    figures = _figures(probes, windows, ctx)
+    details = {
+        **figures,
+        "triggers": sizes.triggers,
+        "rounds": sizes.trigger_rounds,
+        "file_mib": round(len(full) / 2**20, 2),
+        "listing_mib": round(len(listing.content) / 2**20, 2),
+        "load_s": [round(s, 2) for s in load_s],
+        "unload_s": [round(s, 2) for s in unload_s],
+        "list_ms": [round(ms, 1) for ms in list_ms],
+        **machine.figures(),
+    }
+    ctx.log(f"triggers: {details}")
+    loaded, idle = figures["loaded"], figures["idle"]
+    return [
+        Result(
+            f"GET /health p99, {sizes.triggers:,} cron triggers loaded and listed (corrected)",
+            "ms",
+            loaded["p99_ms"],
+            HEALTH_P99_TARGET_MS,
+            baseline=idle["p99_ms"],
+            baseline_label="no load",
+            details=details,
+        ),
+        Result(
+            f"GET /health max, {sizes.triggers:,} cron triggers loaded and listed",
+            "ms",
+            loaded["max_ms"],
+            HEALTH_MAX_TARGET_MS,
+            baseline=idle["max_ms"],
+            baseline_label="no load",
+        ),
+        Result(
+            f"GET /triggers of {sizes.triggers:,} cron triggers, median",
+            "ms",
+            round(statistics.median(list_ms), 2),
+            TRIGGER_LIST_TARGET_MS,
+        ),
+    ]

@@ -73,9 +73,11 @@ async def running_gateway(
     extra_env: Mapping[str, str] | None = None,
     child_env_names: Sequence[str] = (),
     sessions: Path | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[GatewayProcess]:
     """Start `codex-gateway serve` rooted in `workdir` (its sessions in `sessions` when given)
-    with a clean environment; stop it after.
+    with a clean environment; stop it after. `settings` are more CODEX_GATEWAY_* variables (the
+    gateway's, not its agents').
 
     The environment holds only what the gateway needs, so a caller's CODEX_GATEWAY_API_TOKEN (or
     any other setting) cannot change what is measured.
@@ -108,6 +110,7 @@ async def running_gateway(
         "CODEX_GATEWAY_LOG_LEVEL": "0",
         "CODEX_GATEWAY_STOP_GRACE_MS": "1000",
         "CODEX_GATEWAY_SHUTDOWN_GRACE_MS": "2000",
+        **(settings or {}),
     }
     log_path = workdir / "gateway.log"
     started = time.perf_counter()

@@ -57,6 +57,10 @@ class Sizes:
     """Pause between those lines."""
     tail_rounds: int
     """Followed runs (and as many plain pipe readings for the baseline)."""
+    triggers: int
+    """Cron triggers in the trigger file the gateway loads while /health is probed."""
+    trigger_rounds: int
+    """Rounds of loading that file, listing it (`GET /triggers`) and emptying it."""
 
 
 QUICK = Sizes(
@@ -80,6 +84,8 @@ QUICK = Sizes(
     tail_lines=500,
     tail_pause_ms=5,
     tail_rounds=1,
+    triggers=10_000,
+    trigger_rounds=3,
 )
 FULL = Sizes(
     iterations=2000,
@@ -102,6 +108,8 @@ FULL = Sizes(
     tail_lines=2000,
     tail_pause_ms=5,
     tail_rounds=3,
+    triggers=10_000,
+    trigger_rounds=10,
 )
 
 

@@ -60,8 +60,9 @@ RETRY_JITTER_S: Final = 0.1
 
 # gRPC metadata values are printable ASCII.
 _METADATA_VALUE: Final = re.compile(rb"[\x20-\x7e]*")
-# Far below grpcio's 16 KiB hard limit on the metadata the gateway receives, which it would
-# answer with RESOURCE_EXHAUSTED (429 here): no token or request id is this long.
+# Within the gateway's own cap on one metadata entry (gateway.boundary.MAX_METADATA_VALUE_BYTES,
+# 8 KiB), and far below grpcio's limit on all of it, which it would answer with
+# RESOURCE_EXHAUSTED (429 here): no token or request id is this long.
 MAX_METADATA_VALUE_BYTES: Final = 4096
 MAX_METADATA_BYTES: Final = 8192
 

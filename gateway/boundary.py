@@ -9,23 +9,37 @@ UNKNOWN with a Python exception's text:
 - anything else is a bug: INTERNAL "Internal error", and one log line. The traceback is logged
   the first time a method fails with a given exception type, so that a client repeating a
   request that hits a bug cannot flood the log.
+
+`MetadataGuard`, first of all interceptors, refuses a request metadata entry over
+`MAX_METADATA_VALUE_BYTES` as INVALID_ARGUMENT, before the API token is compared: grpcio would
+otherwise answer oversized metadata RESOURCE_EXHAUSTED, which this API reserves for the
+concurrency limit (429).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import Any, Final
 
 import grpc
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, quote
 from gateway.service import abort
 
 log = logging.getLogger(__name__)
 
 MAX_TRACEBACKS = 256  # distinct (method, exception type) pairs logged with their traceback
+# The longest metadata entry (name or value) a method accepts: a bearer token, a secure token,
+# a request id or a trace header is far shorter, and so is every credential the REST bridge
+# forwards (bridge/upstream.py refuses longer ones before they reach the gateway).
+MAX_METADATA_VALUE_BYTES: Final = 8 * 1024
+# What grpcio itself accepts in a request's metadata, soft and hard limit alike. Between two
+# different limits grpcio refuses at random (the status would change from one run to the
+# next), and what it refuses it answers RESOURCE_EXHAUSTED, which maps to 429 here. Generous, so
+# that every request a client can reasonably send reaches MetadataGuard and gets a 400.
+MAX_METADATA_SIZE_BYTES: Final = 64 * 1024
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -143,3 +157,56 @@ def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 
 def _undecodable() -> InvalidRequest:
     return InvalidRequest("the request message cannot be decoded (not valid protobuf)")
+
+
+class MetadataGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
+    """Refuses a request whose metadata holds an entry over `MAX_METADATA_VALUE_BYTES`: first of
+    the interceptors, so that an oversized token is a 400, not a 401. The liveness probes
+    (`open_methods`) stay open, whatever their metadata."""
+
+    def __init__(self, open_methods: Collection[str]) -> None:
+        self._open = frozenset(open_methods)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None or details.method in self._open:
+            return handler
+        for name, value in details.invocation_metadata or ():
+            if len(name) > MAX_METADATA_VALUE_BYTES:
+                return _refused(handler, InvalidRequest(f"Invalid metadata name {quote(name)}"))
+            if len(value) > MAX_METADATA_VALUE_BYTES:
+                return _refused(
+                    handler,
+                    InvalidRequest(
+                        f"Invalid {quote(name)} header: longer than"
+                        f" {MAX_METADATA_VALUE_BYTES} bytes"
+                    ),
+                )
+        return handler
+
+
+def _refused(
+    handler: grpc.RpcMethodHandler[Any, Any], error: GatewayError
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as `handler` that answers `error` without reading further."""
+
+    async def refuse(request: Any, context: Context) -> Any:
+        await abort(context, error)
+
+    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await abort(context, error)
+        yield  # pragma: no cover  # makes this an async generator
+
+    codecs = {
+        "request_deserializer": _decoder(handler.request_deserializer),
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **codecs)
+    return grpc.unary_unary_rpc_method_handler(refuse, **codecs)

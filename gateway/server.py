@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.boundary import ServicerGuard
+from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard
 from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
@@ -177,9 +177,11 @@ async def start_grpc(
     """Start the gRPC server on host:port (0 picks a free port). `before_start` runs once the
     port is bound, before anything is served; if it raises, nothing is left bound."""
     config = gateway.config
-    interceptors: list[grpc.aio.ServerInterceptor] = (  # type: ignore[type-arg]  # stubs only
-        [ApiTokenInterceptor(config.api_token)] if config.api_token else []
-    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]  # stubs only
+        MetadataGuard(_OPEN_METHODS)  # first: an oversized token is a 400, not a 401
+    ]
+    if config.api_token:
+        interceptors.append(ApiTokenInterceptor(config.api_token))
     interceptors.append(ServicerGuard())  # after the token check: a 401 stays a 401
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -187,6 +189,10 @@ async def start_grpc(
             # Bounded as the REST body is, with room for the framing of a full-size body.
             ("grpc.max_receive_message_length", config.max_body_bytes + 65_536),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # One limit, not a soft and a hard one, so that grpcio's answer to long metadata
+            # (RESOURCE_EXHAUSTED) is deterministic and starts far above MetadataGuard's cap.
+            ("grpc.max_metadata_size", MAX_METADATA_SIZE_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_SIZE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )

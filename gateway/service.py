@@ -422,10 +422,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: triggers_pb2.ListTriggersRequest, context: Any
     ) -> triggers_pb2.ListTriggersResponse:
         path = self._trigger_file(request)
-        return triggers_pb2.ListTriggersResponse(
-            trigger_file=str(path),
-            triggers=[trigger(t) for t in await self._scheduler.list_triggers(path)],
-        )
+        views = await self._scheduler.list_triggers(path)
+        # json_format costs about 30 us a trigger: 10,000 of them would hold the loop 300 ms.
+        messages = await asyncio.to_thread(lambda: [trigger(t) for t in views])
+        return triggers_pb2.ListTriggersResponse(trigger_file=str(path), triggers=messages)
 
     @_guarded
     async def GetTrigger(  # gRPC method names are the proto's
