@@ -303,7 +303,7 @@ class Scheduler:
             await stop.wait()
             return
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._watch(stop))
+            watch = group.create_task(self._watch(stop))
             while not stop.is_set():
                 await self.fire_due()
                 self._wake.clear()
@@ -322,6 +322,9 @@ class Scheduler:
                 )
                 for waiter in pending:
                     waiter.cancel()
+            # A reload in progress (seconds of work in its thread for a large file) is not
+            # waited for: the next start reads the file again.
+            watch.cancel()
             for task in list(self._fires):
                 task.cancel()
 
