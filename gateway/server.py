@@ -50,6 +50,7 @@ SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_na
 _OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Health", "/grpc.health.v1.Health/Check"})
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 REST_BACKLOG = 1024
+SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass
@@ -261,6 +262,11 @@ async def serve(
     """Run until `stop` is set or SIGTERM/SIGINT arrives. `ready(grpc_port, rest_port)`."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # CPU-bound work in worker threads (a large trigger file parsed, a search) holds the GIL
+    # for up to the switch interval each time the loop thread wants it back, which it does at
+    # every blocking call: at the default 5 ms, a few hundred of them stall an answer by
+    # seconds. 1 ms keeps that wait short; with no such thread nothing changes.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     _watch_children_with_pidfds(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

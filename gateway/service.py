@@ -154,7 +154,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetStatus(  # gRPC method names are the proto's
         self, request: gw_status_pb2.GetStatusRequest, context: Any
     ) -> gw_status_pb2.GetStatusResponse:
-        return self._reporter.status()
+        memory = await asyncio.to_thread(self._reporter.memory)
+        return self._reporter.status(memory)
 
     @_guarded
     async def Complete(  # gRPC method names are the proto's

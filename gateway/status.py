@@ -52,7 +52,9 @@ class StatusReporter:
         # Set by `serve` when it runs the REST bridge as a child process: its pid, if running.
         self.bridge_pid: Callable[[], int | None] | None = None
 
-    def _memory(self) -> pb.MemoryStatus:
+    def memory(self) -> pb.MemoryStatus:
+        """Reads /proc for every process of the machine (blocking: off the loop, where a busy
+        worker thread would make each read wait for the GIL)."""
         bridge = self.bridge_pid() if self.bridge_pid is not None else None
         below = descendants(os.getpid()) - {bridge}
         return pb.MemoryStatus(
@@ -74,7 +76,7 @@ class StatusReporter:
             version=VERSION,
         )
 
-    def status(self) -> pb.GetStatusResponse:
+    def status(self, memory: pb.MemoryStatus | None = None) -> pb.GetStatusResponse:
         return pb.GetStatusResponse(
             concurrency=pb.ConcurrencyStatus(
                 active=self._slots.active,
@@ -83,7 +85,7 @@ class StatusReporter:
                 waiting=self._slots.waiting,
             ),
             uptime=round(time.monotonic() - self._started, 3),
-            memory=self._memory(),
+            memory=memory if memory is not None else self.memory(),
             watcher=self._watcher(),
             webhook=self._webhook(),
             system_prompt=self._system_prompt_status(),
