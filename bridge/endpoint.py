@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import grpc
+from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
@@ -12,13 +15,15 @@ from .body import ClientDisconnected, check_declared_length, read_body
 from .errors import BridgeError, ErrorResponse, send_error
 from .guard import refuse_non_json_declaration, require_json_body
 from .printer import response_json
-from .responses import json_response
+from .responses import encode_json
 from .routes import PATH_PARAMS_SCOPE_KEY, Binding
 from .streaming import FIRST_MESSAGE_WAIT_S, choose_format, relay
 from .transcode import build_request, parse_query
 from .upstream import OpenedStream, Upstream, forwarded_metadata
 
 logger = logging.getLogger(__name__)
+# Answers larger than this are printed to JSON in a worker thread.
+PRINT_IN_THREAD_BYTES = 256 * 1024
 
 
 class BindingEndpoint:
@@ -75,7 +80,18 @@ class BindingEndpoint:
             )
             return
         response = await self.upstream.unary(binding, request, metadata)
-        await json_response(200, response_json(binding, response))(scope, receive, send)
+        if response.ByteSize() > PRINT_IN_THREAD_BYTES:
+            # Printing a message of megabytes (a long trigger list, a session's detail) takes
+            # a good part of a second of Python: the loop answers others meanwhile.
+            body = await asyncio.to_thread(_printed, binding, response)
+        else:
+            body = _printed(binding, response)
+        answer = Response(body, status_code=200, media_type="application/json")
+        await answer(scope, receive, send)
+
+
+def _printed(binding: Binding, response: Any) -> bytes:
+    return encode_json(response_json(binding, response))
 
 
 class _TrackedSend:
