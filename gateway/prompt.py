@@ -10,6 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import regular_file
+from gateway.regular_file import NotRegularFile
+
+# The global system prompt is prepended to every run: a few pages at most.
+MAX_SYSTEM_PROMPT_BYTES = 256 * 1024
+
 
 @dataclass(frozen=True)
 class Message:
@@ -33,7 +39,8 @@ def build_prompt(system_prompt: str, messages: Iterable[Message]) -> str:
 
 @dataclass(frozen=True)
 class GlobalSystemPrompt:
-    """CODEX_SYSTEM_PROMPT_FILE, read once at startup."""
+    """CODEX_SYSTEM_PROMPT_FILE, read once at startup: only a regular file (a FIFO there would
+    block the start until a writer came), of at most MAX_SYSTEM_PROMPT_BYTES."""
 
     text: str
     path: Path | None
@@ -49,9 +56,12 @@ class GlobalSystemPrompt:
         if disabled:
             return cls("", None, True, "disabled")
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            raw = regular_file.read(path, MAX_SYSTEM_PROMPT_BYTES, follow=True)
+        except NotRegularFile as exc:
+            return cls("", path, False, f"unusable: {exc.reason}")
         except OSError:
             return cls("", path, False, "missing")
+        text = raw.decode("utf-8", errors="replace")
         if not text.strip():
             return cls("", path, False, "empty")
         return cls(text, path, False, None)

@@ -252,6 +252,24 @@ def warn_if_exposed(config: Config) -> None:
             )
 
 
+def warn_if_prompt_in_a_workspace(config: Config) -> None:
+    """The global system prompt is prepended to every run, secure ones included: one that an
+    agent can rewrite (by default ./PROMPT.md, and the working directory is often the
+    workspace) steers every later run after a restart."""
+    if config.system_prompt_disabled:
+        return
+    prompt = config.system_prompt_file.resolve()
+    for root in (config.default_workspace, *config.workspace_roots):
+        if prompt.is_relative_to(root.resolve()):
+            log.warning(
+                "CODEX_SYSTEM_PROMPT_FILE %s lies inside the workspace %s: an agent can rewrite "
+                "the prompt of every later run; keep it outside the workspaces",
+                prompt,
+                root,
+            )
+            return
+
+
 async def serve(
     config: Config,
     *,
@@ -272,6 +290,7 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     warn_if_exposed(config)
+    warn_if_prompt_in_a_workspace(config)
     gateway = Gateway.build(config)
     # Both ports before the sessions: a second gateway started by mistake must fail before its
     # startup reconciliation takes the first one's running runs for a crash's leftovers (the

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
+from gateway.prompt import MAX_SYSTEM_PROMPT_BYTES, GlobalSystemPrompt, Message, build_prompt
+from tests.faults.spawned import gateway_env, running
 
 
 def test_blocks_as_the_reference_builds_them() -> None:
@@ -52,3 +55,39 @@ def test_global_prompt_states(tmp_path: Path) -> None:
     assert loaded.enabled and loaded.combine("mine") == "GLOBAL\n\nmine"
     assert loaded.combine("") == "GLOBAL"
     assert GlobalSystemPrompt.load(tmp_path / "p.md", disabled=True).reason == "disabled"
+
+
+def test_a_prompt_file_that_is_not_a_regular_file_is_unusable_and_nothing_blocks(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "fifo.md"
+    os.mkfifo(fifo)  # opened plainly, this would wait for a writer forever
+    assert GlobalSystemPrompt.load(fifo, disabled=False).reason == "unusable: a FIFO"
+    (tmp_path / "dir.md").mkdir()
+    assert GlobalSystemPrompt.load(tmp_path / "dir.md", disabled=False).reason == (
+        "unusable: a directory"
+    )
+    huge = tmp_path / "huge.md"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_SYSTEM_PROMPT_BYTES + 1)
+    loaded = GlobalSystemPrompt.load(huge, disabled=False)
+    assert not loaded.enabled and loaded.reason is not None
+    assert loaded.reason.startswith("unusable: larger than")
+    link = tmp_path / "link.md"
+    link.symlink_to(tmp_path / "p.md")
+    (tmp_path / "p.md").write_text("LINKED\n")
+    assert GlobalSystemPrompt.load(link, disabled=False).text == "LINKED\n"  # the operator's
+
+
+async def test_a_gateway_whose_prompt_file_is_a_fifo_in_its_workspace_starts_and_warns(
+    tmp_path: Path,
+) -> None:
+    env = gateway_env(tmp_path)
+    prompt = Path(env["CODEX_GATEWAY_DEFAULT_WORKSPACE"]) / "PROMPT.md"
+    os.mkfifo(prompt)  # what an agent can leave in its workspace
+    env |= {"CODEX_SYSTEM_PROMPT_FILE": str(prompt), "CODEX_DISABLE_DEFAULT_PROMPT": ""}
+    async with running(env, tmp_path) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, trust_env=False) as client:
+            status = (await client.get("/status")).json()
+        assert status["system_prompt"]["reason"] == "unusable: a FIFO"
+        assert "lies inside the workspace" in gateway.log_tail(200)
