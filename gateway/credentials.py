@@ -10,7 +10,12 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gateway import regular_file
 from gateway.errors import AgentUnavailable
+
+# codex's config.toml is read before every run, and the agent can write codex's home: only a
+# regular file (a FIFO would block the loop until a writer came) of a sane size counts.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 _PROVIDER_LINE = re.compile(r"^\s*(model_provider|profile)\s*=", re.MULTILINE)
 _KEY_NAMES = ("OPENAI_API_KEY", "CODEX_API_KEY")
@@ -27,9 +32,10 @@ def missing_credentials(
     if any("model_provider" in arg or arg in ("--oss", "--profile", "-p") for arg in extra_args):
         return None
     try:
-        config = (codex_home / "config.toml").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        config = ""
+        raw = regular_file.read(codex_home / "config.toml", MAX_CONFIG_BYTES, follow=True)
+    except OSError:  # missing, or not a regular file within the cap (NotRegularFile)
+        raw = b""
+    config = raw.decode("utf-8", errors="replace")
     if _PROVIDER_LINE.search(config):
         return None
     return (

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gateway import regular_file
 from gateway.feed import FeedItem, LiveFeed
 from gateway.sessions import EVENTS, STDERR, STDOUT, Session, now_iso
 
@@ -33,7 +35,7 @@ class RunLog:
         self._offsets: dict[str, int] = {}
         try:
             for stream, name in (("stdout", STDOUT), ("stderr", STDERR), ("events", EVENTS)):
-                handle = (session.files_dir / name).open("ab")
+                handle = os.fdopen(regular_file.open_for_append(session.files_dir / name), "ab")
                 self._files[stream] = handle
                 self._offsets[stream] = handle.seek(0, 2)
         except OSError:
@@ -131,8 +133,8 @@ def bounded_tail(
     if lines <= 0:
         return [], False
     try:
-        handle = path.open("rb")
-    except OSError:
+        handle = regular_file.open_for_reading(path)
+    except OSError:  # missing, or not a regular file (NotRegularFile)
         return [], False
     with handle:
         stop = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))

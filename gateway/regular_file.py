@@ -23,6 +23,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from gateway.errors import quote_path
 
@@ -123,6 +124,13 @@ def head(path: Path, max_bytes: int, *, follow: bool = False) -> Head:
     finally:
         os.close(fd)
     return Head(data, info.st_size, info.st_mtime)
+
+
+def open_for_reading(path: Path) -> BinaryIO:
+    """A regular file opened for reading, never through a symlink and never blocking on a
+    FIFO (a session's logs, which an agent of the gateway's uid could replace)."""
+    fd, _ = _open(path, follow=False)
+    return os.fdopen(fd, "rb")
 
 
 async def read_async(path: Path, max_bytes: int, *, follow: bool = False) -> bytes:

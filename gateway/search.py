@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy
 from rapidfuzz import fuzz, process, utils
 
+from gateway import regular_file
 from gateway.logs import tail_start
 
 BLOCK_BYTES = 1 << 20
@@ -49,8 +50,8 @@ def _blocks(path: Path, tail_lines: int | None) -> Iterator[_Block]:
     """The file (or its last `tail_lines` lines, numbered from 1) in line-aligned blocks:
     memory stays a few blocks whatever `tail_lines` and the file's size."""
     try:
-        handle = path.open("rb")
-    except OSError:
+        handle = regular_file.open_for_reading(path)
+    except OSError:  # missing, or not a regular file (NotRegularFile)
         return
     line, char = 1, 0
     carry = b""
