@@ -24,6 +24,7 @@ from .connections import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
+    DEFAULT_REQUEST_READ_TIMEOUT_S,
     ConnectionLimits,
 )
 from .listener import READY_LINE_PREFIX
@@ -50,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--header-timeout-ms", type=int, default=int(DEFAULT_HEADER_TIMEOUT_S * 1000)
     )
+    parser.add_argument(
+        "--request-read-timeout-ms", type=int, default=int(DEFAULT_REQUEST_READ_TIMEOUT_S * 1000)
+    )
     parser.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES)
     parser.add_argument("--max-headers", type=int, default=DEFAULT_MAX_HEADERS)
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS)
@@ -66,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_header_bytes=args.max_header_bytes,
             max_headers=args.max_headers,
             max_connections=args.max_connections,
+            request_read_timeout_s=args.request_read_timeout_ms / 1000,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -16,7 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .connections import AcceptErrors, ConnectionLimits, RateLimitedLog, limited_protocol
+from .connections import (
+    KEEP_ALIVE_S,
+    AcceptErrors,
+    ConnectionLimits,
+    RateLimitedLog,
+    limited_protocol,
+)
 from .endpoint import BindingEndpoint
 from .errors import BridgeError, ErrorResponse, send_error
 from .guard import HostPolicy, RequestGuard
@@ -171,6 +177,7 @@ async def serve_bridge(
         proxy_headers=False,  # nothing here uses client addresses; do not trust forwarded ones
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,  # idle between requests (bridge/connections.py)
     )
     server = _Server(config)
     with sock, AcceptErrors(asyncio.get_running_loop(), log):

@@ -6,9 +6,16 @@ few 64 MiB header values its memory. `limited_protocol` returns its protocol wit
 
 - a header deadline: a connection that has not sent a whole request head within
   `header_timeout_s` of its start (or of the first byte of its next request) is closed;
-- head limits: more than `max_header_bytes` of request line and headers, or more than
-  `max_headers` header fields, is answered 431 and the connection closed, with no more than the
-  limit plus one read ever held;
+- a request deadline: a request whose head and body have not both arrived within
+  `request_read_timeout_s` of its first byte is answered 408 (or, if it was already being
+  answered, the connection is closed), so a body that trickles in, or never ends, holds no
+  connection slot for longer than that; between requests a connection is held only for
+  uvicorn's keep-alive timeout, which bytes that start no request (blank lines) do not renew;
+- head limits: more than `max_header_bytes` of request line and headers (trailer fields of a
+  chunked body included), or more than `max_headers` header fields, is answered 431 and the
+  connection closed, with no more than the limit plus one read ever held: bytes the parser
+  takes without reporting them (a header or trailer field it buffers until the field ends, a
+  chunk extension) count against `max_header_bytes` until it reports something;
 - a connection cap: past `max_connections` open connections a new one is answered 503 and closed
   at once, so descriptors stay available for the connections being served.
 
@@ -33,6 +40,8 @@ from .responses import encode_json
 logger = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT_S: Final = 10.0
+DEFAULT_REQUEST_READ_TIMEOUT_S: Final = 30.0
+KEEP_ALIVE_S: Final = 5  # uvicorn's timeout_keep_alive: idle time between requests
 DEFAULT_MAX_HEADER_BYTES: Final = 32_768
 DEFAULT_MAX_HEADERS: Final = 100
 DEFAULT_MAX_CONNECTIONS: Final = 1000
@@ -47,10 +56,12 @@ class ConnectionLimits:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_headers: int = DEFAULT_MAX_HEADERS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_read_timeout_s: float = DEFAULT_REQUEST_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        if self.header_timeout_s <= 0:
-            raise ValueError(f"header_timeout_s must be positive, got {self.header_timeout_s}")
+        for timeout in ("header_timeout_s", "request_read_timeout_s"):
+            if getattr(self, timeout) <= 0:
+                raise ValueError(f"{timeout} must be positive, got {getattr(self, timeout)}")
         for name in ("max_header_bytes", "max_headers", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -117,7 +128,10 @@ class _LimitedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._request_timer: asyncio.TimerHandle | None = None
         self._awaiting_head = True
+        self._unreported = 0  # bytes received since the parser last reported anything
+        self._reported = False
         self._head_bytes = 0  # as received, while the head is incomplete
         self._head_size = 0  # as parsed: request target and header fields
         self._head_fields = 0
@@ -138,14 +152,17 @@ class _LimitedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_request_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.parser is None:
             return
-        self._unset_keepalive_if_required()
+        # uvicorn cancels its keep-alive timeout on any byte; here only a request's first byte
+        # does (on_message_begin), so blank lines dripped between requests hold nothing.
         if self._awaiting_head:
             self._head_bytes += len(data)
+        self._reported = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -161,29 +178,51 @@ class _LimitedProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._invalid()
         else:
-            if self._awaiting_head and self._head_bytes > self.limits.max_header_bytes:
+            # What the parser holds without having reported it: at most this feed if it
+            # reported something, else everything since it last did (a trailer field's value,
+            # say, which httptools buffers until the next field).
+            self._unreported = 0 if self._reported else self._unreported + len(data)
+            if (
+                self._awaiting_head and self._head_bytes > self.limits.max_header_bytes
+            ) or self._unreported > self.limits.max_header_bytes:
                 self._head_too_large()
 
     def on_message_begin(self) -> None:
+        self._reported = True
+        self._unset_keepalive_if_required()
         super().on_message_begin()
         self._awaiting_head = True
         self._head_size = self._head_fields = 0
         if self._head_timer is None:
             self._arm_head_timer()
+        self._arm_request_timer()
 
     def on_url(self, url: bytes) -> None:
+        self._reported = True
         self._count(len(url), fields=0)
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Trailer fields of a chunked body come here too: they count with the head's.
+        self._reported = True
         self._count(len(name) + len(value) + 4, fields=1)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._reported = True
         self._awaiting_head = False
         self._head_bytes = 0
         self._cancel_head_timer()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._reported = True
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._reported = True
+        self._cancel_request_timer()
+        super().on_message_complete()
 
     def _count(self, size: int, *, fields: int) -> None:
         self._head_size += size
@@ -196,6 +235,9 @@ class _LimitedProtocol(HttpToolsProtocol):
 
     def _head_too_large(self) -> None:
         self.log.warning("head", "refused a request head over the limits (431)")
+        if self._answering():  # trailers over the limits while the request is being answered
+            self._close()
+            return
         self._reply_and_close(
             431,
             "INVALID_ARGUMENT",
@@ -227,16 +269,61 @@ class _LimitedProtocol(HttpToolsProtocol):
         self.log.warning("timeout", "closed a connection that sent no request head in time")
         self.transport.close()
 
+    def _arm_request_timer(self) -> None:
+        self._cancel_request_timer()
+        self._request_timer = self.loop.call_later(
+            self.limits.request_read_timeout_s, self._request_timeout
+        )
+
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_timeout(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused or (
+            self._awaiting_head and self.cycle is not None and not self.cycle.response_complete
+        ):
+            # The bridge is not reading (a pipelined request waits for the answer before it,
+            # or the application has not taken the body so far): the client is not late.
+            self._arm_request_timer()
+            return
+        self.log.warning("read", "closed a connection whose request did not arrive in time")
+        if self._answering():
+            self._close()
+            return
+        self._reply_and_close(
+            408,
+            "DEADLINE_EXCEEDED",
+            f"Request not received within {self.limits.request_read_timeout_s:g} s",
+        )
+
+    def _answering(self) -> bool:
+        """Whether the request being read is already being answered (its head is complete and
+        the application started its response): nothing else can be written on the connection."""
+        return not self._awaiting_head and self.cycle is not None and self.cycle.response_started
+
+    def _close(self) -> None:
+        self._refused = True
+        self._cancel_head_timer()
+        self._cancel_request_timer()
+        self.transport.close()
+
     def _reply_and_close(self, status: int, code: str, message: str) -> None:
         body = encode_json({"error": message, "code": code})
-        phrase = {431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}[status]
+        phrase = {
+            408: b"Request Timeout",
+            431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable",
+        }[status]
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
         )
-        self._refused = True
-        self._cancel_head_timer()
-        self.transport.close()
+        self._close()
 
 
 def limited_protocol(limits: ConnectionLimits, log: RateLimitedLog) -> type[HttpToolsProtocol]:

@@ -128,6 +128,7 @@ async def _bridge(config: Config, upstream: str) -> int:
             max_header_bytes=guards.max_header_bytes,
             max_headers=guards.max_headers,
             max_connections=guards.max_connections,
+            request_read_timeout_s=guards.request_read_timeout_ms / 1000,
         ),
         check_host=guards.check_host(config.api_token),
         allowed_hosts=guards.allowed_hosts,

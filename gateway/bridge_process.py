@@ -210,6 +210,7 @@ def bridge_guard_args(guards: BridgeConfig, *, check_host: bool) -> list[str]:
         *("--max-header-bytes", str(guards.max_header_bytes)),
         *("--max-headers", str(guards.max_headers)),
         *("--max-connections", str(guards.max_connections)),
+        *("--request-read-timeout-ms", str(guards.request_read_timeout_ms)),
     ]
 
 

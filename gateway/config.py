@@ -157,6 +157,7 @@ class BridgeConfig:
     max_header_bytes: int = 32_768
     max_headers: int = 100
     max_connections: int = 1000
+    request_read_timeout_ms: int = 30_000
 
     def check_host(self, api_token: str | None) -> bool:
         return api_token is None or self.host_check_with_token
@@ -510,6 +511,9 @@ def _bridge(env: _Env) -> BridgeConfig:
         ),
         max_headers=env.integer("CODEX_GATEWAY_MAX_HEADERS", 100, minimum=8),
         max_connections=env.integer("CODEX_GATEWAY_MAX_CONNECTIONS", 1000, minimum=1),
+        request_read_timeout_ms=env.integer(
+            "CODEX_GATEWAY_REQUEST_READ_TIMEOUT_MS", 30_000, minimum=100
+        ),
     )
 
 

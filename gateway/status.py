@@ -264,6 +264,7 @@ def settings(config: Config) -> dict[str, Any]:
         "CODEX_GATEWAY_MAX_HEADER_BYTES": config.bridge.max_header_bytes,
         "CODEX_GATEWAY_MAX_HEADERS": config.bridge.max_headers,
         "CODEX_GATEWAY_MAX_CONNECTIONS": config.bridge.max_connections,
+        "CODEX_GATEWAY_REQUEST_READ_TIMEOUT_MS": config.bridge.request_read_timeout_ms,
         "SESSION_WEBHOOK_URL": secret(config.webhook.url),
         "SESSION_WEBHOOK_TIMEOUT_MS": config.webhook.timeout_ms,
         "SESSION_WEBHOOK_AUTH_BEARER": secret(config.webhook.auth_bearer),
