@@ -662,7 +662,9 @@ def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
         events=bounded_structs(
             result.events, 3 * share, omitted=result.events_omitted, where=where
         ),
-        session_url=f"/sessions/{session.codex_session_id or session.id}",
+        # The gateway id: a thread id leads to the session that had the thread first, which is
+        # not this one when this run resumed another session's thread.
+        session_url=f"/sessions/{session.id}",
         duration_ms=result.duration_ms,
         attempts=result.attempts,
     )
