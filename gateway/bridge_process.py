@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Final
 
 from bridge.listener import READY_LINE_PREFIX
@@ -92,7 +93,8 @@ class BridgeProcess:
                     stdout=asyncio.subprocess.PIPE,
                     pass_fds=(self.sock.fileno(),),
                     # Nothing secret in its environment block (nor in its argv, above): the
-                    # bridge needs none, and /proc/<pid>/environ is readable by its uid.
+                    # bridge needs none, and /proc/<pid>/environ is readable by its uid. Only
+                    # what it needs to start (BRIDGE_ENV_NAMES) is passed.
                     env=_bridge_environment(),
                     # Out of the terminal's process group: Ctrl-C is the gateway's to handle.
                     # (A session of its own is also a scheduling group of its own, with the
@@ -193,11 +195,28 @@ class BridgeProcess:
             await asyncio.shield(stop())
 
 
-def _bridge_environment() -> dict[str, str]:
+# What `python -m bridge` needs from the gateway's environment, and nothing else: its settings
+# come as arguments (above), so an allow-list rather than "everything but the known secrets"
+# keeps out whatever else a deployment puts in the gateway's environment (credentials in URLs,
+# proxies with passwords, a cloud's keys). The interpreter is the gateway's own (`sys.executable`,
+# whose venv it finds by itself); PYTHONPATH and PYTHONHOME are how a deployment may have made
+# `bridge` importable; GRPC_* are grpcio's own settings (GRPC_ENABLE_FORK_SUPPORT, set by
+# __main__, GRPC_VERBOSITY, GRPC_TRACE).
+BRIDGE_ENV_NAMES: Final = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "TMPDIR", "PYTHONPATH", "PYTHONHOME"}
+)
+BRIDGE_ENV_PREFIXES: Final = ("LC_", "GRPC_")
+
+
+def _bridge_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The bridge's environment block: the allowed names of the gateway's (never a secret)."""
+    source = os.environ if environ is None else environ
     return {
         name: value
-        for name, value in os.environ.items()
-        if name not in SECRET_VARIABLES and name != HANDOVER_VARIABLE
+        for name, value in source.items()
+        if (name in BRIDGE_ENV_NAMES or name.startswith(BRIDGE_ENV_PREFIXES))
+        and name not in SECRET_VARIABLES
+        and name != HANDOVER_VARIABLE
     }
 
 

@@ -29,6 +29,8 @@ SECRET_VARIABLES = frozenset(
         "SESSION_WEBHOOK_AUTH_BEARER",
         "SESSION_WEBHOOK_SECRET",
         "SESSION_WEBHOOK_HEADERS_JSON",
+        # Often a credential itself: a Slack or Discord hook's path, a `?token=` query.
+        "SESSION_WEBHOOK_URL",
     }
 )
 # What codex and the shell it runs need from the gateway's own environment.
@@ -528,7 +530,7 @@ def _webhook(env: _Env) -> WebhookConfig:
         if not isinstance(parsed, dict):
             raise ConfigError("SESSION_WEBHOOK_HEADERS_JSON must be a JSON object")
         headers = {str(k): str(v) for k, v in parsed.items() if v is not None}
-    url = env.text("SESSION_WEBHOOK_URL")
+    url = env.secret("SESSION_WEBHOOK_URL")
     if url is not None and not re.match(r"https?://", url):
         raise ConfigError("SESSION_WEBHOOK_URL must be an http:// or https:// URL")
     return WebhookConfig(

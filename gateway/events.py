@@ -6,13 +6,17 @@ line) instead of being buffered. Lines that are not JSON objects are kept as tex
 
 A thread id is a UUID (`is_thread_id`) wherever it enters: from `thread.started` here, from a
 session's meta.json, from a request. It ends up in codex's argv after `resume`, so anything else
-(`--dangerously-bypass-approvals-and-sandbox`, say) is never taken for one.
+(`--dangerously-bypass-approvals-and-sandbox`, say) is never taken for one. Where it enters it
+is also made canonical (`canonical_thread_id`: lower-case): the store looks threads up by exact
+text, so `0199A213-...` must be the same thread as `0199a213-...` (or it would miss the check
+that a secure session's thread is resumed only with the secure token).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +30,13 @@ _THREAD_ID = re.compile(
 def is_thread_id(value: object) -> bool:
     """A codex thread id: a UUID in its canonical 36-character text form."""
     return isinstance(value, str) and _THREAD_ID.fullmatch(value) is not None
+
+
+def canonical_thread_id(value: object) -> str | None:
+    """A thread id in the one form the store and codex's argv use (lower-case, hyphenated), or
+    None if `value` is no thread id. Only the 36-character hyphenated text is one: the other
+    forms `uuid.UUID` reads (braces, `urn:uuid:`, no hyphens) are not."""
+    return str(uuid.UUID(value)) if isinstance(value, str) and is_thread_id(value) else None
 
 
 class LineFramer:
@@ -169,7 +180,7 @@ class RunOutcome:
         else:
             self.events_dropped += 1
         if kind == "thread.started" and is_thread_id(event.get("thread_id")):
-            self.thread_id = self.thread_id or event["thread_id"]
+            self.thread_id = self.thread_id or canonical_thread_id(event["thread_id"])
         elif kind == "turn.completed":
             self.turn_completed = True
             self.usage = Usage.from_event(event.get("usage"))

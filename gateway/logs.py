@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -179,3 +180,39 @@ def _tail_start(handle: BinaryIO, lines: int, end: int, max_bytes: int | None) -
     if max_bytes is not None and end > max_bytes:
         return (last_fitting if last_fitting < end else 0), True
     return 0, False
+
+
+def lines_backwards(
+    path: Path, *, max_line_bytes: int, block_bytes: int = _BLOCK
+) -> Iterator[bytes]:
+    """The file's lines, the last first, read from the end in blocks: the caller stops reading
+    when it has what it needs, so the cost is what it takes, not the file's size. Empty lines
+    and lines longer than `max_line_bytes` (never held whole) are skipped."""
+    try:
+        handle = regular_file.open_for_reading(path)
+    except OSError:  # missing, or not a regular file (NotRegularFile)
+        return
+    with handle:
+        position = handle.seek(0, 2)
+        pending = b""  # the end of a line whose start is in an earlier block
+        skipping = False  # that line is over the limit: dropped, up to its start
+        while position > 0:
+            size = min(block_bytes, position)
+            position -= size
+            handle.seek(position)
+            parts = handle.read(size).split(b"\n")
+            if len(parts) == 1:  # no line starts in this block
+                if not skipping:
+                    pending = parts[0] + pending
+                    skipping = len(pending) > max_line_bytes
+                    pending = b"" if skipping else pending
+                continue
+            line = b"" if skipping else parts[-1] + pending
+            for candidate in (line, *reversed(parts[1:-1])):
+                if candidate and len(candidate) <= max_line_bytes:
+                    yield candidate
+            pending = parts[0]
+            skipping = len(pending) > max_line_bytes
+            pending = b"" if skipping else pending
+        if pending and not skipping:
+            yield pending

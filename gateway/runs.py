@@ -45,6 +45,7 @@ from gateway.events import (
     OversizedLine,
     RunOutcome,
     Usage,
+    canonical_thread_id,
     is_thread_id,
     parse_line,
 )
@@ -205,7 +206,7 @@ class Runner:
         timeout_ms = min(max(timeout_ms, MIN_TIMEOUT_MS), self._config.max_timeout_ms)
         if request.resume_session_id is not None and not is_thread_id(
             request.resume_session_id.strip()
-        ):
+        ):  # canonical from here on: _resume_thread
             raise InvalidRequest(
                 "resume_session_id must be a codex thread id (a UUID)", field="resume_session_id"
             )
@@ -248,7 +249,7 @@ class Runner:
             raise SecureAccessDenied("Secure session requires a valid token")
         if request.resume_session_id is not None:
             secure = request.secure or (session is not None and session.secure)
-            self._check_resume(request.resume_session_id.strip(), secure, request.secure_tokens)
+            self._check_resume(_resume_thread(request) or "", secure, request.secure_tokens)
         return session
 
     def _check_resume(self, thread: str, secure: bool, tokens: Sequence[str]) -> None:
@@ -303,9 +304,7 @@ class Runner:
     ) -> RunResult:
         run_id = str(uuid.uuid4())
         model = prepared.model or _str(session.meta.get("model")) or self._config.default_model
-        resume_thread = session.codex_session_id or (
-            request.resume_session_id.strip() if request.resume_session_id else None
-        )
+        resume_thread = session.codex_session_id or _resume_thread(request)
         record = self._begin(session, request, prepared, run_id, model, resume_thread)
         current = asyncio.current_task()
         if current is None:
@@ -687,6 +686,13 @@ def _settled(task: asyncio.Task[Any]) -> None:
     so retrieve it here rather than have asyncio report it as never retrieved."""
     if not task.cancelled():
         task.exception()
+
+
+def _resume_thread(request: RunRequest) -> str | None:
+    """The request's thread to resume in its canonical form, the one the store's thread
+    lookups (and so the secure check) and codex's argv use."""
+    raw = request.resume_session_id
+    return canonical_thread_id(raw.strip()) if raw else None
 
 
 def _str(value: object) -> str | None:

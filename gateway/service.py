@@ -13,12 +13,13 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, json_format
+from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
 
@@ -31,7 +32,7 @@ from codex_gateway.v1 import (
 from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
 )
-from gateway import search
+from gateway import history, search
 from gateway.config import Config
 from gateway.errors import (
     MAX_DETAIL_CHARS,
@@ -278,20 +279,28 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if request.HasField("tail")
             else None
         )
-        message = detail(session, self._config.max_answer_bytes // 4)
         # Each part of the answer gets a share of its byte budget: a tail of huge lines keeps
-        # its newest lines that fit, and says so (read the rest with a tail or a search).
+        # its newest lines that fit, and says so (read the rest with a tail or a search); the
+        # run history its newest runs. The files are read in a worker thread, on a snapshot
+        # taken here (the loop changes the session's meta during a run; the thread never
+        # reads it).
         share = self._config.max_answer_bytes // 4
-        message.stdout.tail = _bounded_tail(session.files_dir / STDOUT, lines, share)
+        files = _SessionFiles(
+            history=history.take(session, share),
+            directory=session.files_dir,
+            lines=lines,
+            share=share,
+            stderr=request.include_stderr,
+            events=request.include_events,
+        )
+        read = await asyncio.to_thread(files.read)
+        message = detail(session, read.history)
+        message.stdout.tail = read.stdout
         message.stdout.tail_lines = lines
         if request.include_stderr:
-            message.stderr.tail = _bounded_tail(session.files_dir / STDERR, lines, share)
+            message.stderr.tail = read.stderr
             message.stderr.tail_lines = lines
-        if request.include_events:
-            events, omitted = _events_within(session.files_dir / EVENTS, lines, share)
-            message.events.extend(
-                bounded_structs(events, share, newest=True, omitted=omitted, where=_TAIL_HINT)
-            )
+        message.events.extend(read.events)
         return sessions_pb2.GetSessionResponse(session=message)
 
     @_guarded
@@ -518,6 +527,37 @@ def _since(raw: str) -> datetime:
 _TAIL_HINT = "read them with GET /sessions/:id/tail (include_events) or a search"
 
 
+@dataclass(frozen=True)
+class _SessionFiles:
+    """What GetSession reads from a session's files, described on the loop (nothing in it is
+    shared with the session), read in a worker thread."""
+
+    history: history.Snapshot
+    directory: Path
+    lines: int
+    share: int
+    stderr: bool
+    events: bool
+
+    def read(self) -> _SessionFilesRead:
+        share, lines = self.share, self.lines
+        stdout = _bounded_tail(self.directory / STDOUT, lines, share)
+        stderr = _bounded_tail(self.directory / STDERR, lines, share) if self.stderr else ""
+        events: list[struct_pb2.Struct] = []
+        if self.events:
+            found, omitted = _events_within(self.directory / EVENTS, lines, share)
+            events = bounded_structs(found, share, newest=True, omitted=omitted, where=_TAIL_HINT)
+        return _SessionFilesRead(history.read(self.history), stdout, stderr, events)
+
+
+@dataclass(frozen=True)
+class _SessionFilesRead:
+    history: list[sessions_pb2.RunRecord]
+    stdout: str
+    stderr: str
+    events: list[struct_pb2.Struct]
+
+
 def _bounded_tail(path: Path, lines: int, max_bytes: int) -> str:
     """The last lines as one text, at most `max_bytes` of them, with a marker when lines that
     were asked for were left out for size."""
@@ -662,7 +702,9 @@ def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
         events=bounded_structs(
             result.events, 3 * share, omitted=result.events_omitted, where=where
         ),
-        session_url=f"/sessions/{session.codex_session_id or session.id}",
+        # The gateway id: a thread id leads to the session that had the thread first, which is
+        # not this one when this run resumed another session's thread.
+        session_url=f"/sessions/{session.id}",
         duration_ms=result.duration_ms,
         attempts=result.attempts,
     )

@@ -42,7 +42,7 @@ from typing import Any
 from gateway.agent import descendants
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
-from gateway.events import is_thread_id
+from gateway.events import canonical_thread_id, is_thread_id
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class Session:
 
     @property
     def codex_session_id(self) -> str | None:
-        value = self.meta.get("codex_session_id")
-        return value if is_thread_id(value) else None
+        """The session's codex thread, canonical (a meta.json may hold any case of it)."""
+        return canonical_thread_id(self.meta.get("codex_session_id"))
 
     @property
     def busy(self) -> bool:
@@ -274,14 +274,15 @@ class SessionStore:
             self._by_thread[thread] = session.id
 
     def thread_owner(self, thread_id: str) -> Session | None:
-        """The session a codex thread id leads to, if any."""
-        if not is_thread_id(thread_id):
+        """The session a codex thread id (of any hex case) leads to, if any."""
+        thread = canonical_thread_id(thread_id)
+        if thread is None:
             return None
-        return self._sessions.get(self._by_thread.get(thread_id, ""))
+        return self._sessions.get(self._by_thread.get(thread, ""))
 
     def thread_is_secure(self, thread_id: str) -> bool:
         """Whether a secure session holds this thread (it may only be resumed securely)."""
-        return thread_id in self._secure_threads
+        return canonical_thread_id(thread_id) in self._secure_threads
 
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))

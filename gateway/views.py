@@ -168,15 +168,15 @@ def _scalar(kind: int, value: object) -> str | bool | int | float | None:
     return value
 
 
-def detail(session: Session, max_bytes: int | None = None) -> sessions_pb2.SessionDetail:
-    """The session; with `max_bytes`, its run history keeps the newest runs that fit in so
-    many bytes (`runs` still counts them all)."""
+def detail(
+    session: Session, history: Sequence[sessions_pb2.RunRecord] | None = None
+) -> sessions_pb2.SessionDetail:
+    """The session with `history` as its run history (gateway/history.py: the newest runs
+    that fit in an answer's share), or all of it; `runs` counts them all either way."""
     meta = session.meta
     brief = summary(session)
-    runs = session.run_history()
-    history = [run_record(r) for r in runs]
-    if max_bytes is not None:
-        history = newest_within(history, max_bytes)
+    if history is None:
+        history = [run_record(r) for r in session.run_history()]
     message = sessions_pb2.SessionDetail(
         session_id=session.id,
         status=brief.status,
@@ -187,7 +187,7 @@ def detail(session: Session, max_bytes: int | None = None) -> sessions_pb2.Sessi
         secure=session.secure,
         nudge_prompt=_text(meta.get("nudge_prompt")),
         execution_timeout_ms=brief.execution_timeout_ms,
-        runs=len(runs),
+        runs=session.run_count,
         run_history=history,
         metadata=brief.metadata,
         dir=brief.dir,
@@ -203,16 +203,6 @@ def detail(session: Session, max_bytes: int | None = None) -> sessions_pb2.Sessi
 
 
 _M = TypeVar("_M", bound=Message)
-
-
-def newest_within(messages: list[_M], max_bytes: int) -> list[_M]:
-    """The last of `messages` whose serialized sizes add up to at most `max_bytes`."""
-    used = 0
-    for index in range(len(messages) - 1, -1, -1):
-        used += messages[index].ByteSize() + 8
-        if used > max_bytes:
-            return messages[index + 1 :]
-    return messages
 
 
 def first_within(messages: list[_M], max_bytes: int) -> list[_M]:

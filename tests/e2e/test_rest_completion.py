@@ -74,7 +74,7 @@ async def test_plain_answer_has_the_documented_keys(rest: httpx.AsyncClient) -> 
     assert body["metadata"] == {"source": "api"}
     assert body["model"] is None  # no model asked for and no default: null, as documented
     assert body["messages"][-1] == {"role": "assistant", "content": "Hello from the fake model."}
-    assert body["session_url"] == f"/sessions/{body['codex_session_id']}"
+    assert body["session_url"] == f"/sessions/{body['session_id']}"  # not the thread (issue 12)
 
 
 async def test_prompt_field_tool_round_trip_and_resume(

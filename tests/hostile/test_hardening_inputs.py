@@ -288,7 +288,7 @@ def test_thread_started_with_anything_but_a_uuid_is_no_thread(thread: object) ->
 def test_a_uuid_is_a_thread(thread: str) -> None:
     outcome = RunOutcome()
     outcome.observe({"type": "thread.started", "thread_id": thread})
-    assert outcome.thread_id == thread
+    assert outcome.thread_id == thread.lower()  # canonical
 
 
 async def test_a_meta_json_thread_that_is_an_option_never_reaches_codex(api: Both) -> None:

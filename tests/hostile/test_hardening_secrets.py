@@ -25,6 +25,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, triggers_pb2
+from gateway.bridge_process import BRIDGE_ENV_NAMES
 from gateway.config import Config, ConfigError, check_state_outside_workspaces
 from gateway.errors import InvalidRequest
 from gateway.runs import RunRequest
@@ -48,6 +49,8 @@ SECRETS = {
     "SESSION_WEBHOOK_AUTH_BEARER": "webhook-bearer-55b0aa",
     "SESSION_WEBHOOK_SECRET": "webhook-secret-c3e812",
     "SESSION_WEBHOOK_HEADERS_JSON": '{"X-Private": "webhook-header-9e4d11"}',
+    # A credential in the URL (loopback, nothing listens: deliveries fail and are retried).
+    "SESSION_WEBHOOK_URL": "http://127.0.0.1:9/hook/webhook-path-a41f07?token=webhook-url-3f81c0",
 }
 SECRET_VALUES = [
     "api-token-0f3a9c",
@@ -55,7 +58,12 @@ SECRET_VALUES = [
     "webhook-bearer-55b0aa",
     "webhook-secret-c3e812",
     "webhook-header-9e4d11",
+    "webhook-path-a41f07",
+    "webhook-url-3f81c0",
 ]
+# Not a gateway variable at all: something else of the deployment's, which the bridge does not
+# need (it gets an allow-list of the gateway's environment) and so must not hold.
+DEPLOYMENT = {"DEPLOY_DATABASE_URL": "postgres://app:deploy-password-6c2d90@127.0.0.1/app"}
 AUTH = {"Authorization": f"Bearer {SECRETS['CODEX_GATEWAY_API_TOKEN']}"}
 
 
@@ -90,6 +98,11 @@ async def run_both_ways(gateway: Spawned, prompt: str) -> list[dict[str, Any]]:
     return [rest, via_grpc]
 
 
+def environ_names(pid: int) -> set[str]:
+    block = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return {entry.split("=", 1)[0] for entry in block.split("\0") if entry}
+
+
 def assert_no_secret_read(report: dict[str, Any]) -> None:
     readable = [probe for probe in report["probes"] if probe["readable"]]
     assert len(readable) == len(report["probes"]), report  # the same uid reads them all...
@@ -111,10 +124,16 @@ async def test_no_secret_in_any_environment_block_or_command_line(
             path.parent.mkdir(exist_ok=True)
             path.write_text(value + "\n")  # as `echo` writes it: the newline is not the secret
             secrets[f"{name}_FILE"] = str(path)
-    env = gateway_env(tmp_path, PROBE, **secrets)
+    env = gateway_env(tmp_path, PROBE, **secrets, **DEPLOYMENT)
     async with running(env, tmp_path) as gateway:
         for report in await run_both_ways(gateway, probes(gateway)):
             assert_no_secret_read(report)
+        # The bridge's block holds only what it needs to start; the gateway keeps the rest.
+        (bridge,) = bridges_of(gateway.pid)
+        names = environ_names(bridge)
+        assert names <= BRIDGE_ENV_NAMES | {n for n in names if n.startswith(("LC_", "GRPC_"))}
+        assert "PATH" in names and "DEPLOY_DATABASE_URL" not in names, names
+        assert "DEPLOY_DATABASE_URL" in environ_names(gateway.pid)
         # The secrets still work: the token was needed above; the secure token opens a
         # secure session, and a wrong one does not.
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as client:

@@ -126,10 +126,16 @@ def scratch_dir() -> Iterator[Path]:
         yield Path(tmp).resolve()
 
 
-SECRET_VALUES = {
-    name: '{"X-Secret": "secret-header"}' if name.endswith("_JSON") else f"secret-{name.lower()}"
-    for name in SECRET_VARIABLES
-}
+def _secret_value(name: str) -> str:
+    """A valid value of the secret `name` (the webhook URL is a secret too, and a URL)."""
+    if name.endswith("_JSON"):
+        return '{"X-Secret": "secret-header"}'
+    if name.endswith("_URL"):
+        return f"http://127.0.0.1:9/secret-{name.lower()}"
+    return f"secret-{name.lower()}"
+
+
+SECRET_VALUES = {name: _secret_value(name) for name in SECRET_VARIABLES}
 
 
 @settings(deadline=None)
