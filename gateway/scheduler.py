@@ -165,7 +165,8 @@ class Scheduler:
             each: result
             for each, result in loaded.items()
             if generation > self._applied.get(each, 0)
-            and (path is not None or each in self._state or generation >= self._applied_all)
+            # not a file that a later reload of every file found unscheduled
+            and (each in self._state or generation >= self._applied_all)
         }
         for each in loaded:
             self._applied[each] = generation
