@@ -9,8 +9,13 @@ runs it is marked in flight, and its attempt is written to the file before the r
 reload mid-run cannot fire it twice.
 
 Reading, parsing and scheduling a trigger file happen in a worker thread (`asyncio.to_thread`):
-whatever a file holds, the event loop only swaps in the result. A file or an entry that cannot
-be used is reported in /status and skipped; it never stops the loop.
+whatever a file holds, the event loop only swaps in the result. Reloads run concurrently and may
+finish in any order, so each takes a generation number when it starts and a result older than the
+last one applied for its file is dropped (a stale read never brings back a trigger that was
+disabled, or the `last_fired` of before a fire). A file or an entry that cannot be used is
+reported in /status and skipped; it never stops the loop. The triggers of a file that cannot be
+read are not armed until it reads well again, and a fire whose bookkeeping cannot be written is
+held back for a while (doubling), so a broken file never makes the loop spin.
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ def system_clock() -> datetime:
 # How many of a file's invalid entries /status spells out (the rest are counted).
 MAX_PROBLEMS_SHOWN = 20
 _PROBLEM_CHARS = 300
+# A trigger whose fire could not be recorded waits this long before it is tried again, doubling
+# up to the cap; a successful attempt forgets it.
+RETRY_AFTER = timedelta(seconds=5)
+MAX_RETRY_AFTER = timedelta(minutes=10)
 
 Armed = tuple[str, datetime | None]
 
@@ -101,16 +110,30 @@ class Scheduler:
         # When each trigger fires next, fixed when its definition was last seen to change: a
         # time computed afresh from "now" would always lie ahead and never come due.
         self._armed: dict[tuple[Path, str], tuple[str, datetime | None]] = {}
+        # What was armed in a file that cannot be read now: armed again, at the same time,
+        # once the file reads well with those triggers unchanged.
+        self._disarmed: dict[tuple[Path, str], Armed] = {}
         self._wake = asyncio.Event()
         self._fires: set[asyncio.Task[None]] = set()
+        # Reload generations: the last started, and the last applied per file and for a
+        # reload of every file (which alone decides which files are scheduled at all).
+        self._generation = 0
+        self._applied: dict[Path, int] = {}
+        self._applied_all = 0
+        # Triggers whose fire could not be recorded: not before when, and the delay to double.
+        self._held: dict[tuple[Path, str], tuple[datetime, timedelta]] = {}
 
     # -- what is scheduled -------------------------------------------------------------------
 
     async def reload(self, path: Path | None = None) -> None:
         """Re-read one scheduled file (or all); a file that cannot be read keeps its last good
-        triggers and reports the error. The reading, parsing and arming run in a thread."""
-        files, loaded = await asyncio.to_thread(self._load, path, self._clock(), self._armed)
-        self._apply(path, files, loaded)
+        triggers for listing, disarmed, and reports the error. The reading, parsing and arming
+        run in a thread; a reload that finishes after a later one has been applied is dropped."""
+        self._generation += 1
+        generation = self._generation
+        previous = {**self._disarmed, **self._armed}
+        files, loaded = await asyncio.to_thread(self._load, path, self._clock(), previous)
+        self._apply(path, files, loaded, generation)
 
     def _load(
         self, path: Path | None, now: datetime, previous: dict[tuple[Path, str], Armed]
@@ -125,16 +148,34 @@ class Scheduler:
                 loaded[each] = _load_file(self._files, each, now, previous)
         return files, loaded
 
-    def _apply(self, path: Path | None, files: list[Path], loaded: dict[Path, _Loaded]) -> None:
-        """On the loop: swap in what the thread read (a few dict operations per trigger)."""
-        if path is None:
+    def _apply(
+        self,
+        path: Path | None,
+        files: list[Path],
+        loaded: dict[Path, _Loaded],
+        generation: int,
+    ) -> None:
+        """On the loop: swap in what the thread read (a few dict operations per trigger),
+        except what a reload started later has already replaced."""
+        if path is None and generation > self._applied_all:
+            self._applied_all = generation
             for stale in set(self._state) - set(files):
                 del self._state[stale]
+        loaded = {
+            each: result
+            for each, result in loaded.items()
+            if generation > self._applied.get(each, 0)
+            # not a file that a later reload of every file found unscheduled
+            and (each in self._state or generation >= self._applied_all)
+        }
+        for each in loaded:
+            self._applied[each] = generation
         for each, result in loaded.items():
             state = self._state.setdefault(each, _FileState())
             if result.error is not None:
+                if result.error != state.error:
+                    log.warning("trigger file not scheduled until it reads well: %s", result.error)
                 state.error = result.error
-                log.warning("trigger file kept its last good schedule: %s", result.error)
                 continue
             if result.missing_ids:
                 # Give them ids on disk first: an id made up on every read would make the
@@ -153,14 +194,21 @@ class Scheduler:
             state.skipped = result.skipped
         fresh = {each for each, result in loaded.items() if result.error is None}
         armed: dict[tuple[Path, str], Armed] = {}
-        for key, value in self._armed.items():
+        disarmed: dict[tuple[Path, str], Armed] = {}
+        for key, value in {**self._disarmed, **self._armed}.items():
             kept = self._state.get(key[0])
-            if key[0] not in fresh and kept is not None and key[1] in kept.triggers:
+            if key[0] in fresh or kept is None or key[1] not in kept.triggers:
+                continue
+            if kept.error is None:
                 armed[key] = value
+            else:  # an unreadable file's triggers are not armed
+                disarmed[key] = value
+        self._disarmed = disarmed
         for each in fresh:
             for trigger_id, value in loaded[each].armed.items():
                 armed[(each, trigger_id)] = value
         self._armed = armed
+        self._held = {key: value for key, value in self._held.items() if key in armed}
         self._wake.set()
 
     def status(self) -> tuple[bool, list[tuple[str, int, str | None]]]:
@@ -189,13 +237,20 @@ class Scheduler:
         return sorted(upcoming, key=lambda item: item[0])
 
     def _earliest(self) -> datetime | None:
-        times = [when for _, when in self._armed.values() if when is not None]
+        times = []
+        for key, (_, when) in self._armed.items():
+            if when is not None:
+                held = self._held.get(key)
+                times.append(when if held is None else max(when, held[0]))
         return min(times) if times else None
 
     def due(self, now: datetime) -> list[tuple[Path, Trigger]]:
         found = []
         for (path, trigger_id), (_, when) in self._armed.items():
             if when is None or when > now or (path, trigger_id) in self._in_flight:
+                continue
+            held = self._held.get((path, trigger_id))
+            if held is not None and held[0] > now:
                 continue
             state = self._state.get(path)
             trigger = state.triggers.get(trigger_id) if state is not None else None
@@ -232,18 +287,25 @@ class Scheduler:
         started = []
         for path, trigger in self.due(now or self._clock()):
             self._in_flight.add((path, trigger.id))
-            started.append(self._track(asyncio.create_task(self._fire(path, trigger))))
+            fingerprint = self._armed[(path, trigger.id)][0]
+            started.append(self._track(asyncio.create_task(self._fire(path, trigger, fingerprint))))
         return started
 
-    async def _fire(self, path: Path, trigger: Trigger) -> None:
+    async def _fire(self, path: Path, trigger: Trigger, fingerprint: str) -> None:
         key = (path, trigger.id)
         try:
             attempt = _iso(self._clock())
-            async with self._files.edit(path, client=False) as document:
-                try:
+            try:
+                async with self._files.edit(path, client=False) as document:
+                    if not _still_due(document, trigger, fingerprint):
+                        raise _NotDue
                     find(document, trigger.id)["last_attempt_at"] = attempt
-                except GatewayError:
-                    return  # deleted meanwhile
+            except _NotDue:
+                return  # deleted, disabled or fired meanwhile: the file is left as it is
+            except GatewayError:
+                self._hold(key)
+                raise
+            self._held.pop(key, None)
             status, error, session_id = await self._run(trigger)
             fired = _iso(self._clock())
             async with self._files.edit(path, client=False) as document:
@@ -254,7 +316,8 @@ class Scheduler:
                 entry.update(
                     last_attempt_at=attempt,
                     last_status=status,
-                    last_error=error,
+                    # Short: the scheduler's own writes must not grow the file past its cap.
+                    last_error=None if error is None else _short(error),
                     overdue=False,
                 )
                 if session_id is not None:
@@ -268,6 +331,12 @@ class Scheduler:
         finally:
             self._in_flight.discard(key)
             await self.reload(path)
+
+    def _hold(self, key: tuple[Path, str]) -> None:
+        """Do not try this trigger again for a while: its file cannot be edited."""
+        before = self._held.get(key)
+        delay = RETRY_AFTER if before is None else min(before[1] * 2, MAX_RETRY_AFTER)
+        self._held[key] = (self._clock() + delay, delay)
 
     async def _run(self, trigger: Trigger) -> tuple[str, str | None, str | None]:
         entry = trigger.entry
@@ -481,6 +550,24 @@ class Scheduler:
             raise InvalidRequest(
                 exc.message.replace("workspace", "cwd", 1), field=f"{where}cwd"
             ) from None
+
+
+class _NotDue(Exception):
+    """Raised inside a fire's first edit to leave the file unwritten."""
+
+
+def _still_due(document: TriggerDocument, trigger: Trigger, fingerprint: str) -> bool:
+    """Whether the stored entry is still the enabled trigger that was armed: a reload that read
+    the file before a PATCH or a fire must not make it fire."""
+    index = document.index(trigger.id)
+    if index is None:
+        return False
+    try:
+        # A file's entry without created_at gets one when read: the same one as when armed.
+        current = normalise(dict(document.entries[index]), now=trigger.entry["created_at"])
+    except InvalidRequest:
+        return False
+    return current.enabled and _fingerprint(current) == fingerprint
 
 
 def _iso(moment: datetime) -> str:

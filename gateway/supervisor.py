@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+# Distinct failures logged with their traceback per loop; past it, every failure is one line
+# (an exception text that changes each time, a path or a count in it, cannot grow the set).
+MAX_TRACEBACKS = 64
 
 
 async def supervise(
@@ -46,12 +49,13 @@ async def supervise(
             if clock() - started > max_backoff_s:
                 backoff = initial_backoff_s  # it had been running fine: a fresh failure
             signature = f"{type(exc).__name__}: {exc}"[:500]
-            if signature not in seen:
+            if signature not in seen and len(seen) < MAX_TRACEBACKS:
                 seen.add(signature)
                 log.exception("the %s loop failed; restarting it in %.1f s", name, backoff)
             else:
                 log.warning(
-                    "the %s loop failed again (%d failures so far, %s); restarting it in %.1f s",
+                    "the %s loop failed (%d failures so far, %s; traceback not repeated); "
+                    "restarting it in %.1f s",
                     name,
                     failures,
                     type(exc).__name__,

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -461,7 +462,13 @@ def _write_document(path: Path, data: dict[str, Any], limit: int | None) -> None
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        regular_file.write_new(tmp, text.encode("utf-8"))
+        try:
+            existing: os.stat_result | None = path.lstat()
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            existing = None  # a new file replaces it: the gateway's own, 0600
+        regular_file.write_new(tmp, text.encode("utf-8"), like=existing)
         tmp.replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -335,22 +335,28 @@ async def test_a_trigger_without_id_gets_one_written_back(trigger_config: Config
         assert file_triggers(trigger_config) == []  # the overdue one-shot ran and was removed
 
 
-async def test_invalid_json_keeps_the_last_good_schedule_and_reports_it(
+async def test_invalid_json_keeps_the_triggers_listed_but_disarmed_and_reports_it(
     trigger_config: Config,
 ) -> None:
     path = trigger_config.triggers.default_file
-    path.write_text(json.dumps({"triggers": [{"id": "k", "prompt_text": "x", "schedule": DAILY}]}))
+    good = json.dumps({"triggers": [{"id": "k", "prompt_text": "x", "schedule": DAILY}]})
+    path.write_text(good)
     async with running_gateway(trigger_config) as gw:
         scheduler = gw.gateway.scheduler
         await scheduler.reload()
+        armed = [(when, t.id) for when, _, t in scheduler.next_fires()]
         path.write_text("{broken")
         await scheduler.reload(path)
-        assert [t.id for _, _, t in scheduler.next_fires()] == ["k"]
+        # A file that cannot be read cannot record a fire either: nothing of it is armed.
+        assert scheduler.next_fires() == []
         from codex_gateway.v1 import status_pb2
 
         status = await gw.stub.GetStatus(status_pb2.GetStatusRequest())
         (file_status,) = [f for f in status.triggers.files if f.path == str(path)]
         assert file_status.triggers == 1 and "not valid JSON" in file_status.error
+        path.write_text(good)
+        await scheduler.reload(path)
+        assert [(when, t.id) for when, _, t in scheduler.next_fires()] == armed  # back
 
 
 async def test_api_and_scheduler_writes_do_not_lose_each_other(trigger_config: Config) -> None:
