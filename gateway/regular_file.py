@@ -63,15 +63,20 @@ def _kind(mode: int) -> str:
 
 def _open(path: Path, *, follow: bool) -> tuple[int, os.stat_result]:
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-    if not follow:
-        flags |= os.O_NOFOLLOW
+    return _open_regular(path, flags if follow else flags | os.O_NOFOLLOW)
+
+
+def _open_regular(path: Path, flags: int) -> tuple[int, os.stat_result]:
+    """os.open with `flags` (O_NONBLOCK among them: a FIFO never blocks), then fstat on the
+    opened descriptor: NotRegularFile for anything but a regular file."""
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags, 0o600)
     except OSError as exc:
-        if exc.errno == errno.ELOOP and not follow:
+        if exc.errno == errno.ELOOP and flags & os.O_NOFOLLOW:
             raise NotRegularFile(path, "a symbolic link") from None
-        if exc.errno == errno.ENXIO:  # a unix socket cannot be open()ed
-            raise NotRegularFile(path, "a socket") from None
+        if exc.errno == errno.ENXIO:  # a unix socket cannot be open()ed, nor a FIFO for writing
+            kind = "a FIFO or socket" if flags & os.O_WRONLY else "a socket"
+            raise NotRegularFile(path, kind) from None
         raise
     try:
         info = os.fstat(fd)
@@ -145,21 +150,7 @@ def open_for_append(path: Path) -> int:
     """A descriptor on a regular file opened (created if missing) for appending, never through
     a symlink and never blocking on a FIFO; for lock files beside the files we write."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotRegularFile(path, "a symbolic link") from None
-        if exc.errno == errno.ENXIO:
-            raise NotRegularFile(path, "a FIFO or socket") from None
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFile(path, _kind(info.st_mode))
-    except BaseException:
-        os.close(fd)
-        raise
+    fd, _ = _open_regular(path, flags)
     return fd
 
 
