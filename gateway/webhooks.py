@@ -18,11 +18,11 @@ the answer's headers and the little of its body that is read (at most `_REASON_B
 refusal; a 2xx answer's body is never read). A receiver that drips its answer a byte at a time
 holds an attempt no longer than that.
 
-Retries: connection errors, timeouts, HTTP 5xx and 429 are retried with full-jitter exponential
-backoff (window `retry_base_ms * 2**(n-1)` after the n-th attempt, at most `retry_max_ms`), or
-after the `Retry-After` of a 429/503 answer (capped at `retry_max_ms`), until `max_attempts`
-attempts have been made. Any other answer (4xx, or a 3xx: redirects are not followed) is
-permanent. A delivery that fails for good is moved to `failed/`, never deleted.
+Retries (tenacity's wait strategy): connection errors, timeouts, HTTP 5xx and 429 are retried
+with full-jitter exponential backoff (window `retry_base_ms * 2**(n-1)` after the n-th attempt, at
+most `retry_max_ms`), or after the `Retry-After` of a 429/503 answer (capped at `retry_max_ms`),
+until `max_attempts` attempts have been made. Any other answer (4xx, or a 3xx: redirects are not
+followed) is permanent. A delivery that fails for good is moved to `failed/`, never deleted.
 
 Scheduling: deliveries are independent. A delivery waiting for its next attempt holds nothing
 (it is back in the queue with the time it is due, its payload on disk); at most `concurrency`
@@ -53,7 +53,6 @@ import itertools
 import json
 import logging
 import os
-import random
 import tempfile
 import time
 import uuid
@@ -64,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tenacity import RetryCallState, wait_random_exponential
 
 from gateway.config import WebhookConfig
 from gateway.sessions import now_iso
@@ -132,6 +132,9 @@ class WebhookSender:
         self._outbox = outbox
         self._transport = transport
         self._concurrency = max(1, concurrency)
+        self._backoff = wait_random_exponential(
+            multiplier=config.retry_base_ms / 1000, max=config.retry_max_ms / 1000
+        )
         self._pending: dict[str, _Delivery] = {}  # by file name
         # (due, created_ns, tie-break, delivery): the next attempt to start is at the top.
         self._queue: list[tuple[float, int, int, _Delivery]] = []
@@ -408,9 +411,11 @@ class WebhookSender:
         cap_s = self._config.retry_max_ms / 1000
         if failure.retry_after_s is not None:
             return min(failure.retry_after_s, cap_s)
-        # The exponent is bounded so that a large SESSION_WEBHOOK_MAX_ATTEMPTS cannot overflow.
-        window_s = self._config.retry_base_ms / 1000 * 2 ** min(delivery.attempts - 1, 64)
-        return random.uniform(0, min(window_s, cap_s))  # noqa: S311 (jitter, not a secret)
+        # tenacity's full-jitter strategy, asked for one attempt's wait: the outbox schedules the
+        # attempts itself, so that a delivery waiting for its retry holds no slot.
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # no Retrying here
+        state.attempt_number = delivery.attempts
+        return min(float(self._backoff(state)), cap_s)
 
     # -- outcomes ------------------------------------------------------------------------------
 
