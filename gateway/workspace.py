@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,26 +57,34 @@ def open_confined(path: Path, roots: Sequence[Path], *, shown: str) -> int:
     (`/proc/self/fd/<fd>` as the child's cwd) and closes it.
 
     A run waits for a slot between its request's check and its spawn: a directory swapped for
-    a symlink meanwhile must not move it out of the roots. O_NOFOLLOW refuses a link at the last
-    component of the resolved path; whatever a link higher up did, the opened directory's own
-    path (from /proc/self/fd) is what is checked.
+    a symlink meanwhile must not move it out of the roots. Whatever links the path went
+    through, the opened directory's own path (from /proc/self/fd) is what is checked.
     """
     try:
-        resolved = path.resolve(strict=True)
-        fd = os.open(resolved, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except (OSError, RuntimeError, ValueError):
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, ValueError):
         raise InvalidRequest(
-            f"workspace is not an existing directory: {shown}", field="workspace"
+            f"workspace is not an existing directory: {quote(shown)}", field="workspace"
         ) from None
     try:
-        real = Path(f"/proc/self/fd/{fd}").readlink()
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))  # noqa: PTH115  # hot path, per spawn
     except OSError:
         os.close(fd)
-        raise InvalidRequest(f"workspace cannot be resolved: {shown}", field="workspace") from None
-    if not real.is_absolute() or not any(real.is_relative_to(root.resolve()) for root in roots):
+        raise InvalidRequest(
+            f"workspace cannot be resolved: {quote(shown)}", field="workspace"
+        ) from None
+    if not real.is_absolute() or not any(real.is_relative_to(_real(root)) for root in roots):
         os.close(fd)
         raise InvalidRequest(
-            f"workspace is outside the allowed roots (it changed since it was checked): {shown}",
+            "workspace is outside the allowed roots (it changed since it was checked): "
+            f"{quote(shown)}",
             field="workspace",
         )
     return fd
+
+
+@functools.lru_cache(maxsize=64)
+def _real(root: Path) -> Path:
+    """A configured root as it resolved when first used: it is the operator's, and checked
+    at every spawn."""
+    return root.resolve()
