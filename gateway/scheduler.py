@@ -32,6 +32,7 @@ from typing import Any
 
 import watchfiles
 
+from gateway.childenv import check_request_env
 from gateway.config import TriggerConfig
 from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
 from gateway.runs import Runner, RunRequest
@@ -97,9 +98,13 @@ class Scheduler:
         *,
         default_workspace: Path,
         workspace_roots: tuple[Path, ...],
+        request_env_allow: tuple[str, ...] | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self._config = config
+        # A trigger written through the API is held to the same allow-list as a request's env
+        # (400 at once, not an error at every fire); one edited on disk meets it when it runs.
+        self._env_allow = request_env_allow
         self._files = files
         self._runner = runner
         self._store = store
@@ -514,6 +519,7 @@ class Scheduler:
             where = f"triggers[{i}]." if batch else ""
             trigger = normalise(item, where=where)
             self._check_workspace(trigger, where)
+            self._check_env(trigger, where)
             triggers.append(trigger)
         return triggers
 
@@ -527,6 +533,7 @@ class Scheduler:
                     merged[name] = existing.get(name)
             trigger = normalise(merged)
             self._check_workspace(trigger, "")
+            self._check_env(trigger, "")
             document.entries[document.index(trigger_id) or 0] = trigger.entry
         await self.reload(path)
         return self.view(trigger, path)
@@ -550,6 +557,15 @@ class Scheduler:
             raise InvalidRequest(
                 exc.message.replace("workspace", "cwd", 1), field=f"{where}cwd"
             ) from None
+
+    def _check_env(self, trigger: Trigger, where: str) -> None:
+        env = trigger.entry.get("env")
+        if not env or self._env_allow is None:
+            return
+        try:
+            check_request_env(env, self._env_allow)
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.message, field=f"{where}env") from None
 
 
 class _NotDue(Exception):

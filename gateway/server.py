@@ -93,6 +93,7 @@ class Gateway:
             store,
             default_workspace=config.default_workspace,
             workspace_roots=config.workspace_roots,
+            request_env_allow=config.request_env_allow,
             clock=clock,
         )
         watcher = FileWatcher(config.watcher, runner)

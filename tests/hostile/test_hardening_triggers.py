@@ -814,3 +814,32 @@ async def test_a_trigger_nested_too_deep_for_its_file_is_400_on_both_protocols(
         == "trigger"
     )
     assert not gw.gateway.config.triggers.default_file.exists()
+
+
+# -- finding 14, for triggers: the request env's allow-list at write time -----------------------
+
+
+async def test_a_trigger_env_outside_the_allow_list_is_400_when_written_on_both_protocols(
+    api: tuple[RunningGateway, httpx.AsyncClient],
+) -> None:
+    gw, client = api
+    refused = {"prompt_text": "x", "schedule": DAILY, "env": {"MY_SETTING": "1"}}
+    answer = await client.post("/triggers", json=refused)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "env" and "MY_SETTING" in answer.json()["error"]
+    batch = await client.post("/triggers", json=[{**refused, "env": {"TASK_OK": "1"}}, refused])
+    assert batch.status_code == 400 and batch.json()["field"] == "triggers[1].env", batch.text
+    assert await grpc_refusal(
+        gw.stub.CreateTriggers(triggers_pb2.CreateTriggersRequest(triggers=value_of(refused)))
+    ) == ("env")
+    taken = await client.post("/triggers", json={**refused, "id": "t1", "env": {"TASK_OK": "1"}})
+    assert taken.status_code == 200, taken.text
+    patched = await client.patch("/triggers/t1", json={"env": {"EDITOR": "vi"}})
+    assert patched.status_code == 400 and patched.json()["field"] == "env", patched.text
+    assert await grpc_refusal(
+        gw.stub.UpdateTrigger(
+            triggers_pb2.UpdateTriggerRequest(
+                trigger_id="t1", patch=struct_of({"env": {"MY_SETTING": "1"}})
+            )
+        )
+    ) == ("env")
