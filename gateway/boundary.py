@@ -195,12 +195,20 @@ def _refused(
     handler: grpc.RpcMethodHandler[Any, Any], error: GatewayError
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same shape as `handler` that answers `error` without reading further."""
+    return answering(handler, lambda context: abort(context, error))
+
+
+def answering(
+    handler: grpc.RpcMethodHandler[Any, Any], answer: Callable[[Context], Awaitable[object]]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as `handler` whose only work is `answer(context)`, which
+    aborts the call: the refusals of the interceptors (a request that decodes or not)."""
 
     async def refuse(request: Any, context: Context) -> Any:
-        await abort(context, error)
+        await answer(context)
 
     async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        await abort(context, error)
+        await answer(context)
         yield  # pragma: no cover  # makes this an async generator
 
     codecs = {

@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard
+from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
@@ -147,23 +147,9 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 def _denied(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     message = "Missing or invalid API token (Authorization: Bearer <token>)"
-
-    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def deny_stream(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover  # makes this an async generator
-
-    codecs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(deny_stream, **codecs)
-    return grpc.unary_unary_rpc_method_handler(deny, **codecs)
+    return answering(
+        handler, lambda context: context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    )
 
 
 @dataclass

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -68,7 +67,6 @@ ERROR_DOMAIN = "codex-gateway.v1"
 SECURE_TOKEN_KEYS = ("x-codex-secure-token", "x-secure-token", "x-secure-token-query")
 MAX_STREAM_BACKLOG = 10_000
 YIELD_EVERY = 16
-_Resp = TypeVar("_Resp")
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
@@ -92,26 +90,6 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-
-_Servicer = TypeVar("_Servicer")
-_Request = TypeVar("_Request")
-
-
-def _guarded(
-    method: Callable[[_Servicer, _Request, Any], Awaitable[_Resp]],
-) -> Callable[[_Servicer, _Request, Any], Awaitable[_Resp]]:
-    """The boundary of a unary method: a domain error becomes its rich gRPC status. (Bugs,
-    and undecodable requests, are reported by gateway/boundary.py, around every method.)"""
-
-    @functools.wraps(method)
-    async def guarded(self: _Servicer, request: _Request, context: Any) -> _Resp:
-        try:
-            return await method(self, request, context)
-        except GatewayError as error:
-            await abort(context, error)
-
-    return guarded
 
 
 def secure_tokens(context: grpc.aio.ServicerContext[Any, Any]) -> list[str]:
@@ -158,7 +136,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         memory = await asyncio.to_thread(self._reporter.memory)
         return self._reporter.status(memory)
 
-    @_guarded
     async def Complete(  # gRPC method names are the proto's
         self, request: runs_pb2.CompleteRequest, context: Any
     ) -> runs_pb2.CompleteResponse:
@@ -168,7 +145,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             result=result_message(result, self._config.max_answer_bytes)
         )
 
-    @_guarded
     async def PromptSession(  # gRPC method names are the proto's
         self, request: runs_pb2.PromptSessionRequest, context: Any
     ) -> runs_pb2.PromptSessionResponse:
@@ -230,10 +206,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 sent += 1
                 if sent % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a backlog drains without suspending: share the loop
-            try:
-                result = task.result()
-            except GatewayError as error:
-                await abort(context, error)
+            result = task.result()  # a GatewayError is answered by gateway/boundary.py
             yield runs_pb2.StreamCompletionResponse(
                 completed=result_message(result, self._config.max_answer_bytes)
             )
@@ -243,7 +216,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError, GatewayError):
                     await task
 
-    @_guarded
     async def NudgeSession(  # gRPC method names are the proto's
         self, request: runs_pb2.NudgeSessionRequest, context: Any
     ) -> runs_pb2.NudgeSessionResponse:
@@ -254,7 +226,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             result=result_message(result, self._config.max_answer_bytes)
         )
 
-    @_guarded
     async def ListSessions(  # gRPC method names are the proto's
         self, request: sessions_pb2.ListSessionsRequest, context: Any
     ) -> sessions_pb2.ListSessionsResponse:
@@ -267,7 +238,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         listed = first_within([summary(s) for s in chosen], self._config.max_answer_bytes)
         return sessions_pb2.ListSessionsResponse(sessions=listed)
 
-    @_guarded
     async def GetSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.GetSessionRequest, context: Any
     ) -> sessions_pb2.GetSessionResponse:
@@ -303,7 +273,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         message.events.extend(read.events)
         return sessions_pb2.GetSessionResponse(session=message)
 
-    @_guarded
     async def SearchSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.SearchSessionRequest, context: Any
     ) -> sessions_pb2.SearchSessionResponse:
@@ -354,7 +323,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             response.codex_session_id = session.codex_session_id
         return response
 
-    @_guarded
     async def CancelSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.CancelSessionRequest, context: Any
     ) -> sessions_pb2.CancelSessionResponse:
@@ -372,11 +340,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def TailSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.TailSessionRequest, context: Any
     ) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
-        try:
-            session = self._session(request.session_id, context)
-            lines = self._tail_lines(request.tail_lines if request.HasField("tail_lines") else None)
-        except GatewayError as error:
-            await abort(context, error)
+        session = self._session(request.session_id, context)
+        lines = self._tail_lines(request.tail_lines if request.HasField("tail_lines") else None)
         with self._feed.subscribe(session.id) as follower:
             # Read the files after subscribing: what is written meanwhile arrives through the
             # feed, and the sizes read here tell which feed items the files already held.
@@ -427,7 +392,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     )
                 )
 
-    @_guarded
     async def ListTriggers(  # gRPC method names are the proto's
         self, request: triggers_pb2.ListTriggersRequest, context: Any
     ) -> triggers_pb2.ListTriggersResponse:
@@ -437,7 +401,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         messages = await asyncio.to_thread(lambda: [trigger(t) for t in views])
         return triggers_pb2.ListTriggersResponse(trigger_file=str(path), triggers=messages)
 
-    @_guarded
     async def GetTrigger(  # gRPC method names are the proto's
         self, request: triggers_pb2.GetTriggerRequest, context: Any
     ) -> triggers_pb2.GetTriggerResponse:
@@ -446,7 +409,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             trigger=trigger(await self._scheduler.get_trigger(path, request.trigger_id))
         )
 
-    @_guarded
     async def CreateTriggers(  # gRPC method names are the proto's
         self, request: triggers_pb2.CreateTriggersRequest, context: Any
     ) -> triggers_pb2.CreateTriggersResponse:
@@ -462,7 +424,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             response.trigger.CopyFrom(response.triggers[0])
         return response
 
-    @_guarded
     async def UpdateTrigger(  # gRPC method names are the proto's
         self, request: triggers_pb2.UpdateTriggerRequest, context: Any
     ) -> triggers_pb2.UpdateTriggerResponse:
@@ -473,7 +434,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         updated = await self._scheduler.update(path, request.trigger_id, patch)
         return triggers_pb2.UpdateTriggerResponse(trigger=trigger(updated))
 
-    @_guarded
     async def DeleteTrigger(  # gRPC method names are the proto's
         self, request: triggers_pb2.DeleteTriggerRequest, context: Any
     ) -> triggers_pb2.DeleteTriggerResponse:
