@@ -12,6 +12,7 @@ from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from .body import ClientDisconnected, check_declared_length, read_body
+from .cursor import resume_from_header
 from .errors import BridgeError, ErrorResponse, send_error
 from .guard import refuse_non_json_declaration, require_json_body
 from .printer import response_json
@@ -64,6 +65,7 @@ class BindingEndpoint:
         )
         metadata = forwarded_metadata(headers, query)
         if binding.server_streaming:
+            resume_from_header(request, headers)
 
             async def open_stream() -> OpenedStream:
                 return await self.upstream.open_stream(

@@ -72,6 +72,10 @@ class _Plan:
     """By field number: the printer of a set field's value."""
     whole: Convert | None = None
     """For a well-known type: the printer of the whole message instead."""
+    after: dict[str, Any] | None = None
+    """With a real oneof: the always-present keys declared after its first member (`template`
+    then holds those before it), so that the member set prints in its declared place."""
+    oneof_numbers: frozenset[int] = frozenset()
 
 
 def _print(message: Message) -> Any:
@@ -79,10 +83,16 @@ def _print(message: Message) -> Any:
     if plan.whole is not None:
         return plan.whole(message)
     out = dict(plan.template)
+    convert = plan.convert
+    fields = message.ListFields()
+    if plan.after is not None:
+        for field, value in fields:
+            if field.number in plan.oneof_numbers:
+                out[field.name] = convert[field.number](value)
+        out.update(plan.after)
     for name, empty in plan.repeated:
         out[name] = empty()
-    convert = plan.convert
-    for field, value in message.ListFields():
+    for field, value in fields:
         out[field.name] = convert[field.number](value)
     return out
 
@@ -95,9 +105,15 @@ def _plan(descriptor: Descriptor) -> _Plan:
     template: dict[str, Any] = {}
     repeated: list[tuple[str, type[list[Any]] | type[dict[str, Any]]]] = []
     convert: dict[int, Convert] = {}
+    oneof_numbers = frozenset(
+        f.number for f in descriptor.fields if f.containing_oneof and f.name not in optional
+    )
+    before: dict[str, Any] | None = None
     for field in descriptor.fields:
         convert[field.number] = _field_printer(field)
-        if field.containing_oneof is not None and field.name not in optional:
+        if field.number in oneof_numbers:
+            if before is None:
+                before, template = template, {}
             continue  # an unset member of a real oneof is absent, not null
         if _is_map(field):
             template[field.name] = None
@@ -109,7 +125,9 @@ def _plan(descriptor: Descriptor) -> _Plan:
             template[field.name] = None
         else:
             template[field.name] = _single_printer(field)(field.default_value)
-    return _Plan(template, tuple(repeated), convert)
+    if before is None:
+        return _Plan(template, tuple(repeated), convert)
+    return _Plan(before, tuple(repeated), convert, after=template, oneof_numbers=oneof_numbers)
 
 
 def _field_printer(field: FieldDescriptor) -> Convert:

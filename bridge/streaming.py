@@ -2,7 +2,8 @@
 
 NDJSON (`application/x-ndjson`): one `{"result": <message>}` line per message and, if the call
 fails after the first one, a last `{"error": {...}}` line. With `Accept: text/event-stream`,
-Server-Sent Events instead: `event: result` / `event: error` with the same JSON as `data`.
+Server-Sent Events instead: `event: result` / `event: error` with the same JSON as `data`, and
+a message's `seq` as the frame's `id` (bridge/cursor.py: `Last-Event-ID` resumes).
 
 The status line waits for the first message (or `FIRST_MESSAGE_WAIT_S`, so an idle follow still
 gets its headers): a call that fails before it is answered with its own HTTP status and error
@@ -22,6 +23,7 @@ import grpc
 from google.protobuf.message import Message
 from starlette.types import Receive, Scope, Send
 
+from .cursor import event_id
 from .errors import ErrorResponse, send_error
 from .printer import message_to_json
 from .responses import encode_json
@@ -41,7 +43,9 @@ class StreamFormat:
 
     def result(self, value: Any) -> bytes:
         if self.name == "sse":
-            return b"event: result\ndata: " + encode_json(value) + b"\n\n"
+            seq = event_id(value)
+            frame_id = b"" if seq is None else b"id: %d\n" % seq
+            return frame_id + b"event: result\ndata: " + encode_json(value) + b"\n\n"
         return encode_json({"result": value}) + b"\n"
 
     def error(self, payload: dict[str, Any]) -> bytes:

@@ -24,14 +24,15 @@ ITEM_OVERHEAD_BYTES = 256
 
 @dataclass(frozen=True)
 class FeedItem:
-    """One thing a session wrote. `offset` is the end of the item in its log file, so a follower
-    that also read the file can skip what it already has."""
+    """One thing a session wrote: a stdout or stderr line, a codex event, or a run notice. `seq`
+    numbers it in the session's log (gateway/journal.py), so a follower that also read the log
+    skips what it already has."""
 
     stream: str  # stdout | stderr | events | notice
     text: str = ""
     event: dict[str, Any] | None = None
     run_id: str | None = None
-    offset: int = 0
+    seq: int = 0
     status: str | None = None
     size: int = 0  # bytes of the line or event as written; the text's length when not given
 

@@ -15,16 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway import regular_file
+from gateway import journal, regular_file
 from gateway.feed import FeedItem, LiveFeed
 from gateway.sessions import EVENTS, STDERR, STDOUT, Session, now_iso
 
 log = logging.getLogger(__name__)
 _BLOCK = 65_536
+MAX_STDERR_LINE = 65_536  # bytes of a stderr line without end numbered as one item
 
 
 class RunLog:
-    """The append-only log files of one run."""
+    """The append-only log files of one run, and the numbers (`seq`) of what it writes."""
 
     def __init__(self, session: Session, run_id: str, feed: LiveFeed | None = None) -> None:
         self.run_id = run_id
@@ -34,50 +35,84 @@ class RunLog:
         self._feed = feed
         self._files: dict[str, BinaryIO] = {}
         self._offsets: dict[str, int] = {}
+        self._index: journal.IndexWriter | None = None
+        # stderr arrives in chunks: lines are numbered as they complete.
+        self._stderr_line = bytearray()
+        self._stderr_line_at = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
         try:
             for stream, name in (("stdout", STDOUT), ("stderr", STDERR), ("events", EVENTS)):
                 handle = os.fdopen(regular_file.open_for_append(session.files_dir / name), "ab")
                 self._files[stream] = handle
                 self._offsets[stream] = handle.seek(0, 2)
+            self._stderr_line_at = self._offsets["stderr"]
+            self._index = journal.IndexWriter(session.files_dir)
         except OSError:
             self.close()
             raise
 
-    def _append(self, stream: str, data: bytes) -> int:
+    def _append(self, stream: str, data: bytes) -> int | None:
         """Buffered: the caller flushes before it next yields to the event loop, so a tail that
-        reads the file (it can only run then) always finds every published item on disk."""
+        reads the file (it can only run then) always finds every published item on disk. The
+        offset the data starts at, or None when it could not be written."""
         handle = self._files[stream]
         try:
             handle.write(data)
         except OSError as exc:
-            self.write_errors += 1
-            if self.write_errors == 1:
-                log.error("session %s: cannot write %s: %s", self._session_id, stream, exc)
-            return self._offsets[stream]
+            self._failed(stream, exc)
+            return None
+        start = self._offsets[stream]
         self._offsets[stream] += len(data)
-        return self._offsets[stream]
+        return start
+
+    def _failed(self, what: str, exc: OSError) -> None:
+        self.write_errors += 1
+        if self.write_errors == 1:
+            log.error("session %s: cannot write %s: %s", self._session_id, what, exc)
+
+    def _number(self, kind: journal.Kind, start: int | None, length: int) -> int:
+        if self._index is None:  # closed
+            return 0
+        seq = self._index.add(journal.Kind.LOST if start is None else kind, start or 0, length)
+        self.last_seq = seq
+        return seq
 
     def flush(self) -> None:
+        """The data first, then its records: a record never points past what was written."""
         for stream, handle in self._files.items():
             try:
                 handle.flush()
             except OSError as exc:
-                self.write_errors += 1
-                if self.write_errors == 1:
-                    log.error("session %s: cannot write %s: %s", self._session_id, stream, exc)
+                self._failed(stream, exc)
+        if self._index is not None:
+            try:
+                self._index.flush()
+            except OSError as exc:
+                self._failed(journal.INDEX, exc)
 
     def _publish(self, item: FeedItem) -> None:
         if self._feed is not None:
             self._feed.publish(self._session_id, item)
 
-    def start(self) -> None:
-        self._append("stdout", f"\n\n===== RUN {self.run_id} START {now_iso()} =====\n".encode())
+    def start(self) -> int:
+        """The run's START marker (its run_started notice); its seq."""
+        marker = journal.start_marker(self.run_id, now_iso())
+        start = self._append("stdout", b"\n\n" + marker + b"\n")
+        seq = self._number(
+            journal.Kind.RUN_STARTED, None if start is None else start + 2, len(marker)
+        )
+        self.first_seq = seq
         self.flush()
-        self._publish(FeedItem("notice", "run_started", run_id=self.run_id, status="running"))
+        self._publish(
+            FeedItem("notice", "run_started", run_id=self.run_id, status="running", seq=seq)
+        )
+        return seq
 
     def stdout_line(self, text: str) -> None:
-        offset = self._append("stdout", text.encode() + b"\n")
-        self._publish(FeedItem("stdout", text, run_id=self.run_id, offset=offset, size=len(text)))
+        data = text.encode() + b"\n"
+        seq = self._number(journal.Kind.STDOUT, self._append("stdout", data), len(data) - 1)
+        self._publish(FeedItem("stdout", text, run_id=self.run_id, seq=seq, size=len(text)))
 
     def event(self, event: dict[str, Any], raw: bytes | None = None) -> None:
         """`raw` is the event's own JSON line, when the caller has it: the run id is spliced in
@@ -87,28 +122,67 @@ class RunLog:
             line = raw[:-1] + self._run_id_suffix
         else:
             line = json.dumps({**event, "run_id": self.run_id}).encode() + b"\n"
-        offset = self._append("events", line)
+        seq = self._number(journal.Kind.EVENT, self._append("events", line), len(line) - 1)
         self._publish(
             # A parsed event weighs about twice its JSON; so does the Struct made from it.
-            FeedItem("events", event=event, run_id=self.run_id, offset=offset, size=2 * len(line))
+            FeedItem("events", event=event, run_id=self.run_id, seq=seq, size=2 * len(line))
         )
 
     def stderr(self, chunk: bytes) -> None:
-        offset = self._append("stderr", chunk)
+        """A chunk of codex's stderr, written as it came; each line it completes is an item."""
+        start = self._append("stderr", chunk)
+        if start is None:
+            self._stderr_line.clear()
+            self._stderr_line_at = self._offsets["stderr"]
+        else:
+            ended = 0
+            while (newline := chunk.find(b"\n", ended)) >= 0:
+                self._stderr_line += chunk[ended:newline]
+                self._stderr_item()
+                ended = newline + 1
+                self._stderr_line_at = start + ended
+            self._stderr_line += chunk[ended:]
+            if len(self._stderr_line) >= MAX_STDERR_LINE:
+                self._stderr_item()  # a line without end is numbered in pieces
+                self._stderr_line_at = self._offsets["stderr"]
         self.flush()
-        text = chunk.decode(errors="replace")
-        self._publish(FeedItem("stderr", text, run_id=self.run_id, offset=offset))
 
-    def end(self, status: str) -> None:
-        self._append(
-            "stdout", f"\n===== RUN {self.run_id} END {now_iso()} [{status}] =====\n".encode()
+    def _stderr_item(self) -> None:
+        data = bytes(self._stderr_line)
+        self._stderr_line.clear()
+        if not data:
+            return
+        seq = self._number(journal.Kind.STDERR, self._stderr_line_at, len(data))
+        text = data.decode(errors="replace")
+        self._publish(FeedItem("stderr", text, run_id=self.run_id, seq=seq, size=len(data)))
+
+    def end(self, status: str) -> int:
+        """The run's END marker (its run_finished notice); its seq."""
+        self._stderr_item()  # a last line without its newline
+        marker = journal.end_marker(self.run_id, now_iso(), status)
+        start = self._append("stdout", b"\n" + marker + b"\n")
+        seq = self._number(
+            journal.Kind.RUN_FINISHED, None if start is None else start + 1, len(marker)
         )
-        self._publish(FeedItem("notice", "run_finished", run_id=self.run_id, status=status))
+        self.flush()
+        self._publish(
+            FeedItem("notice", "run_finished", run_id=self.run_id, status=status, seq=seq)
+        )
+        return seq
 
     def close(self) -> None:
+        self.flush()
         for handle in self._files.values():
             with contextlib.suppress(OSError):
                 handle.close()
+        if self._index is not None:
+            ends = {STDOUT: self._offsets["stdout"], STDERR: self._offsets["stderr"]}
+            ends[EVENTS] = self._offsets["events"]
+            try:
+                self._index.close(ends)
+            except OSError as exc:
+                self._failed(journal.INDEX, exc)
+            self._index = None
 
 
 def file_size(path: Path) -> int:

@@ -154,6 +154,14 @@ def open_for_append(path: Path) -> int:
     return fd
 
 
+def open_for_update(path: Path) -> int:
+    """A descriptor on a regular file opened (created if missing) for reading and writing at
+    given offsets, never through a symlink and never blocking on a FIFO."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd, _ = _open_regular(path, flags)
+    return fd
+
+
 def write_new(path: Path, data: bytes, *, like: os.stat_result | None = None) -> None:
     """Write `data` to a new file at `path` (whatever was there is unlinked first; never
     followed, never a FIFO), for the temporary file of an atomic replace. The file is 0600,

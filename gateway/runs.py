@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
+from gateway import journal
 from gateway.agent import AgentProcess
 from gateway.childenv import check_request_env, child_environment
 from gateway.concurrency import RunSlots
@@ -61,7 +62,8 @@ MIN_TIMEOUT_MS = 1000
 THREAD_SAVE_DELAY_S = 0.25
 LINES_PER_TURN = 32
 MAX_MESSAGES = 10_000
-EventSink = Callable[[JsonObject], None]
+EventSink = Callable[[JsonObject, int], None]
+"""Told about each codex event of a run as it is recorded, with its seq in the session's log."""
 # Told about every finished run (webhooks): the payload of CONTRACT.md. Must not block.
 FinishedSink = Callable[[dict[str, Any]], None]
 
@@ -103,6 +105,8 @@ class RunResult:
     attempts: int
     error: str | None = None
     events_omitted: int = 0  # events the run printed that `events` does not hold
+    first_seq: int | None = None  # the run's items in the session's log (gateway/journal.py)
+    last_seq: int | None = None
 
 
 @dataclass
@@ -161,7 +165,7 @@ class Runner:
         *,
         wait_for_slot: bool = False,
         on_event: EventSink | None = None,
-        on_started: Callable[[Session, str], None] | None = None,
+        on_started: Callable[[Session, str, int], None] | None = None,
     ) -> RunResult:
         """Validate, then run in a task of the runner's own; the caller may leave early."""
         if self._closing:
@@ -277,7 +281,7 @@ class Runner:
         session: Session | None,
         wait_for_slot: bool,
         on_event: EventSink | None,
-        on_started: Callable[[Session, str], None] | None,
+        on_started: Callable[[Session, str, int], None] | None,
     ) -> RunResult:
         async with self._slots.slot(wait=wait_for_slot):
             if self._closing:
@@ -300,7 +304,7 @@ class Runner:
         prepared: _Prepared,
         session: Session,
         on_event: EventSink | None,
-        on_started: Callable[[Session, str], None] | None,
+        on_started: Callable[[Session, str, int], None] | None,
     ) -> RunResult:
         run_id = str(uuid.uuid4())
         model = prepared.model or _str(session.meta.get("model")) or self._config.default_model
@@ -317,14 +321,16 @@ class Runner:
         self._active[session.id] = active
         started = time.monotonic()
         try:
+            # A crash's leftovers (or an older gateway's logs) numbered off the loop first.
+            await asyncio.to_thread(journal.ensure_indexed, session.files_dir)
             run_log = RunLog(session, run_id, self._feed)
         except OSError as exc:
             self._active.pop(session.id, None)
             self._finish(session, record, "error", started, error=str(exc))
             raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
-        run_log.start()
+        first_seq = run_log.start()
         if on_started is not None:
-            on_started(session, run_id)
+            on_started(session, run_id, first_seq)
         outcome = RunOutcome()
         status, error_message = "error", None
         try:
@@ -352,7 +358,7 @@ class Runner:
             raise
         finally:
             self._active.pop(session.id, None)
-            run_log.end(status)
+            record["first_seq"], record["last_seq"] = first_seq, run_log.end(status)
             run_log.close()
             self._finish(
                 session,
@@ -381,6 +387,8 @@ class Runner:
             duration_ms=int((time.monotonic() - started) * 1000),
             attempts=record.get("attempts", 0),
             events_omitted=outcome.events_dropped,
+            first_seq=record.get("first_seq"),
+            last_seq=record.get("last_seq"),
         )
 
     def _announce(
@@ -413,6 +421,8 @@ class Runner:
             "completed_at": record.get("completed_at"),
             "model": record.get("model"),
             "source": request.source,
+            "first_seq": record.get("first_seq"),
+            "last_seq": record.get("last_seq"),
         }
         try:
             self._on_finished(payload)
@@ -577,7 +587,7 @@ class Runner:
                             if event["type"] == "thread.started":
                                 self._learn_thread(session, outcome.thread_id)
                             if on_event is not None:
-                                on_event(event)
+                                on_event(event, run_log.last_seq or 0)
                         if index % LINES_PER_TURN == 0:
                             # A chatty agent must not hold the loop: a turn for everyone else
                             # every few lines (flushed first, for tails that read the files).

@@ -31,7 +31,7 @@ from codex_gateway.v1 import (
 from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
 )
-from gateway import history, search
+from gateway import history, search, tailing
 from gateway.config import Config
 from gateway.errors import (
     MAX_DETAIL_CHARS,
@@ -41,13 +41,14 @@ from gateway.errors import (
     capped,
     quote,
 )
-from gateway.feed import FeedItem, LiveFeed
-from gateway.logs import bounded_tail, file_size, tail
+from gateway.feed import LiveFeed
+from gateway.logs import bounded_tail, tail
 from gateway.prompt import Message
 from gateway.runs import Runner, RunRequest, RunResult, nudge_request
 from gateway.scheduler import Scheduler
 from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
 from gateway.status import StatusReporter
+from gateway.tailing import TailRequest
 from gateway.triggers import TriggerFiles
 from gateway.views import (
     LAGGED_EVENT,
@@ -57,6 +58,7 @@ from gateway.views import (
     first_within,
     signal,
     summary,
+    tail_message,
     to_struct,
     trigger,
 )
@@ -168,6 +170,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         budget = self._config.follower_buffer_bytes
         queued = [0]  # bytes in the backlog
         lagged = [False]
+        pushed_seq = [0]
 
         def push(message: runs_pb2.StreamCompletionResponse) -> None:
             if lagged[0]:
@@ -177,24 +180,27 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 backlog.qsize() and queued[0] + size > budget
             ):
                 lagged[0] = True
-                message = runs_pb2.StreamCompletionResponse(event=to_struct(_lagged_event(budget)))
+                event = _lagged_event(budget, pushed_seq[0])
+                message = runs_pb2.StreamCompletionResponse(event=to_struct(event))
                 size = message.ByteSize()
+            pushed_seq[0] = message.seq or pushed_seq[0]
             queued[0] += size
             backlog.put_nowait(message)
 
-        def started(session: Session, run_id: str) -> None:
+        def started(session: Session, run_id: str, seq: int) -> None:
             push(
                 runs_pb2.StreamCompletionResponse(
                     started=runs_pb2.RunStarted(
                         session_id=session.id, run_id=run_id, logs_path=str(session.dir)
-                    )
+                    ),
+                    seq=seq,
                 )
             )
 
-        def event(payload: dict[str, Any]) -> None:
+        def event(payload: dict[str, Any], seq: int) -> None:
             if lagged[0]:
                 return
-            push(runs_pb2.StreamCompletionResponse(event=to_struct(payload)))
+            push(runs_pb2.StreamCompletionResponse(event=to_struct(payload), seq=seq))
 
         task = asyncio.ensure_future(self._runner.run(run, on_event=event, on_started=started))
         task.add_done_callback(lambda _: backlog.put_nowait(None))
@@ -341,56 +347,32 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: sessions_pb2.TailSessionRequest, context: Any
     ) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
         session = self._session(request.session_id, context)
-        lines = self._tail_lines(request.tail_lines if request.HasField("tail_lines") else None)
-        with self._feed.subscribe(session.id) as follower:
-            # Read the files after subscribing: what is written meanwhile arrives through the
-            # feed, and the sizes read here tell which feed items the files already held.
-            sizes = {
-                "stdout": file_size(session.files_dir / STDOUT),
-                "stderr": file_size(session.files_dir / STDERR),
-                "events": file_size(session.files_dir / EVENTS),
-            }
-            # The last lines, at most a follower's budget of each (the newest ones).
-            budget = self._config.follower_buffer_bytes
-            for text in tail(
-                session.files_dir / STDOUT, lines, end=sizes["stdout"], max_bytes=budget
-            ):
-                yield _line("stdout", text)
-            if request.include_stderr:
-                for text in tail(
-                    session.files_dir / STDERR, lines, end=sizes["stderr"], max_bytes=budget
-                ):
-                    yield _line("stderr", text)
-            if request.include_events:
-                for event in _events(
-                    session.files_dir / EVENTS, lines, end=sizes["events"], max_bytes=budget
-                ):
-                    yield sessions_pb2.TailSessionResponse(event=to_struct(event))
-            if not request.follow:
-                return
-            # Says "now live" at once, so a client (and the REST bridge) need not wait for the
-            # session's next write to know the tail is established.
-            yield sessions_pb2.TailSessionResponse(
-                notice=sessions_pb2.TailNotice(kind="following", message="following new output")
-            )
-            sent = 0
-            async for item in follower:
-                if item.offset and item.offset <= sizes.get(item.stream, 0):
-                    continue
-                message = _tail_message(item, request)
-                if message is not None:
-                    yield message
-                    sent += 1
-                    if sent % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)  # a full buffer drains without suspending
-            if follower.lagged:
-                yield sessions_pb2.TailSessionResponse(
-                    notice=sessions_pb2.TailNotice(
-                        kind="lagged",
-                        message="this follower fell too far behind and was dropped; "
-                        "read the session and tail again",
-                    )
-                )
+        after_seq = request.after_seq if request.HasField("after_seq") else None
+        if after_seq is not None and after_seq < 0:
+            raise InvalidRequest("after_seq must be at least 0", field="after_seq")
+        wanted = TailRequest(
+            lines=self._tail_lines(
+                request.tail_lines if request.HasField("tail_lines") else None,
+                allow_zero=request.follow,
+            ),
+            follow=request.follow,
+            after_seq=after_seq,
+            stderr=request.include_stderr,
+            events=request.include_events,
+        )
+        items = tailing.tail(
+            session.id,
+            lambda: session.files_dir,
+            self._feed,
+            wanted,
+            budget=self._config.follower_buffer_bytes,
+        )
+        sent = 0
+        async for item in items:
+            yield tail_message(item)
+            sent += 1
+            if sent % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a backlog or a full buffer drains without suspending
 
     async def ListTriggers(  # gRPC method names are the proto's
         self, request: triggers_pb2.ListTriggersRequest, context: Any
@@ -450,9 +432,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._runner.check_secure_access(session, secure_tokens(context))
         return session
 
-    def _tail_lines(self, requested: int | None) -> int:
+    def _tail_lines(self, requested: int | None, *, allow_zero: bool = False) -> int:
+        """`allow_zero`: a following tail's 0 means only what comes next (`tail -n 0 -f`)."""
         if requested is None:
             return self._config.default_tail_lines
+        if requested == 0 and allow_zero:
+            return 0
         return min(_positive(requested, "tail_lines"), self._config.max_tail_lines)
 
 
@@ -535,12 +520,13 @@ def _events_within(path: Path, lines: int, max_bytes: int) -> tuple[list[dict[st
     return _parsed(kept), (lines - len(kept) if cut else 0)
 
 
-def _lagged_event(budget: int) -> dict[str, Any]:
+def _lagged_event(budget: int, after_seq: int) -> dict[str, Any]:
     return {
         "type": LAGGED_EVENT,
         "message": f"this stream fell more than {budget} bytes behind: later events are "
         "skipped (the run goes on; its result still follows); read them with "
-        "GET /sessions/:id/tail or a search",
+        f"GET /sessions/:id/tail?after_seq={after_seq}&include_events=true",
+        "after_seq": after_seq,
     }
 
 
@@ -558,30 +544,6 @@ def _parsed(lines: list[str]) -> list[dict[str, Any]]:
             if isinstance(value, dict):
                 events.append(value)
     return events
-
-
-def _line(stream: str, text: str, run_id: str | None = None) -> sessions_pb2.TailSessionResponse:
-    line = sessions_pb2.LogLine(stream=stream, text=text)
-    if run_id is not None:
-        line.run_id = run_id
-    return sessions_pb2.TailSessionResponse(line=line)
-
-
-def _tail_message(
-    item: FeedItem, request: sessions_pb2.TailSessionRequest
-) -> sessions_pb2.TailSessionResponse | None:
-    if item.stream == "stdout" or (item.stream == "stderr" and request.include_stderr):
-        return _line(item.stream, item.text, item.run_id)
-    if item.stream == "events" and request.include_events and item.event is not None:
-        return sessions_pb2.TailSessionResponse(event=to_struct(item.event))
-    if item.stream == "notice":
-        notice = sessions_pb2.TailNotice(kind=item.text, message=f"run {item.run_id} {item.text}")
-        if item.run_id:
-            notice.run_id = item.run_id
-        if item.status:
-            notice.status = item.status
-        return sessions_pb2.TailSessionResponse(notice=notice)
-    return None
 
 
 def run_request(message: runs_pb2.RunInput, source: str, tokens: list[str]) -> RunRequest:
@@ -674,4 +636,8 @@ def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
         message.model = result.model
     if result.error:
         message.error = result.error
+    if result.first_seq is not None:
+        message.first_seq = result.first_seq
+    if result.last_seq is not None:
+        message.last_seq = result.last_seq
     return message

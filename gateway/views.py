@@ -17,8 +17,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from codex_gateway.v1 import sessions_pb2, triggers_pb2
+from gateway.feed import FeedItem
 from gateway.search import Hit
 from gateway.sessions import Session
+from gateway.tailing import Control
 
 
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
@@ -242,3 +244,27 @@ def trigger(shown: dict[str, Any]) -> triggers_pb2.Trigger:
         {k: v for k, v in shown.items() if v is not None}, message, ignore_unknown_fields=True
     )
     return message
+
+
+def tail_message(item: FeedItem | Control) -> sessions_pb2.TailSessionResponse:
+    """One item of a session's tail (or the tail's own marker, without a seq)."""
+    if isinstance(item, Control):
+        return sessions_pb2.TailSessionResponse(
+            notice=sessions_pb2.TailNotice(kind=item.kind, message=item.message)
+        )
+    if item.stream == "events":
+        event = item.event or {}
+        if item.run_id is not None and "run_id" not in event:
+            event = {**event, "run_id": item.run_id}  # as events.jsonl has it
+        return sessions_pb2.TailSessionResponse(event=to_struct(event), seq=item.seq)
+    if item.stream == "notice":
+        notice = sessions_pb2.TailNotice(kind=item.text, message=f"run {item.run_id} {item.text}")
+        if item.run_id:
+            notice.run_id = item.run_id
+        if item.status:
+            notice.status = item.status
+        return sessions_pb2.TailSessionResponse(notice=notice, seq=item.seq)
+    line = sessions_pb2.LogLine(stream=item.stream, text=item.text)
+    if item.run_id is not None:
+        line.run_id = item.run_id
+    return sessions_pb2.TailSessionResponse(line=line, seq=item.seq)

@@ -54,9 +54,15 @@ def test_set_presence_fields_and_nested_messages_are_walked() -> None:
 def test_unset_oneof_members_are_omitted() -> None:
     message = runs_pb2.StreamCompletionResponse(started=runs_pb2.RunStarted(run_id="r"))
     assert message_to_json(message) == {
-        "started": {"session_id": "", "run_id": "r", "model": None, "logs_path": ""}
+        "started": {"session_id": "", "run_id": "r", "model": None, "logs_path": ""},
+        "seq": None,
     }
-    assert message_to_json(runs_pb2.StreamCompletionResponse()) == {}
+    assert message_to_json(runs_pb2.StreamCompletionResponse()) == {"seq": None}
+
+
+def test_a_set_oneof_member_prints_in_its_declared_place() -> None:
+    message = sessions_pb2.TailSessionResponse(line=sessions_pb2.LogLine(text="x"), seq=7)
+    assert list(message_to_json(message)) == ["line", "seq"]
 
 
 def test_struct_is_its_json_with_integral_numbers_as_integers() -> None:

@@ -129,7 +129,9 @@ async def test_each_message_is_flushed_as_it_arrives(
         assert response.status_code == 200
         lines = response.aiter_lines()
         first = json.loads(await asyncio.wait_for(anext(lines), 5))
-        assert first == {"result": {"line": {"stream": "stdout", "text": "first", "run_id": None}}}
+        assert first == {
+            "result": {"line": {"stream": "stdout", "text": "first", "run_id": None}, "seq": None}
+        }
         # The upstream sends the second message only now: the first was not held back.
         upstream.tail_release.set()
         second = json.loads(await asyncio.wait_for(anext(lines), 5))

@@ -19,7 +19,7 @@ async def test_a_follower_that_never_reads_is_dropped_at_its_byte_budget() -> No
     feed = LiveFeed(buffer=8192, buffer_bytes=4 * MIB)
     with feed.subscribe("s") as follower:
         for n in range(100):
-            feed.publish("s", FeedItem("stdout", "x" * MIB, offset=n))
+            feed.publish("s", FeedItem("stdout", "x" * MIB, seq=n))
         assert follower.lagged
         assert feed.followers("s") == 0  # cut off: publishing no longer reaches it
         received = [item async for item in follower]
@@ -41,8 +41,8 @@ async def test_a_follower_that_keeps_up_is_never_dropped() -> None:
     with feed.subscribe("s") as follower:
         reader = follower.__aiter__()
         for n in range(1000):  # 1,000 x 10 KB: far more than the budget, read as it comes
-            feed.publish("s", FeedItem("stdout", "x" * 10_000, offset=n))
-            assert (await asyncio.wait_for(reader.__anext__(), 1)).offset == n
+            feed.publish("s", FeedItem("stdout", "x" * 10_000, seq=n))
+            assert (await asyncio.wait_for(reader.__anext__(), 1)).seq == n
         assert not follower.lagged and feed.followers("s") == 1
 
 

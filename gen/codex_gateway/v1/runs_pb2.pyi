@@ -77,7 +77,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., reasoning_output_tokens: _Optional[int] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("session_id", "gateway_session_id", "codex_session_id", "model", "output", "messages", "usage", "logs_path", "metadata", "run_id", "status", "content", "tool_calls", "events", "session_url", "error", "duration_ms", "attempts")
+    __slots__ = ("session_id", "gateway_session_id", "codex_session_id", "model", "output", "messages", "usage", "logs_path", "metadata", "run_id", "status", "content", "tool_calls", "events", "session_url", "error", "duration_ms", "attempts", "first_seq", "last_seq")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CODEX_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,8 @@ class RunResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     gateway_session_id: str
     codex_session_id: str
@@ -114,7 +116,9 @@ class RunResult(_message.Message):
     error: str
     duration_ms: int
     attempts: int
-    def __init__(self, session_id: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., model: _Optional[str] = ..., output: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logs_path: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., session_url: _Optional[str] = ..., error: _Optional[str] = ..., duration_ms: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
+    first_seq: int
+    last_seq: int
+    def __init__(self, session_id: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., model: _Optional[str] = ..., output: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logs_path: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., session_url: _Optional[str] = ..., error: _Optional[str] = ..., duration_ms: _Optional[int] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("run",)
@@ -147,14 +151,16 @@ class RunStarted(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., model: _Optional[str] = ..., logs_path: _Optional[str] = ...) -> None: ...
 
 class StreamCompletionResponse(_message.Message):
-    __slots__ = ("started", "event", "completed")
+    __slots__ = ("started", "event", "completed", "seq")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     started: RunStarted
     event: _struct_pb2.Struct
     completed: RunResult
-    def __init__(self, started: _Optional[_Union[RunStarted, _Mapping]] = ..., event: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., completed: _Optional[_Union[RunResult, _Mapping]] = ...) -> None: ...
+    seq: int
+    def __init__(self, started: _Optional[_Union[RunStarted, _Mapping]] = ..., event: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., completed: _Optional[_Union[RunResult, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class PromptSessionRequest(_message.Message):
     __slots__ = ("session_id", "run")

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "status", "started_at", "completed_at", "duration_ms", "prompt_preview", "content_preview", "timeout_ms", "resume_session_id", "error", "usage", "model", "source", "metadata", "attempts")
+    __slots__ = ("run_id", "status", "started_at", "completed_at", "duration_ms", "prompt_preview", "content_preview", "timeout_ms", "resume_session_id", "error", "usage", "model", "source", "metadata", "attempts", "first_seq", "last_seq")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,8 @@ class RunRecord(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: str
     started_at: str
@@ -40,7 +42,9 @@ class RunRecord(_message.Message):
     source: str
     metadata: _struct_pb2.Struct
     attempts: int
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[int] = ..., prompt_preview: _Optional[str] = ..., content_preview: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., resume_session_id: _Optional[str] = ..., error: _Optional[str] = ..., usage: _Optional[_Union[_runs_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+    first_seq: int
+    last_seq: int
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[int] = ..., prompt_preview: _Optional[str] = ..., content_preview: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., resume_session_id: _Optional[str] = ..., error: _Optional[str] = ..., usage: _Optional[_Union[_runs_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
     __slots__ = ("session_id", "dir", "modified", "metadata", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "runs", "execution_timeout_ms", "error")
@@ -233,28 +237,32 @@ class CancelSessionResponse(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., cancelled: _Optional[bool] = ..., status: _Optional[str] = ...) -> None: ...
 
 class TailSessionRequest(_message.Message):
-    __slots__ = ("session_id", "tail_lines", "follow", "include_events", "include_stderr")
+    __slots__ = ("session_id", "tail_lines", "follow", "include_events", "include_stderr", "after_seq")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EVENTS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_STDERR_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     tail_lines: int
     follow: bool
     include_events: bool
     include_stderr: bool
-    def __init__(self, session_id: _Optional[str] = ..., tail_lines: _Optional[int] = ..., follow: _Optional[bool] = ..., include_events: _Optional[bool] = ..., include_stderr: _Optional[bool] = ...) -> None: ...
+    after_seq: int
+    def __init__(self, session_id: _Optional[str] = ..., tail_lines: _Optional[int] = ..., follow: _Optional[bool] = ..., include_events: _Optional[bool] = ..., include_stderr: _Optional[bool] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class TailSessionResponse(_message.Message):
-    __slots__ = ("line", "event", "notice")
+    __slots__ = ("line", "event", "notice", "seq")
     LINE_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     NOTICE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     line: LogLine
     event: _struct_pb2.Struct
     notice: TailNotice
-    def __init__(self, line: _Optional[_Union[LogLine, _Mapping]] = ..., event: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., notice: _Optional[_Union[TailNotice, _Mapping]] = ...) -> None: ...
+    seq: int
+    def __init__(self, line: _Optional[_Union[LogLine, _Mapping]] = ..., event: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., notice: _Optional[_Union[TailNotice, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("stream", "text", "run_id")
