@@ -62,6 +62,9 @@ async def test_every_finished_run_is_reported_once_signed_after_retries(
         }
         assert payload["prompt"] == "[[reply:done]] go" and payload["workspace"]
         assert payload["usage"]["input_tokens"] == 100 and payload["codex_session_id"]
+        # The run's items in the session's log: what a receiver tails to read its output.
+        assert (payload["first_seq"], payload["last_seq"]) == (result.first_seq, result.last_seq)
+        assert 1 == result.first_seq < result.last_seq
         verify(delivered.headers, delivered.body)
         keys = {r.headers["idempotency-key"] for r in hook.requests}
         assert len(hook.requests) == 3 and len(keys) == 1
