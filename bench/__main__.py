@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import completion, memory, responsiveness, search, sessions, tail
+from bench import completion, memory, responsiveness, resume, search, sessions, tail
 from bench.results import Result, failed, table
 from bench.sizes import Context, sizes_for
 from tests.fakes.agents.build import build_tiny_agent
@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "history": sessions.session_history,  # prompt latency with 1,500 runs behind it
     "search": search.search_big_log,
     "tail": tail.tail_latency,
+    "resume": resume.resume_latency,  # a follower that drops and resumes with after_seq
     "health-codex": responsiveness.health_under_codex,
     "health-stress": responsiveness.health_under_load,
     "triggers": responsiveness.health_under_triggers,  # /health while 10k cron triggers load

@@ -149,6 +149,27 @@ class IndexWriter:
             os.close(self._fd)  # the lock goes with it
 
 
+def indexed(directory: Path) -> bool:
+    """Whether the index numbers everything in the session's files, or a run that did so is
+    writing them (a few stats: cheap enough for the event loop)."""
+    try:
+        fd = os.open(directory / INDEX, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return not any(_sizes(directory).values())
+    except OSError:
+        return False
+    try:
+        if _consistent(directory, fd):
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True  # a run is writing: it numbered everything when it started
+        return False
+    finally:
+        os.close(fd)  # and its lock
+
+
 def ensure_indexed(directory: Path) -> None:
     """Index what a crash or an older gateway left unnumbered, unless a writer holds the
     session (it did that when it opened). Blocking: call it in a worker thread."""
@@ -197,10 +218,16 @@ def _consistent(directory: Path, fd: int) -> bool:
 
 
 def _write_ends(directory: Path, records: int, ends: dict[str, int]) -> None:
+    """In place, not atomically: a torn file does not parse, and then the next reader checks
+    the files against the index itself (`_repair` only ever adds what is missing)."""
     data = json.dumps({"records": records, **ends}, separators=(",", ":")).encode()
-    with contextlib.suppress(OSError):  # then the next reader checks the files again
-        regular_file.write_new(directory / f".{ENDS}.tmp", data)
-        (directory / f".{ENDS}.tmp").replace(directory / ENDS)
+    with contextlib.suppress(OSError):
+        fd = regular_file.open_for_update(directory / ENDS)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
 
 def _repair(directory: Path, fd: int) -> None:

@@ -321,8 +321,9 @@ class Runner:
         self._active[session.id] = active
         started = time.monotonic()
         try:
-            # A crash's leftovers (or an older gateway's logs) numbered off the loop first.
-            await asyncio.to_thread(journal.ensure_indexed, session.files_dir)
+            if not journal.indexed(session.files_dir):
+                # A crash's leftovers (or an older gateway's logs): numbered off the loop.
+                await asyncio.to_thread(journal.ensure_indexed, session.files_dir)
             run_log = RunLog(session, run_id, self._feed)
         except OSError as exc:
             self._active.pop(session.id, None)

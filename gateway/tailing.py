@@ -79,7 +79,8 @@ async def tail(
 ) -> AsyncIterator[FeedItem | Control]:
     """The session's tail as the request asks (`directory()` is where its files are now: a new
     session's move from its staging directory does not disturb a tail)."""
-    await asyncio.to_thread(journal.ensure_indexed, directory())
+    if not journal.indexed(directory()):
+        await asyncio.to_thread(journal.ensure_indexed, directory())
     end = journal.last_seq(directory())
     kinds = request.kinds
     if request.after_seq is not None:
