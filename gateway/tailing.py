@@ -34,6 +34,9 @@ from gateway.journal import Kind
 
 LIVE_SLACK: Final = 4 * journal.CHUNK_ITEMS
 """Items a resuming tail may still have to read from disk once it subscribes to the feed."""
+INLINE_ITEMS: Final = 64
+"""So few items are read on the loop (page-cached, well under a millisecond): a client that
+resumes after a short absence gets them without a worker thread's round trip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +152,10 @@ class _Reader:
 
     async def until(self, end: int) -> AsyncIterator[FeedItem]:
         while self.cursor < end:
-            items, self.cursor = await asyncio.to_thread(self._chunk, end)
+            if end - self.cursor <= INLINE_ITEMS:
+                items, self.cursor = self._chunk(end)
+            else:
+                items, self.cursor = await asyncio.to_thread(self._chunk, end)
             for item in items:
                 yield item
 
