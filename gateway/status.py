@@ -21,6 +21,7 @@ from gateway.config import Config
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Scheduler
+from gateway.settings import ECHOED
 from gateway.watcher import FileWatcher
 from gateway.webhooks import WebhookSender
 
@@ -155,15 +156,11 @@ class StatusReporter:
         return status
 
     def _env_block(self) -> dict[str, Any]:
-        raw = self._config.raw_env
-        return {
-            "CODEX_GATEWAY_SESSION_DIRS": [str(p) for p in self._config.session_dirs],
-            "CODEX_GATEWAY_SECURE_SESSION_DIR": raw.get("CODEX_GATEWAY_SECURE_SESSION_DIR", ""),
-            "CODEX_GATEWAY_EXTRA_ARGS": raw.get("CODEX_GATEWAY_EXTRA_ARGS", ""),
-            "CODEX_SANDBOX_NETWORK_DISABLED": raw.get("CODEX_SANDBOX_NETWORK_DISABLED", ""),
-            "CODEX_SYSTEM_PROMPT_FILE": str(self._system_prompt.path or ""),
-            "CODEX_DISABLE_DEFAULT_PROMPT": raw.get("CODEX_DISABLE_DEFAULT_PROMPT", ""),
-        }
+        """The reference's echo of a few variables, as set but for two effective values."""
+        block: dict[str, Any] = {name: self._config.raw_env.get(name, "") for name in ECHOED}
+        block["CODEX_GATEWAY_SESSION_DIRS"] = [str(p) for p in self._config.session_dirs]
+        block["CODEX_SYSTEM_PROMPT_FILE"] = str(self._system_prompt.path or "")
+        return block
 
 
 def endpoints() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from codex_gateway.v1 import status_pb2
 from gateway.config import Config, _Env
-from gateway.settings import AMBIENT, NONE, SETTINGS, Kind, shown
+from gateway.settings import AMBIENT, ECHOED, NONE, SETTINGS, Kind, shown
 from tests.fakes import AGENTS_DIR
 from tests.harness import running_bridge, running_gateway
 
@@ -104,6 +104,10 @@ def test_reading_a_variable_other_than_declared_is_refused(read: str, name: str)
         getattr(_Env({}), read)(name)
 
 
+def test_the_echoed_variables_are_declared() -> None:
+    assert set(ECHOED) <= {s.name for s in SETTINGS}
+
+
 def test_the_config_objects_defaults_are_the_declared_ones() -> None:
     """Tests build Config directly: its field defaults are the ones an empty environment gets."""
     config = Config()
@@ -169,6 +173,15 @@ async def test_get_info_shows_every_declared_variable_over_grpc_and_rest(
     assert over_rest["CODEX_GATEWAY_SESSION_DIR"] == str(configured.session_dirs[-1])
     assert over_rest["CODEX_SANDBOX_NETWORK_DISABLED"] == "1"
     assert "leak-" not in response.text and "leak-" not in json.dumps(over_grpc)
+    # The reference's env block: these variables as set, the session roots as effective.
+    assert response.json()["env"] == {
+        "CODEX_GATEWAY_SESSION_DIRS": [str(path) for path in configured.session_dirs],
+        "CODEX_GATEWAY_SECURE_SESSION_DIR": "",
+        "CODEX_GATEWAY_EXTRA_ARGS": "",
+        "CODEX_SANDBOX_NETWORK_DISABLED": "1",
+        "CODEX_SYSTEM_PROMPT_FILE": "",  # the prompt's path, and it is disabled
+        "CODEX_DISABLE_DEFAULT_PROMPT": "true",
+    }
 
 
 def _file_forms() -> set[str]:
