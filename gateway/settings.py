@@ -72,6 +72,8 @@ class Kind(Enum):
 
 @dataclass(frozen=True)
 class Setting:
+    """One variable: how from_env reads it, the README's default, how GET / shows it."""
+
     name: str
     kind: Kind
     # The README's Default column, verbatim.
