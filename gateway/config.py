@@ -1,7 +1,8 @@
 """Configuration: one frozen object built from the environment at the entrypoint.
 
-Every variable of the documented tables (and the settled ones of CONTRACT.md) is read here and
-nowhere else. A bad value stops startup with a `ConfigError` naming the variable.
+Every variable is declared once in gateway/settings.py (kind, default, bounds) and read here,
+through that declaration, and nowhere else. A bad value stops startup with a `ConfigError` naming
+the variable.
 """
 
 from __future__ import annotations
@@ -16,23 +17,19 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+
+from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
+
+# Declared with the table; imported from here by the rest of the gateway, as before.
+from gateway.settings import DEFAULT_MAX_ANSWER_BYTES as DEFAULT_MAX_ANSWER_BYTES
+from gateway.settings import DEFAULT_REQUEST_ENV_ALLOW as DEFAULT_REQUEST_ENV_ALLOW
+from gateway.settings import SECRET_VARIABLES as SECRET_VARIABLES
 
 # CODEX_GATEWAY_LOG_LEVEL 0..3.
 _LOGGING_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 JSON_FLAGS = ("--json", "--experimental-json")
-# Gateway secrets: never passed to the agent, whatever CODEX_GATEWAY_CHILD_ENV says.
-SECRET_VARIABLES = frozenset(
-    {
-        "CODEX_GATEWAY_SECURE_TOKEN",
-        "CODEX_GATEWAY_API_TOKEN",
-        "SESSION_WEBHOOK_AUTH_BEARER",
-        "SESSION_WEBHOOK_SECRET",
-        "SESSION_WEBHOOK_HEADERS_JSON",
-        # Often a credential itself: a Slack or Discord hook's path, a `?token=` query.
-        "SESSION_WEBHOOK_URL",
-    }
-)
 # What codex and the shell it runs need from the gateway's own environment.
 _CHILD_ENV_NAMES = frozenset(
     {
@@ -65,28 +62,6 @@ _CHILD_ENV_NAMES = frozenset(
         "CODEX_SANDBOX_NETWORK_DISABLED",
     }
 )
-
-
-# Ordinary task variables: what a caller passes to parameterise the work, in families no
-# toolchain reads (README, "The agent's environment"). The variable replaces this list.
-DEFAULT_REQUEST_ENV_ALLOW = (
-    "TASK_*",
-    "JOB_*",
-    "APP_*",
-    "PROJECT_*",
-    "INPUT_*",
-    "PARAM_*",
-    "BUILD_*",
-    "CI",
-    "CI_*",
-)
-# gRPC refuses messages over 64 MiB: an answer stays well under it, whatever is configured.
-MAX_ANSWER_BYTES_LIMIT = 48 * 1024 * 1024
-# gRPC clients refuse messages over 4 MiB unless told otherwise (grpcio, grpc-go, grpcurl, the
-# REPL): by default an answer, with the request's own messages and metadata echoed in it (at
-# most the body limit, 1 MiB by default), fits that, so no default client sees a finished run
-# as RESOURCE_EXHAUSTED.
-DEFAULT_MAX_ANSWER_BYTES = 3 * 1024 * 1024
 
 
 class StartupError(Exception):
@@ -222,7 +197,8 @@ class Config:
     # CODEX_GATEWAY_AGENT_USER: agents run as this user (the gateway must be root to switch).
     agent_user: AgentUser | None = None
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
-    # The raw values of the variables the reference echoes in GET / ("env" block).
+    # The values as set of the variables GET / shows so: the reference's "env" block echoes
+    # some, and a few have no effective value of their own (gateway/settings.py, RAW).
     raw_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -265,95 +241,89 @@ class Config:
             extra_args = tuple(shlex.split(env.text("CODEX_GATEWAY_EXTRA_ARGS") or ""))
         except ValueError as exc:
             raise ConfigError(f"CODEX_GATEWAY_EXTRA_ARGS: {exc}") from exc
-        max_timeout_ms = env.integer("CODEX_GATEWAY_MAX_TIMEOUT_MS", 1_800_000, minimum=1000)
+        max_timeout_ms = env.integer("CODEX_GATEWAY_MAX_TIMEOUT_MS")
         return cls(
             bind=env.text("CODEX_GATEWAY_BIND") or "127.0.0.1",
-            port=env.integer("CODEX_GATEWAY_PORT", 4000, minimum=0, maximum=65535),
-            grpc_port=env.integer("CODEX_GATEWAY_GRPC_PORT", 50051, minimum=0, maximum=65535),
-            max_body_bytes=env.integer("CODEX_GATEWAY_MAX_BODY_BYTES", 1_048_576, minimum=1),
-            max_concurrent=env.integer("CODEX_GATEWAY_MAX_CONCURRENT", 2, minimum=1),
-            timeout_ms=min(
-                env.integer("CODEX_GATEWAY_TIMEOUT_MS", 120_000, minimum=1000), max_timeout_ms
-            ),
+            port=env.integer("CODEX_GATEWAY_PORT"),
+            grpc_port=env.integer("CODEX_GATEWAY_GRPC_PORT"),
+            max_body_bytes=env.integer("CODEX_GATEWAY_MAX_BODY_BYTES"),
+            max_concurrent=env.integer("CODEX_GATEWAY_MAX_CONCURRENT"),
+            timeout_ms=min(env.integer("CODEX_GATEWAY_TIMEOUT_MS"), max_timeout_ms),
             max_timeout_ms=max_timeout_ms,
             default_model=_model(env.text("CODEX_GATEWAY_DEFAULT_MODEL")),
             extra_args=extra_args,
             json_flag=json_flag,
-            log_level=env.integer("CODEX_GATEWAY_LOG_LEVEL", 1, minimum=0, maximum=3),
-            max_retries=env.integer("CODEX_GATEWAY_MAX_RETRIES", 0, minimum=0, maximum=10),
-            retry_delay_ms=env.integer("CODEX_GATEWAY_RETRY_DELAY_MS", 2000, minimum=0),
-            retry_on_empty=env.flag("CODEX_GATEWAY_RETRY_ON_EMPTY", False),
+            log_level=env.integer("CODEX_GATEWAY_LOG_LEVEL"),
+            max_retries=env.integer("CODEX_GATEWAY_MAX_RETRIES"),
+            retry_delay_ms=env.integer("CODEX_GATEWAY_RETRY_DELAY_MS"),
+            retry_on_empty=env.flag("CODEX_GATEWAY_RETRY_ON_EMPTY"),
             codex_bin=_codex_bin(env, here),
             codex_home=codex_home,
             session_dirs=session_dirs,
             secure_session_dir=secure_dir,
             secure_token=env.secret("CODEX_GATEWAY_SECURE_TOKEN"),
             api_token=env.secret("CODEX_GATEWAY_API_TOKEN"),
-            default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES", 200, minimum=1),
-            max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES", 2000, minimum=1),
-            signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT", 160, minimum=0),
-            follower_buffer_bytes=env.integer(
-                "CODEX_GATEWAY_FOLLOWER_BUFFER_BYTES", 8 * 1024 * 1024, minimum=65_536
-            ),
-            max_answer_bytes=env.integer(
-                "CODEX_GATEWAY_MAX_ANSWER_BYTES",
-                DEFAULT_MAX_ANSWER_BYTES,
-                minimum=65_536,
-                maximum=MAX_ANSWER_BYTES_LIMIT,
-            ),
+            default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES"),
+            max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES"),
+            signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT"),
+            follower_buffer_bytes=env.integer("CODEX_GATEWAY_FOLLOWER_BUFFER_BYTES"),
+            max_answer_bytes=env.integer("CODEX_GATEWAY_MAX_ANSWER_BYTES"),
             default_workspace=default_workspace,
             workspace_roots=roots,
             sandbox=sandbox,
-            unsafe_no_sandbox=env.flag("CODEX_UNSAFE_ALLOW_NO_SANDBOX", False),
+            unsafe_no_sandbox=env.flag("CODEX_UNSAFE_ALLOW_NO_SANDBOX"),
             system_prompt_file=here / (env.text("CODEX_SYSTEM_PROMPT_FILE") or "PROMPT.md"),
-            system_prompt_disabled=env.flag("CODEX_DISABLE_DEFAULT_PROMPT", False),
+            system_prompt_disabled=env.flag("CODEX_DISABLE_DEFAULT_PROMPT"),
             child_env={
                 **_child_env(environ, env.names("CODEX_GATEWAY_CHILD_ENV")),
                 **_agent_user_env(env, agent_user),
                 "CODEX_HOME": str(codex_home),
             },
             request_env_allow=_env_patterns(env.names("CODEX_GATEWAY_REQUEST_ENV_ALLOW")),
-            stop_grace_ms=env.integer("CODEX_GATEWAY_STOP_GRACE_MS", 3000, minimum=0),
-            shutdown_grace_ms=env.integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS", 10_000, minimum=0),
-            max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES", 1_048_576, minimum=1024),
-            agent_nice=env.integer("CODEX_GATEWAY_AGENT_NICE", 19, minimum=0, maximum=19),
+            stop_grace_ms=env.integer("CODEX_GATEWAY_STOP_GRACE_MS"),
+            shutdown_grace_ms=env.integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS"),
+            max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES"),
+            agent_nice=env.integer("CODEX_GATEWAY_AGENT_NICE"),
             watcher=_watcher(env, here),
             webhook=_webhook(env),
             triggers=_triggers(env, here, codex_home, state),
             agent_user=agent_user,
             bridge=_bridge(env),
-            raw_env={
-                name: environ.get(name, "")
-                for name in (
-                    "CODEX_GATEWAY_SESSION_DIRS",
-                    "CODEX_GATEWAY_SECURE_SESSION_DIR",
-                    "CODEX_GATEWAY_EXTRA_ARGS",
-                    "CODEX_SANDBOX_NETWORK_DISABLED",
-                    "CODEX_SYSTEM_PROMPT_FILE",
-                    "CODEX_DISABLE_DEFAULT_PROMPT",
-                )
-            },
+            raw_env={name: env.raw(name) for name in RAW},
         )
 
 
 class _Env:
-    """Typed reads of environment variables; an empty value means unset."""
+    """Typed reads of the variables declared in gateway/settings.py (their defaults and bounds
+    are the declaration's); an empty value means unset. Reading an undeclared variable, or one
+    as another kind than declared, is a programming error (LookupError)."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def text(self, name: str) -> str | None:
+    def _value(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
+
+    def raw(self, name: str) -> str:
+        """The value as set (GET / shows a few so), whatever its kind."""
+        _declared(name)
+        return self._environ.get(name, "")
+
+    def text(self, name: str) -> str | None:
+        if name not in AMBIENT:
+            _declared(name, Kind.TEXT)
+        return self._value(name)
 
     def secret(self, name: str) -> str | None:
         """A secret from `name`, or from the file that `name`_FILE names (its trailing newline
         stripped), so that it need not sit in the gateway's environment (see __main__.py)."""
+        _declared(name, Kind.SECRET)
         file_name = f"{name}_FILE"
-        path = self.text(file_name)
+        path = self._value(file_name)
         if path is None:
-            return self.text(name)
-        if self.text(name) is not None:
+            return self._value(name)
+        if self._value(name) is not None:
             raise ConfigError(f"set {name} or {file_name}, not both")
         try:
             value = Path(path).read_text(encoding="utf-8")
@@ -362,17 +332,18 @@ class _Env:
             raise ConfigError(f"{file_name}: cannot read {path}: {reason}") from None
         return value.strip() or None
 
-    def names(self, name: str, separators: str = ",") -> list[str]:
-        raw = self.text(name) or ""
+    def names(self, name: str) -> list[str]:
+        separators = _declared(name, Kind.LIST).separators
+        raw = self._value(name) or ""
         parts = re.split(f"[{re.escape(separators)}]", raw)
         return [part.strip() for part in parts if part.strip()]
 
-    def integer(
-        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
-    ) -> int:
-        raw = self.text(name)
+    def integer(self, name: str) -> int:
+        setting = _declared(name, Kind.INTEGER)
+        minimum, maximum = setting.minimum, setting.maximum
+        raw = self._value(name)
         if raw is None:
-            return default
+            return cast(int, setting.default)
         if not re.fullmatch(r"[+-]?\d+", raw):
             raise ConfigError(f"{name} must be a whole number, got {raw!r}")
         value = int(raw)
@@ -382,16 +353,25 @@ class _Env:
             raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
         return value
 
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self.text(name)
+    def flag(self, name: str) -> bool:
+        setting = _declared(name, Kind.FLAG)
+        raw = self._value(name)
         if raw is None:
-            return default
+            return cast(bool, setting.default)
         lowered = raw.lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name} must be a boolean (true/false/1/0), got {raw!r}")
+
+
+def _declared(name: str, kind: Kind | None = None) -> Setting:
+    setting = BY_NAME.get(name)
+    if setting is None or (kind is not None and setting.kind is not kind):
+        as_kind = "" if kind is None else f" as a {kind.value} variable"
+        raise LookupError(f"{name} is not declared{as_kind} in gateway/settings.py")
+    return setting
 
 
 def _dedupe(paths: list[Path]) -> tuple[Path, ...]:
@@ -470,13 +450,13 @@ def _env_patterns(raw: list[str]) -> tuple[str, ...]:
 def _watcher(env: _Env, here: Path) -> WatcherConfig:
     prompt_file = env.text("CODEX_GATEWAY_WATCH_PROMPT_FILE")
     return WatcherConfig(
-        paths=tuple(here / p for p in env.names("CODEX_GATEWAY_WATCH_PATHS", ",;")),
+        paths=tuple(here / p for p in env.names("CODEX_GATEWAY_WATCH_PATHS")),
         pattern=env.text("CODEX_GATEWAY_WATCH_PATTERN") or "**/*",
         prompt_file=(here / prompt_file) if prompt_file else None,
-        debounce_ms=env.integer("CODEX_GATEWAY_WATCH_DEBOUNCE_MS", 750, minimum=0),
-        poll_ms=env.integer("CODEX_GATEWAY_WATCH_POLL_MS", 1000, minimum=10),
-        force_polling=env.flag("CODEX_GATEWAY_WATCH_USE_WATCHDOG", False),
-        skip_initial_scan=env.flag("CODEX_GATEWAY_WATCH_SKIP_INITIAL_SCAN", True),
+        debounce_ms=env.integer("CODEX_GATEWAY_WATCH_DEBOUNCE_MS"),
+        poll_ms=env.integer("CODEX_GATEWAY_WATCH_POLL_MS"),
+        force_polling=env.flag("CODEX_GATEWAY_WATCH_USE_WATCHDOG"),
+        skip_initial_scan=env.flag("CODEX_GATEWAY_WATCH_SKIP_INITIAL_SCAN"),
     )
 
 
@@ -494,28 +474,22 @@ def _triggers(env: _Env, here: Path, codex_home: Path, state: Path) -> TriggerCo
         extra_files=tuple((here / p).resolve() for p in env.names("CODEX_GATEWAY_TRIGGER_FILES")),
         roots=roots,
         discovery_dir=discovery,
-        disabled=env.flag("CODEX_GATEWAY_DISABLE_TRIGGERS", False),
-        debounce_ms=max(50, env.integer("CODEX_GATEWAY_TRIGGER_DEBOUNCE_MS", 250, minimum=0)),
-        max_file_bytes=env.integer(
-            "CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES", 4 * 1024 * 1024, minimum=1024
-        ),
-        max_per_file=env.integer("CODEX_GATEWAY_TRIGGER_MAX_PER_FILE", 10_000, minimum=1),
+        disabled=env.flag("CODEX_GATEWAY_DISABLE_TRIGGERS"),
+        debounce_ms=max(50, env.integer("CODEX_GATEWAY_TRIGGER_DEBOUNCE_MS")),
+        max_file_bytes=env.integer("CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES"),
+        max_per_file=env.integer("CODEX_GATEWAY_TRIGGER_MAX_PER_FILE"),
     )
 
 
 def _bridge(env: _Env) -> BridgeConfig:
     return BridgeConfig(
         allowed_hosts=tuple(env.names("CODEX_GATEWAY_ALLOWED_HOSTS")),
-        host_check_with_token=env.flag("CODEX_GATEWAY_HOST_CHECK_WITH_TOKEN", True),
-        header_timeout_ms=env.integer("CODEX_GATEWAY_HEADER_TIMEOUT_MS", 10_000, minimum=100),
-        max_header_bytes=env.integer(
-            "CODEX_GATEWAY_MAX_HEADER_BYTES", 32_768, minimum=1024, maximum=16 * 1_048_576
-        ),
-        max_headers=env.integer("CODEX_GATEWAY_MAX_HEADERS", 100, minimum=8),
-        max_connections=env.integer("CODEX_GATEWAY_MAX_CONNECTIONS", 1000, minimum=1),
-        request_read_timeout_ms=env.integer(
-            "CODEX_GATEWAY_REQUEST_READ_TIMEOUT_MS", 30_000, minimum=100
-        ),
+        host_check_with_token=env.flag("CODEX_GATEWAY_HOST_CHECK_WITH_TOKEN"),
+        header_timeout_ms=env.integer("CODEX_GATEWAY_HEADER_TIMEOUT_MS"),
+        max_header_bytes=env.integer("CODEX_GATEWAY_MAX_HEADER_BYTES"),
+        max_headers=env.integer("CODEX_GATEWAY_MAX_HEADERS"),
+        max_connections=env.integer("CODEX_GATEWAY_MAX_CONNECTIONS"),
+        request_read_timeout_ms=env.integer("CODEX_GATEWAY_REQUEST_READ_TIMEOUT_MS"),
     )
 
 
@@ -535,13 +509,13 @@ def _webhook(env: _Env) -> WebhookConfig:
         raise ConfigError("SESSION_WEBHOOK_URL must be an http:// or https:// URL")
     return WebhookConfig(
         url=url,
-        timeout_ms=env.integer("SESSION_WEBHOOK_TIMEOUT_MS", 5000, minimum=1),
+        timeout_ms=env.integer("SESSION_WEBHOOK_TIMEOUT_MS"),
         auth_bearer=env.secret("SESSION_WEBHOOK_AUTH_BEARER"),
         headers=headers,
         secret=env.secret("SESSION_WEBHOOK_SECRET"),
-        max_attempts=env.integer("SESSION_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
-        retry_base_ms=env.integer("SESSION_WEBHOOK_RETRY_BASE_MS", 500, minimum=1),
-        retry_max_ms=env.integer("SESSION_WEBHOOK_RETRY_MAX_MS", 60_000, minimum=1),
+        max_attempts=env.integer("SESSION_WEBHOOK_MAX_ATTEMPTS"),
+        retry_base_ms=env.integer("SESSION_WEBHOOK_RETRY_BASE_MS"),
+        retry_max_ms=env.integer("SESSION_WEBHOOK_RETRY_MAX_MS"),
     )
 
 

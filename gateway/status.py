@@ -14,12 +14,14 @@ from google.protobuf import struct_pb2
 
 from codex_gateway.v1 import gateway_pb2
 from codex_gateway.v1 import status_pb2 as pb
+from gateway import settings
 from gateway.agent import descendants
 from gateway.concurrency import RunSlots
 from gateway.config import Config
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Scheduler
+from gateway.settings import ECHOED
 from gateway.watcher import FileWatcher
 from gateway.webhooks import WebhookSender
 
@@ -48,7 +50,7 @@ class StatusReporter:
         self._started = time.monotonic()
         self._endpoints = _struct(endpoints())
         self._env = _struct(self._env_block())
-        self._settings = _struct(settings(config))
+        self._settings = _struct(settings.shown(config))
         # Set by `serve` when it runs the REST bridge as a child process: its pid, if running.
         self.bridge_pid: Callable[[], int | None] | None = None
 
@@ -154,15 +156,11 @@ class StatusReporter:
         return status
 
     def _env_block(self) -> dict[str, Any]:
-        raw = self._config.raw_env
-        return {
-            "CODEX_GATEWAY_SESSION_DIRS": [str(p) for p in self._config.session_dirs],
-            "CODEX_GATEWAY_SECURE_SESSION_DIR": raw.get("CODEX_GATEWAY_SECURE_SESSION_DIR", ""),
-            "CODEX_GATEWAY_EXTRA_ARGS": raw.get("CODEX_GATEWAY_EXTRA_ARGS", ""),
-            "CODEX_SANDBOX_NETWORK_DISABLED": raw.get("CODEX_SANDBOX_NETWORK_DISABLED", ""),
-            "CODEX_SYSTEM_PROMPT_FILE": str(self._system_prompt.path or ""),
-            "CODEX_DISABLE_DEFAULT_PROMPT": raw.get("CODEX_DISABLE_DEFAULT_PROMPT", ""),
-        }
+        """The reference's echo of a few variables, as set but for two effective values."""
+        block: dict[str, Any] = {name: self._config.raw_env.get(name, "") for name in ECHOED}
+        block["CODEX_GATEWAY_SESSION_DIRS"] = [str(p) for p in self._config.session_dirs]
+        block["CODEX_SYSTEM_PROMPT_FILE"] = str(self._system_prompt.path or "")
+        return block
 
 
 def endpoints() -> dict[str, Any]:
@@ -202,73 +200,6 @@ def endpoints() -> dict[str, Any]:
             "update": pick("UpdateTrigger"),
             "delete": pick("DeleteTrigger"),
         },
-    }
-
-
-def settings(config: Config) -> dict[str, Any]:
-    """Every variable with its effective value; secrets only as configured or not."""
-
-    def secret(value: str | None) -> str:
-        return "configured" if value else "not configured"
-
-    return {
-        "CODEX_GATEWAY_PORT": config.port,
-        "CODEX_GATEWAY_GRPC_PORT": config.grpc_port,
-        "CODEX_GATEWAY_BIND": config.bind,
-        "CODEX_GATEWAY_MAX_BODY_BYTES": config.max_body_bytes,
-        "CODEX_GATEWAY_MAX_CONCURRENT": config.max_concurrent,
-        "CODEX_GATEWAY_TIMEOUT_MS": config.timeout_ms,
-        "CODEX_GATEWAY_MAX_TIMEOUT_MS": config.max_timeout_ms,
-        "CODEX_GATEWAY_DEFAULT_MODEL": config.default_model or "",
-        "CODEX_GATEWAY_EXTRA_ARGS": " ".join(config.extra_args),
-        "CODEX_GATEWAY_JSON_FLAG": config.json_flag,
-        "CODEX_GATEWAY_LOG_LEVEL": config.log_level,
-        "CODEX_GATEWAY_MAX_RETRIES": config.max_retries,
-        "CODEX_GATEWAY_RETRY_DELAY_MS": config.retry_delay_ms,
-        "CODEX_GATEWAY_RETRY_ON_EMPTY": config.retry_on_empty,
-        "CODEX_GATEWAY_CODEX_BIN": str(config.codex_bin),
-        "CODEX_GATEWAY_CODEX_HOME": str(config.codex_home),
-        "CODEX_GATEWAY_SESSION_DIRS": [str(p) for p in config.session_dirs],
-        "CODEX_GATEWAY_SECURE_SESSION_DIR": str(config.secure_session_dir),
-        "CODEX_GATEWAY_SECURE_TOKEN": secret(config.secure_token),
-        "CODEX_GATEWAY_API_TOKEN": secret(config.api_token),
-        "CODEX_GATEWAY_DEFAULT_TAIL_LINES": config.default_tail_lines,
-        "CODEX_GATEWAY_MAX_TAIL_LINES": config.max_tail_lines,
-        "CODEX_GATEWAY_DEFAULT_WORKSPACE": str(config.default_workspace),
-        "CODEX_GATEWAY_WORKSPACE_ROOTS": [str(p) for p in config.workspace_roots],
-        "CODEX_GATEWAY_SANDBOX": config.sandbox,
-        "CODEX_UNSAFE_ALLOW_NO_SANDBOX": config.unsafe_no_sandbox,
-        "CODEX_SYSTEM_PROMPT_FILE": str(config.system_prompt_file),
-        "CODEX_DISABLE_DEFAULT_PROMPT": config.system_prompt_disabled,
-        "CODEX_GATEWAY_CHILD_ENV": sorted(config.child_env),
-        "CODEX_GATEWAY_REQUEST_ENV_ALLOW": list(config.request_env_allow),
-        "CODEX_GATEWAY_STOP_GRACE_MS": config.stop_grace_ms,
-        "CODEX_GATEWAY_SHUTDOWN_GRACE_MS": config.shutdown_grace_ms,
-        "CODEX_GATEWAY_MAX_LINE_BYTES": config.max_line_bytes,
-        "CODEX_GATEWAY_AGENT_NICE": config.agent_nice,
-        "CODEX_GATEWAY_AGENT_USER": config.agent_user.name if config.agent_user else "",
-        "CODEX_GATEWAY_WATCH_PATHS": [str(p) for p in config.watcher.paths],
-        "CODEX_GATEWAY_WATCH_PATTERN": config.watcher.pattern,
-        "CODEX_GATEWAY_WATCH_DEBOUNCE_MS": config.watcher.debounce_ms,
-        "CODEX_GATEWAY_WATCH_POLL_MS": config.watcher.poll_ms,
-        "CODEX_GATEWAY_TRIGGER_FILE": str(config.triggers.default_file),
-        "CODEX_GATEWAY_TRIGGER_FILES": [str(p) for p in config.triggers.extra_files],
-        "CODEX_GATEWAY_TRIGGER_ROOTS": [str(p) for p in config.triggers.roots],
-        "CODEX_GATEWAY_DISABLE_TRIGGERS": config.triggers.disabled,
-        "CODEX_GATEWAY_TRIGGER_DEBOUNCE_MS": config.triggers.debounce_ms,
-        "CODEX_GATEWAY_TRIGGER_MAX_FILE_BYTES": config.triggers.max_file_bytes,
-        "CODEX_GATEWAY_TRIGGER_MAX_PER_FILE": config.triggers.max_per_file,
-        "CODEX_GATEWAY_ALLOWED_HOSTS": list(config.bridge.allowed_hosts),
-        "CODEX_GATEWAY_HOST_CHECK_WITH_TOKEN": config.bridge.host_check_with_token,
-        "CODEX_GATEWAY_HEADER_TIMEOUT_MS": config.bridge.header_timeout_ms,
-        "CODEX_GATEWAY_MAX_HEADER_BYTES": config.bridge.max_header_bytes,
-        "CODEX_GATEWAY_MAX_HEADERS": config.bridge.max_headers,
-        "CODEX_GATEWAY_MAX_CONNECTIONS": config.bridge.max_connections,
-        "CODEX_GATEWAY_REQUEST_READ_TIMEOUT_MS": config.bridge.request_read_timeout_ms,
-        "SESSION_WEBHOOK_URL": secret(config.webhook.url),
-        "SESSION_WEBHOOK_TIMEOUT_MS": config.webhook.timeout_ms,
-        "SESSION_WEBHOOK_AUTH_BEARER": secret(config.webhook.auth_bearer),
-        "SESSION_WEBHOOK_SECRET": secret(config.webhook.secret),
     }
 
 
