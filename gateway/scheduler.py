@@ -33,6 +33,7 @@ from typing import Any
 import watchfiles
 
 from gateway.childenv import check_request_env
+from gateway.clock import iso
 from gateway.config import TriggerConfig
 from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
 from gateway.runs import Runner, RunRequest
@@ -452,7 +453,7 @@ class Scheduler:
             when = armed[1]
         else:
             when = trigger.next_fire(self._clock())
-        shown["next_fire"] = when.isoformat().replace("+00:00", "Z") if when else None
+        shown["next_fire"] = iso(when, timespec="auto") if when else None
         return shown
 
     async def list_triggers(self, path: Path) -> list[dict[str, Any]]:
@@ -587,7 +588,7 @@ def _still_due(document: TriggerDocument, trigger: Trigger, fingerprint: str) ->
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(moment.astimezone(UTC))
 
 
 def _missing_ids(document: TriggerDocument) -> bool:

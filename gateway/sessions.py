@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent import descendants
+from gateway.clock import now_iso as now_iso  # re-exported: gateway/logs.py reads it here
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 from gateway.events import canonical_thread_id, is_thread_id
@@ -62,10 +63,6 @@ RUNS_IN_META = 20
 """Run records meta.json keeps, the newest; the older ones are in runs.jsonl."""
 PREVIEW_CHARS = 400
 MAX_ID_CHARS = 255  # a directory name's limit: no session id is longer
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

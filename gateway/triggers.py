@@ -26,11 +26,11 @@ from typing import Any
 
 from gateway import regular_file
 from gateway.childenv import check_request_env
+from gateway.clock import now_iso
 from gateway.config import TriggerConfig
 from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound, quote, quote_path
 from gateway.regular_file import NotRegularFile
 from gateway.schedule import Schedule, ScheduleError, describe, next_fire, parse_schedule
-from gateway.sessions import now_iso
 from gateway.workspace import confine
 
 # Fields the gateway owns, in the reference's order; anything else in an entry is kept as is.

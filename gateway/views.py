@@ -17,6 +17,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from codex_gateway.v1 import sessions_pb2, triggers_pb2
+from gateway.clock import iso
 from gateway.search import Hit
 from gateway.sessions import Session
 
@@ -95,7 +96,7 @@ def _int(value: object) -> int:
 
 
 def _modified(session: Session) -> str:
-    return session.modified_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(session.modified_at)
 
 
 def summary(session: Session) -> sessions_pb2.SessionSummary:

@@ -65,8 +65,8 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, wait_random_exponential
 
+from gateway.clock import now_iso
 from gateway.config import WebhookConfig
-from gateway.sessions import now_iso
 
 log = logging.getLogger(__name__)
 
