@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent import descendants
+from gateway.atomic import write_atomic
 from gateway.clock import now_iso as now_iso  # re-exported: gateway/logs.py reads it here
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
@@ -364,13 +365,10 @@ class SessionStore:
         if session.staging is not None:
             self._create_directory(session, session.staging, text)
         else:
-            tmp = session.dir / f".{META}.{os.getpid()}.tmp"
             try:
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(session.dir / META)
+                # 0666 less the umask, as meta.json has always been written.
+                write_atomic(session.dir / META, text.encode(), mode=0o666)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
                 raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
         session.touched()
         self._claim_thread(session)
