@@ -39,12 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.agent import descendants
 from gateway.atomic import write_atomic
 from gateway.clock import now_iso as now_iso  # re-exported: gateway/logs.py reads it here
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 from gateway.events import canonical_thread_id, is_thread_id
+from gateway.procfs import cmdline, descendants
 
 log = logging.getLogger(__name__)
 
@@ -441,10 +441,10 @@ def stop_orphaned_agent(pid: int) -> None:
     try:
         if os.getpgid(pid) != pid:
             return
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        argv = cmdline(pid)
     except (OSError, ProcessLookupError):
         return
-    if not any(b"codex" in part or b"agent" in part for part in cmdline[:2]):
+    if not any(b"codex" in part or b"agent" in part for part in argv[:2]):
         return
     # codex starts commands in sessions of their own: the group kill would miss them.
     for child in descendants(pid):

@@ -6,7 +6,6 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from google.api import annotations_pb2
@@ -14,9 +13,9 @@ from google.protobuf import struct_pb2
 
 from codex_gateway.v1 import gateway_pb2
 from codex_gateway.v1 import status_pb2 as pb
-from gateway.agent import descendants
 from gateway.concurrency import RunSlots
 from gateway.config import Config
+from gateway.procfs import descendants, rss_bytes
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Scheduler
@@ -24,7 +23,6 @@ from gateway.watcher import FileWatcher
 from gateway.webhooks import WebhookSender
 
 VERSION = "0.1.0"
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class StatusReporter:
@@ -58,10 +56,10 @@ class StatusReporter:
         bridge = self.bridge_pid() if self.bridge_pid is not None else None
         below = descendants(os.getpid()) - {bridge}
         return pb.MemoryStatus(
-            rss=_rss(os.getpid()),
+            rss=rss_bytes(os.getpid()),
             peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            agents_rss=sum(_rss(pid) for pid in below),
-            bridge_rss=_rss(bridge) if bridge is not None else 0,
+            agents_rss=sum(rss_bytes(pid) for pid in below),
+            bridge_rss=rss_bytes(bridge) if bridge is not None else 0,
         )
 
     def info(self) -> pb.GetInfoResponse:
@@ -276,11 +274,3 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(value)
     return struct
-
-
-def _rss(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/statm").read_text().split()
-    except OSError:
-        return 0
-    return int(fields[1]) * _PAGE
