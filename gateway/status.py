@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from google.api import annotations_pb2
 from google.protobuf import struct_pb2
 
-from codex_gateway.v1 import gateway_pb2
+from bridge.bindings import bindings_from_service, service_descriptor
 from codex_gateway.v1 import status_pb2 as pb
 from gateway.concurrency import RunSlots
 from gateway.config import Config
@@ -164,17 +163,15 @@ class StatusReporter:
 
 
 def endpoints() -> dict[str, Any]:
-    """The documented `endpoints` block, read from the service's google.api.http annotations."""
+    """The documented `endpoints` block: each RPC's main REST binding."""
     routes: dict[str, dict[str, str]] = {}
-    for method in gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].methods:
-        rule = method.GetOptions().Extensions[annotations_pb2.http]
-        verb = rule.WhichOneof("pattern")
-        if verb is None or verb == "custom":
-            continue
-        path = getattr(rule, verb)
+    for binding in bindings_from_service(service_descriptor()):
+        if binding.method.name in routes:
+            continue  # an additional binding: the block names the main one
+        path = binding.template.text
         for name in ("{session_id}", "{trigger_id}"):
             path = path.replace(name, ":id")
-        routes[method.name] = {"path": path, "method": verb.upper()}
+        routes[binding.method.name] = {"path": path, "method": binding.http_method}
 
     def pick(name: str) -> dict[str, str]:
         return routes[name]
