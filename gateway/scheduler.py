@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 import watchfiles
 
 from gateway.childenv import check_request_env
-from gateway.clock import iso
+from gateway.clock import Clock, iso, system_clock
 from gateway.config import TriggerConfig
 from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
 from gateway.runs import Runner, RunRequest
@@ -51,13 +50,6 @@ from gateway.workspace import resolve_workspace
 
 log = logging.getLogger(__name__)
 MAX_SLEEP = timedelta(seconds=60)
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
-
-
 # How many of a file's invalid entries /status spells out (the rest are counted).
 MAX_PROBLEMS_SHOWN = 20
 _PROBLEM_CHARS = 300

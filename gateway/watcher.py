@@ -26,7 +26,7 @@ from typing import Any
 import watchfiles
 
 from gateway import regular_file
-from gateway.clock import iso
+from gateway.clock import iso, system_clock
 from gateway.config import WatcherConfig
 from gateway.errors import GatewayError, quote
 from gateway.runs import Runner, RunRequest
@@ -150,7 +150,7 @@ class FileWatcher:
         self._pending: dict[Path, tuple[asyncio.TimerHandle, str]] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._roots: list[Path] = []
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or system_clock
 
     @property
     def mode(self) -> str:
