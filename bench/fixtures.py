@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import iso
+
 EPOCH = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 WORDS = [
     "build",
@@ -116,10 +118,6 @@ COMMANDS = (
     "go build ./...",
     "python -m mypy src",
 )
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _sentence(rng: random.Random, low: int, high: int) -> str:

@@ -24,6 +24,7 @@ from bench.probe import Prober, ProbeRun
 from bench.results import Result, latency_summary
 from bench.server import Contention, GatewayProcess, process_tree, running_gateway
 from bench.sizes import Context
+from gateway.atomic import write_atomic
 from tests.fakes import AGENTS_DIR, CODEX_BIN
 from tests.fakes.model_server import ModelServer, write_codex_home
 
@@ -330,9 +331,7 @@ async def _until_scheduled(client: httpx.AsyncClient, path: Path, count: int) ->
 
 def _write(path: Path, text: str) -> None:
     """Whole or not at all, as an editor saves: the watcher never reads half a file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    write_atomic(path, text.encode(), mode=0o666)
 
 
 async def health_under_triggers(ctx: Context) -> list[Result]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench import PYTHONPATH
-from gateway.agent import descendants
+from gateway.procfs import cmdline, descendants, stat_fields, status_kib
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -183,8 +183,7 @@ def bridge_pid(gateway_pid: int) -> int:
     """The gateway's REST bridge child (`python -m bridge --supervised`)."""
     for pid in process_tree(gateway_pid) - {gateway_pid}:
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:  # noqa: PTH123  # /proc
-                argv = cmdline.read().split(b"\0")
+            argv = cmdline(pid)
         except OSError:
             continue
         if b"bridge" in argv and b"--supervised" in argv:
@@ -195,18 +194,6 @@ def bridge_pid(gateway_pid: int) -> int:
 def rss_kib(pids: tuple[int, ...], name: str) -> int:
     """`status_kib` summed over these processes."""
     return sum(status_kib(pid, name) for pid in pids)
-
-
-def status_kib(pid: int, name: str) -> int:
-    """A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`); 0 once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:  # noqa: PTH123  # sampled every 20 ms
-            for line in status:
-                if line.startswith(name.encode() + b":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -223,8 +210,7 @@ def cpu_split(*pids: int) -> tuple[float, float]:
     user = system = 0.0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123  # same as above
-                fields = stat.read().rsplit(b")", 1)[1].split()
+            fields = stat_fields(pid)
         except OSError:
             continue
         # After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
@@ -237,8 +223,7 @@ def children_cpu_seconds(pid: int) -> float:
     """User plus system CPU time of the children `pid` has waited for (its agents, and theirs
     in turn), from /proc/<pid>/stat."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123  # same as above
-            fields = stat.read().rsplit(b")", 1)[1].split()
+        fields = stat_fields(pid)
     except OSError:
         return 0.0
     return (int(fields[13]) + int(fields[14])) / _CLOCK_TICKS

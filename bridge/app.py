@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .bindings import Binding, PathTemplate, bindings_from_service, service_descriptor
 from .connections import (
     KEEP_ALIVE_S,
     AcceptErrors,
@@ -29,14 +30,7 @@ from .guard import HostPolicy, RequestGuard
 from .listener import bind_listener
 from .openapi import openapi_document
 from .responses import encode_json, json_response
-from .routes import (
-    Binding,
-    FallbackRoute,
-    PathTemplate,
-    TemplateRoute,
-    bindings_from_service,
-    service_descriptor,
-)
+from .routes import FallbackRoute, TemplateRoute
 from .transcode import parse_query
 from .upstream import Upstream, forwarded_metadata
 

@@ -11,13 +11,14 @@ from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
+from .bindings import Binding
 from .body import ClientDisconnected, check_declared_length, read_body
 from .cursor import resume_from_header
 from .errors import BridgeError, ErrorResponse, send_error
 from .guard import refuse_non_json_declaration, require_json_body
 from .printer import response_json
 from .responses import encode_json
-from .routes import PATH_PARAMS_SCOPE_KEY, Binding
+from .routes import PATH_PARAMS_SCOPE_KEY
 from .streaming import FIRST_MESSAGE_WAIT_S, choose_format, relay
 from .transcode import build_request, parse_query
 from .upstream import OpenedStream, Upstream, forwarded_metadata

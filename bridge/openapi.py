@@ -1,6 +1,6 @@
 """OpenAPI: a 3.1 document of the REST bindings, derived from the proto descriptors alone.
 
-Self-contained on purpose (it reads the `google.api.http` annotations itself): paths from the
+From the bindings `bridge.bindings` reads out of the `google.api.http` annotations: paths from the
 bindings, path and query parameters from the request fields, the request body schema from the
 `body` selector, the response schema from the response message (or its `response_body` field).
 JSON schemas follow the bridge's JSON: proto field names, int64 as integers, fields with presence
@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import (
     Descriptor,
@@ -26,14 +25,14 @@ from google.protobuf.descriptor import (
     ServiceDescriptor,
 )
 
+from .bindings import Binding, PathTemplate, bindings_from_service
+
 Schema = dict[str, Any]
 
 OPENAPI_VERSION: Final = "3.1.0"
 SECURE_TOKEN_QUERY_PARAM: Final = "secure_token"  # noqa: S105 - a parameter name, not a secret
 
 _T = FieldDescriptor
-_VERBS: Final = ("get", "put", "post", "delete", "patch")
-_VARIABLE: Final = re.compile(r"\{([A-Za-z0-9_.]+)(?:=\*)?\}")
 _INT32: Final[Schema] = {"type": "integer", "format": "int32", "minimum": -(2**31)}
 _INT64: Final[Schema] = {
     "type": "integer",
@@ -196,15 +195,15 @@ def openapi_document(
     """The OpenAPI document of every `google.api.http` binding of `service`."""
     builder = _Builder()
     paths: dict[str, dict[str, Any]] = {}
-    for method in service.methods:
-        rule = method.GetOptions().Extensions[annotations_pb2.http]
-        for index, binding in enumerate([rule, *rule.additional_bindings]):
-            verb = binding.WhichOneof("pattern")
-            if verb not in _VERBS:
-                continue
-            path = _VARIABLE.sub(r"{\1}", getattr(binding, verb))
-            operation_id = method.name if index == 0 else f"{method.name}{index}"
-            paths.setdefault(path, {})[verb] = builder.operation(method, binding, operation_id)
+    seen: dict[str, int] = {}  # per method: its main binding, then its additional ones
+    for binding in bindings_from_service(service):
+        name = binding.method.name
+        index = seen[name] = seen.get(name, -1) + 1
+        operation_id = name if index == 0 else f"{name}{index}"
+        operation = builder.operation(binding, operation_id)
+        paths.setdefault(_openapi_path(binding.template), {})[binding.http_method.lower()] = (
+            operation
+        )
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version},
@@ -215,18 +214,23 @@ def openapi_document(
     }
 
 
+def _openapi_path(template: PathTemplate) -> str:
+    """The template as OpenAPI writes it: `{name}` for each variable (no `=*`)."""
+    variables = iter(template.variables)
+    parts = ["{" + next(variables) + "}" if s is None else s for s in template.segments]
+    return "/" + "/".join(parts)
+
+
 class _Builder:
     """Operations and the component schemas of the messages they reach."""
 
     def __init__(self) -> None:
         self.schemas: dict[str, Schema] = {}
 
-    def operation(
-        self, method: MethodDescriptor, rule: http_pb2.HttpRule, operation_id: str
-    ) -> dict[str, Any]:
-        verb = rule.WhichOneof("pattern")
+    def operation(self, rule: Binding, operation_id: str) -> dict[str, Any]:
+        method = rule.method
         request: Descriptor = method.input_type
-        variables = [m.group(1) for m in _VARIABLE.finditer(getattr(rule, verb))]
+        variables = list(rule.template.variables)
         parameters = [self._path_parameter(request, v) for v in variables]
         if rule.body != "*":
             bound = {v.split(".")[0] for v in variables} | {rule.body}
@@ -285,7 +289,7 @@ class _Builder:
             }
         return operation
 
-    def _success(self, method: MethodDescriptor, rule: http_pb2.HttpRule) -> dict[str, Any]:
+    def _success(self, method: MethodDescriptor, rule: Binding) -> dict[str, Any]:
         response: Descriptor = method.output_type
         if method.server_streaming:
             item = self.message_ref(response)

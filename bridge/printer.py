@@ -25,7 +25,7 @@ from google.protobuf import descriptor_pb2, json_format, struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from .routes import Binding
+from .bindings import Binding
 
 _T = FieldDescriptor
 MAX_EXACT_FLOAT_INT: Final = 2**53

@@ -25,8 +25,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from .bindings import Binding
 from .errors import InvalidRequest
-from .routes import Binding
 
 ScalarValue = str | bool | int | float | bytes
 

@@ -25,8 +25,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from .bindings import Binding
 from .errors import InvalidRequest
-from .routes import Binding
 
 logger = logging.getLogger(__name__)
 

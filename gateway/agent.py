@@ -20,6 +20,7 @@ from gateway.config import AgentUser
 from gateway.errors import AgentUnavailable, InvalidRequest
 from gateway.events import LineFramer, OversizedLine
 from gateway.priority import GROUP_NICE_INTERVAL_S, make_nicer, set_group_nice
+from gateway.procfs import descendants
 from gateway.workspace import open_confined
 
 log = logging.getLogger(__name__)
@@ -265,29 +266,3 @@ async def _exited(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def descendants(root: int) -> set[int]:
-    """Every live process below `root`, from /proc (empty where /proc is unavailable)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")  # noqa: PTH208  # names only, hot path
-    except OSError:
-        return set()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:  # noqa: PTH123  # hot loop over /proc
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found

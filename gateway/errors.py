@@ -85,6 +85,13 @@ class InvalidRequest(GatewayError):
         return {"field": self.field} if self.field else {}
 
 
+def at_least_one(value: int, name: str) -> int:
+    """`value`, a count the request named `name`, if it is at least 1; else InvalidRequest."""
+    if value < 1:
+        raise InvalidRequest(f"{name} must be at least 1", field=name)
+    return value
+
+
 class Unauthenticated(GatewayError):
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "UNAUTHENTICATED"

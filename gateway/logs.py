@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gateway import journal, regular_file
+from gateway.clock import now_iso
 from gateway.feed import FeedItem, LiveFeed
-from gateway.sessions import EVENTS, STDERR, STDOUT, Session, now_iso
+from gateway.sessions import EVENTS, STDERR, STDOUT, Session
 
 log = logging.getLogger(__name__)
 _BLOCK = 65_536

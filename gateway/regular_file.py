@@ -162,14 +162,17 @@ def open_for_update(path: Path) -> int:
     return fd
 
 
-def write_new(path: Path, data: bytes, *, like: os.stat_result | None = None) -> None:
+def write_new(
+    path: Path, data: bytes, *, mode: int = 0o600, like: os.stat_result | None = None
+) -> None:
     """Write `data` to a new file at `path` (whatever was there is unlinked first; never
-    followed, never a FIFO), for the temporary file of an atomic replace. The file is 0600,
-    or, `like` the file it is to replace, takes that file's mode (and, when running as root,
-    its owner and group): replacing a user's file does not make it the gateway's."""
+    followed, never a FIFO), for the temporary file of an atomic replace. The file has `mode`
+    (0600 unless told, less the umask), or, `like` the file it is to replace, takes that file's
+    mode (and, when running as root, its owner and group): replacing a user's file does not make
+    it the gateway's."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         if like is not None:
             if os.geteuid() == 0:

@@ -25,6 +25,7 @@ from tenacity.wait import wait_exponential
 from gateway import journal
 from gateway.agent import AgentProcess
 from gateway.childenv import check_request_env, child_environment
+from gateway.clock import now_iso
 from gateway.concurrency import RunSlots
 from gateway.config import MODEL_NAME, Config
 from gateway.credentials import check_credentials
@@ -53,7 +54,7 @@ from gateway.events import (
 from gateway.feed import LiveFeed
 from gateway.logs import RunLog
 from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
-from gateway.sessions import PREVIEW_CHARS, Session, SessionStore, now_iso
+from gateway.sessions import PREVIEW_CHARS, Session, SessionStore
 from gateway.workspace import resolve_workspace
 
 log = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from gateway.clock import iso
 from gateway.errors import quote
 
 MODES = ("once", "daily", "interval", "cron")
@@ -142,7 +143,7 @@ def describe(schedule: Schedule) -> dict[str, object]:
     """The normalised JSON form, which `parse_schedule` reads back to an equal `Schedule`."""
     out: dict[str, object] = {"mode": schedule.mode, "timezone": schedule.tz.key}
     if schedule.at is not None:
-        out["at"] = schedule.at.isoformat().replace("+00:00", "Z")
+        out["at"] = iso(schedule.at, timespec="auto")
     if schedule.hour is not None and schedule.minute is not None:
         out["time"] = f"{schedule.hour:02d}:{schedule.minute:02d}"
     if schedule.interval is not None:

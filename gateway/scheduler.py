@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import watchfiles
 
 from gateway.childenv import check_request_env
+from gateway.clock import Clock, iso, system_clock
 from gateway.config import TriggerConfig
 from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
 from gateway.runs import Runner, RunRequest
@@ -50,13 +50,6 @@ from gateway.workspace import resolve_workspace
 
 log = logging.getLogger(__name__)
 MAX_SLEEP = timedelta(seconds=60)
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
-
-
 # How many of a file's invalid entries /status spells out (the rest are counted).
 MAX_PROBLEMS_SHOWN = 20
 _PROBLEM_CHARS = 300
@@ -452,7 +445,7 @@ class Scheduler:
             when = armed[1]
         else:
             when = trigger.next_fire(self._clock())
-        shown["next_fire"] = when.isoformat().replace("+00:00", "Z") if when else None
+        shown["next_fire"] = iso(when, timespec="auto") if when else None
         return shown
 
     async def list_triggers(self, path: Path) -> list[dict[str, Any]]:
@@ -587,7 +580,7 @@ def _still_due(document: TriggerDocument, trigger: Trigger, fingerprint: str) ->
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(moment.astimezone(UTC))
 
 
 def _missing_ids(document: TriggerDocument) -> bool:

@@ -3,12 +3,14 @@
 The log is read in line-aligned blocks, never whole. Offsets are character offsets into the
 searched text and `line` is 1-based, both exact whatever the text holds (blank-line runs,
 non-ASCII: case-insensitive matching uses the regex engine's simple case folding, which never
-changes lengths). Fuzzy hits are ranked by score, ties in file order. Callers run these functions
-in a worker thread: each block is a bounded amount of work, so the event loop keeps its turns.
+changes lengths). Fuzzy hits are ranked by score, ties in file order. `exact` and `fuzzy` run in
+a worker thread (`search_session` puts them there): each block is a bounded amount of work, so
+the event loop keeps its turns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import re
 from collections.abc import Callable, Iterator
@@ -19,12 +21,17 @@ import numpy
 from rapidfuzz import fuzz, process, utils
 
 from gateway import regular_file
+from gateway.errors import InvalidRequest, at_least_one
 from gateway.logs import tail_start
+from gateway.sessions import STDOUT, Session
 
 BLOCK_BYTES = 1 << 20
 FUZZY_BATCH_LINES = 4096
 DEFAULT_MIN_SCORE = 0.6
 MAX_QUERY_CHARS = 1000
+DEFAULT_RESULTS = 5
+MAX_RESULTS = 1000
+MAX_TAIL_LINES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,59 @@ class Hit:
     window_end: int
     context: str
     kind: str  # text_match | fuzzy_text_hit
+
+
+@dataclass(frozen=True)
+class Query:
+    """A search of a session's stdout.log, as asked (None: not given)."""
+
+    text: str
+    fuzzy: bool = False
+    max_results: int | None = None
+    tail_lines: int | None = None
+    """Only the last lines (capped at MAX_TAIL_LINES)."""
+    min_score: float | None = None
+    """Fuzzy only: 0 to 1, DEFAULT_MIN_SCORE when not given."""
+
+
+async def search_session(session: Session, query: Query, *, context_chars: int) -> list[Hit]:
+    """The hits of `query` in the session's stdout.log, found in a worker thread; a query out
+    of bounds is InvalidRequest naming its field."""
+    text = query.text
+    if not text.strip():
+        raise InvalidRequest("Query parameter q is required", field="q")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"q is longer than {MAX_QUERY_CHARS} characters", field="q")
+    max_results = DEFAULT_RESULTS if query.max_results is None else query.max_results
+    if not 1 <= max_results <= MAX_RESULTS:
+        raise InvalidRequest(
+            f"max_results must be between 1 and {MAX_RESULTS}", field="max_results"
+        )
+    tail_lines = None
+    if query.tail_lines is not None:
+        tail_lines = min(at_least_one(query.tail_lines, "tail_lines"), MAX_TAIL_LINES)
+    path = session.files_dir / STDOUT
+    if not query.fuzzy:
+        return await asyncio.to_thread(
+            exact,
+            path,
+            text,
+            max_results=max_results,
+            context_chars=context_chars,
+            tail_lines=tail_lines,
+        )
+    min_score = query.min_score
+    if min_score is not None and not 0 <= min_score <= 1:
+        raise InvalidRequest("min_score must be between 0 and 1", field="min_score")
+    return await asyncio.to_thread(
+        fuzzy,
+        path,
+        text,
+        max_results=max_results,
+        context_chars=context_chars,
+        min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
+        tail_lines=tail_lines,
+    )
 
 
 @dataclass(frozen=True)

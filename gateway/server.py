@@ -26,13 +26,14 @@ from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.bridge_process import BridgeProcess
+from gateway.clock import Clock, system_clock
 from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
 from gateway.credentials import missing_credentials
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
-from gateway.scheduler import Clock, Scheduler, system_clock
+from gateway.scheduler import Scheduler
 from gateway.service import GatewayServicer
 from gateway.sessions import SessionStore
 from gateway.status import StatusReporter

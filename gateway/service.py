@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
 
@@ -31,22 +29,24 @@ from codex_gateway.v1 import (
 from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
 )
-from gateway import history, search, tailing
+from gateway import tailing
 from gateway.config import Config
+from gateway.detail import read_files
 from gateway.errors import (
     MAX_DETAIL_CHARS,
     ConcurrencyLimitReached,
     GatewayError,
     InvalidRequest,
+    at_least_one,
     capped,
     quote,
 )
 from gateway.feed import LiveFeed
-from gateway.logs import bounded_tail, tail
 from gateway.prompt import Message
 from gateway.runs import Runner, RunRequest, RunResult, nudge_request
 from gateway.scheduler import Scheduler
-from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
+from gateway.search import Query, search_session
+from gateway.sessions import Session, SessionStore
 from gateway.status import StatusReporter
 from gateway.tailing import TailRequest
 from gateway.triggers import TriggerFiles
@@ -54,7 +54,8 @@ from gateway.views import (
     LAGGED_EVENT,
     bounded_structs,
     clipped,
-    detail,
+    detail_events,
+    detail_with_files,
     first_within,
     signal,
     summary,
@@ -255,74 +256,31 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if request.HasField("tail")
             else None
         )
-        # Each part of the answer gets a share of its byte budget: a tail of huge lines keeps
-        # its newest lines that fit, and says so (read the rest with a tail or a search); the
-        # run history its newest runs. The files are read in a worker thread, on a snapshot
-        # taken here (the loop changes the session's meta during a run; the thread never
-        # reads it).
-        share = self._config.max_answer_bytes // 4
-        files = _SessionFiles(
-            history=history.take(session, share),
-            directory=session.files_dir,
+        files = await read_files(
+            session,
             lines=lines,
-            share=share,
+            max_bytes=self._config.max_answer_bytes,
             stderr=request.include_stderr,
             events=request.include_events,
         )
-        read = await asyncio.to_thread(files.read)
-        message = detail(session, read.history)
-        message.stdout.tail = read.stdout
-        message.stdout.tail_lines = lines
-        if request.include_stderr:
-            message.stderr.tail = read.stderr
-            message.stderr.tail_lines = lines
-        message.events.extend(read.events)
-        return sessions_pb2.GetSessionResponse(session=message)
+        events = await asyncio.to_thread(detail_events, files) if files.events is not None else []
+        return sessions_pb2.GetSessionResponse(session=detail_with_files(session, files, events))
 
     async def SearchSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.SearchSessionRequest, context: Any
     ) -> sessions_pb2.SearchSessionResponse:
         session = self._session(request.session_id, context)
-        query = request.q
-        if not query.strip():
-            raise InvalidRequest("Query parameter q is required", field="q")
-        if len(query) > search.MAX_QUERY_CHARS:
-            raise InvalidRequest(f"q is longer than {search.MAX_QUERY_CHARS} characters", field="q")
-        max_results = request.max_results if request.HasField("max_results") else 5
-        if not 1 <= max_results <= MAX_SEARCH_RESULTS:
-            raise InvalidRequest(
-                f"max_results must be between 1 and {MAX_SEARCH_RESULTS}", field="max_results"
-            )
-        tail_lines = None
-        if request.HasField("tail_lines"):
-            tail_lines = min(_positive(request.tail_lines, "tail_lines"), MAX_SEARCH_TAIL)
-        context_chars = self._config.signal_context_chars
-        path = session.files_dir / STDOUT
-        if request.fuzzy:
-            min_score = request.min_score if request.HasField("min_score") else None
-            if min_score is not None and not 0 <= min_score <= 1:
-                raise InvalidRequest("min_score must be between 0 and 1", field="min_score")
-            hits = await asyncio.to_thread(
-                search.fuzzy,
-                path,
-                query,
-                max_results=max_results,
-                context_chars=context_chars,
-                min_score=search.DEFAULT_MIN_SCORE if min_score is None else min_score,
-                tail_lines=tail_lines,
-            )
-        else:
-            hits = await asyncio.to_thread(
-                search.exact,
-                path,
-                query,
-                max_results=max_results,
-                context_chars=context_chars,
-                tail_lines=tail_lines,
-            )
+        query = Query(
+            text=request.q,
+            fuzzy=request.fuzzy,
+            max_results=request.max_results if request.HasField("max_results") else None,
+            tail_lines=request.tail_lines if request.HasField("tail_lines") else None,
+            min_score=request.min_score if request.HasField("min_score") else None,
+        )
+        hits = await search_session(session, query, context_chars=self._config.signal_context_chars)
         response = sessions_pb2.SearchSessionResponse(
             session_id=session.id,
-            query=query,
+            query=request.q,
             signals=[signal(session, i, hit) for i, hit in enumerate(hits)],
         )
         if session.codex_session_id:
@@ -438,25 +396,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             return self._config.default_tail_lines
         if requested == 0 and allow_zero:
             return 0
-        return min(_positive(requested, "tail_lines"), self._config.max_tail_lines)
+        return min(at_least_one(requested, "tail_lines"), self._config.max_tail_lines)
 
 
-MAX_SEARCH_RESULTS = 1000
-MAX_SEARCH_TAIL = 1_000_000
 MAX_LIST_LIMIT = 200
-
-
-def _positive(value: int, name: str) -> int:
-    if value < 1:
-        raise InvalidRequest(f"{name} must be at least 1", field=name)
-    return value
 
 
 def _limit(requested: int | None) -> int:
     """Default 50, clamped to 200 (the documented limits)."""
     if requested is None:
         return 50
-    return min(_positive(requested, "limit"), MAX_LIST_LIMIT)
+    return min(at_least_one(requested, "limit"), MAX_LIST_LIMIT)
 
 
 def _since(raw: str) -> datetime:
@@ -469,57 +419,6 @@ def _since(raw: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-_TAIL_HINT = "read them with GET /sessions/:id/tail (include_events) or a search"
-
-
-@dataclass(frozen=True)
-class _SessionFiles:
-    """What GetSession reads from a session's files, described on the loop (nothing in it is
-    shared with the session), read in a worker thread."""
-
-    history: history.Snapshot
-    directory: Path
-    lines: int
-    share: int
-    stderr: bool
-    events: bool
-
-    def read(self) -> _SessionFilesRead:
-        share, lines = self.share, self.lines
-        stdout = _bounded_tail(self.directory / STDOUT, lines, share)
-        stderr = _bounded_tail(self.directory / STDERR, lines, share) if self.stderr else ""
-        events: list[struct_pb2.Struct] = []
-        if self.events:
-            found, omitted = _events_within(self.directory / EVENTS, lines, share)
-            events = bounded_structs(found, share, newest=True, omitted=omitted, where=_TAIL_HINT)
-        return _SessionFilesRead(history.read(self.history), stdout, stderr, events)
-
-
-@dataclass(frozen=True)
-class _SessionFilesRead:
-    history: list[sessions_pb2.RunRecord]
-    stdout: str
-    stderr: str
-    events: list[struct_pb2.Struct]
-
-
-def _bounded_tail(path: Path, lines: int, max_bytes: int) -> str:
-    """The last lines as one text, at most `max_bytes` of them, with a marker when lines that
-    were asked for were left out for size."""
-    kept, cut = bounded_tail(path, lines, max_bytes=max_bytes)
-    if cut:
-        note = f"[gateway: older lines omitted to keep this answer under {max_bytes} bytes; "
-        kept = [note + "read them with GET /sessions/:id/tail or a search]", *kept]
-    return "\n".join(kept)
-
-
-def _events_within(path: Path, lines: int, max_bytes: int) -> tuple[list[dict[str, Any]], int]:
-    """The last events that fit in `max_bytes` of the log, and how many of those asked for
-    were left out for size (at most; 0 when none was)."""
-    kept, cut = bounded_tail(path, lines, max_bytes=max_bytes)
-    return _parsed(kept), (lines - len(kept) if cut else 0)
-
-
 def _lagged_event(budget: int, after_seq: int) -> dict[str, Any]:
     return {
         "type": LAGGED_EVENT,
@@ -528,22 +427,6 @@ def _lagged_event(budget: int, after_seq: int) -> dict[str, Any]:
         f"GET /sessions/:id/tail?after_seq={after_seq}&include_events=true",
         "after_seq": after_seq,
     }
-
-
-def _events(
-    path: Path, count: int, *, end: int | None = None, max_bytes: int | None = None
-) -> list[dict[str, Any]]:
-    return _parsed(tail(path, count, end=end, max_bytes=max_bytes))
-
-
-def _parsed(lines: list[str]) -> list[dict[str, Any]]:
-    events = []
-    for line in lines:
-        with contextlib.suppress(ValueError):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                events.append(value)
-    return events
 
 
 def run_request(message: runs_pb2.RunInput, source: str, tokens: list[str]) -> RunRequest:

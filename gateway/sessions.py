@@ -39,10 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.agent import descendants
+from gateway.atomic import write_atomic
+from gateway.clock import now_iso
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 from gateway.events import canonical_thread_id, is_thread_id
+from gateway.procfs import cmdline, descendants
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,6 @@ RUNS_IN_META = 20
 """Run records meta.json keeps, the newest; the older ones are in runs.jsonl."""
 PREVIEW_CHARS = 400
 MAX_ID_CHARS = 255  # a directory name's limit: no session id is longer
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -367,13 +365,10 @@ class SessionStore:
         if session.staging is not None:
             self._create_directory(session, session.staging, text)
         else:
-            tmp = session.dir / f".{META}.{os.getpid()}.tmp"
             try:
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(session.dir / META)
+                # 0666 less the umask, as meta.json has always been written.
+                write_atomic(session.dir / META, text.encode(), mode=0o666)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
                 raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
         session.touched()
         self._claim_thread(session)
@@ -446,10 +441,10 @@ def stop_orphaned_agent(pid: int) -> None:
     try:
         if os.getpgid(pid) != pid:
             return
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        argv = cmdline(pid)
     except (OSError, ProcessLookupError):
         return
-    if not any(b"codex" in part or b"agent" in part for part in cmdline[:2]):
+    if not any(b"codex" in part or b"agent" in part for part in argv[:2]):
         return
     # codex starts commands in sessions of their own: the group kill would miss them.
     for child in descendants(pid):

@@ -6,18 +6,16 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from google.api import annotations_pb2
 from google.protobuf import struct_pb2
 
-from codex_gateway.v1 import gateway_pb2
+from bridge.bindings import bindings_from_service, service_descriptor
 from codex_gateway.v1 import status_pb2 as pb
 from gateway import settings
-from gateway.agent import descendants
 from gateway.concurrency import RunSlots
 from gateway.config import Config
+from gateway.procfs import descendants, rss_bytes
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Scheduler
@@ -26,7 +24,6 @@ from gateway.watcher import FileWatcher
 from gateway.webhooks import WebhookSender
 
 VERSION = "0.1.0"
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class StatusReporter:
@@ -60,10 +57,10 @@ class StatusReporter:
         bridge = self.bridge_pid() if self.bridge_pid is not None else None
         below = descendants(os.getpid()) - {bridge}
         return pb.MemoryStatus(
-            rss=_rss(os.getpid()),
+            rss=rss_bytes(os.getpid()),
             peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            agents_rss=sum(_rss(pid) for pid in below),
-            bridge_rss=_rss(bridge) if bridge is not None else 0,
+            agents_rss=sum(rss_bytes(pid) for pid in below),
+            bridge_rss=rss_bytes(bridge) if bridge is not None else 0,
         )
 
     def info(self) -> pb.GetInfoResponse:
@@ -164,17 +161,15 @@ class StatusReporter:
 
 
 def endpoints() -> dict[str, Any]:
-    """The documented `endpoints` block, read from the service's google.api.http annotations."""
+    """The documented `endpoints` block: each RPC's main REST binding."""
     routes: dict[str, dict[str, str]] = {}
-    for method in gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].methods:
-        rule = method.GetOptions().Extensions[annotations_pb2.http]
-        verb = rule.WhichOneof("pattern")
-        if verb is None or verb == "custom":
-            continue
-        path = getattr(rule, verb)
+    for binding in bindings_from_service(service_descriptor()):
+        if binding.method.name in routes:
+            continue  # an additional binding: the block names the main one
+        path = binding.template.text
         for name in ("{session_id}", "{trigger_id}"):
             path = path.replace(name, ":id")
-        routes[method.name] = {"path": path, "method": verb.upper()}
+        routes[binding.method.name] = {"path": path, "method": binding.http_method}
 
     def pick(name: str) -> dict[str, str]:
         return routes[name]
@@ -207,11 +202,3 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(value)
     return struct
-
-
-def _rss(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/statm").read_text().split()
-    except OSError:
-        return 0
-    return int(fields[1]) * _PAGE

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway import regular_file
+from gateway.atomic import write_atomic
 from gateway.childenv import check_request_env
+from gateway.clock import now_iso
 from gateway.config import TriggerConfig
 from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound, quote, quote_path
 from gateway.regular_file import NotRegularFile
 from gateway.schedule import Schedule, ScheduleError, describe, next_fire, parse_schedule
-from gateway.sessions import now_iso
 from gateway.workspace import confine
 
 # Fields the gateway owns, in the reference's order; anything else in an entry is kept as is.
@@ -460,7 +461,6 @@ def _write_document(path: Path, data: dict[str, Any], limit: int | None) -> None
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
         try:
             existing: os.stat_result | None = path.lstat()
@@ -468,11 +468,8 @@ def _write_atomically(path: Path, text: str) -> None:
             existing = None
         if existing is not None and not stat.S_ISREG(existing.st_mode):
             existing = None  # a new file replaces it: the gateway's own, 0600
-        regular_file.write_new(tmp, text.encode("utf-8"), like=existing)
-        tmp.replace(path)
+        write_atomic(path, text.encode("utf-8"), like=existing)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise StorageFailed(f"cannot write the trigger file: {exc.strerror}") from exc
 
 

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from codex_gateway.v1 import sessions_pb2, triggers_pb2
+from gateway.clock import iso
 from gateway.feed import FeedItem
 from gateway.search import Hit
 from gateway.sessions import Session
 from gateway.tailing import Control
+
+if TYPE_CHECKING:  # gateway.detail reads run records through gateway.history, which uses views
+    from gateway.detail import FilesDetail
 
 
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
@@ -97,7 +101,7 @@ def _int(value: object) -> int:
 
 
 def _modified(session: Session) -> str:
-    return session.modified_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(session.modified_at)
 
 
 def summary(session: Session) -> sessions_pb2.SessionSummary:
@@ -203,6 +207,32 @@ def detail(
         message.workspace = meta["workspace"]
     return message
 
+
+def detail_with_files(
+    session: Session, files: FilesDetail, events: Sequence[struct_pb2.Struct]
+) -> sessions_pb2.SessionDetail:
+    """The session with what its detail shows of its files; `events` are `detail_events`."""
+    message = detail(session, files.history)
+    message.stdout.tail = files.stdout
+    message.stdout.tail_lines = files.lines
+    if files.stderr is not None:
+        message.stderr.tail = files.stderr
+        message.stderr.tail_lines = files.lines
+    message.events.extend(events)
+    return message
+
+
+def detail_events(files: FilesDetail) -> list[struct_pb2.Struct]:
+    """The detail's events within their share, the newest, after a marker counting those left
+    out. Costly for many events: callers run it in a worker thread."""
+    if files.events is None:
+        return []
+    return bounded_structs(
+        files.events, files.share, newest=True, omitted=files.events_omitted, where=_TAIL_HINT
+    )
+
+
+_TAIL_HINT = "read them with GET /sessions/:id/tail (include_events) or a search"
 
 _M = TypeVar("_M", bound=Message)
 

@@ -26,6 +26,7 @@ from typing import Any
 import watchfiles
 
 from gateway import regular_file
+from gateway.clock import iso, system_clock
 from gateway.config import WatcherConfig
 from gateway.errors import GatewayError, quote
 from gateway.runs import Runner, RunRequest
@@ -111,7 +112,7 @@ def describe_file(path: Path) -> tuple[str, str, str]:
     except OSError:
         return "No content available (missing or unreadable).", "", ""
     head, size = found.data, found.size
-    mtime = datetime.fromtimestamp(found.mtime, UTC).isoformat().replace("+00:00", "Z")
+    mtime = iso(datetime.fromtimestamp(found.mtime, UTC), timespec="auto")
     if b"\0" in head[:_SNIFF_BYTES]:
         return f"Binary file ({size} bytes), content not shown.", mtime, str(size)
     try:
@@ -149,7 +150,7 @@ class FileWatcher:
         self._pending: dict[Path, tuple[asyncio.TimerHandle, str]] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._roots: list[Path] = []
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or system_clock
 
     @property
     def mode(self) -> str:
@@ -284,7 +285,7 @@ class FileWatcher:
             "event": event,
             "path": str(path),
             "relative": path.relative_to(root).as_posix(),
-            "at": self._clock().isoformat().replace("+00:00", "Z"),
+            "at": iso(self._clock(), timespec="auto"),
         }
         self.status.runs_started += 1
         request = RunRequest(

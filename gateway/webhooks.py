@@ -52,8 +52,6 @@ import hmac
 import itertools
 import json
 import logging
-import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -65,8 +63,9 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, wait_random_exponential
 
+from gateway.atomic import write_atomic
+from gateway.clock import now_iso
 from gateway.config import WebhookConfig
-from gateway.sessions import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -491,18 +490,10 @@ def _encode(value: Any) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # No fsync: the file survives a crash of the process, which is the failure that matters
-    # here, and the runner's hook stays fast. A power loss may cost the newest deliveries.
+    # The outbox may be gone (removed by hand): made again. A power loss may cost the newest
+    # deliveries (write_atomic does not fsync), and the runner's hook stays fast.
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        Path(temp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(temp).unlink()
-        raise
+    write_atomic(path, data)
 
 
 async def _read_some(response: httpx.Response) -> str:

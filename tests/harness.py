@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 
 from codex_gateway.v1 import gateway_pb2_grpc
+from gateway.clock import Clock, system_clock
 from gateway.config import DEFAULT_REQUEST_ENV_ALLOW, Config, TriggerConfig
-from gateway.scheduler import Clock, system_clock
 from gateway.server import Gateway, GrpcServer, drain, start_grpc
 from tests.fakes import CODEX_BIN
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gateway.agent import descendants
 from gateway.priority import OWN_AUTOGROUP, autogroup_nice
+from gateway.procfs import descendants
 
 
 def stat_fields(pid: int) -> list[str]:

@@ -33,11 +33,11 @@ from bench.hostile.process import (
     RssPeaks,
     bridges_of,
     spawn_gateway,
-    status_kib,
     until_serving,
 )
 from bench.server import process_tree
 from codex_gateway.v1 import gateway_pb2_grpc, status_pb2
+from gateway.procfs import status_kib
 
 HEALTH_DEADLINE_S = 3.0
 RESTARTS_PER_CLASS = 3

@@ -20,8 +20,9 @@ import httpx
 
 from bench.hostile.calls import call, rest
 from bench.hostile.census import Census, Probe, Tally, Target
-from bench.hostile.process import RssPeaks, status_kib
+from bench.hostile.process import RssPeaks
 from codex_gateway.v1 import runs_pb2, sessions_pb2
+from gateway.procfs import status_kib
 
 MEGALINE_AGENT = Path(__file__).resolve().parents[1] / "agents" / "megaline_agent.py"
 RUN_WAIT_S = 90.0

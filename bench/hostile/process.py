@@ -20,20 +20,9 @@ import httpx
 from bench import PYTHONPATH
 from bench.server import free_ports, process_tree
 from gateway.config import DEFAULT_REQUEST_ENV_ALLOW
+from gateway.procfs import cmdline, status_kib
 
 SECURE_TOKEN = "census-secure-token"  # noqa: S105  # the census gateway's own
-
-
-def status_kib(pid: int, name: str) -> int:
-    """A kB field of /proc/<pid>/status (VmRSS, VmHWM); 0 once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:  # noqa: PTH123  # sampled often
-            for line in status:
-                if line.startswith(name.encode() + b":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 class RssPeaks:
@@ -111,7 +100,7 @@ def bridges_of(gateway_pid: int) -> set[int]:
     found = set()
     for pid in process_tree(gateway_pid) - {gateway_pid}:
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            argv = cmdline(pid)
         except OSError:
             continue
         if b"bridge" in argv and b"--supervised" in argv:

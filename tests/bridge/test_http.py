@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bridge.app import serve_bridge
-from bridge.routes import bindings_from_service, service_descriptor
+from bridge.bindings import bindings_from_service, service_descriptor
 from tests.bridge.conftest import MAX_BODY_BYTES
 from tests.bridge.rawhttp import body_of, exchange
 from tests.bridge.scripted_upstream import ScriptedUpstream

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from google.protobuf import message_factory
 
+from bridge.bindings import bindings_from_service, service_descriptor
 from bridge.openapi import FIELD_CONSTRAINTS, REQUIRED_BODIES, openapi_document
 from bridge.printer import message_to_json
-from bridge.routes import bindings_from_service, service_descriptor
 
 DOCUMENT = openapi_document(service_descriptor())
 SCHEMAS = DOCUMENT["components"]["schemas"]

@@ -14,8 +14,8 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.bindings import bindings_from_service, service_descriptor
 from bridge.printer import message_to_json, response_json
-from bridge.routes import bindings_from_service, service_descriptor
 from codex_gateway.v1 import runs_pb2, sessions_pb2, status_pb2, triggers_pb2
 
 BINDINGS = {b.method.name: b for b in bindings_from_service(service_descriptor())}

@@ -6,14 +6,8 @@ import pytest
 from google.api import annotations_pb2
 
 from bridge.app import create_app
-from bridge.routes import (
-    FallbackRoute,
-    PathTemplate,
-    TemplateRoute,
-    bindings_from_service,
-    service_descriptor,
-    split_raw_path,
-)
+from bridge.bindings import PathTemplate, bindings_from_service, service_descriptor
+from bridge.routes import FallbackRoute, TemplateRoute, split_raw_path
 
 # The documented API plus CONTRACT.md's streaming and cancel operations.
 EXPECTED = [

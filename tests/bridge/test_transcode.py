@@ -11,9 +11,9 @@ from google.protobuf import descriptor_pb2, wrappers_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.bindings import Binding, bindings_from_service, service_descriptor
 from bridge.errors import InvalidRequest
 from bridge.printer import message_to_json
-from bridge.routes import Binding, bindings_from_service, service_descriptor
 from bridge.transcode import (
     build_request,
     decode_component,

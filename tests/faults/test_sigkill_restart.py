@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.agent import descendants
+from gateway.procfs import descendants
 from tests.faults.spawned import (
     Spawned,
     gateway_env,

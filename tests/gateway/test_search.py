@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import search
+from gateway.errors import InvalidRequest
+from gateway.sessions import STDOUT, Session, SessionStore
 
 TEXT = st.text(alphabet=st.sampled_from(list("abcAB \n\nxyzÉéİıß日本\t")), max_size=300)  # noqa: RUF001  # dotless i on purpose
 
@@ -100,3 +103,72 @@ def test_max_results_stops_early_and_tail_lines_limits_the_text(tmp_path: Path) 
     path = write(tmp_path, "hit\n" * 100)
     assert len(search.exact(path, "hit", max_results=3, context_chars=0)) == 3
     assert len(search.exact(path, "hit", max_results=50, context_chars=0, tail_lines=4)) == 4
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    store = SessionStore([tmp_path / "sessions"], tmp_path / "secure")
+    store.load()
+    try:
+        created = store.create(secure=False, fields={})
+        store.save(created)
+        (created.files_dir / STDOUT).write_text("alpha beta\ngamma alpha\ndelta\n")
+        yield created
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        pytest.param(search.Query(" \t"), "q", "Query parameter q is required", id="blank"),
+        pytest.param(search.Query("a" * 1001), "q", "q is longer than 1000 characters", id="long"),
+        pytest.param(
+            search.Query("a", max_results=0),
+            "max_results",
+            "max_results must be between 1 and 1000",
+            id="no-results",
+        ),
+        pytest.param(
+            search.Query("a", max_results=1001),
+            "max_results",
+            "max_results must be between 1 and 1000",
+            id="too-many-results",
+        ),
+        pytest.param(
+            search.Query("a", tail_lines=0),
+            "tail_lines",
+            "tail_lines must be at least 1",
+            id="no-tail",
+        ),
+        pytest.param(
+            search.Query("a", fuzzy=True, min_score=1.5),
+            "min_score",
+            "min_score must be between 0 and 1",
+            id="min-score",
+        ),
+    ],
+)
+async def test_a_search_out_of_bounds_names_its_field(
+    session: Session, query: search.Query, field: str, message: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        await search.search_session(session, query, context_chars=10)
+    assert (raised.value.field, raised.value.message) == (field, message)
+
+
+@pytest.mark.parametrize(
+    ("query", "lines"),
+    [
+        pytest.param(search.Query("ALPHA"), [1, 2], id="exact"),
+        pytest.param(search.Query("alpha", max_results=1), [1], id="exact-first"),
+        pytest.param(search.Query("alpha", tail_lines=2), [1], id="exact-in-the-tail"),
+        pytest.param(search.Query("a", min_score=7.0), [1, 1, 1, 2, 2], id="min-score-only-fuzzy"),
+        pytest.param(search.Query("gamma alpah", fuzzy=True), [2], id="fuzzy"),
+    ],
+)
+async def test_a_search_reads_the_sessions_stdout(
+    session: Session, query: search.Query, lines: list[int]
+) -> None:
+    hits = await search.search_session(session, query, context_chars=10)
+    assert [hit.line for hit in hits] == lines

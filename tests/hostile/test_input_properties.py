@@ -16,8 +16,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from bridge.bindings import bindings_from_service, service_descriptor
 from bridge.errors import InvalidRequest as BridgeInvalidRequest
-from bridge.routes import bindings_from_service, service_descriptor, split_raw_path
+from bridge.routes import split_raw_path
 from bridge.transcode import parse_query, parse_scalar
 from gateway.childenv import blocked_reason, check_request_env, child_environment
 from gateway.config import SECRET_VARIABLES, Config, ConfigError, TriggerConfig

@@ -164,7 +164,7 @@ async def test_ref13_prompt_accepts_the_secure_token_by_query(client: httpx.Asyn
 
 
 async def test_ref14_every_endpoint_but_health_needs_the_api_token(gateway: Spawned) -> None:
-    from bridge.routes import bindings_from_service, service_descriptor
+    from bridge.bindings import bindings_from_service, service_descriptor
 
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as anonymous:
         for binding in bindings_from_service(service_descriptor()):

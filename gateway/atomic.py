@@ -1,0 +1,34 @@
+"""Atomic replace: a file is written beside its destination and renamed over it, so a reader (or
+the gateway after a crash) finds the old content or the new, never half of it."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from pathlib import Path
+
+from gateway import regular_file
+
+_temp_numbers = itertools.count()
+
+
+def write_atomic(
+    path: Path, data: bytes, *, mode: int = 0o600, like: os.stat_result | None = None
+) -> None:
+    """Replace `path` with `data`. The temporary file, `.<name>.<pid>.<n>.tmp` in the same
+    directory, is unique per process and call (threads may write at once), never followed
+    through a symlink; it is created with `mode` (before the umask), or `like` the file it
+    replaces (`regular_file.write_new`). Whatever fails removes it and is raised as is.
+
+    No fsync: the file survives a crash of the process, which is the failure that matters to
+    the gateway, and writers stay fast; a power loss may cost the newest writes.
+    """
+    temp = path.parent / f".{path.name}.{os.getpid()}.{next(_temp_numbers)}.tmp"
+    try:
+        regular_file.write_new(temp, data, mode=mode, like=like)
+        temp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
