@@ -28,9 +28,29 @@ if TYPE_CHECKING:  # gateway.detail reads run records through gateway.history, w
 
 
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    """A JSON object as a Struct. A Struct's numbers are doubles: an integer past a double's
+    range (valid JSON, which an agent may print) is carried as its decimal text instead of
+    failing the message it is in."""
     struct = struct_pb2.Struct()
-    struct.update(value)
+    try:
+        struct.update(value)
+    except OverflowError:
+        struct.Clear()
+        struct.update(_doubles_only(value))
     return struct
+
+
+def _doubles_only(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _doubles_only(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_doubles_only(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return str(value)
+    return value
 
 
 OMITTED_EVENTS = "gateway.events_omitted"
@@ -140,7 +160,7 @@ def run_record(record: dict[str, Any]) -> sessions_pb2.RunRecord:
     if isinstance(usage, dict):
         _set_scalars(message.usage, usage)
     if isinstance(metadata, dict):
-        message.metadata.update(metadata)
+        message.metadata.CopyFrom(to_struct(metadata))
     return message
 
 
