@@ -99,16 +99,26 @@ def last_seq(directory: Path) -> int:
 # --- writing ------------------------------------------------------------------------------
 
 
-class IndexWriter:
-    """The index of one session while a run writes it (whoever holds it writes alone)."""
+class Unindexed(Exception):
+    """The session's files hold items the index does not number yet: `ensure_indexed` first
+    (in a worker thread: that reads what is unnumbered)."""
 
-    def __init__(self, directory: Path) -> None:
+
+class IndexWriter:
+    """The index of one session while a run writes it (whoever holds it writes alone).
+
+    `sizes` are the data files' sizes as the run opened them (a new session's are all 0, and
+    then nothing is read to know the index is complete)."""
+
+    def __init__(self, directory: Path, sizes: dict[str, int]) -> None:
         self._fd = regular_file.open_for_update(directory / INDEX)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # a reader indexing a crash's leftovers
-            if not _consistent(directory, self._fd):
-                _repair(directory, self._fd)
-            self._next = os.fstat(self._fd).st_size // RECORD_BYTES + 1
+            size = os.fstat(self._fd).st_size
+            fresh = size == 0 and not any(sizes.values())
+            if not fresh and not _consistent(directory, self._fd, sizes):
+                raise Unindexed(directory)
+            self._next = size // RECORD_BYTES + 1
         except BaseException:
             os.close(self._fd)
             raise
@@ -200,9 +210,9 @@ def _sizes(directory: Path) -> dict[str, int]:
     return sizes
 
 
-def _consistent(directory: Path, fd: int) -> bool:
+def _consistent(directory: Path, fd: int, sizes: dict[str, int] | None = None) -> bool:
     """Whether the index numbers everything in the files: `items.ends` says so, and the files
-    and the index have not grown since."""
+    (of `sizes`, or as they are now) and the index have not grown since."""
     records = os.fstat(fd).st_size
     if records % RECORD_BYTES:
         return False
@@ -214,7 +224,8 @@ def _consistent(directory: Path, fd: int) -> bool:
         ends = {"records": 0}
     if ends.get("records") != records // RECORD_BYTES:
         return False
-    return all(ends.get(name, 0) == size for name, size in _sizes(directory).items())
+    sizes = _sizes(directory) if sizes is None else sizes
+    return all(ends.get(name, 0) == size for name, size in sizes.items())
 
 
 def _write_ends(directory: Path, records: int, ends: dict[str, int]) -> None:

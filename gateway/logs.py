@@ -48,8 +48,12 @@ class RunLog:
                 self._files[stream] = handle
                 self._offsets[stream] = handle.seek(0, 2)
             self._stderr_line_at = self._offsets["stderr"]
-            self._index = journal.IndexWriter(session.files_dir)
-        except OSError:
+            self._index = journal.IndexWriter(
+                session.files_dir,
+                {STDOUT: self._offsets["stdout"], STDERR: self._offsets["stderr"]}
+                | {EVENTS: self._offsets["events"]},
+            )
+        except (OSError, journal.Unindexed):
             self.close()
             raise
 

@@ -322,10 +322,12 @@ class Runner:
         self._active[session.id] = active
         started = time.monotonic()
         try:
-            if not journal.indexed(session.files_dir):
+            try:
+                run_log = RunLog(session, run_id, self._feed)
+            except journal.Unindexed:
                 # A crash's leftovers (or an older gateway's logs): numbered off the loop.
                 await asyncio.to_thread(journal.ensure_indexed, session.files_dir)
-            run_log = RunLog(session, run_id, self._feed)
+                run_log = RunLog(session, run_id, self._feed)
         except OSError as exc:
             self._active.pop(session.id, None)
             self._finish(session, record, "error", started, error=str(exc))

@@ -78,7 +78,11 @@ class _Writer:
 
     def start(self) -> None:
         self.runs += 1
-        self.log = RunLog(self.session, f"run-{self.runs}", self.feed)
+        try:
+            self.log = RunLog(self.session, f"run-{self.runs}", self.feed)
+        except journal.Unindexed:  # as the runner does: number the leftovers, then write
+            journal.ensure_indexed(self.session.files_dir)
+            self.log = RunLog(self.session, f"run-{self.runs}", self.feed)
         self.log.start()
         if self.session.staging is not None:
             self.store.save(self.session)  # the first save moves the session into place
@@ -264,8 +268,9 @@ async def test_after_seq_past_the_last_item_is_refused(tmp_path: Path) -> None:
         pytest.param(lambda idx: idx.unlink(), id="no-index"),
     ],
 )
+@pytest.mark.parametrize("write_first", [False, True], ids=["read-first", "write-first"])
 async def test_a_crash_or_an_older_gateway_leaves_nothing_unnumbered(
-    tmp_path: Path, damage: Callable[[Path], None]
+    tmp_path: Path, damage: Callable[[Path], None], write_first: bool
 ) -> None:
     """Data on disk without its records (a crash between the two writes, or a session written
     before the index existed) is numbered by the next reader, and the next run follows on."""
@@ -280,6 +285,10 @@ async def test_a_crash_or_an_older_gateway_leaves_nothing_unnumbered(
     whole = await _everything(session, feed)
     damage(session.dir / journal.INDEX)
     (session.dir / journal.ENDS).unlink(missing_ok=True)
+    if write_first:  # the next run finds the damage before any reader
+        with pytest.raises(journal.Unindexed):
+            RunLog(session, "refused", feed)
+        journal.ensure_indexed(session.dir)
     repaired = await _everything(session, feed)
     texts = sorted(text for _, _, text in repaired)
     assert texts == sorted(text for _, _, text in whole)
