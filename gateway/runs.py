@@ -52,7 +52,9 @@ from gateway.events import (
 from gateway.feed import LiveFeed
 from gateway.logs import RunLog
 from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
-from gateway.sessions import PREVIEW_CHARS, Session, SessionStore, now_iso
+from gateway.session_model import RunRecord, RunStatus, Session, SessionStatus
+from gateway.sessions import PREVIEW_CHARS, now_iso
+from gateway.store import SessionStore
 from gateway.workspace import resolve_workspace
 
 log = logging.getLogger(__name__)
@@ -243,7 +245,7 @@ class Runner:
                     "an existing session cannot be made secure; start a new one", field="secure"
                 )
             self.check_secure_access(session, request.secure_tokens)
-            if session.busy:
+            if self._store.busy(session):
                 raise SessionBusy(session.id)
         elif request.secure and not self.secure_token_ok(request.secure_tokens):
             raise SecureAccessDenied("Secure session requires a valid token")
@@ -285,10 +287,8 @@ class Runner:
             if session is None:
                 session = self._store.create(
                     secure=request.secure,
-                    fields={
-                        "metadata": request.metadata or {},
-                        "workspace": str(prepared.workspace),
-                    },
+                    metadata=request.metadata or {},
+                    workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
                 )
             async with self._store.exclusive(session):
@@ -303,7 +303,7 @@ class Runner:
         on_started: Callable[[Session, str], None] | None,
     ) -> RunResult:
         run_id = str(uuid.uuid4())
-        model = prepared.model or _str(session.meta.get("model")) or self._config.default_model
+        model = prepared.model or session.model or self._config.default_model
         resume_thread = session.codex_session_id or _resume_thread(request)
         record = self._begin(session, request, prepared, run_id, model, resume_thread)
         current = asyncio.current_task()
@@ -311,9 +311,7 @@ class Runner:
             raise RuntimeError("runs execute inside the runner's task")
         active = _ActiveRun(run_id, current)
         # Usage is cumulative per codex thread: this run's share is the difference.
-        usage_before = (
-            Usage.from_event(session.meta.get("thread_usage")) if resume_thread else Usage()
-        )
+        usage_before = Usage.from_event(session.thread_usage) if resume_thread else Usage()
         self._active[session.id] = active
         started = time.monotonic()
         try:
@@ -375,18 +373,16 @@ class Runner:
             usage=usage,
             events=outcome.events,
             tool_calls=outcome.tool_calls,
-            metadata=request.metadata
-            if request.metadata is not None
-            else dict(session.meta.get("metadata") or {}),
+            metadata=request.metadata if request.metadata is not None else dict(session.metadata),
             duration_ms=int((time.monotonic() - started) * 1000),
-            attempts=record.get("attempts", 0),
+            attempts=record.attempts or 0,
             events_omitted=outcome.events_dropped,
         )
 
     def _announce(
         self,
         session: Session,
-        record: dict[str, Any],
+        record: RunRecord,
         request: RunRequest,
         prepared: _Prepared,
         outcome: RunOutcome,
@@ -402,22 +398,22 @@ class Runner:
             "session_id": session.id,
             "gateway_session_id": session.id,
             "codex_session_id": session.codex_session_id,
-            "run_id": record["run_id"],
+            "run_id": record.run_id,
             "status": status,
             "workspace": str(prepared.workspace),
             "prompt": users[-1] if users else "",
             "output": outcome.output if status == "completed" else "",
-            "usage": record.get("usage") or Usage().as_dict(),
-            "metadata": request.metadata or dict(session.meta.get("metadata") or {}),
+            "usage": record.usage or Usage().as_dict(),
+            "metadata": request.metadata or dict(session.metadata),
             "error": error,
-            "completed_at": record.get("completed_at"),
-            "model": record.get("model"),
+            "completed_at": record.completed_at,
+            "model": record.model,
             "source": request.source,
         }
         try:
             self._on_finished(payload)
         except Exception:  # a notification must never break the run it reports
-            log.exception("the finished-run hook failed for run %s", record["run_id"])
+            log.exception("the finished-run hook failed for run %s", record.run_id)
 
     def _begin(
         self,
@@ -427,41 +423,40 @@ class Runner:
         run_id: str,
         model: str | None,
         resume_thread: str | None,
-    ) -> dict[str, Any]:
-        meta = session.meta
-        record: dict[str, Any] = {
-            "run_id": run_id,
-            "status": "running",
-            "started_at": now_iso(),
-            "prompt_preview": prepared.prompt_text[:PREVIEW_CHARS],
-            "timeout_ms": prepared.timeout_ms,
-            "resume_session_id": resume_thread,
-            "model": model,
-            "source": request.source,
-            "metadata": request.metadata or {},
-        }
-        meta.setdefault("runs", []).append(record)
-        meta["status"] = "running"
-        meta["model"] = model
-        meta["execution_timeout_ms"] = prepared.timeout_ms
-        meta["last_activity_at"] = record["started_at"]
-        meta["last_input"] = {
+    ) -> RunRecord:
+        record = RunRecord(
+            run_id=run_id,
+            status=RunStatus.RUNNING,
+            started_at=now_iso(),
+            prompt_preview=prepared.prompt_text[:PREVIEW_CHARS],
+            timeout_ms=prepared.timeout_ms,
+            resume_session_id=resume_thread,
+            model=model,
+            source=request.source,
+            metadata=request.metadata or {},
+        )
+        session.runs.append(record)
+        session.status = SessionStatus.RUNNING
+        session.model = model
+        session.execution_timeout_ms = prepared.timeout_ms
+        session.last_activity_at = record.started_at
+        session.last_input = {
             "messages": [{"role": m.role, "content": m.content} for m in prepared.messages],
             "system_prompt": request.system_prompt,
         }
         if request.source == "nudge" and request.metadata is not None:
-            meta["metadata"] = request.metadata  # already merged with the session's
-        if request.objective and not meta.get("objective"):
-            meta["objective"] = request.objective.strip()
+            session.metadata = request.metadata  # already merged with the session's
+        if request.objective and not session.objective:
+            session.objective = request.objective.strip()
         if request.nudge_prompt and request.nudge_prompt.strip():
-            meta["nudge_prompt"] = request.nudge_prompt.strip()
+            session.nudge_prompt = request.nudge_prompt.strip()
         # Written once the agent is spawned, with its pid (one write fewer per run).
         return record
 
     def _finish(
         self,
         session: Session,
-        record: dict[str, Any],
+        record: RunRecord,
         status: str,
         started: float,
         *,
@@ -470,29 +465,28 @@ class Runner:
         usage_before: Usage | None = None,
     ) -> None:
         stamp = now_iso()
-        record.update(
-            status=status,
-            completed_at=stamp,
-            duration_ms=int((time.monotonic() - started) * 1000),
-        )
-        record.setdefault("attempts", 0)
-        record.pop("agent_pid", None)
+        record.status = RunStatus(status)
+        record.completed_at = stamp
+        record.duration_ms = int((time.monotonic() - started) * 1000)
+        if record.attempts is None:
+            record.attempts = 0
+        record.agent_pid = None
         if error is not None:
-            record["error"] = error[:2000]
+            record.error = error[:2000]
         if outcome is not None:
-            record["content_preview"] = outcome.output[:PREVIEW_CHARS]
+            record.content_preview = outcome.output[:PREVIEW_CHARS]
             if outcome.usage is not None:
-                record["usage"] = outcome.usage.minus(usage_before or Usage()).as_dict()
-                session.meta["thread_usage"] = outcome.usage.as_dict()
-        session.meta["status"] = status
-        session.meta["last_activity_at"] = stamp
+                record.usage = dict(outcome.usage.minus(usage_before or Usage()).as_dict())
+                session.thread_usage = dict(outcome.usage.as_dict())
+        session.status = SessionStatus(status)
+        session.last_activity_at = stamp
         pending = self._deferred_saves.pop(session.id, None)
         if pending is not None:
             pending.cancel()
         try:
             self._store.save(session)
         except StorageFailed:
-            log.exception("could not record the end of run %s", record["run_id"])
+            log.exception("could not record the end of run %s", record.run_id)
 
     async def _attempts(
         self,
@@ -502,12 +496,12 @@ class Runner:
         resume_thread: str | None,
         run_log: RunLog,
         on_event: EventSink | None,
-        record: dict[str, Any],
+        record: RunRecord,
     ) -> RunOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + prepared.timeout_ms / 1000
         if self._config.max_retries == 0:  # the common case needs no retry machinery
-            record["attempts"] = 1
+            record.attempts = 1
             return await self._attempt(
                 session, prepared, model, resume_thread, run_log, on_event, deadline
             )
@@ -527,7 +521,7 @@ class Runner:
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
-                record["attempts"] = number
+                record.attempts = number
                 outcome = await self._attempt(
                     session, prepared, model, resume_thread, run_log, on_event, deadline
                 )
@@ -566,7 +560,7 @@ class Runner:
         grace_s = self._config.stop_grace_ms / 1000
         try:
             # The run is on disk from here, with the pid that reconciliation after a crash needs.
-            session.meta["runs"][-1]["agent_pid"] = agent.pid
+            session.runs[-1].agent_pid = agent.pid
             self._store.save(session)
             async with asyncio.timeout_at(deadline):
                 async for batch in agent.batches():
@@ -619,9 +613,10 @@ class Runner:
 
     def _learn_thread(self, session: Session, thread_id: str | None) -> None:
         """Known at once by id lookups; on disk shortly, or with the end of a quick run."""
-        if not thread_id or session.meta.get("codex_session_id") == thread_id:
+        thread = canonical_thread_id(thread_id)
+        if thread is None or session.codex_session_id == thread:
             return
-        session.meta["codex_session_id"] = thread_id
+        session.codex_session_id = thread
         self._store.remember_thread(session)
         if session.id not in self._deferred_saves:
             self._deferred_saves[session.id] = asyncio.get_running_loop().call_later(
@@ -695,10 +690,6 @@ def _resume_thread(request: RunRequest) -> str | None:
     return canonical_thread_id(raw.strip()) if raw else None
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _last_line(text: str) -> str | None:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     meaningful = [line for line in lines if not line.startswith("Reading additional input")]
@@ -708,8 +699,7 @@ def _last_line(text: str) -> str | None:
 def nudge_request(session: Session, given: RunRequest) -> RunRequest:
     """What a nudge runs: the given prompt or messages, else the session's last input, else its
     stored `nudge_prompt`; the given metadata is merged into the session's."""
-    last = session.meta.get("last_input")
-    last = last if isinstance(last, dict) else {}
+    last = session.last_input or {}
     messages = given.messages
     system_prompt = given.system_prompt
     if not messages and given.prompt is not None and given.prompt.strip():
@@ -721,12 +711,12 @@ def nudge_request(session: Session, given: RunRequest) -> RunRequest:
             if isinstance(m, dict) and isinstance(m.get("content"), str)
         ]
         system_prompt = system_prompt or str(last.get("system_prompt") or "")
-    stored = session.meta.get("nudge_prompt")
-    if not messages and isinstance(stored, str) and stored.strip():
+    stored = session.nudge_prompt
+    if not messages and stored.strip():
         messages = [Message("user", stored)]
     if not messages:
         raise InvalidRequest("No nudge prompt configured", field="prompt")
-    merged = dict(session.meta.get("metadata") or {})
+    merged = dict(session.metadata)
     merged.update(given.metadata or {})
     return dataclasses.replace(
         given,

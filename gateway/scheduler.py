@@ -36,7 +36,7 @@ from gateway.childenv import check_request_env
 from gateway.config import TriggerConfig
 from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
 from gateway.runs import Runner, RunRequest
-from gateway.sessions import SessionStore
+from gateway.store import SessionStore
 from gateway.triggers import (
     Trigger,
     TriggerDocument,

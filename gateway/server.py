@@ -34,8 +34,9 @@ from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Clock, Scheduler, system_clock
 from gateway.service import GatewayServicer
-from gateway.sessions import SessionStore
+from gateway.sessions import FileSessionStore
 from gateway.status import StatusReporter
+from gateway.store import SessionStore
 from gateway.supervisor import supervise
 from gateway.triggers import TriggerFiles
 from gateway.watcher import FileWatcher
@@ -70,7 +71,7 @@ class Gateway:
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
-        store = SessionStore(config.session_dirs, config.secure_session_dir)
+        store = FileSessionStore(config.session_dirs, config.secure_session_dir)
         slots = RunSlots(config.max_concurrent)
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled

@@ -46,8 +46,10 @@ from gateway.logs import bounded_tail, file_size, tail
 from gateway.prompt import Message
 from gateway.runs import Runner, RunRequest, RunResult, nudge_request
 from gateway.scheduler import Scheduler
-from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
+from gateway.session_model import Session
+from gateway.sessions import EVENTS, STDERR, STDOUT
 from gateway.status import StatusReporter
+from gateway.store import SessionStore
 from gateway.triggers import TriggerFiles
 from gateway.views import (
     LAGGED_EVENT,
@@ -331,7 +333,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         response = sessions_pb2.CancelSessionResponse(
             session_id=session.id,
             cancelled=run_id is not None,
-            status="cancelling" if run_id else str(session.meta.get("status", "")),
+            status="cancelling" if run_id else str(session.status),
         )
         if run_id is not None:
             response.run_id = run_id
