@@ -144,7 +144,8 @@ def decode_session(
     session_id: str, directory: Path, document: JsonObject, *, secure: bool
 ) -> Session:
     """A readable meta.json's session (`secure`: it is in the secure root). The caller checked
-    that `document` has a string `session_id`; `runs` entries that are not objects are dropped."""
+    that `document` has a string `session_id`. `runs` entries that are not objects are not
+    records: they stay where they are on disk until a record is added or archived."""
     fields = {key.name: key.decode(document.get(key.name)) for key in _SESSION_KEYS}
     runs = document.get("runs")
     session = Session(
@@ -161,8 +162,16 @@ def decode_session(
 def encode_session(session: Session) -> JsonObject:
     """meta.json's object for the session, which it keeps as its document from now."""
     document = _overlay(session, _SESSION_KEYS, session.stored)
-    if session.runs or isinstance(document.get("runs"), list):
-        document["runs"] = [encode_run(record) for record in session.runs]
+    encoded = [encode_run(record) for record in session.runs]
+    stored = document.get("runs")
+    if isinstance(stored, list):
+        objects = [entry for entry in stored if isinstance(entry, dict)]
+        if len(objects) == len(encoded) and all(
+            a is b for a, b in zip(objects, encoded, strict=True)
+        ):
+            encoded = stored  # the same records (changed in place): other entries stay put
+    if encoded or isinstance(stored, list):
+        document["runs"] = encoded
     session.stored = document
     return document
 
