@@ -60,22 +60,21 @@ def _object_or_none(value: object) -> JsonObject | None:
     return value if isinstance(value, dict) else None
 
 
+_SESSION_STATUSES: dict[str, SessionStatus] = {s.value: s for s in SessionStatus}
+_RUN_STATUSES: dict[str, RunStatus] = {s.value: s for s in RunStatus}
+# (A dict lookup: calling the enum costs more than the rest of a session's decoding.)
+
+
 def _session_status(value: object) -> SessionStatus | str:
     if not isinstance(value, str):
         return ""
-    try:
-        return SessionStatus(value)
-    except ValueError:
-        return value  # a status this gateway does not know stays what it was
+    return _SESSION_STATUSES.get(value, value)  # one this gateway does not know stays as it was
 
 
 def _run_status(value: object) -> RunStatus | str:
     if not isinstance(value, str):
         return ""
-    try:
-        return RunStatus(value)
-    except ValueError:
-        return value
+    return _RUN_STATUSES.get(value, value)
 
 
 @dataclass(frozen=True)
@@ -144,24 +143,27 @@ def decode_session(
     session_id: str, directory: Path, document: JsonObject, *, secure: bool
 ) -> Session:
     """A readable meta.json's session (`secure`: it is in the secure root). The caller checked
-    that `document` has a string `session_id`. `runs` entries that are not objects are not
-    records: they stay where they are on disk until a record is added or archived."""
+    that `document` has a string `session_id`. Its run records are read when first asked for
+    (`decode_runs`)."""
     fields = {key.name: key.decode(document.get(key.name)) for key in _SESSION_KEYS}
-    runs = document.get("runs")
-    session = Session(
-        session_id,
-        directory,
-        secure or bool(document.get("secure")),
-        runs=[decode_run(r) for r in runs if isinstance(r, dict)] if isinstance(runs, list) else [],
-        **fields,
+    return Session(
+        session_id, directory, secure or bool(document.get("secure")), stored=document, **fields
     )
-    session.stored = document
-    return session
+
+
+def decode_runs(document: JsonObject | None) -> list[RunRecord]:
+    """A meta.json's run records. Entries of `runs` that are not objects are not records: they
+    stay where they are on disk until a record is added or archived."""
+    runs = (document or {}).get("runs")
+    return [decode_run(r) for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
 
 
 def encode_session(session: Session) -> JsonObject:
     """meta.json's object for the session, which it keeps as its document from now."""
     document = _overlay(session, _SESSION_KEYS, session.stored)
+    if not session.runs_decoded:
+        session.stored = document
+        return document  # the records were not even read: as they were
     encoded = [encode_run(record) for record in session.runs]
     stored = document.get("runs")
     if isinstance(stored, list):

@@ -101,11 +101,27 @@ class Session:
     """The last run's `messages` and `system_prompt`: what a nudge without a prompt runs."""
     thread_usage: JsonObject | None = None
     """The codex thread's cumulative usage after the last run (a run's share is the difference)."""
-    runs: list[RunRecord] = field(default_factory=list)
-    """The newest run records (the older ones are archived: `runs_archived` counts them)."""
     runs_archived: int = 0
+    """Run records archived (runs.jsonl), older than those in `runs`."""
     stored: JsonObject | None = field(default=None, repr=False)
     """meta.json's object as last read or written (it keeps the keys not typed here)."""
+    _runs: list[RunRecord] | None = field(default=None, repr=False)
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        """The newest run records, oldest first. Read from `stored` when first asked for:
+        loading 10,000 sessions reads no record (listing them counts records, no more)."""
+        if self._runs is None:
+            # Here, not at the top: the codec imports this module.
+            from gateway.session_codec import decode_runs
+
+            self._runs = decode_runs(self.stored)
+        return self._runs
+
+    @property
+    def runs_decoded(self) -> bool:
+        """Whether `runs` was read (if not, the records are as `stored` has them)."""
+        return self._runs is not None
 
     def __post_init__(self) -> None:
         self.modified_at = self._modified()
@@ -118,7 +134,11 @@ class Session:
     @property
     def run_count(self) -> int:
         """Runs of the session: the archived ones and those in `runs`."""
-        return len(self.runs) + self.runs_archived
+        if self._runs is not None:
+            return len(self._runs) + self.runs_archived
+        stored = (self.stored or {}).get("runs")
+        records = sum(isinstance(r, dict) for r in stored) if isinstance(stored, list) else 0
+        return records + self.runs_archived
 
     def _modified(self) -> datetime:
         if self.updated_at:
