@@ -22,11 +22,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
+from gateway import codex
 from gateway.agent import AgentProcess
 from gateway.childenv import check_request_env, child_environment
 from gateway.concurrency import RunSlots
 from gateway.config import MODEL_NAME, Config
-from gateway.credentials import check_credentials
 from gateway.errors import (
     AgentFailed,
     GatewayError,
@@ -216,10 +216,7 @@ class Runner:
             roots=self._config.workspace_roots,
         )
         env = check_request_env(request.env, self._config.request_env_allow)
-        config = self._config
-        check_credentials(
-            config.codex_bin, config.codex_home, {**config.child_env, **env}, config.extra_args
-        )
+        codex.check_credentials(self._config, env)
         system_prompt = self._system_prompt.combine(request.system_prompt)
         return _Prepared(
             messages=messages,
@@ -550,7 +547,7 @@ class Runner:
         deadline: float,
     ) -> RunOutcome:
         agent = AgentProcess(
-            self._argv(prepared, model, resume_thread),
+            codex.argv(self._config, prepared.workspace, model, resume_thread),
             env=child_environment(self._config.child_env, prepared.env),
             cwd=prepared.workspace,
             stdin_text=prepared.prompt_text,
@@ -634,29 +631,6 @@ class Runner:
             self._store.save(session)
         except StorageFailed:
             log.exception("session %s: could not record its thread id", session.id)
-
-    def _argv(self, prepared: _Prepared, model: str | None, resume_thread: str | None) -> list[str]:
-        config = self._config
-        argv = [str(config.codex_bin), "exec", config.json_flag, "--color", "never"]
-        argv.append("--skip-git-repo-check")
-        if config.unsafe_no_sandbox:
-            argv.append("--dangerously-bypass-approvals-and-sandbox")
-        else:
-            argv += ["--sandbox", config.sandbox]
-        argv += ["--cd", str(prepared.workspace)]
-        if model:
-            argv += ["--model", model]
-        argv += config.extra_args
-        if resume_thread:
-            if not is_thread_id(resume_thread):  # checked where it entered; never an option here
-                raise AgentFailed(
-                    "refusing to resume a thread id that is not a UUID", exit_code=None
-                )
-            # `--`: what follows is positional whatever it looks like (codex's clap parser).
-            argv += ["resume", "--", resume_thread, "-"]
-        else:
-            argv += ["--", "-"]
-        return argv
 
     def cancel(self, session: Session) -> str | None:
         """Ask the session's running run to stop; its id, or None when nothing runs."""

@@ -24,11 +24,11 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway import codex
 from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
-from gateway.credentials import missing_credentials
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
@@ -296,8 +296,8 @@ async def serve(
         config.codex_home.mkdir(parents=True, exist_ok=True)  # codex refuses a missing home
     except OSError as exc:
         log.warning("CODEX_HOME %s cannot be created: %s", config.codex_home, exc.strerror)
-    problem = missing_credentials(config.codex_home, config.child_env, config.extra_args)
-    if problem is not None and config.codex_bin.name in ("codex", "codex.js"):
+    problem = codex.missing_credentials(config.codex_home, config.child_env, config.extra_args)
+    if problem is not None and codex.is_codex(config.codex_bin):
         log.warning("%s; runs will answer 503 until then", problem)
     if not config.codex_bin.exists():
         log.warning("codex binary not found at %s: runs will answer 503", config.codex_bin)
