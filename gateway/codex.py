@@ -16,11 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway import regular_file
-from gateway.errors import AgentFailed, AgentUnavailable
 from gateway.events import is_thread_id
 
-if TYPE_CHECKING:  # config.py finds the binary through this module
+# config.py finds the binary here, and config.py stays importable by a bare python without the
+# gateway's dependencies (tests/hostile/test_hardening_secrets.py runs it so as another user):
+# what needs grpc (the errors) is imported where it is used.
+if TYPE_CHECKING:
     from gateway.config import Config
 
 # codex's config.toml is read before every run, and the agent can write codex's home: only a
@@ -79,6 +80,8 @@ def argv(
         args += ["--model", model]
     args += config.extra_args
     if resume_thread:
+        from gateway.errors import AgentFailed  # see the imports
+
         if not is_thread_id(resume_thread):  # checked where it entered; never an option here
             raise AgentFailed("refusing to resume a thread id that is not a UUID", exit_code=None)
         # `--`: what follows is positional whatever it looks like (codex's clap parser).
@@ -92,6 +95,8 @@ def missing_credentials(
     codex_home: Path, child_env: Mapping[str, str], extra_args: Sequence[str]
 ) -> str | None:
     """None when codex can authenticate, else what to configure."""
+    from gateway import regular_file  # see the imports
+
     if any(child_env.get(name, "").strip() for name in _KEY_NAMES):
         return None
     if (codex_home / "auth.json").is_file():
@@ -120,4 +125,6 @@ def check_credentials(config: Config, request_env: Mapping[str, str]) -> None:
         config.codex_home, {**config.child_env, **request_env}, config.extra_args
     )
     if problem is not None:
+        from gateway.errors import AgentUnavailable  # see the imports
+
         raise AgentUnavailable(problem)
