@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import logging
 import time
 import uuid
@@ -23,6 +22,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
 from gateway import codex
+from gateway.access import SecureAccess
 from gateway.agent import AgentProcess
 from gateway.childenv import check_request_env, child_environment
 from gateway.concurrency import RunSlots
@@ -34,7 +34,6 @@ from gateway.errors import (
     RunCancelled,
     RunInterrupted,
     RunTimedOut,
-    SecureAccessDenied,
     SessionBusy,
     ShuttingDown,
     StorageFailed,
@@ -132,6 +131,7 @@ class Runner:
         config: Config,
         store: SessionStore,
         slots: RunSlots,
+        access: SecureAccess,
         system_prompt: GlobalSystemPrompt,
         feed: LiveFeed | None = None,
         on_finished: FinishedSink | None = None,
@@ -141,6 +141,7 @@ class Runner:
         self._on_finished = on_finished
         self._store = store
         self._slots = slots
+        self._access = access
         self._system_prompt = system_prompt
         self._active: dict[str, _ActiveRun] = {}
         self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
@@ -175,19 +176,6 @@ class Runner:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_settled)
         return await asyncio.shield(task)
-
-    def check_secure_access(self, session: Session, tokens: Sequence[str]) -> None:
-        if session.secure and not self.secure_token_ok(tokens):
-            raise SecureAccessDenied("Secure session requires a valid token")
-
-    def secure_token_ok(self, tokens: Sequence[str]) -> bool:
-        expected = self._config.secure_token
-        if expected is None:
-            return False
-        wanted = expected.encode()
-        # Compare every offered token, in constant time each, whatever the first gave.
-        results = [hmac.compare_digest(token.encode(), wanted) for token in tokens]
-        return any(results)
 
     def _prepare(self, request: RunRequest) -> _Prepared:
         messages = request.messages
@@ -228,7 +216,7 @@ class Runner:
         )
 
     def _target_session(self, request: RunRequest) -> Session | None:
-        if request.secure and self._config.secure_token is None:
+        if request.secure and not self._access.configured:
             raise InvalidRequest(
                 "secure sessions need CODEX_GATEWAY_SECURE_TOKEN to be configured", field="secure"
             )
@@ -239,11 +227,11 @@ class Runner:
                 raise InvalidRequest(
                     "an existing session cannot be made secure; start a new one", field="secure"
                 )
-            self.check_secure_access(session, request.secure_tokens)
+            self._access.check(session, request.secure_tokens)
             if session.busy:
                 raise SessionBusy(session.id)
-        elif request.secure and not self.secure_token_ok(request.secure_tokens):
-            raise SecureAccessDenied("Secure session requires a valid token")
+        elif request.secure:
+            self._access.require(request.secure_tokens)
         if request.resume_session_id is not None:
             secure = request.secure or (session is not None and session.secure)
             self._check_resume(_resume_thread(request) or "", secure, request.secure_tokens)
@@ -254,8 +242,7 @@ class Runner:
         session; a secure run does not continue a non-secure session's thread (its content
         would then be readable there without the token)."""
         if self._store.thread_is_secure(thread):
-            if not self.secure_token_ok(tokens):
-                raise SecureAccessDenied("Secure session requires a valid token")
+            self._access.require(tokens)
             if not secure:
                 raise InvalidRequest(
                     "this thread belongs to a secure session: resume it with secure: true",

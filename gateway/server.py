@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import codex
+from gateway.access import SecureAccess
 from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
@@ -61,6 +62,7 @@ class Gateway:
     store: SessionStore
     slots: RunSlots
     runner: Runner
+    access: SecureAccess
     feed: LiveFeed
     reporter: StatusReporter
     trigger_files: TriggerFiles
@@ -77,10 +79,12 @@ class Gateway:
         )
         feed = LiveFeed(buffer_bytes=config.follower_buffer_bytes)
         webhooks = WebhookSender(config.webhook, config.primary_session_dir / ".webhooks")
+        access = SecureAccess(config.secure_token)
         runner = Runner(
             config,
             store,
             slots,
+            access,
             system_prompt,
             feed,
             on_finished=webhooks.enqueue if webhooks.configured else None,
@@ -105,6 +109,7 @@ class Gateway:
             store,
             slots,
             runner,
+            access,
             feed,
             reporter,
             trigger_files,
@@ -188,6 +193,7 @@ async def start_grpc(
         GatewayServicer(
             config,
             gateway.runner,
+            gateway.access,
             gateway.store,
             gateway.feed,
             gateway.reporter,
