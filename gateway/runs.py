@@ -50,7 +50,7 @@ from gateway.events import (
 )
 from gateway.feed import LiveFeed
 from gateway.logs import RunLog
-from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
+from gateway.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
 from gateway.sessions import PREVIEW_CHARS, Session, SessionStore, now_iso
 from gateway.workspace import resolve_workspace
 
@@ -178,9 +178,7 @@ class Runner:
         return await asyncio.shield(task)
 
     def _prepare(self, request: RunRequest) -> _Prepared:
-        messages = request.messages
-        if not messages and request.prompt is not None and request.prompt.strip():
-            messages = [Message("user", request.prompt)]
+        messages = messages_or_prompt(request.messages, request.prompt)
         if not messages:
             raise InvalidRequest("messages or prompt is required", field="messages")
         if not any(message.content.strip() for message in messages):
@@ -671,10 +669,8 @@ def nudge_request(session: Session, given: RunRequest) -> RunRequest:
     stored `nudge_prompt`; the given metadata is merged into the session's."""
     last = session.meta.get("last_input")
     last = last if isinstance(last, dict) else {}
-    messages = given.messages
+    messages = messages_or_prompt(given.messages, given.prompt)
     system_prompt = given.system_prompt
-    if not messages and given.prompt is not None and given.prompt.strip():
-        messages = [Message("user", given.prompt)]
     if not messages and isinstance(last.get("messages"), list):
         messages = [
             Message(str(m.get("role", "user")), m["content"])
@@ -683,8 +679,8 @@ def nudge_request(session: Session, given: RunRequest) -> RunRequest:
         ]
         system_prompt = system_prompt or str(last.get("system_prompt") or "")
     stored = session.meta.get("nudge_prompt")
-    if not messages and isinstance(stored, str) and stored.strip():
-        messages = [Message("user", stored)]
+    if not messages:
+        messages = messages_or_prompt((), stored if isinstance(stored, str) else None)
     if not messages:
         raise InvalidRequest("No nudge prompt configured", field="prompt")
     merged = dict(session.meta.get("metadata") or {})
