@@ -87,7 +87,7 @@ class Gateway:
             access,
             system_prompt,
             feed,
-            on_finished=webhooks.enqueue if webhooks.configured else None,
+            on_finished=webhooks.run_finished if webhooks.configured else None,
         )
         trigger_files = TriggerFiles(config.triggers)
         scheduler = Scheduler(

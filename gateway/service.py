@@ -45,7 +45,8 @@ from gateway.errors import (
 from gateway.feed import FeedItem, LiveFeed
 from gateway.logs import bounded_tail, file_size, tail
 from gateway.prompt import Message
-from gateway.runs import Runner, RunRequest, RunResult, nudge_request
+from gateway.run import RunRequest, RunResult
+from gateway.runs import Runner, nudge_request
 from gateway.scheduler import Scheduler
 from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
 from gateway.status import StatusReporter
