@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from gateway.events import is_thread_id
 
 # config.py finds the binary here, and config.py stays importable by a bare python without the
-# gateway's dependencies (tests/hostile/test_hardening_secrets.py runs it so as another user):
+# gateway's dependencies (tests/hostile/test_hardening_secrets.py runs it as another user):
 # what needs grpc (the errors) is imported where it is used.
 if TYPE_CHECKING:
     from gateway.config import Config
