@@ -35,7 +35,8 @@ import watchfiles
 from gateway.childenv import check_request_env
 from gateway.config import TriggerConfig
 from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
-from gateway.runs import Runner, RunRequest
+from gateway.run import RunRequest
+from gateway.runs import Runner
 from gateway.store import SessionStore
 from gateway.triggers import (
     Trigger,

@@ -24,11 +24,12 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway import codex
+from gateway.access import SecureAccess
 from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.bridge_process import BridgeProcess
 from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
-from gateway.credentials import missing_credentials
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
@@ -62,6 +63,7 @@ class Gateway:
     store: SessionStore
     slots: RunSlots
     runner: Runner
+    access: SecureAccess
     feed: LiveFeed
     reporter: StatusReporter
     trigger_files: TriggerFiles
@@ -78,13 +80,15 @@ class Gateway:
         )
         feed = LiveFeed(buffer_bytes=config.follower_buffer_bytes)
         webhooks = WebhookSender(config.webhook, config.primary_session_dir / ".webhooks")
+        access = SecureAccess(config.secure_token)
         runner = Runner(
             config,
             store,
             slots,
+            access,
             system_prompt,
             feed,
-            on_finished=webhooks.enqueue if webhooks.configured else None,
+            on_finished=webhooks.run_finished if webhooks.configured else None,
         )
         trigger_files = TriggerFiles(config.triggers)
         scheduler = Scheduler(
@@ -106,6 +110,7 @@ class Gateway:
             store,
             slots,
             runner,
+            access,
             feed,
             reporter,
             trigger_files,
@@ -189,6 +194,7 @@ async def start_grpc(
         GatewayServicer(
             config,
             gateway.runner,
+            gateway.access,
             gateway.store,
             gateway.feed,
             gateway.reporter,
@@ -297,8 +303,8 @@ async def serve(
         config.codex_home.mkdir(parents=True, exist_ok=True)  # codex refuses a missing home
     except OSError as exc:
         log.warning("CODEX_HOME %s cannot be created: %s", config.codex_home, exc.strerror)
-    problem = missing_credentials(config.codex_home, config.child_env, config.extra_args)
-    if problem is not None and config.codex_bin.name in ("codex", "codex.js"):
+    problem = codex.missing_credentials(config.codex_home, config.child_env, config.extra_args)
+    if problem is not None and codex.is_codex(config.codex_bin):
         log.warning("%s; runs will answer 503 until then", problem)
     if not config.codex_bin.exists():
         log.warning("codex binary not found at %s: runs will answer 503", config.codex_bin)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent import descendants
+from gateway.codex import runs_an_agent
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 from gateway.events import canonical_thread_id, is_thread_id
@@ -419,7 +420,7 @@ def stop_orphaned_agent(pid: int) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ProcessLookupError):
         return
-    if not any(b"codex" in part or b"agent" in part for part in cmdline[:2]):
+    if not runs_an_agent(cmdline):
         return
     # codex starts commands in sessions of their own: the group kill would miss them.
     for child in descendants(pid):
