@@ -13,12 +13,12 @@ import os
 import pwd
 import re
 import shlex
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from gateway import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 
 # Declared with the table; imported from here by the rest of the gateway, as before.
@@ -257,7 +257,7 @@ class Config:
             max_retries=env.integer("CODEX_GATEWAY_MAX_RETRIES"),
             retry_delay_ms=env.integer("CODEX_GATEWAY_RETRY_DELAY_MS"),
             retry_on_empty=env.flag("CODEX_GATEWAY_RETRY_ON_EMPTY"),
-            codex_bin=_codex_bin(env, here),
+            codex_bin=codex.find_binary(env.text("CODEX_GATEWAY_CODEX_BIN"), here),
             codex_home=codex_home,
             session_dirs=session_dirs,
             secure_session_dir=secure_dir,
@@ -399,23 +399,6 @@ def _default_workspace(env: _Env, here: Path) -> Path:
     if not path.is_dir():
         raise ConfigError(f"CODEX_GATEWAY_DEFAULT_WORKSPACE is not a directory: {raw}")
     return path
-
-
-def _codex_bin(env: _Env, here: Path) -> Path:
-    """The codex executable: configured, else the project's npm install, else PATH.
-
-    The native binary behind the npm shim is preferred: it starts faster and saves the ~44 MiB
-    node process that the shim keeps resident.
-    """
-    raw = env.text("CODEX_GATEWAY_CODEX_BIN")
-    if raw is not None:
-        return (here / raw) if "/" in raw else Path(shutil.which(raw) or raw)
-    project = Path(__file__).resolve().parents[1] / "node_modules"
-    native = sorted(project.glob("@openai/codex-linux-*/vendor/*/bin/codex"))
-    for candidate in [*native, project / ".bin" / "codex"]:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return Path(shutil.which("codex") or "codex")
 
 
 def _child_env(environ: Mapping[str, str], extra_names: list[str]) -> dict[str, str]:

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from codex_gateway.v1 import sessions_pb2
 from gateway.logs import lines_backwards
-from gateway.sessions import RUNS, Session
+from gateway.session_codec import decode_run
+from gateway.session_model import Session
+from gateway.sessions import RUNS
 from gateway.views import run_record
 
 RECORD_OVERHEAD = 8
@@ -47,9 +49,8 @@ class Snapshot:
 
 def take(session: Session, max_bytes: int) -> Snapshot:
     """On the event loop: meta.json's records (newest first while they fit) and what is left."""
-    records = session.meta.get("runs")
-    records = [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
-    ids = frozenset(r["run_id"] for r in records if isinstance(r.get("run_id"), str))
+    records = session.runs
+    ids = frozenset(r.run_id for r in records if r.run_id)
     chosen: list[sessions_pb2.RunRecord] = []
     used = 0
     for record in reversed(records):
@@ -59,7 +60,7 @@ def take(session: Session, max_bytes: int) -> Snapshot:
             return Snapshot(chosen[::-1], ids, None, 0)
         chosen.append(message)
         used += size
-    archived = session.error is None and bool(session.meta.get("runs_archived"))
+    archived = session.error is None and bool(session.runs_archived)
     archive = session.files_dir / RUNS if archived else None
     return Snapshot(chosen[::-1], ids, archive, max_bytes - used)
 
@@ -72,16 +73,16 @@ def read(snapshot: Snapshot) -> list[sessions_pb2.RunRecord]:
     seen = set(snapshot.ids)
     used = 0
     for line in lines_backwards(snapshot.archive, max_line_bytes=snapshot.room):
-        record = None
+        document = None
         with contextlib.suppress(ValueError):  # a line torn by a crash costs only itself
-            record = json.loads(line)
-        if not isinstance(record, dict):
+            document = json.loads(line)
+        if not isinstance(document, dict):
             continue
-        run_id = record.get("run_id")
-        if isinstance(run_id, str) and run_id:
-            if run_id in seen:
+        record = decode_run(document)
+        if record.run_id:
+            if record.run_id in seen:
                 continue
-            seen.add(run_id)
+            seen.add(record.run_id)
         message = run_record(record)
         used += message.ByteSize() + RECORD_OVERHEAD
         if used > snapshot.room:

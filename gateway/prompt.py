@@ -6,7 +6,7 @@ blocks separated by blank lines, ending with `Assistant:`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,16 @@ MAX_SYSTEM_PROMPT_BYTES = 256 * 1024
 class Message:
     role: str
     content: str
+
+
+def messages_or_prompt(messages: Sequence[Message], prompt: str | None) -> list[Message]:
+    """What a run says: its `messages`, else its `prompt` as one user message (a blank prompt
+    says nothing)."""
+    if messages:
+        return list(messages)
+    if prompt is not None and prompt.strip():
+        return [Message("user", prompt)]
+    return []
 
 
 _PREFIXES = {"assistant": "Assistant", "system": "System"}

@@ -2,33 +2,28 @@
 
 Every run source (completion, prompt, nudge, trigger, watcher) goes through `Runner.run`. A run
 belongs to the runner, not to the request that asked for it: it survives its client going away
-and is stopped only by its deadline, by `cancel`, or by shutdown.
+and is stopped only by its deadline, by `cancel`, or by shutdown. One run's own state is a
+`Run` (gateway/run.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import logging
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
-from gateway import journal
+from gateway import codex
+from gateway.access import SecureAccess
 from gateway.agent import AgentProcess
 from gateway.childenv import check_request_env, child_environment
-from gateway.clock import now_iso
 from gateway.concurrency import RunSlots
 from gateway.config import MODEL_NAME, Config
-from gateway.credentials import check_credentials
 from gateway.errors import (
     AgentFailed,
     GatewayError,
@@ -36,25 +31,17 @@ from gateway.errors import (
     RunCancelled,
     RunInterrupted,
     RunTimedOut,
-    SecureAccessDenied,
     SessionBusy,
     ShuttingDown,
     StorageFailed,
     quote,
 )
-from gateway.events import (
-    JsonObject,
-    OversizedLine,
-    RunOutcome,
-    Usage,
-    canonical_thread_id,
-    is_thread_id,
-    parse_line,
-)
+from gateway.events import RunOutcome, canonical_thread_id, is_thread_id
 from gateway.feed import LiveFeed
-from gateway.logs import RunLog
-from gateway.prompt import GlobalSystemPrompt, Message, build_prompt
-from gateway.sessions import PREVIEW_CHARS, Session, SessionStore
+from gateway.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
+from gateway.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
+from gateway.session_model import Session
+from gateway.store import SessionStore
 from gateway.workspace import resolve_workspace
 
 log = logging.getLogger(__name__)
@@ -63,68 +50,8 @@ MIN_TIMEOUT_MS = 1000
 THREAD_SAVE_DELAY_S = 0.25
 LINES_PER_TURN = 32
 MAX_MESSAGES = 10_000
-EventSink = Callable[[JsonObject, int], None]
-"""Told about each codex event of a run as it is recorded, with its seq in the session's log."""
-# Told about every finished run (webhooks): the payload of CONTRACT.md. Must not block.
-FinishedSink = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class RunRequest:
-    """A run as asked for, before validation (the wire formats map onto this)."""
-
-    source: str
-    messages: list[Message] = field(default_factory=list)
-    prompt: str | None = None
-    system_prompt: str = ""
-    model: str | None = None
-    workspace: str | None = None
-    session_id: str | None = None
-    timeout_ms: int | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    metadata: dict[str, Any] | None = None
-    resume_session_id: str | None = None
-    secure: bool = False
-    objective: str | None = None
-    nudge_prompt: str | None = None
-    secure_tokens: Sequence[str] = ()
-
-
-@dataclass
-class RunResult:
-    session: Session
-    run_id: str
-    status: str
-    model: str | None
-    output: str
-    messages: list[Message]
-    usage: Usage
-    events: list[JsonObject]
-    tool_calls: list[JsonObject]
-    metadata: dict[str, Any]
-    duration_ms: int
-    attempts: int
-    error: str | None = None
-    events_omitted: int = 0  # events the run printed that `events` does not hold
-    first_seq: int | None = None  # the run's items in the session's log (gateway/journal.py)
-    last_seq: int | None = None
-
-
-@dataclass
-class _Prepared:
-    messages: list[Message]
-    prompt_text: str
-    model: str | None
-    workspace: Path
-    timeout_ms: int
-    env: dict[str, str]
-
-
-@dataclass
-class _ActiveRun:
-    run_id: str
-    task: asyncio.Task[Any]
-    stop_reason: str | None = None  # "cancelled" | "interrupted" once someone asked it to stop
+# Told about every finished run (webhooks). Must not block.
+FinishedSink = Callable[[Run], None]
 
 
 class _EmptyOutput(Exception):
@@ -137,6 +64,7 @@ class Runner:
         config: Config,
         store: SessionStore,
         slots: RunSlots,
+        access: SecureAccess,
         system_prompt: GlobalSystemPrompt,
         feed: LiveFeed | None = None,
         on_finished: FinishedSink | None = None,
@@ -146,8 +74,9 @@ class Runner:
         self._on_finished = on_finished
         self._store = store
         self._slots = slots
+        self._access = access
         self._system_prompt = system_prompt
-        self._active: dict[str, _ActiveRun] = {}
+        self._active: dict[str, Run] = {}
         self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[RunResult]] = set()
         self._closing = False
@@ -166,38 +95,20 @@ class Runner:
         *,
         wait_for_slot: bool = False,
         on_event: EventSink | None = None,
-        on_started: Callable[[Session, str, int], None] | None = None,
+        on_started: StartedSink | None = None,
     ) -> RunResult:
         """Validate, then run in a task of the runner's own; the caller may leave early."""
         if self._closing:
             raise ShuttingDown
         prepared = self._prepare(request)
-        session = self._target_session(request)
-        task = asyncio.create_task(
-            self._run(request, prepared, session, wait_for_slot, on_event, on_started)
-        )
+        task = asyncio.create_task(self._run(prepared, wait_for_slot, on_event, on_started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_settled)
         return await asyncio.shield(task)
 
-    def check_secure_access(self, session: Session, tokens: Sequence[str]) -> None:
-        if session.secure and not self.secure_token_ok(tokens):
-            raise SecureAccessDenied("Secure session requires a valid token")
-
-    def secure_token_ok(self, tokens: Sequence[str]) -> bool:
-        expected = self._config.secure_token
-        if expected is None:
-            return False
-        wanted = expected.encode()
-        # Compare every offered token, in constant time each, whatever the first gave.
-        results = [hmac.compare_digest(token.encode(), wanted) for token in tokens]
-        return any(results)
-
-    def _prepare(self, request: RunRequest) -> _Prepared:
-        messages = request.messages
-        if not messages and request.prompt is not None and request.prompt.strip():
-            messages = [Message("user", request.prompt)]
+    def _prepare(self, request: RunRequest) -> Prepared:
+        messages = messages_or_prompt(request.messages, request.prompt)
         if not messages:
             raise InvalidRequest("messages or prompt is required", field="messages")
         if not any(message.content.strip() for message in messages):
@@ -221,12 +132,12 @@ class Runner:
             roots=self._config.workspace_roots,
         )
         env = check_request_env(request.env, self._config.request_env_allow)
-        config = self._config
-        check_credentials(
-            config.codex_bin, config.codex_home, {**config.child_env, **env}, config.extra_args
-        )
+        codex.check_credentials(self._config, env)
+        target = self._target_session(request)
         system_prompt = self._system_prompt.combine(request.system_prompt)
-        return _Prepared(
+        return Prepared(
+            request=request,
+            target=target,
             messages=messages,
             prompt_text=build_prompt(system_prompt, messages),
             model=model,
@@ -236,7 +147,7 @@ class Runner:
         )
 
     def _target_session(self, request: RunRequest) -> Session | None:
-        if request.secure and self._config.secure_token is None:
+        if request.secure and not self._access.configured:
             raise InvalidRequest(
                 "secure sessions need CODEX_GATEWAY_SECURE_TOKEN to be configured", field="secure"
             )
@@ -247,14 +158,14 @@ class Runner:
                 raise InvalidRequest(
                     "an existing session cannot be made secure; start a new one", field="secure"
                 )
-            self.check_secure_access(session, request.secure_tokens)
-            if session.busy:
+            self._access.check(session, request.secure_tokens)
+            if self._store.busy(session):
                 raise SessionBusy(session.id)
-        elif request.secure and not self.secure_token_ok(request.secure_tokens):
-            raise SecureAccessDenied("Secure session requires a valid token")
+        elif request.secure:
+            self._access.require(request.secure_tokens)
         if request.resume_session_id is not None:
             secure = request.secure or (session is not None and session.secure)
-            self._check_resume(_resume_thread(request) or "", secure, request.secure_tokens)
+            self._check_resume(request.resume_thread or "", secure, request.secure_tokens)
         return session
 
     def _check_resume(self, thread: str, secure: bool, tokens: Sequence[str]) -> None:
@@ -262,8 +173,7 @@ class Runner:
         session; a secure run does not continue a non-secure session's thread (its content
         would then be readable there without the token)."""
         if self._store.thread_is_secure(thread):
-            if not self.secure_token_ok(tokens):
-                raise SecureAccessDenied("Secure session requires a valid token")
+            self._access.require(tokens)
             if not secure:
                 raise InvalidRequest(
                     "this thread belongs to a secure session: resume it with secure: true",
@@ -277,254 +187,103 @@ class Runner:
 
     async def _run(
         self,
-        request: RunRequest,
-        prepared: _Prepared,
-        session: Session | None,
+        prepared: Prepared,
         wait_for_slot: bool,
         on_event: EventSink | None,
-        on_started: Callable[[Session, str, int], None] | None,
+        on_started: StartedSink | None,
     ) -> RunResult:
         async with self._slots.slot(wait=wait_for_slot):
             if self._closing:
                 raise ShuttingDown
+            session = prepared.target
             if session is None:
                 session = self._store.create(
-                    secure=request.secure,
-                    fields={
-                        "metadata": request.metadata or {},
-                        "workspace": str(prepared.workspace),
-                    },
+                    secure=prepared.request.secure,
+                    metadata=prepared.request.metadata or {},
+                    workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
                 )
             async with self._store.exclusive(session):
-                return await self._run_in_session(request, prepared, session, on_event, on_started)
+                current = asyncio.current_task()
+                if current is None:
+                    raise RuntimeError("runs execute inside the runner's task")
+                run = Run(
+                    prepared,
+                    session,
+                    current,
+                    default_model=self._config.default_model,
+                    on_event=on_event,
+                    on_started=on_started,
+                )
+                return await self._run_in_session(run)
 
-    async def _run_in_session(
-        self,
-        request: RunRequest,
-        prepared: _Prepared,
-        session: Session,
-        on_event: EventSink | None,
-        on_started: Callable[[Session, str, int], None] | None,
-    ) -> RunResult:
-        run_id = str(uuid.uuid4())
-        model = prepared.model or _str(session.meta.get("model")) or self._config.default_model
-        resume_thread = session.codex_session_id or _resume_thread(request)
-        record = self._begin(session, request, prepared, run_id, model, resume_thread)
-        current = asyncio.current_task()
-        if current is None:
-            raise RuntimeError("runs execute inside the runner's task")
-        active = _ActiveRun(run_id, current)
-        # Usage is cumulative per codex thread: this run's share is the difference.
-        usage_before = (
-            Usage.from_event(session.meta.get("thread_usage")) if resume_thread else Usage()
-        )
-        self._active[session.id] = active
-        started = time.monotonic()
+    async def _run_in_session(self, run: Run) -> RunResult:
+        run.begin()
+        session = run.session
+        self._active[session.id] = run
         try:
-            try:
-                run_log = RunLog(session, run_id, self._feed)
-            except journal.Unindexed:
-                # A crash's leftovers (or an older gateway's logs): numbered off the loop.
-                await asyncio.to_thread(journal.ensure_indexed, session.files_dir)
-                run_log = RunLog(session, run_id, self._feed)
+            await run.open_log(self._feed)
         except OSError as exc:
             self._active.pop(session.id, None)
-            self._finish(session, record, "error", started, error=str(exc))
+            run.error = str(exc)
+            self._finish(run)
             raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
-        first_seq = run_log.start()
-        if on_started is not None:
-            on_started(session, run_id, first_seq)
-        outcome = RunOutcome()
-        status, error_message = "error", None
+        run.record.first_seq = run.log.start()
+        if run.on_started is not None:
+            run.on_started(session, run.id, run.record.first_seq)
         try:
-            outcome = await self._attempts(
-                session, prepared, model, resume_thread, run_log, on_event, record
-            )
-            status = "completed"
+            run.outcome = await self._attempts(run)
+            run.status = "completed"
         except asyncio.CancelledError:
-            if active.stop_reason is None:
+            if run.stop_reason is None:
                 raise
-            current.uncancel()
-            status = active.stop_reason
-            if status == "cancelled":
-                error_message = "run cancelled"
-                raise RunCancelled(f"Run {run_id} was cancelled") from None
-            error_message = "gateway shut down during the run"
+            run.task.uncancel()
+            run.status = run.stop_reason
+            if run.status == "cancelled":
+                run.error = "run cancelled"
+                raise RunCancelled(f"Run {run.id} was cancelled") from None
+            run.error = "gateway shut down during the run"
             raise RunInterrupted(
-                f"Run {run_id} was interrupted: the gateway is shutting down"
+                f"Run {run.id} was interrupted: the gateway is shutting down"
             ) from None
         except RunTimedOut as exc:
-            status, error_message = "timeout", exc.message
+            run.status, run.error = "timeout", exc.message
             raise
         except GatewayError as exc:
-            status, error_message = "error", exc.message
+            run.status, run.error = "error", exc.message
             raise
         finally:
             self._active.pop(session.id, None)
-            record["first_seq"], record["last_seq"] = first_seq, run_log.end(status)
-            run_log.close()
-            self._finish(
-                session,
-                record,
-                status,
-                started,
-                error=error_message,
-                outcome=outcome if status == "completed" else None,
-                usage_before=usage_before,
-            )
-            self._announce(session, record, request, prepared, outcome, status, error_message)
-        usage = outcome.usage.minus(usage_before) if outcome.usage else Usage()
-        return RunResult(
-            session=session,
-            run_id=run_id,
-            status=status,
-            model=model,
-            output=outcome.output,
-            messages=[*prepared.messages, Message("assistant", outcome.output)],
-            usage=usage,
-            events=outcome.events,
-            tool_calls=outcome.tool_calls,
-            metadata=request.metadata
-            if request.metadata is not None
-            else dict(session.meta.get("metadata") or {}),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            attempts=record.get("attempts", 0),
-            events_omitted=outcome.events_dropped,
-            first_seq=record.get("first_seq"),
-            last_seq=record.get("last_seq"),
-        )
+            run.record.last_seq = run.log.end(run.status)
+            run.log.close()
+            self._finish(run)
+            self._announce(run)
+        return run.result()
 
-    def _announce(
-        self,
-        session: Session,
-        record: dict[str, Any],
-        request: RunRequest,
-        prepared: _Prepared,
-        outcome: RunOutcome,
-        status: str,
-        error: str | None,
-    ) -> None:
+    def _announce(self, run: Run) -> None:
         if self._on_finished is None:
             return
-        users = [
-            m.content for m in prepared.messages if m.role.lower() not in ("assistant", "system")
-        ]
-        payload = {
-            "session_id": session.id,
-            "gateway_session_id": session.id,
-            "codex_session_id": session.codex_session_id,
-            "run_id": record["run_id"],
-            "status": status,
-            "workspace": str(prepared.workspace),
-            "prompt": users[-1] if users else "",
-            "output": outcome.output if status == "completed" else "",
-            "usage": record.get("usage") or Usage().as_dict(),
-            "metadata": request.metadata or dict(session.meta.get("metadata") or {}),
-            "error": error,
-            "completed_at": record.get("completed_at"),
-            "model": record.get("model"),
-            "source": request.source,
-            "first_seq": record.get("first_seq"),
-            "last_seq": record.get("last_seq"),
-        }
         try:
-            self._on_finished(payload)
+            self._on_finished(run)
         except Exception:  # a notification must never break the run it reports
-            log.exception("the finished-run hook failed for run %s", record["run_id"])
+            log.exception("the finished-run hook failed for run %s", run.id)
 
-    def _begin(
-        self,
-        session: Session,
-        request: RunRequest,
-        prepared: _Prepared,
-        run_id: str,
-        model: str | None,
-        resume_thread: str | None,
-    ) -> dict[str, Any]:
-        meta = session.meta
-        record: dict[str, Any] = {
-            "run_id": run_id,
-            "status": "running",
-            "started_at": now_iso(),
-            "prompt_preview": prepared.prompt_text[:PREVIEW_CHARS],
-            "timeout_ms": prepared.timeout_ms,
-            "resume_session_id": resume_thread,
-            "model": model,
-            "source": request.source,
-            "metadata": request.metadata or {},
-        }
-        meta.setdefault("runs", []).append(record)
-        meta["status"] = "running"
-        meta["model"] = model
-        meta["execution_timeout_ms"] = prepared.timeout_ms
-        meta["last_activity_at"] = record["started_at"]
-        meta["last_input"] = {
-            "messages": [{"role": m.role, "content": m.content} for m in prepared.messages],
-            "system_prompt": request.system_prompt,
-        }
-        if request.source == "nudge" and request.metadata is not None:
-            meta["metadata"] = request.metadata  # already merged with the session's
-        if request.objective and not meta.get("objective"):
-            meta["objective"] = request.objective.strip()
-        if request.nudge_prompt and request.nudge_prompt.strip():
-            meta["nudge_prompt"] = request.nudge_prompt.strip()
-        # Written once the agent is spawned, with its pid (one write fewer per run).
-        return record
-
-    def _finish(
-        self,
-        session: Session,
-        record: dict[str, Any],
-        status: str,
-        started: float,
-        *,
-        error: str | None = None,
-        outcome: RunOutcome | None = None,
-        usage_before: Usage | None = None,
-    ) -> None:
-        stamp = now_iso()
-        record.update(
-            status=status,
-            completed_at=stamp,
-            duration_ms=int((time.monotonic() - started) * 1000),
-        )
-        record.setdefault("attempts", 0)
-        record.pop("agent_pid", None)
-        if error is not None:
-            record["error"] = error[:2000]
-        if outcome is not None:
-            record["content_preview"] = outcome.output[:PREVIEW_CHARS]
-            if outcome.usage is not None:
-                record["usage"] = outcome.usage.minus(usage_before or Usage()).as_dict()
-                session.meta["thread_usage"] = outcome.usage.as_dict()
-        session.meta["status"] = status
-        session.meta["last_activity_at"] = stamp
-        pending = self._deferred_saves.pop(session.id, None)
+    def _finish(self, run: Run) -> None:
+        run.end()
+        pending = self._deferred_saves.pop(run.session.id, None)
         if pending is not None:
             pending.cancel()
         try:
-            self._store.save(session)
+            self._store.save(run.session)
         except StorageFailed:
-            log.exception("could not record the end of run %s", record["run_id"])
+            log.exception("could not record the end of run %s", run.id)
 
-    async def _attempts(
-        self,
-        session: Session,
-        prepared: _Prepared,
-        model: str | None,
-        resume_thread: str | None,
-        run_log: RunLog,
-        on_event: EventSink | None,
-        record: dict[str, Any],
-    ) -> RunOutcome:
+    async def _attempts(self, run: Run) -> RunOutcome:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + prepared.timeout_ms / 1000
+        deadline = loop.time() + run.prepared.timeout_ms / 1000
         if self._config.max_retries == 0:  # the common case needs no retry machinery
-            record["attempts"] = 1
-            return await self._attempt(
-                session, prepared, model, resume_thread, run_log, on_event, deadline
-            )
+            run.record.attempts = 1
+            return await self._attempt(run, deadline)
 
         class _BudgetSpent(stop_base):
             def __call__(self, state: RetryCallState) -> bool:
@@ -541,10 +300,8 @@ class Runner:
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
-                record["attempts"] = number
-                outcome = await self._attempt(
-                    session, prepared, model, resume_thread, run_log, on_event, deadline
-                )
+                run.record.attempts = number
+                outcome = await self._attempt(run, deadline)
                 if (
                     self._config.retry_on_empty
                     and outcome.is_empty
@@ -553,18 +310,11 @@ class Runner:
                     raise _EmptyOutput
         return outcome
 
-    async def _attempt(
-        self,
-        session: Session,
-        prepared: _Prepared,
-        model: str | None,
-        resume_thread: str | None,
-        run_log: RunLog,
-        on_event: EventSink | None,
-        deadline: float,
-    ) -> RunOutcome:
+    async def _attempt(self, run: Run, deadline: float) -> RunOutcome:
+        session, prepared, run_log = run.session, run.prepared, run.log
+        resume_thread = run.resume_thread
         agent = AgentProcess(
-            self._argv(prepared, model, resume_thread),
+            codex.argv(self._config, prepared.workspace, run.model, resume_thread),
             env=child_environment(self._config.child_env, prepared.env),
             cwd=prepared.workspace,
             stdin_text=prepared.prompt_text,
@@ -580,18 +330,18 @@ class Runner:
         grace_s = self._config.stop_grace_ms / 1000
         try:
             # The run is on disk from here, with the pid that reconciliation after a crash needs.
-            session.meta["runs"][-1]["agent_pid"] = agent.pid
+            session.runs[-1].agent_pid = agent.pid
             self._store.save(session)
             async with asyncio.timeout_at(deadline):
                 async for batch in agent.batches():
                     for index, line in enumerate(batch, 1):
-                        event = self._take_line(line, run_log)
+                        event = run.take_line(line)
                         if event is not None:
                             outcome.observe(event)
                             if event["type"] == "thread.started":
                                 self._learn_thread(session, outcome.thread_id)
-                            if on_event is not None:
-                                on_event(event, run_log.last_seq or 0)
+                            if run.on_event is not None:
+                                run.on_event(event, run_log.last_seq or 0)
                         if index % LINES_PER_TURN == 0:
                             # A chatty agent must not hold the loop: a turn for everyone else
                             # every few lines (flushed first, for tails that read the files).
@@ -621,21 +371,12 @@ class Runner:
             )
         return outcome
 
-    def _take_line(self, line: bytes | OversizedLine, run_log: RunLog) -> JsonObject | None:
-        if isinstance(line, OversizedLine):
-            run_log.stdout_line(line.text)
-            return None
-        run_log.stdout_line(line.decode(errors="replace"))
-        event = parse_line(line)
-        if event is not None:
-            run_log.event(event, line)
-        return event
-
     def _learn_thread(self, session: Session, thread_id: str | None) -> None:
         """Known at once by id lookups; on disk shortly, or with the end of a quick run."""
-        if not thread_id or session.meta.get("codex_session_id") == thread_id:
+        thread = canonical_thread_id(thread_id)
+        if thread is None or session.codex_session_id == thread:
             return
-        session.meta["codex_session_id"] = thread_id
+        session.codex_session_id = thread
         self._store.remember_thread(session)
         if session.id not in self._deferred_saves:
             self._deferred_saves[session.id] = asyncio.get_running_loop().call_later(
@@ -649,37 +390,13 @@ class Runner:
         except StorageFailed:
             log.exception("session %s: could not record its thread id", session.id)
 
-    def _argv(self, prepared: _Prepared, model: str | None, resume_thread: str | None) -> list[str]:
-        config = self._config
-        argv = [str(config.codex_bin), "exec", config.json_flag, "--color", "never"]
-        argv.append("--skip-git-repo-check")
-        if config.unsafe_no_sandbox:
-            argv.append("--dangerously-bypass-approvals-and-sandbox")
-        else:
-            argv += ["--sandbox", config.sandbox]
-        argv += ["--cd", str(prepared.workspace)]
-        if model:
-            argv += ["--model", model]
-        argv += config.extra_args
-        if resume_thread:
-            if not is_thread_id(resume_thread):  # checked where it entered; never an option here
-                raise AgentFailed(
-                    "refusing to resume a thread id that is not a UUID", exit_code=None
-                )
-            # `--`: what follows is positional whatever it looks like (codex's clap parser).
-            argv += ["resume", "--", resume_thread, "-"]
-        else:
-            argv += ["--", "-"]
-        return argv
-
     def cancel(self, session: Session) -> str | None:
         """Ask the session's running run to stop; its id, or None when nothing runs."""
-        active = self._active.get(session.id)
-        if active is None:
+        run = self._active.get(session.id)
+        if run is None:
             return None
-        active.stop_reason = active.stop_reason or "cancelled"
-        active.task.cancel()
-        return active.run_id
+        run.stop("cancelled")
+        return run.id
 
     async def shutdown(self, grace_s: float) -> None:
         """Refuse new runs, give running ones `grace_s`, then stop them as interrupted."""
@@ -687,9 +404,8 @@ class Runner:
         tasks = set(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace_s)
-            for active in list(self._active.values()):
-                active.stop_reason = active.stop_reason or "interrupted"
-                active.task.cancel()
+            for run in list(self._active.values()):
+                run.stop("interrupted")
             for task in pending:
                 task.cancel()
             await asyncio.wait(tasks)
@@ -702,17 +418,6 @@ def _settled(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _resume_thread(request: RunRequest) -> str | None:
-    """The request's thread to resume in its canonical form, the one the store's thread
-    lookups (and so the secure check) and codex's argv use."""
-    raw = request.resume_session_id
-    return canonical_thread_id(raw.strip()) if raw else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _last_line(text: str) -> str | None:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     meaningful = [line for line in lines if not line.startswith("Reading additional input")]
@@ -722,12 +427,9 @@ def _last_line(text: str) -> str | None:
 def nudge_request(session: Session, given: RunRequest) -> RunRequest:
     """What a nudge runs: the given prompt or messages, else the session's last input, else its
     stored `nudge_prompt`; the given metadata is merged into the session's."""
-    last = session.meta.get("last_input")
-    last = last if isinstance(last, dict) else {}
-    messages = given.messages
+    last = session.last_input or {}
+    messages = messages_or_prompt(given.messages, given.prompt)
     system_prompt = given.system_prompt
-    if not messages and given.prompt is not None and given.prompt.strip():
-        messages = [Message("user", given.prompt)]
     if not messages and isinstance(last.get("messages"), list):
         messages = [
             Message(str(m.get("role", "user")), m["content"])
@@ -735,12 +437,11 @@ def nudge_request(session: Session, given: RunRequest) -> RunRequest:
             if isinstance(m, dict) and isinstance(m.get("content"), str)
         ]
         system_prompt = system_prompt or str(last.get("system_prompt") or "")
-    stored = session.meta.get("nudge_prompt")
-    if not messages and isinstance(stored, str) and stored.strip():
-        messages = [Message("user", stored)]
+    if not messages:
+        messages = messages_or_prompt((), session.nudge_prompt)
     if not messages:
         raise InvalidRequest("No nudge prompt configured", field="prompt")
-    merged = dict(session.meta.get("metadata") or {})
+    merged = dict(session.metadata)
     merged.update(given.metadata or {})
     return dataclasses.replace(
         given,

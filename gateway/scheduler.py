@@ -35,8 +35,9 @@ from gateway.childenv import check_request_env
 from gateway.clock import Clock, iso, system_clock
 from gateway.config import TriggerConfig
 from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
-from gateway.runs import Runner, RunRequest
-from gateway.sessions import SessionStore
+from gateway.run import RunRequest
+from gateway.runs import Runner
+from gateway.store import SessionStore
 from gateway.triggers import (
     Trigger,
     TriggerDocument,

@@ -24,19 +24,21 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway import codex
+from gateway.access import SecureAccess
 from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
-from gateway.credentials import missing_credentials
 from gateway.feed import LiveFeed
 from gateway.prompt import GlobalSystemPrompt
 from gateway.runs import Runner
 from gateway.scheduler import Scheduler
 from gateway.service import GatewayServicer
-from gateway.sessions import SessionStore
+from gateway.sessions import FileSessionStore
 from gateway.status import StatusReporter
+from gateway.store import SessionStore
 from gateway.supervisor import supervise
 from gateway.triggers import TriggerFiles
 from gateway.watcher import FileWatcher
@@ -62,6 +64,7 @@ class Gateway:
     store: SessionStore
     slots: RunSlots
     runner: Runner
+    access: SecureAccess
     feed: LiveFeed
     reporter: StatusReporter
     trigger_files: TriggerFiles
@@ -71,20 +74,22 @@ class Gateway:
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
-        store = SessionStore(config.session_dirs, config.secure_session_dir)
+        store = FileSessionStore(config.session_dirs, config.secure_session_dir)
         slots = RunSlots(config.max_concurrent)
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )
         feed = LiveFeed(buffer_bytes=config.follower_buffer_bytes)
         webhooks = WebhookSender(config.webhook, config.primary_session_dir / ".webhooks")
+        access = SecureAccess(config.secure_token)
         runner = Runner(
             config,
             store,
             slots,
+            access,
             system_prompt,
             feed,
-            on_finished=webhooks.enqueue if webhooks.configured else None,
+            on_finished=webhooks.run_finished if webhooks.configured else None,
         )
         trigger_files = TriggerFiles(config.triggers)
         scheduler = Scheduler(
@@ -106,6 +111,7 @@ class Gateway:
             store,
             slots,
             runner,
+            access,
             feed,
             reporter,
             trigger_files,
@@ -189,6 +195,7 @@ async def start_grpc(
         GatewayServicer(
             config,
             gateway.runner,
+            gateway.access,
             gateway.store,
             gateway.feed,
             gateway.reporter,
@@ -297,8 +304,8 @@ async def serve(
         config.codex_home.mkdir(parents=True, exist_ok=True)  # codex refuses a missing home
     except OSError as exc:
         log.warning("CODEX_HOME %s cannot be created: %s", config.codex_home, exc.strerror)
-    problem = missing_credentials(config.codex_home, config.child_env, config.extra_args)
-    if problem is not None and config.codex_bin.name in ("codex", "codex.js"):
+    problem = codex.missing_credentials(config.codex_home, config.child_env, config.extra_args)
+    if problem is not None and codex.is_codex(config.codex_bin):
         log.warning("%s; runs will answer 503 until then", problem)
     if not config.codex_bin.exists():
         log.warning("codex binary not found at %s: runs will answer 503", config.codex_bin)

@@ -30,6 +30,7 @@ from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
 )
 from gateway import tailing
+from gateway.access import SecureAccess, offered_tokens
 from gateway.config import Config
 from gateway.detail import read_files
 from gateway.errors import (
@@ -43,11 +44,13 @@ from gateway.errors import (
 )
 from gateway.feed import LiveFeed
 from gateway.prompt import Message
-from gateway.runs import Runner, RunRequest, RunResult, nudge_request
+from gateway.run import RunRequest, RunResult
+from gateway.runs import Runner, nudge_request
 from gateway.scheduler import Scheduler
 from gateway.search import Query, search_session
-from gateway.sessions import Session, SessionStore
+from gateway.session_model import Session
 from gateway.status import StatusReporter
+from gateway.store import SessionStore
 from gateway.tailing import TailRequest
 from gateway.triggers import TriggerFiles
 from gateway.views import (
@@ -67,7 +70,6 @@ from gateway.views import (
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "codex-gateway.v1"
-SECURE_TOKEN_KEYS = ("x-codex-secure-token", "x-secure-token", "x-secure-token-query")
 MAX_STREAM_BACKLOG = 10_000
 YIELD_EVERY = 16
 
@@ -96,12 +98,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
 
 
 def secure_tokens(context: grpc.aio.ServicerContext[Any, Any]) -> list[str]:
-    metadata = context.invocation_metadata() or ()
-    return [
-        str(value).strip()
-        for key, value in metadata
-        if key in SECURE_TOKEN_KEYS and str(value).strip()
-    ]
+    return offered_tokens(context.invocation_metadata() or ())
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -109,6 +106,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self,
         config: Config,
         runner: Runner,
+        access: SecureAccess,
         store: SessionStore,
         feed: LiveFeed,
         reporter: StatusReporter,
@@ -119,6 +117,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._scheduler = scheduler
         self._trigger_files = trigger_files
         self._runner = runner
+        self._access = access
         self._store = store
         self._feed = feed
         self._reporter = reporter
@@ -238,7 +237,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> sessions_pb2.ListSessionsResponse:
         limit = _limit(request.limit if request.HasField("limit") else None)
         since = _since(request.since) if request.HasField("since") else None
-        include_secure = self._runner.secure_token_ok(secure_tokens(context))
+        include_secure = self._access.ok(secure_tokens(context))
         chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
         # Bounded in bytes too (each session's metadata may be as large as a request body):
         # the newest sessions that fit (GET /sessions/:id reads any one of them).
@@ -295,7 +294,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         response = sessions_pb2.CancelSessionResponse(
             session_id=session.id,
             cancelled=run_id is not None,
-            status="cancelling" if run_id else str(session.meta.get("status", "")),
+            status="cancelling" if run_id else str(session.status),
         )
         if run_id is not None:
             response.run_id = run_id
@@ -387,7 +386,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def _session(self, session_id: str, context: Any) -> Session:
         session = self._store.resolve(session_id)
-        self._runner.check_secure_access(session, secure_tokens(context))
+        self._access.check(session, secure_tokens(context))
         return session
 
     def _tail_lines(self, requested: int | None, *, allow_zero: bool = False) -> int:

@@ -1,4 +1,4 @@
-"""The session store: the reference's on-disk layout, atomic meta writes, an in-memory index.
+"""The files session store: the reference's on-disk layout, atomic meta writes, an in-memory index.
 
     <root>/session-<id>/meta.json     rewritten atomically (temp file + rename)
                         runs.jsonl    older run records, one per line, appended
@@ -19,11 +19,13 @@ A codex thread id (always a UUID; anything else in a meta.json is ignored) leads
 the one that had it first (at startup, the one created first). A later session that resumes the
 same thread never takes over lookups by that id. The store also knows which threads a secure
 session holds, so that only a secure run can resume them.
+
+meta.json and run records are read and written by gateway/session_codec.py (unknown keys kept);
+one run at a time per session is a set of busy session ids, the store's business (store.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import heapq
@@ -33,18 +35,22 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.atomic import write_atomic
 from gateway.clock import now_iso
+from gateway.codex import runs_an_agent
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 from gateway.events import canonical_thread_id, is_thread_id
 from gateway.procfs import cmdline, descendants
+from gateway.session_codec import decode_run, decode_session, dumps, dumps_lines, encode_session
+from gateway.session_model import RunRecord, RunStatus, SessionStatus
+from gateway.session_model import Session as Session  # logs.py and others import it from here
+from gateway.store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -66,83 +72,9 @@ PREVIEW_CHARS = 400
 MAX_ID_CHARS = 255  # a directory name's limit: no session id is longer
 
 
-@dataclass
-class Session:
-    """One session directory and its meta, with the lock that makes runs one at a time."""
+class FileSessionStore(SessionStore):
+    """Sessions in directories under the configured roots, indexed in memory."""
 
-    id: str
-    dir: Path
-    meta: dict[str, Any]
-    secure: bool
-    error: str | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    staging: Path | None = None
-    """A new session's hidden directory, until its first save renames it to `dir`."""
-
-    @property
-    def files_dir(self) -> Path:
-        """Where the session's files are written: `dir`, or its staging directory before that."""
-        return self.staging or self.dir
-
-    @property
-    def codex_session_id(self) -> str | None:
-        """The session's codex thread, canonical (a meta.json may hold any case of it)."""
-        return canonical_thread_id(self.meta.get("codex_session_id"))
-
-    @property
-    def busy(self) -> bool:
-        return self.lock.locked()
-
-    def __post_init__(self) -> None:
-        self.modified_at = self._modified()
-
-    def _modified(self) -> datetime:
-        stamp = self.meta.get("updated_at")
-        if isinstance(stamp, str):
-            with contextlib.suppress(ValueError):
-                parsed = datetime.fromisoformat(stamp)
-                return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        try:
-            return datetime.fromtimestamp(self.dir.stat().st_mtime, UTC)
-        except OSError:
-            return datetime.fromtimestamp(0, UTC)
-
-    def touched(self) -> None:
-        self.modified_at = self._modified()
-
-    @property
-    def run_count(self) -> int:
-        """Runs of the session: those in runs.jsonl and those still in meta.json."""
-        runs = self.meta.get("runs")
-        archived = self.meta.get("runs_archived")
-        count = len(runs) if isinstance(runs, list) else 0
-        if isinstance(archived, int) and not isinstance(archived, bool) and archived > 0:
-            count += archived
-        return count
-
-    def run_history(self) -> list[dict[str, Any]]:
-        """Every run record, oldest first: runs.jsonl's, then meta.json's. A record in both
-        (a crash between the append and the meta write) is meta.json's."""
-        in_meta = [r for r in self.meta.get("runs", []) if isinstance(r, dict)]
-        if self.error is not None or not self.meta.get("runs_archived"):
-            return in_meta
-        newer = {r.get("run_id") for r in in_meta}
-        # By run id: a record moved again after such a crash is in runs.jsonl twice.
-        archived: dict[object, dict[str, Any]] = {}
-        try:
-            lines = (self.files_dir / RUNS).read_bytes().splitlines()
-        except OSError as exc:
-            log.warning("session %s: cannot read %s: %s", self.id, RUNS, exc.strerror)
-            lines = []
-        for number, line in enumerate(lines):
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and record.get("run_id") not in newer:
-                    archived[record.get("run_id") or number] = record
-        return [*archived.values(), *in_meta]
-
-
-class SessionStore:
     def __init__(self, roots: Sequence[Path], secure_root: Path) -> None:
         self._roots = list(roots)
         self._secure_root = secure_root
@@ -150,6 +82,7 @@ class SessionStore:
         self._by_thread: dict[str, str] = {}
         self._secure_threads: set[str] = set()
         self._locks: list[int] = []
+        self._busy: set[str] = set()
         self.meta_writes = 0
         """meta.json files written by this store (its tests count a run's writes with it)."""
 
@@ -184,8 +117,8 @@ class SessionStore:
                     continue
                 session = self._read(root / name, secure=root == self._secure_root)
                 self._index(session)
-                if session.meta.get("status") == "running":
-                    self._reconcile(session)
+                if session.status == SessionStatus.RUNNING:
+                    self.reconcile(session)
 
     def _take(self, root: Path) -> None:
         """An exclusive lock on the root for as long as this store is open: a second gateway on
@@ -217,18 +150,18 @@ class SessionStore:
                 os.close(fd)
         self._locks.clear()
 
-    def _reconcile(self, session: Session) -> None:
+    def reconcile(self, session: Session) -> None:
         """A run the gateway lost to a crash: stop what it left running, record `interrupted`."""
-        for record in session.meta.get("runs", []):
-            if not isinstance(record, dict) or record.get("status") != "running":
+        for record in session.runs:
+            if record.status != RunStatus.RUNNING:
                 continue
-            pid = record.pop("agent_pid", None)
-            if isinstance(pid, int):
+            pid, record.agent_pid = record.agent_pid, None
+            if pid is not None:
                 stop_orphaned_agent(pid)
-            record["status"] = "interrupted"
-            record["error"] = "the gateway stopped during this run"
-            record["completed_at"] = now_iso()
-        session.meta["status"] = "interrupted"
+            record.status = RunStatus.INTERRUPTED
+            record.error = "the gateway stopped during this run"
+            record.completed_at = now_iso()
+        session.status = SessionStatus.INTERRUPTED
         try:
             self.save(session)
         except StorageFailed:
@@ -242,11 +175,11 @@ class SessionStore:
                 raise ValueError("meta.json has no session_id")
         except (OSError, ValueError) as exc:
             log.warning("session %s is unreadable and left alone: %s", directory, exc)
-            return Session(session_id, directory, {}, secure, error=f"unreadable: {exc}")
+            return Session(session_id, directory, secure, error=f"unreadable: {exc}")
         thread = meta.get("codex_session_id")
         if thread is not None and not is_thread_id(thread):
             log.warning("session %s: its codex_session_id is not a thread id, ignored", directory)
-        return Session(session_id, directory, meta, secure or bool(meta.get("secure")))
+        return decode_session(session_id, directory, meta, secure=secure)
 
     def _index(self, session: Session) -> None:
         self._sessions[session.id] = session
@@ -256,8 +189,8 @@ class SessionStore:
         self._claim_thread(session)
         owner = self._sessions[self._by_thread[thread]]
         # Two sessions on disk with one thread: it belongs to the one created first.
-        mine, theirs = session.meta.get("created_at"), owner.meta.get("created_at")
-        if isinstance(mine, str) and isinstance(theirs, str) and mine < theirs:
+        mine, theirs = session.created_at, owner.created_at
+        if mine and theirs and mine < theirs:
             self._by_thread[thread] = session.id
 
     def _claim_thread(self, session: Session) -> None:
@@ -307,7 +240,14 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return found
 
-    def create(self, *, secure: bool, fields: dict[str, Any], persist: bool = True) -> Session:
+    def create(
+        self,
+        *,
+        secure: bool,
+        metadata: dict[str, Any] | None = None,
+        workspace: str | None = None,
+        persist: bool = True,
+    ) -> Session:
         """A new session directory. With `persist=False` the caller saves the meta itself once
         its agent has started (the run's first save, with the agent's pid), sparing one
         write; until then the session is indexed but its files are in `files_dir`, not `dir`."""
@@ -332,15 +272,17 @@ class SessionStore:
             "idle_timeout_ms": None,
             "runs": [],
             "secure": secure,
-            "metadata": {},
-            **fields,
+            "metadata": metadata or {},
         }
+        if workspace is not None:
+            meta["workspace"] = workspace
         staging = directory.with_name(f".{directory.name}{STAGING_SUFFIX}")
         try:
             staging.mkdir(mode=0o700, parents=True)
         except OSError as exc:
             raise StorageFailed(f"Cannot create the session directory: {exc.strerror}") from exc
-        session = Session(session_id, directory, meta, secure, staging=staging)
+        session = decode_session(session_id, directory, meta, secure=secure)
+        session.staging = staging
         if persist:
             self.save(session)
         self._index(session)
@@ -357,11 +299,12 @@ class SessionStore:
         reader, nor a restart after a crash, ever finds a session directory without its meta.
         If that fails the session is forgotten.
         """
-        session.meta["updated_at"] = now_iso()
+        if session.error is not None:  # never written: it is left alone on disk
+            raise StorageFailed(f"Session {session.id} is unreadable")
+        session.updated_at = now_iso()
         self._archive_runs(session)
         self.meta_writes += 1
-        # Compact: the C encoder serves only compact output, ~10x faster than indent=2.
-        text = json.dumps(session.meta, separators=(",", ":")) + "\n"
+        text = dumps(encode_session(session))
         if session.staging is not None:
             self._create_directory(session, session.staging, text)
         else:
@@ -377,17 +320,17 @@ class SessionStore:
         """Move the oldest run records past RUNS_IN_META from meta.json to runs.jsonl (appended
         before meta.json is written: a crash between the two leaves a record in both, never in
         neither). A running record stays: reconciliation after a crash looks for it in meta."""
-        runs = session.meta.get("runs")
-        if not isinstance(runs, list) or len(runs) <= RUNS_IN_META:
+        runs = session.runs
+        if len(runs) <= RUNS_IN_META:
             return
         moving = []
         for record in runs[: len(runs) - RUNS_IN_META]:
-            if isinstance(record, dict) and record.get("status") == "running":
+            if record.status == RunStatus.RUNNING:
                 break
             moving.append(record)
         if not moving:
             return
-        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in moving).encode()
+        data = dumps_lines(moving)
         try:
             _append(session.files_dir / RUNS, data)
         except OSError as exc:
@@ -395,9 +338,7 @@ class SessionStore:
             log.warning("session %s: cannot append to %s: %s", session.id, RUNS, exc.strerror)
             return
         del runs[: len(moving)]
-        archived = session.meta.get("runs_archived")
-        before = archived if isinstance(archived, int) and not isinstance(archived, bool) else 0
-        session.meta["runs_archived"] = max(before, 0) + len(moving)
+        session.runs_archived += len(moving)
 
     def _create_directory(self, session: Session, staging: Path, meta_text: str) -> None:
         try:
@@ -409,13 +350,43 @@ class SessionStore:
             raise StorageFailed(f"Cannot create the session directory: {exc.strerror}") from exc
         session.staging = None
 
+    def run_history(self, session: Session) -> list[RunRecord]:
+        """Every run record, oldest first: runs.jsonl's, then meta.json's. A record in both
+        (a crash between the append and the meta write) is meta.json's."""
+        in_meta = list(session.runs)
+        if session.error is not None or not session.runs_archived:
+            return in_meta
+        newer = {r.run_id for r in in_meta}
+        # By run id: a record moved again after such a crash is in runs.jsonl twice.
+        archived: dict[object, RunRecord] = {}
+        try:
+            lines = (session.files_dir / RUNS).read_bytes().splitlines()
+        except OSError as exc:
+            log.warning("session %s: cannot read %s: %s", session.id, RUNS, exc.strerror)
+            lines = []
+        for number, line in enumerate(lines):
+            with contextlib.suppress(ValueError):
+                document = json.loads(line)
+                if isinstance(document, dict):
+                    record = decode_run(document)
+                    if record.run_id not in newer:
+                        archived[document.get("run_id") or number] = record
+        return [*archived.values(), *in_meta]
+
     @contextlib.asynccontextmanager
-    async def exclusive(self, session: Session) -> Any:
-        """Hold the session for one run; a second run at the same time is SessionBusy."""
-        if session.lock.locked():
+    async def exclusive(self, session: Session) -> AsyncIterator[None]:
+        """Hold the session for one run; a second run at the same time is SessionBusy. (One
+        event loop: the check and the claim cannot interleave with another run's.)"""
+        if session.id in self._busy:
             raise SessionBusy(session.id)
-        async with session.lock:
-            yield session
+        self._busy.add(session.id)
+        try:
+            yield
+        finally:
+            self._busy.discard(session.id)
+
+    def busy(self, session: Session) -> bool:
+        return session.id in self._busy
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -444,7 +415,7 @@ def stop_orphaned_agent(pid: int) -> None:
         argv = cmdline(pid)
     except (OSError, ProcessLookupError):
         return
-    if not any(b"codex" in part or b"agent" in part for part in argv[:2]):
+    if not runs_an_agent(argv):
         return
     # codex starts commands in sessions of their own: the group kill would miss them.
     for child in descendants(pid):

@@ -9,6 +9,7 @@ read them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +21,7 @@ from codex_gateway.v1 import sessions_pb2, triggers_pb2
 from gateway.clock import iso
 from gateway.feed import FeedItem
 from gateway.search import Hit
-from gateway.sessions import Session
+from gateway.session_model import RunRecord, Session
 from gateway.tailing import Control
 
 if TYPE_CHECKING:  # gateway.detail reads run records through gateway.history, which uses views
@@ -108,59 +109,59 @@ def bounded_structs(
     return chosen
 
 
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _modified(session: Session) -> str:
     return iso(session.modified_at)
 
 
 def summary(session: Session) -> sessions_pb2.SessionSummary:
-    meta = session.meta
     message = sessions_pb2.SessionSummary(
         session_id=session.id,
         dir=str(session.dir),
         modified=_modified(session),
-        metadata=to_struct(_mapping(meta.get("metadata"))),
-        status="unreadable" if session.error else _text(meta.get("status")),
-        created_at=_text(meta.get("created_at")),
-        updated_at=_text(meta.get("updated_at")),
-        last_activity_at=_text(meta.get("last_activity_at")),
-        objective=_text(meta.get("objective")),
+        metadata=to_struct(session.metadata),
+        status="unreadable" if session.error else str(session.status),
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        last_activity_at=session.last_activity_at,
+        objective=session.objective,
         secure=session.secure,
         runs=session.run_count,
-        execution_timeout_ms=_int(meta.get("execution_timeout_ms")),
+        execution_timeout_ms=session.execution_timeout_ms or 0,
     )
     if session.codex_session_id:
         message.codex_session_id = session.codex_session_id
-    if _text(meta.get("model")):
-        message.model = meta["model"]
+    if session.model:
+        message.model = session.model
     if session.error:
         message.error = session.error
     return message
 
 
-def run_record(record: dict[str, Any]) -> sessions_pb2.RunRecord:
-    """A stored run record; unknown or mistyped keys (older writers, hand edits) are skipped.
+_RUN_SCALARS = tuple(
+    field.name
+    for field in sessions_pb2.RunRecord.DESCRIPTOR.fields
+    if field.message_type is None
+    and not field.is_repeated
+    and field.name in {f.name for f in dataclasses.fields(RunRecord)}
+)
+"""The wire's scalar fields that a run record types (the codec read mistyped values as None)."""
+
+
+def run_record(record: RunRecord) -> sessions_pb2.RunRecord:
+    """A run record as its wire message.
 
     Set field by field: json_format.ParseDict cost more than half of a GET /sessions/:id.
     """
     message = sessions_pb2.RunRecord()
-    _set_scalars(message, record)
-    usage, metadata = record.get("usage"), record.get("metadata")
-    if isinstance(usage, dict):
-        _set_scalars(message.usage, usage)
-    if isinstance(metadata, dict):
-        message.metadata.CopyFrom(to_struct(metadata))
+    for name in _RUN_SCALARS:
+        value = getattr(record, name)
+        if value is not None:
+            with contextlib.suppress(ValueError):  # an integer out of the field's range
+                setattr(message, name, str(value) if isinstance(value, str) else value)
+    if record.usage is not None:
+        _set_scalars(message.usage, record.usage)
+    if record.metadata is not None:
+        message.metadata.CopyFrom(to_struct(record.metadata))
     return message
 
 
@@ -195,14 +196,11 @@ def _scalar(kind: int, value: object) -> str | bool | int | float | None:
 
 
 def detail(
-    session: Session, history: Sequence[sessions_pb2.RunRecord] | None = None
+    session: Session, history: Sequence[sessions_pb2.RunRecord]
 ) -> sessions_pb2.SessionDetail:
     """The session with `history` as its run history (gateway/history.py: the newest runs
-    that fit in an answer's share), or all of it; `runs` counts them all either way."""
-    meta = session.meta
+    that fit in an answer's share); `runs` counts them all."""
     brief = summary(session)
-    if history is None:
-        history = [run_record(r) for r in session.run_history()]
     message = sessions_pb2.SessionDetail(
         session_id=session.id,
         status=brief.status,
@@ -211,7 +209,7 @@ def detail(
         last_activity_at=brief.last_activity_at,
         objective=brief.objective,
         secure=session.secure,
-        nudge_prompt=_text(meta.get("nudge_prompt")),
+        nudge_prompt=session.nudge_prompt,
         execution_timeout_ms=brief.execution_timeout_ms,
         runs=session.run_count,
         run_history=history,
@@ -223,8 +221,8 @@ def detail(
         message.codex_session_id = brief.codex_session_id
     if brief.HasField("model"):
         message.model = brief.model
-    if _text(meta.get("workspace")):
-        message.workspace = meta["workspace"]
+    if session.workspace:
+        message.workspace = session.workspace
     return message
 
 

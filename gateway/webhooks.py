@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from tenacity import RetryCallState, wait_random_exponential
@@ -66,6 +66,10 @@ from tenacity import RetryCallState, wait_random_exponential
 from gateway.atomic import write_atomic
 from gateway.clock import now_iso
 from gateway.config import WebhookConfig
+from gateway.events import Usage
+
+if TYPE_CHECKING:
+    from gateway.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +165,10 @@ class WebhookSender:
         }
 
     # -- queueing ------------------------------------------------------------------------------
+
+    def run_finished(self, run: Run) -> None:
+        """The runner's hook: queue the delivery of a finished run's payload."""
+        self.enqueue(finished_payload(run))
 
     def enqueue(self, payload: dict[str, Any]) -> None:
         """Queue one delivery of `payload`; a no-op when no URL is configured. Never raises."""
@@ -460,6 +468,33 @@ class WebhookSender:
             reason,
             kept,
         )
+
+
+def finished_payload(run: Run) -> dict[str, Any]:
+    """What a receiver is told about a finished run, whatever its status (CONTRACT.md)."""
+    session, record, request = run.session, run.record, run.request
+    users = [
+        m.content for m in run.prepared.messages if m.role.lower() not in ("assistant", "system")
+    ]
+    return {
+        "session_id": session.id,
+        "gateway_session_id": session.id,
+        "codex_session_id": session.codex_session_id,
+        "run_id": run.id,
+        "status": run.status,
+        "workspace": str(run.prepared.workspace),
+        "prompt": users[-1] if users else "",
+        "output": run.outcome.output if run.status == "completed" else "",
+        "usage": record.usage or Usage().as_dict(),
+        "metadata": request.metadata or dict(session.metadata),
+        "error": run.error,
+        "completed_at": record.completed_at,
+        "model": record.model,
+        "source": request.source,
+        # The run's items in the session's log: GET /sessions/:id/tail?after_seq=<first - 1>.
+        "first_seq": record.first_seq,
+        "last_seq": record.last_seq,
+    }
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

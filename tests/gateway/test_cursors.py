@@ -23,22 +23,23 @@ from gateway import journal, tailing
 from gateway.errors import InvalidRequest
 from gateway.feed import FeedItem, LiveFeed
 from gateway.logs import RunLog
-from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
+from gateway.session_model import Session
+from gateway.sessions import EVENTS, STDERR, STDOUT, FileSessionStore
 from gateway.tailing import Control, TailRequest
 
 BUDGET = 8 * 1024 * 1024
 Seen = tuple[int, str, str]  # seq, stream, text (or the event's JSON, or notice kind:status)
 
 
-def _store(root: Path) -> SessionStore:
-    store = SessionStore([root / "sessions"], root / "secure")
+def _store(root: Path) -> FileSessionStore:
+    store = FileSessionStore([root / "sessions"], root / "secure")
     store.load()
     return store
 
 
-def _session(root: Path) -> tuple[SessionStore, Session]:
+def _session(root: Path) -> tuple[FileSessionStore, Session]:
     store = _store(root)
-    return store, store.create(secure=False, fields={})
+    return store, store.create(secure=False)
 
 
 def _seen(item: FeedItem | Control) -> Seen | None:
@@ -71,7 +72,7 @@ async def _everything(session: Session, feed: LiveFeed) -> list[Seen]:
 class _Writer:
     """Writes runs into a session the way the runner does: RunLog, flushed before each turn."""
 
-    def __init__(self, store: SessionStore, session: Session, feed: LiveFeed) -> None:
+    def __init__(self, store: FileSessionStore, session: Session, feed: LiveFeed) -> None:
         self.store, self.session, self.feed = store, session, feed
         self.log: RunLog | None = None
         self.runs = 0

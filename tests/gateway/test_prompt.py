@@ -6,10 +6,17 @@ import os
 from pathlib import Path
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.prompt import MAX_SYSTEM_PROMPT_BYTES, GlobalSystemPrompt, Message, build_prompt
+from gateway.prompt import (
+    MAX_SYSTEM_PROMPT_BYTES,
+    GlobalSystemPrompt,
+    Message,
+    build_prompt,
+    messages_or_prompt,
+)
 from tests.faults.spawned import gateway_env, running
 
 
@@ -91,3 +98,19 @@ async def test_a_gateway_whose_prompt_file_is_a_fifo_in_its_workspace_starts_and
             status = (await client.get("/status")).json()
         assert status["system_prompt"]["reason"] == "unusable: a FIFO"
         assert "lies inside the workspace" in gateway.log_tail(200)
+
+
+@pytest.mark.parametrize(
+    ("messages", "prompt", "expected"),
+    [
+        pytest.param([Message("user", "hi")], "ignored", [Message("user", "hi")], id="messages"),
+        pytest.param([], "do it", [Message("user", "do it")], id="prompt"),
+        pytest.param([], "  \n", [], id="blank-prompt"),
+        pytest.param([], None, [], id="neither"),
+        pytest.param([Message("system", " ")], None, [Message("system", " ")], id="blank-message"),
+    ],
+)
+def test_a_run_says_its_messages_else_its_prompt(
+    messages: list[Message], prompt: str | None, expected: list[Message]
+) -> None:
+    assert messages_or_prompt(messages, prompt) == expected

@@ -117,7 +117,7 @@ async def test_a_long_history_answers_its_newest_runs_at_bounded_cost(tmp_path: 
 def test_a_history_that_fits_is_answered_whole(tmp_path: Path) -> None:
     """A few archived records: all of them, in order, a record in both files once."""
     from gateway import history
-    from gateway.sessions import SessionStore
+    from gateway.sessions import FileSessionStore
 
     root = tmp_path / "sessions"
     directory = root / "session-few"
@@ -128,7 +128,7 @@ def test_a_history_that_fits_is_answered_whole(tmp_path: Path) -> None:
     (directory / RUNS).write_text("\n".join(lines) + '\n{"run_id": "torn')
     meta = {"session_id": "few", "runs": [record(3, 10), record(4, 10)], "runs_archived": 4}
     (directory / META).write_text(json.dumps(meta))
-    store = SessionStore([root], tmp_path / "secure")
+    store = FileSessionStore([root], tmp_path / "secure")
     store.load()
     try:
         session = store.resolve("few")

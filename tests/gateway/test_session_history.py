@@ -15,7 +15,7 @@ import pytest
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config
-from gateway.sessions import META, RUNS, RUNS_IN_META, SessionStore
+from gateway.sessions import META, RUNS, RUNS_IN_META, FileSessionStore
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_bridge, running_gateway
 
@@ -157,19 +157,19 @@ def test_a_record_in_both_files_is_listed_once_and_a_torn_line_costs_only_itself
     directory = legacy_session(root, "crashed", runs, runs_archived=2)
     archived = [json.dumps(record(n)) for n in range(-2, 3)]  # -2, -1 and the first 3 again
     (directory / RUNS).write_text("\n".join(archived) + '\n{"run_id": "torn', encoding="utf-8")
-    store = SessionStore([root], tmp_path / "secure")
+    store = FileSessionStore([root], tmp_path / "secure")
     store.load()
     try:
         session = store.resolve("crashed")
-        ids = [r["run_id"] for r in session.run_history()]
+        ids = [r.run_id for r in store.run_history(session)]
         assert ids == [f"old-{n}" for n in range(-2, RUNS_IN_META + 3)]
 
         store.save(session)  # moves the three oldest again: after the torn line, not onto it
         lines = (directory / RUNS).read_bytes().splitlines()
         assert lines[5] == b'{"run_id": "torn'
         assert [json.loads(line)["run_id"] for line in lines[6:]] == ["old-0", "old-1", "old-2"]
-        assert session.meta["runs_archived"] == 5
-        ids = [r["run_id"] for r in session.run_history()]
+        assert session.runs_archived == 5
+        ids = [r.run_id for r in store.run_history(session)]
         assert ids == [f"old-{n}" for n in range(-2, RUNS_IN_META + 3)]
     finally:
         store.close()
@@ -180,13 +180,13 @@ def test_a_running_record_stays_in_meta_json(tmp_path: Path) -> None:
     root = tmp_path / "sessions"
     runs = [record(0, status="running"), *(record(n) for n in range(1, RUNS_IN_META + 5))]
     legacy_session(root, "odd", runs)
-    store = SessionStore([root], tmp_path / "secure")
+    store = FileSessionStore([root], tmp_path / "secure")
     store.load()
     try:
         session = store.resolve("odd")
         store.save(session)
-        assert len(session.meta["runs"]) == RUNS_IN_META + 5
-        assert "runs_archived" not in session.meta
+        assert len(session.runs) == RUNS_IN_META + 5
+        assert "runs_archived" not in json.loads((session.dir / META).read_bytes())
         assert not (session.dir / RUNS).exists()
     finally:
         store.close()

@@ -264,7 +264,7 @@ async def test_an_interval_trigger_fires_on_its_grid_and_continues_its_session(
         stored = file_triggers(trigger_config)[0]
         assert stored["gateway_session_id"] == first_session
         session = gw.gateway.store.resolve(first_session)
-        assert len(session.meta["runs"]) == 2 and session.meta["runs"][0]["source"] == "trigger"
+        assert len(session.runs) == 2 and session.runs[0].source == "trigger"
 
 
 async def test_a_once_trigger_fires_once_is_removed_and_survives_a_reload_mid_run(
@@ -422,4 +422,4 @@ async def test_one_real_fire_runs_the_real_codex_and_persists_its_result(
             await asyncio.wait_for(loop_task, 10)
         assert json.loads(path.read_text())["other"] == "kept"
         (session,) = list(gw.gateway.store)
-        assert session.meta["runs"][0]["content_preview"] == "fired for real"
+        assert session.runs[0].content_preview == "fired for real"

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from gateway.views import run_record
+from gateway.session_codec import decode_run
+from gateway.views import run_record as view
+
+
+def run_record(document: dict[str, Any]) -> Any:
+    """A stored record as read (the codec) and answered (the view)."""
+    return view(decode_run(document))
+
 
 FULL = {
     "run_id": "r1",

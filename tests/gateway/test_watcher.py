@@ -107,20 +107,12 @@ async def runs_after(gw: RunningGateway, count: int, wait_s: float = 10.0) -> li
     """The prompts of the watcher's runs once `count` have finished (and nothing more came)."""
     prompts: list[dict[str, Any]] = []
     for _ in range(int(wait_s / 0.1)):
-        sessions = [
-            s
-            for s in gw.gateway.store
-            if s.meta.get("runs") and s.meta["runs"][0]["source"] == "watcher"
-        ]
-        done = [s for s in sessions if s.meta["status"] == "completed"]
+        sessions = [s for s in gw.gateway.store if s.runs and s.runs[0].source == "watcher"]
+        done = [s for s in sessions if s.status == "completed"]
         if len(done) >= count and len(done) == len(sessions):
             await asyncio.sleep(0.8)  # nothing else arrives after the debounce
-            sessions = [
-                s
-                for s in gw.gateway.store
-                if s.meta.get("runs") and s.meta["runs"][0]["source"] == "watcher"
-            ]
-            prompts = [s.meta["last_input"]["messages"][0]["content"] for s in sessions]
+            sessions = [s for s in gw.gateway.store if s.runs and s.runs[0].source == "watcher"]
+            prompts = [(s.last_input or {})["messages"][0]["content"] for s in sessions]
             break
         await asyncio.sleep(0.1)
     return sorted(prompts, key=str)

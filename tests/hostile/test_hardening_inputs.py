@@ -28,7 +28,7 @@ from gateway.childenv import check_request_env
 from gateway.config import DEFAULT_REQUEST_ENV_ALLOW, Config, ConfigError
 from gateway.errors import InvalidRequest
 from gateway.events import RunOutcome, is_thread_id
-from gateway.sessions import SessionStore
+from gateway.sessions import FileSessionStore
 from tests.fakes.model_server import ModelServer
 from tests.faults.spawned import Spawned, gateway_env, running, spawn, until_serving_sync
 from tests.harness import running_gateway
@@ -241,7 +241,7 @@ def test_at_startup_a_shared_thread_belongs_to_the_session_created_first(tmp_pat
         directory.mkdir(parents=True)
         meta = {"session_id": session_id, "codex_session_id": thread, "created_at": created}
         (directory / "meta.json").write_text(json.dumps(meta))
-    store = SessionStore([plain], secure)
+    store = FileSessionStore([plain], secure)
     store.load()
     try:
         owner = store.resolve(thread)

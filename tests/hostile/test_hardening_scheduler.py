@@ -118,7 +118,7 @@ async def test_a_stale_reload_does_not_bring_back_the_time_before_a_fire(
         await scheduler.settle()
         assert file_triggers(trigger_config)[0]["last_fired"] == fired
         session = gw.gateway.store.resolve(file_triggers(trigger_config)[0]["gateway_session_id"])
-        assert len(session.meta["runs"]) == 1
+        assert len(session.runs) == 1
 
 
 @pytest.mark.parametrize(

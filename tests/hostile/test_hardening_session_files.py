@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.credentials import missing_credentials
+from gateway.codex import missing_credentials
 from tests.faults.spawned import gateway_env, running
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from codex_gateway.v1 import gateway_pb2_grpc
 from gateway.events import RunOutcome, canonical_thread_id
-from gateway.sessions import SessionStore
+from gateway.sessions import FileSessionStore
 from tests.faults.spawned import gateway_env, running
 from tests.hostile import test_hardening_inputs as inputs
 from tests.hostile.test_hardening_inputs import PROTOCOLS, SECURE, Both, argv_of, secure_thread
@@ -128,7 +128,7 @@ def test_a_meta_json_thread_in_upper_case_is_held_canonical(tmp_path: Path) -> N
     directory.mkdir(parents=True)
     meta = {"session_id": session_id, "codex_session_id": thread.upper(), "secure": True}
     (directory / "meta.json").write_text(json.dumps(meta))
-    store = SessionStore([plain], secure)
+    store = FileSessionStore([plain], secure)
     store.load()
     try:
         for form in (thread, thread.upper()):

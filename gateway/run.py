@@ -1,0 +1,244 @@
+"""One run: what it was asked, the session it runs in, its record there, its log and outcome.
+
+The runner (gateway/runs.py) validates requests and drives the agent; a `Run` holds one run's
+state from its start to its result, and writes its beginning and its end into the session's
+meta (its record in `runs`, the session's status). Saving is the runner's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway import journal
+from gateway.clock import now_iso
+from gateway.events import (
+    JsonObject,
+    OversizedLine,
+    RunOutcome,
+    Usage,
+    canonical_thread_id,
+    parse_line,
+)
+from gateway.feed import LiveFeed
+from gateway.logs import RunLog
+from gateway.prompt import Message
+from gateway.session_model import RunRecord, RunStatus, Session, SessionStatus
+from gateway.sessions import PREVIEW_CHARS
+
+EventSink = Callable[[JsonObject, int], None]
+"""Told about each codex event of a run as it is recorded, with its seq in the session's log."""
+StartedSink = Callable[[Session, str, int], None]
+"""Told that a run started: its session, its id, and the seq of its run_started notice."""
+
+
+@dataclass
+class RunRequest:
+    """A run as asked for, before validation (the wire formats map onto this)."""
+
+    source: str
+    messages: list[Message] = field(default_factory=list)
+    prompt: str | None = None
+    system_prompt: str = ""
+    model: str | None = None
+    workspace: str | None = None
+    session_id: str | None = None
+    timeout_ms: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
+    resume_session_id: str | None = None
+    secure: bool = False
+    objective: str | None = None
+    nudge_prompt: str | None = None
+    secure_tokens: Sequence[str] = ()
+
+    @property
+    def resume_thread(self) -> str | None:
+        """The thread to resume in its canonical form, the one the store's thread lookups (and
+        so the secure check) and codex's argv use."""
+        raw = self.resume_session_id
+        return canonical_thread_id(raw.strip()) if raw else None
+
+
+@dataclass
+class RunResult:
+    session: Session
+    run_id: str
+    status: str
+    model: str | None
+    output: str
+    messages: list[Message]
+    usage: Usage
+    events: list[JsonObject]
+    tool_calls: list[JsonObject]
+    metadata: dict[str, Any]
+    duration_ms: int
+    attempts: int
+    error: str | None = None
+    events_omitted: int = 0  # events the run printed that `events` does not hold
+    first_seq: int | None = None  # the run's items in the session's log (gateway/journal.py)
+    last_seq: int | None = None
+
+
+@dataclass
+class Prepared:
+    """A request validated and checked against its target session, before it has a slot."""
+
+    request: RunRequest
+    target: Session | None  # None: a new session, created once the run has a slot
+    messages: list[Message]
+    prompt_text: str
+    model: str | None
+    workspace: Path
+    timeout_ms: int
+    env: dict[str, str]
+
+
+class Run:
+    """One run in its session, inside the runner's task `task`."""
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        session: Session,
+        task: asyncio.Task[Any],
+        *,
+        default_model: str | None,
+        on_event: EventSink | None = None,
+        on_started: StartedSink | None = None,
+    ) -> None:
+        self.prepared = prepared
+        self.request = prepared.request
+        self.session = session
+        self.task = task
+        self.on_event = on_event
+        self.on_started = on_started
+        self.id = str(uuid.uuid4())
+        self.model = prepared.model or session.model or default_model
+        self.resume_thread = session.codex_session_id or self.request.resume_thread
+        # Usage is cumulative per codex thread: this run's share is the difference.
+        self.usage_before = (
+            Usage.from_event(session.thread_usage) if self.resume_thread else Usage()
+        )
+        self.record = RunRecord(run_id=self.id)
+        self.started = time.monotonic()
+        self.outcome = RunOutcome()
+        self.status = "error"
+        self.error: str | None = None
+        self.stop_reason: str | None = None  # "cancelled" | "interrupted" once asked to stop
+        self._log: RunLog | None = None
+
+    @property
+    def log(self) -> RunLog:
+        if self._log is None:
+            raise RuntimeError("the run's log is not open")
+        return self._log
+
+    @property
+    def duration_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def begin(self) -> None:
+        """The run's record in the session's history, and the session's state while it runs
+        (in memory: written once the agent is spawned, with its pid; one write fewer per run)."""
+        request, prepared, session = self.request, self.prepared, self.session
+        self.record = record = RunRecord(
+            run_id=self.id,
+            status=RunStatus.RUNNING,
+            started_at=now_iso(),
+            prompt_preview=prepared.prompt_text[:PREVIEW_CHARS],
+            timeout_ms=prepared.timeout_ms,
+            resume_session_id=self.resume_thread,
+            model=self.model,
+            source=request.source,
+            metadata=request.metadata or {},
+        )
+        session.runs.append(record)
+        session.status = SessionStatus.RUNNING
+        session.model = self.model
+        session.execution_timeout_ms = prepared.timeout_ms
+        session.last_activity_at = record.started_at
+        session.last_input = {
+            "messages": [{"role": m.role, "content": m.content} for m in prepared.messages],
+            "system_prompt": request.system_prompt,
+        }
+        if request.source == "nudge" and request.metadata is not None:
+            session.metadata = request.metadata  # already merged with the session's
+        if request.objective and not session.objective:
+            session.objective = request.objective.strip()
+        if request.nudge_prompt and request.nudge_prompt.strip():
+            session.nudge_prompt = request.nudge_prompt.strip()
+        self.started = time.monotonic()
+
+    async def open_log(self, feed: LiveFeed | None) -> None:
+        """OSError when the session's log files cannot be opened."""
+        directory = self.session.files_dir
+        try:
+            self._log = RunLog(self.session, self.id, feed)
+        except journal.Unindexed:
+            # A crash's leftovers (or an older gateway's logs): numbered off the loop first.
+            await asyncio.to_thread(journal.ensure_indexed, directory)
+            self._log = RunLog(self.session, self.id, feed)
+
+    def take_line(self, line: bytes | OversizedLine) -> JsonObject | None:
+        """One line of the agent's stdout into the log; its event, if it is one."""
+        if isinstance(line, OversizedLine):
+            self.log.stdout_line(line.text)
+            return None
+        self.log.stdout_line(line.decode(errors="replace"))
+        event = parse_line(line)
+        if event is not None:
+            self.log.event(event, line)
+        return event
+
+    def stop(self, reason: str) -> None:
+        """Cancel the run's task; the first reason given is the one recorded."""
+        self.stop_reason = self.stop_reason or reason
+        self.task.cancel()
+
+    def end(self) -> None:
+        """The run's status, error and outcome into its record and the session's state."""
+        stamp = now_iso()
+        record, session = self.record, self.session
+        record.status = RunStatus(self.status)
+        record.completed_at = stamp
+        record.duration_ms = self.duration_ms
+        if record.attempts is None:
+            record.attempts = 0
+        record.agent_pid = None
+        if self.error is not None:
+            record.error = self.error[:2000]
+        if self.status == "completed":
+            outcome = self.outcome
+            record.content_preview = outcome.output[:PREVIEW_CHARS]
+            if outcome.usage is not None:
+                record.usage = dict(outcome.usage.minus(self.usage_before).as_dict())
+                session.thread_usage = dict(outcome.usage.as_dict())
+        session.status = SessionStatus(self.status)
+        session.last_activity_at = stamp
+
+    def result(self) -> RunResult:
+        outcome, session, request = self.outcome, self.session, self.request
+        usage = outcome.usage.minus(self.usage_before) if outcome.usage else Usage()
+        return RunResult(
+            session=session,
+            run_id=self.id,
+            status=self.status,
+            model=self.model,
+            output=outcome.output,
+            messages=[*self.prepared.messages, Message("assistant", outcome.output)],
+            usage=usage,
+            events=outcome.events,
+            tool_calls=outcome.tool_calls,
+            metadata=request.metadata if request.metadata is not None else dict(session.metadata),
+            duration_ms=self.duration_ms,
+            attempts=self.record.attempts or 0,
+            events_omitted=outcome.events_dropped,
+            first_seq=self.record.first_seq,
+            last_seq=self.record.last_seq,
+        )

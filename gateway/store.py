@@ -1,0 +1,95 @@
+"""The session store interface: where sessions and their run records live, and who runs one.
+
+Every caller (runner, servicer, scheduler, views) knows a store only by this interface. The files
+implementation is gateway/sessions.py's FileSessionStore (the reference's layout); a PostgreSQL
+one (cluster mode, ../shared/design/cluster.md) goes behind the same methods. That is why
+exclusivity is the store's: `exclusive` may be an in-process set of busy sessions, or an
+`UPDATE sessions SET active_run_id=$run WHERE active_run_id IS NULL` that claims the session
+for the whole cluster, and callers never hold a lock of their own.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any
+
+from gateway.session_model import RunRecord, Session
+
+
+class SessionStore(abc.ABC):
+    """Sessions by id and by codex thread, their state, their run records, and their runs."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Open the store, index every session, and reconcile the runs that a gateway which
+        stopped without finishing them (a crash) left `running`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what `load` took."""
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Session]:
+        """Every indexed session, unreadable ones included (a snapshot: safe to save while
+        iterating)."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def resolve(self, session_id: str) -> Session:
+        """A readable session by gateway id or codex thread id, or SessionNotFound."""
+
+    @abc.abstractmethod
+    def listing(self, *, limit: int, since: datetime | None, include_secure: bool) -> list[Session]:
+        """The newest `limit` sessions by `updated_at` (modified after `since`), secure ones
+        only with `include_secure`; unreadable sessions are listed too."""
+
+    @abc.abstractmethod
+    def create(
+        self,
+        *,
+        secure: bool,
+        metadata: dict[str, Any] | None = None,
+        workspace: str | None = None,
+        persist: bool = True,
+    ) -> Session:
+        """A new idle session. With `persist=False` it is indexed but only the caller's first
+        `save` makes it durable (the runner's, once its agent has started)."""
+
+    @abc.abstractmethod
+    def save(self, session: Session) -> None:
+        """Record the session's state (stamping `updated_at`), or StorageFailed."""
+
+    @abc.abstractmethod
+    def run_history(self, session: Session) -> list[RunRecord]:
+        """Every run record of the session, oldest first (archived ones included)."""
+
+    # Codex threads: one session owns a thread (the one that had it first); a secure session's
+    # threads may only be resumed by a secure run.
+
+    @abc.abstractmethod
+    def thread_owner(self, thread_id: str) -> Session | None:
+        """The session a codex thread id (of any hex case) leads to, if any."""
+
+    @abc.abstractmethod
+    def thread_is_secure(self, thread_id: str) -> bool:
+        """Whether a secure session holds this thread."""
+
+    @abc.abstractmethod
+    def remember_thread(self, session: Session) -> None:
+        """The session's `codex_session_id` was just learned: lookups by it find the session
+        at once (unless another session owns that thread), before the next save."""
+
+    # One run at a time per session.
+
+    @abc.abstractmethod
+    def exclusive(self, session: Session) -> AbstractAsyncContextManager[None]:
+        """Hold the session for one run, released on leaving; SessionBusy when it is held."""
+
+    @abc.abstractmethod
+    def busy(self, session: Session) -> bool:
+        """Whether a run holds the session now."""

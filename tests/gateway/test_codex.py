@@ -1,0 +1,132 @@
+"""How codex is invoked. A newcomer without model credentials gets a clear 503 naming what is
+missing, at once, instead of codex retrying 'waiting for network' until the run's deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from codex_gateway.v1 import runs_pb2
+from gateway.codex import argv, is_codex, missing_credentials, runs_an_agent
+from gateway.config import Config
+from gateway.errors import AgentFailed
+from tests.fakes import CODEX_BIN
+from tests.harness import running_gateway
+
+
+async def test_no_key_no_login_no_provider_is_unavailable_naming_them(
+    config_for: Callable[..., Config], tmp_path: Path
+) -> None:
+    home = tmp_path / "empty-codex-home"
+    home.mkdir()
+    config = config_for(codex_bin=CODEX_BIN, codex_home=home, child_env={"PATH": "/usr/bin:/bin"})
+    async with running_gateway(config) as gw:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gw.stub.Complete(runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="hi")))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "OPENAI_API_KEY" in (caught.value.details() or "")
+    assert not list(config.session_dirs[0].glob("session-*"))
+
+
+@pytest.mark.parametrize(
+    ("env", "files", "args", "ok"),
+    [
+        pytest.param({}, {}, (), False, id="nothing"),
+        pytest.param({"OPENAI_API_KEY": "k"}, {}, (), True, id="openai-key"),
+        pytest.param({"CODEX_API_KEY": "k"}, {}, (), True, id="codex-key"),
+        pytest.param({"OPENAI_API_KEY": " "}, {}, (), False, id="blank-key"),
+        pytest.param({}, {"auth.json": "{}"}, (), True, id="logged-in"),
+        pytest.param({}, {"config.toml": 'model_provider = "fake"\n'}, (), True, id="provider"),
+        pytest.param({}, {"config.toml": 'model = "gpt-5.5"\n'}, (), False, id="model-only"),
+        pytest.param({}, {}, ("-c", "model_provider=ollama"), True, id="provider-arg"),
+        pytest.param({}, {}, ("--oss",), True, id="oss"),
+    ],
+)
+def test_what_counts_as_credentials(
+    tmp_path: Path, env: dict[str, str], files: dict[str, str], args: tuple[str, ...], ok: bool
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert (missing_credentials(tmp_path, env, args) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("name", "codex"),
+    [
+        pytest.param("codex", True, id="native"),
+        pytest.param("codex.js", True, id="npm-shim"),
+        pytest.param("fake_agent.py", False, id="stand-in"),
+        pytest.param("codex-wrapper", False, id="wrapper"),
+    ],
+)
+def test_only_the_codex_cli_itself_counts_as_codex(name: str, codex: bool) -> None:
+    assert is_codex(Path("/opt/bin") / name) is codex
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "agent"),
+    [
+        pytest.param([b"/usr/bin/codex", b"exec"], True, id="codex"),
+        pytest.param([b"python3", b"/t/fakes/echo_agent.py"], True, id="scripted-agent"),
+        pytest.param([b"node", b"/n/codex.js", b"exec"], True, id="npm-shim"),
+        pytest.param([b"sleep", b"100"], False, id="recycled-pid"),
+        pytest.param([b"python3", b"-c", b"codex"], False, id="name-in-a-later-argument"),
+    ],
+)
+def test_what_runs_an_agent(cmdline: list[bytes], agent: bool) -> None:
+    assert runs_an_agent(cmdline) is agent
+
+
+THREAD = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "model", "thread", "tail"),
+    [
+        pytest.param({}, None, None, ["--sandbox", "read-only", "--cd", "W", "--", "-"], id="new"),
+        pytest.param(
+            {},
+            "gpt-5",
+            THREAD,
+            [
+                "--sandbox",
+                "read-only",
+                "--cd",
+                "W",
+                "--model",
+                "gpt-5",
+                "resume",
+                "--",
+                THREAD,
+                "-",
+            ],
+            id="resume-with-model",
+        ),
+        pytest.param(
+            {"unsafe_no_sandbox": True, "extra_args": ["-c", "x=1"]},
+            None,
+            None,
+            ["--dangerously-bypass-approvals-and-sandbox", "--cd", "W", "-c", "x=1", "--", "-"],
+            id="no-sandbox-extra-args",
+        ),
+    ],
+)
+def test_argv_keeps_positionals_after_a_double_dash(
+    config_for: Callable[..., Config],
+    overrides: dict[str, object],
+    model: str | None,
+    thread: str | None,
+    tail: list[str],
+) -> None:
+    config = config_for(codex_bin=Path("/opt/codex"), sandbox="read-only", **overrides)
+    args = argv(config, Path("W"), model, thread)
+    head = ["/opt/codex", "exec", config.json_flag, "--color", "never", "--skip-git-repo-check"]
+    assert args == [*head, *tail]
+
+
+def test_argv_refuses_a_thread_that_is_not_a_uuid(config_for: Callable[..., Config]) -> None:
+    with pytest.raises(AgentFailed):
+        argv(config_for(), Path("W"), None, "--help")
