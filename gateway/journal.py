@@ -108,21 +108,25 @@ class IndexWriter:
     """The index of one session while a run writes it (whoever holds it writes alone).
 
     `sizes` are the data files' sizes as the run opened them (a new session's are all 0, and
-    then nothing is read to know the index is complete)."""
+    then nothing is read to know the index is complete); `repaired`: the caller has just run
+    `ensure_indexed` while holding the session (a full disk may have kept it from recording
+    that in `items.ends`). Both files are opened here: a new session's directory is renamed
+    while its first run writes."""
 
-    def __init__(self, directory: Path, sizes: dict[str, int]) -> None:
+    def __init__(self, directory: Path, sizes: dict[str, int], *, repaired: bool = False) -> None:
         self._fd = regular_file.open_for_update(directory / INDEX)
+        self._ends_fd = -1
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # a reader indexing a crash's leftovers
             size = os.fstat(self._fd).st_size
             fresh = size == 0 and not any(sizes.values())
-            if not fresh and not _consistent(directory, self._fd, sizes):
+            if not (fresh or repaired or _consistent(directory, self._fd, sizes)):
                 raise Unindexed(directory)
             self._next = size // RECORD_BYTES + 1
+            self._ends_fd = regular_file.open_for_update(directory / ENDS)
         except BaseException:
             os.close(self._fd)
             raise
-        self._directory = directory
         self._pending = bytearray()
         self._pending_from = self._next
 
@@ -154,8 +158,9 @@ class IndexWriter:
         """Flush, record what the index covers (`ends`: each file's size), release the lock."""
         try:
             self.flush()
-            _write_ends(self._directory, self._next - 1, ends)
+            _write_ends_to(self._ends_fd, self._next - 1, ends)
         finally:
+            os.close(self._ends_fd)
             os.close(self._fd)  # the lock goes with it
 
 
@@ -231,14 +236,19 @@ def _consistent(directory: Path, fd: int, sizes: dict[str, int] | None = None) -
 def _write_ends(directory: Path, records: int, ends: dict[str, int]) -> None:
     """In place, not atomically: a torn file does not parse, and then the next reader checks
     the files against the index itself (`_repair` only ever adds what is missing)."""
-    data = json.dumps({"records": records, **ends}, separators=(",", ":")).encode()
     with contextlib.suppress(OSError):
         fd = regular_file.open_for_update(directory / ENDS)
         try:
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
+            _write_ends_to(fd, records, ends)
         finally:
             os.close(fd)
+
+
+def _write_ends_to(fd: int, records: int, ends: dict[str, int]) -> None:
+    data = json.dumps({"records": records, **ends}, separators=(",", ":")).encode()
+    with contextlib.suppress(OSError):  # then the next writer or reader checks the files
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
 
 
 def _repair(directory: Path, fd: int) -> None:

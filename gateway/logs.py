@@ -28,7 +28,16 @@ MAX_STDERR_LINE = 65_536  # bytes of a stderr line without end numbered as one i
 class RunLog:
     """The append-only log files of one run, and the numbers (`seq`) of what it writes."""
 
-    def __init__(self, session: Session, run_id: str, feed: LiveFeed | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        run_id: str,
+        feed: LiveFeed | None = None,
+        *,
+        repaired: bool = False,
+    ) -> None:
+        """`repaired`: see journal.IndexWriter (raises journal.Unindexed without it when the
+        files hold items the index does not number)."""
         self.run_id = run_id
         self._run_id_suffix = b',"run_id":' + json.dumps(run_id).encode() + b"}\n"
         self.write_errors = 0
@@ -52,6 +61,7 @@ class RunLog:
                 session.files_dir,
                 {STDOUT: self._offsets["stdout"], STDERR: self._offsets["stderr"]}
                 | {EVENTS: self._offsets["events"]},
+                repaired=repaired,
             )
         except (OSError, journal.Unindexed):
             self.close()

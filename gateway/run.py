@@ -183,7 +183,7 @@ class Run:
         except journal.Unindexed:
             # A crash's leftovers (or an older gateway's logs): numbered off the loop first.
             await asyncio.to_thread(journal.ensure_indexed, directory)
-            self._log = RunLog(self.session, self.id, feed)
+            self._log = RunLog(self.session, self.id, feed, repaired=True)
 
     def take_line(self, line: bytes | OversizedLine) -> JsonObject | None:
         """One line of the agent's stdout into the log; its event, if it is one."""

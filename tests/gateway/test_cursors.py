@@ -83,7 +83,7 @@ class _Writer:
             self.log = RunLog(self.session, f"run-{self.runs}", self.feed)
         except journal.Unindexed:  # as the runner does: number the leftovers, then write
             journal.ensure_indexed(self.session.files_dir)
-            self.log = RunLog(self.session, f"run-{self.runs}", self.feed)
+            self.log = RunLog(self.session, f"run-{self.runs}", self.feed, repaired=True)
         self.log.start()
         if self.session.staging is not None:
             self.store.save(self.session)  # the first save moves the session into place
@@ -142,6 +142,19 @@ async def test_seqs_number_every_item_in_order_and_keep_rising_across_runs(
     assert after[-2][1:] == ("stdout", "line 99")
     kinds = [stream for _, stream, _ in everything]
     assert kinds.count("notice") == 6 and kinds.count("stderr") == 6  # with each last "part"
+
+
+def test_a_new_sessions_first_run_leaves_its_index_complete(tmp_path: Path) -> None:
+    """The first run writes in the staging directory, renamed under it by the first save: what
+    the index covers is still recorded, so the next run checks it without reading the files."""
+    store, session = _session(tmp_path)
+    writer = _Writer(store, session, LiveFeed())
+    writer.start()
+    assert session.staging is None  # moved into place while the run writes
+    writer.write("stdout", 1)
+    writer.end()
+    assert journal.indexed(session.dir)
+    RunLog(session, "next", LiveFeed()).close()  # no journal.Unindexed
 
 
 async def test_the_files_stay_the_references(tmp_path: Path) -> None:

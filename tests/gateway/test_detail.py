@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from gateway.detail import read_files
-from gateway.sessions import EVENTS, STDERR, STDOUT, Session, SessionStore
+from gateway.session_model import Session
+from gateway.sessions import EVENTS, STDERR, STDOUT, FileSessionStore
 
 
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[Session]:
-    store = SessionStore([tmp_path / "sessions"], tmp_path / "secure")
+    store = FileSessionStore([tmp_path / "sessions"], tmp_path / "secure")
     store.load()
     try:
-        created = store.create(secure=False, fields={})
+        created = store.create(secure=False)
         store.save(created)
         files = created.files_dir
         (files / STDOUT).write_text("".join(f"out {n} {'y' * 45}\n" for n in range(10)))

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from gateway import search
 from gateway.errors import InvalidRequest
-from gateway.sessions import STDOUT, Session, SessionStore
+from gateway.session_model import Session
+from gateway.sessions import STDOUT, FileSessionStore
 
 TEXT = st.text(alphabet=st.sampled_from(list("abcAB \n\nxyzÉéİıß日本\t")), max_size=300)  # noqa: RUF001  # dotless i on purpose
 
@@ -107,10 +108,10 @@ def test_max_results_stops_early_and_tail_lines_limits_the_text(tmp_path: Path) 
 
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[Session]:
-    store = SessionStore([tmp_path / "sessions"], tmp_path / "secure")
+    store = FileSessionStore([tmp_path / "sessions"], tmp_path / "secure")
     store.load()
     try:
-        created = store.create(secure=False, fields={})
+        created = store.create(secure=False)
         store.save(created)
         (created.files_dir / STDOUT).write_text("alpha beta\ngamma alpha\ndelta\n")
         yield created
