@@ -121,6 +121,10 @@ class _HeadTooLarge(Exception):
     pass
 
 
+LINGER_S = 2.0
+"""How long a connection answered with an error and closed still takes (and drops) input."""
+
+
 class _LimitedProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits]
     log: ClassVar[RateLimitedLog]
@@ -323,7 +327,22 @@ class _LimitedProtocol(HttpToolsProtocol):
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
         )
-        self._close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the answer without losing it: closing a socket with unread input makes
+        the kernel send a reset, which can reach the client before it has read the answer (a
+        client still sending the rest of a 431's head saw the connection reset, not the 431).
+        So the answer is followed by a FIN, what still arrives is discarded, and the connection
+        closes when the client closes it, or after LINGER_S."""
+        self._refused = True  # data_received discards from now on
+        self._cancel_head_timer()
+        self._cancel_request_timer()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def limited_protocol(limits: ConnectionLimits, log: RateLimitedLog) -> type[HttpToolsProtocol]:
