@@ -37,7 +37,7 @@ Call = Callable[[], Awaitable[None]]
 
 
 def agent_argv(agent: Path, workspace: Path) -> list[str]:
-    """The argv the gateway gives codex for a plain run (gateway/codex.py `argv`)."""
+    """The argv the gateway gives codex for a plain run (gateway/agent/codex.py `argv`)."""
     return [
         str(agent),
         *("exec", "--json", "--color", "never", "--skip-git-repo-check"),

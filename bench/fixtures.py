@@ -1,7 +1,7 @@
 """Data the session benchmarks run on: session directories in the reference layout, and a big
 realistic stdout.log, all generated deterministically (a seeded PRNG) so runs compare.
 
-    <root>/session-<id>/meta.json     what gateway/sessions.py and gateway/runs.py write
+    <root>/session-<id>/meta.json     what gateway/sessions/files.py and runs/runner.py write
                         stdout.log    RUN START/END markers around codex's JSON events
                         stderr.log    empty (optional)
                         events.jsonl  the parsed events, each with its run_id (optional)
@@ -184,7 +184,7 @@ def _turn_events(rng: random.Random, thread_id: str, items: int) -> list[dict[st
 
 
 def run_text(run_id: str, events: list[dict[str, Any]], start: str, end: str, status: str) -> str:
-    """One run's block of stdout.log, as gateway/logs.py `RunLog` writes it."""
+    """One run's block of stdout.log, as gateway/sessions/logs.py `RunLog` writes it."""
     lines = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
     return (
         f"\n\n===== RUN {run_id} START {start} =====\n{lines}"

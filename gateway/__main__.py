@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     bridge.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
     args = parser.parse_args(argv)
     # Everything the gateway writes (sessions, secure sessions, triggers, the webhook outbox,
-    # locks) is its own: private by default. Agents get the usual 022 back (gateway/agent.py).
+    # locks) is its own: private by default. Agents get the usual 022 back
+    # (gateway/agent/process.py).
     os.umask(0o077)
     # Agents started as another user (CODEX_GATEWAY_AGENT_USER) are forked, not vforked, and
     # gRPC's fork handlers then restart its threads in the child between fork and exec, which

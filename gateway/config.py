@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from gateway import codex
+from gateway.agent import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 
 # Declared with the table; imported from here by the rest of the gateway, as before.
@@ -181,7 +181,7 @@ class Config:
     # The allow-listed part of the gateway's environment that the agent inherits.
     child_env: Mapping[str, str] = field(default_factory=dict)
     # Glob patterns (case-sensitive) a request `env` name must match; the floor in
-    # gateway/childenv.py is refused whatever they say.
+    # gateway/runs/childenv.py is refused whatever they say.
     request_env_allow: tuple[str, ...] = DEFAULT_REQUEST_ENV_ALLOW
     stop_grace_ms: int = 3000
     shutdown_grace_ms: int = 10_000

@@ -24,25 +24,25 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway import codex
-from gateway.access import SecureAccess
-from gateway.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
+from gateway.agent import codex
+from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
+from gateway.api.service import GatewayServicer
+from gateway.api.status import StatusReporter
+from gateway.automation.scheduler import Scheduler
+from gateway.automation.triggers import TriggerFiles
+from gateway.automation.watcher import FileWatcher
+from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
-from gateway.concurrency import RunSlots
 from gateway.config import Config, ConfigError, StartupError
-from gateway.feed import LiveFeed
-from gateway.prompt import GlobalSystemPrompt
-from gateway.runs import Runner
-from gateway.scheduler import Scheduler
-from gateway.service import GatewayServicer
-from gateway.sessions import FileSessionStore
-from gateway.status import StatusReporter
-from gateway.store import SessionStore
+from gateway.runs.concurrency import RunSlots
+from gateway.runs.prompt import GlobalSystemPrompt
+from gateway.runs.runner import Runner
+from gateway.sessions.access import SecureAccess
+from gateway.sessions.feed import LiveFeed
+from gateway.sessions.files import FileSessionStore
+from gateway.sessions.store import SessionStore
 from gateway.supervisor import supervise
-from gateway.triggers import TriggerFiles
-from gateway.watcher import FileWatcher
-from gateway.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 # grpc_health re-exports its asyncio servicer as `health.aio`, which mypy cannot see.

@@ -43,7 +43,7 @@ DEFAULT_MAX_ANSWER_BYTES = 3 * 1024 * 1024
 # Read for defaults (codex's home, the state directory's), but not the gateway's own settings:
 # the README names them where they matter, not in its table.
 AMBIENT = frozenset({"HOME", "CODEX_HOME"})
-# The reference's `env` block of GET / and GET /status, in its order (gateway/status.py).
+# The reference's `env` block of GET / and GET /status, in its order (gateway/api/status.py).
 ECHOED = (
     "CODEX_GATEWAY_SESSION_DIRS",
     "CODEX_GATEWAY_SECURE_SESSION_DIR",

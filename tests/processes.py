@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gateway.priority import OWN_AUTOGROUP, autogroup_nice
+from gateway.agent.priority import OWN_AUTOGROUP, autogroup_nice
 from gateway.procfs import descendants
 
 

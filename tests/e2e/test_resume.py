@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config
-from gateway.sessions import STDOUT
+from gateway.sessions.files import STDOUT
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_bridge, running_gateway
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.access import SecureAccess, offered_tokens
 from gateway.errors import SecureAccessDenied
+from gateway.sessions.access import SecureAccess, offered_tokens
 
 
 @pytest.mark.parametrize(

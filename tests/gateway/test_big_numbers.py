@@ -11,9 +11,9 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
+from gateway.api.views import to_struct
 from gateway.config import Config
-from gateway.sessions import EVENTS
-from gateway.views import to_struct
+from gateway.sessions.files import EVENTS
 from tests.fakes import AGENTS_DIR
 from tests.harness import running_gateway
 

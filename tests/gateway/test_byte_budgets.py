@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import search
-from gateway.feed import FeedItem, LiveFeed
-from gateway.logs import bounded_tail, tail
-from gateway.views import OMITTED_EVENTS, bounded_structs, clipped
+from gateway.api.views import OMITTED_EVENTS, bounded_structs, clipped
+from gateway.sessions import search
+from gateway.sessions.feed import FeedItem, LiveFeed
+from gateway.sessions.logs import bounded_tail, tail
 
 MIB = 1024 * 1024
 

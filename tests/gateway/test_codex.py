@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from codex_gateway.v1 import runs_pb2
-from gateway.codex import argv, is_codex, missing_credentials, runs_an_agent
+from gateway.agent.codex import argv, is_codex, missing_credentials, runs_an_agent
 from gateway.config import Config
 from gateway.errors import AgentFailed
 from tests.fakes import CODEX_BIN

@@ -1,5 +1,5 @@
-"""Cursors over a session's log (gateway/journal.py, gateway/tailing.py): every item a session
-records has a seq, and a tail that resumes after the last seq it saw gets every later item
+"""Cursors over a session's log (gateway/sessions/journal.py and tailing.py): every item a
+session records has a seq, and a tail that resumes after the last seq it saw gets every later item
 exactly once, in order, whether they were written while it was away, before a restart, or
 while it catches up.
 
@@ -19,13 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import journal, tailing
 from gateway.errors import InvalidRequest
-from gateway.feed import FeedItem, LiveFeed
-from gateway.logs import RunLog
-from gateway.session_model import Session
-from gateway.sessions import EVENTS, STDERR, STDOUT, FileSessionStore
-from gateway.tailing import Control, TailRequest
+from gateway.sessions import journal, tailing
+from gateway.sessions.feed import FeedItem, LiveFeed
+from gateway.sessions.files import EVENTS, STDERR, STDOUT, FileSessionStore
+from gateway.sessions.logs import RunLog
+from gateway.sessions.model import Session
+from gateway.sessions.tailing import Control, TailRequest
 
 BUDGET = 8 * 1024 * 1024
 Seen = tuple[int, str, str]  # seq, stream, text (or the event's JSON, or notice kind:status)

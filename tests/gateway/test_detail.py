@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.detail import read_files
-from gateway.session_model import Session
-from gateway.sessions import EVENTS, STDERR, STDOUT, FileSessionStore
+from gateway.sessions.detail import read_files
+from gateway.sessions.files import EVENTS, STDERR, STDOUT, FileSessionStore
+from gateway.sessions.model import Session
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.events import LineFramer, OversizedLine, RunOutcome, Usage, parse_line
+from gateway.agent.events import LineFramer, OversizedLine, RunOutcome, Usage, parse_line
 
 THREAD = "0199a213-81c0-7800-8aa1-bbab2a035a53"
 

@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 from codex_gateway.v1 import runs_pb2, status_pb2
-from gateway.agent import AgentProcess
+from gateway.agent.priority import autogroup_nice
+from gateway.agent.process import AgentProcess
 from gateway.config import Config
 from gateway.errors import InvalidRequest
-from gateway.priority import autogroup_nice
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
 from tests.processes import alive, expected_group_nice, nice_of, running_below, stat_fields
@@ -248,7 +248,7 @@ async def test_an_error_right_after_the_spawn_leaves_no_agent_behind(
     def failing(pid: int, nice: int) -> int | None:
         raise IndexError("list index out of range")
 
-    monkeypatch.setattr("gateway.agent.make_nicer", failing)
+    monkeypatch.setattr("gateway.agent.process.make_nicer", failing)
     agent = AgentProcess(
         ["sleep", "1000"],
         env={"PATH": "/usr/bin:/bin"},

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.priority import OWN_AUTOGROUP, autogroup_nice, make_nicer
+from gateway.agent.priority import OWN_AUTOGROUP, autogroup_nice, make_nicer
 from tests.processes import describe, expected_group_nice, nice_of, stat_fields
 
 
@@ -102,8 +102,8 @@ def wait_for(condition: Callable[[], bool], what: str, pid: int, within_s: float
 AGENTS_STARTED_TOGETHER = """
 import asyncio, json, sys
 from pathlib import Path
-from gateway.agent import AgentProcess
-from gateway.priority import autogroup_nice
+from gateway.agent.process import AgentProcess
+from gateway.agent.priority import autogroup_nice
 
 async def main(workspace, steps, target):
     agents = [

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.prompt import (
+from gateway.runs.prompt import (
     MAX_SYSTEM_PROMPT_BYTES,
     GlobalSystemPrompt,
     Message,

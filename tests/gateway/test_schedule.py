@@ -12,7 +12,7 @@ from croniter import croniter
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from gateway.schedule import (
+from gateway.automation.schedule import (
     Schedule,
     ScheduleError,
     describe,

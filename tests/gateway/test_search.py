@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import search
 from gateway.errors import InvalidRequest
-from gateway.session_model import Session
-from gateway.sessions import STDOUT, FileSessionStore
+from gateway.sessions import search
+from gateway.sessions.files import STDOUT, FileSessionStore
+from gateway.sessions.model import Session
 
 TEXT = st.text(alphabet=st.sampled_from(list("abcAB \n\nxyzÉéİıß日本\t")), max_size=300)  # noqa: RUF001  # dotless i on purpose
 

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.agent.events import canonical_thread_id
 from gateway.errors import SessionBusy, StorageFailed
-from gateway.events import canonical_thread_id
-from gateway.session_codec import decode_run, decode_session, dumps, encode_run, encode_session
-from gateway.session_model import RunRecord, RunStatus, SessionStatus
-from gateway.sessions import META, FileSessionStore
+from gateway.sessions.codec import decode_run, decode_session, dumps, encode_run, encode_session
+from gateway.sessions.files import META, FileSessionStore
+from gateway.sessions.model import RunRecord, RunStatus, SessionStatus
 
 THREAD = "0b7c6a52-5f0e-4c7a-9c1d-2f3e4a5b6c7d"
 

@@ -20,8 +20,8 @@ import pytest
 
 from codex_gateway.v1 import gateway_pb2_grpc, sessions_pb2
 from gateway.config import DEFAULT_MAX_ANSWER_BYTES
-from gateway.logs import lines_backwards
-from gateway.sessions import META, RUNS, RUNS_IN_META
+from gateway.sessions.files import META, RUNS, RUNS_IN_META
+from gateway.sessions.logs import lines_backwards
 from tests.faults.spawned import Spawned, gateway_env, running
 
 ARCHIVED = 2000
@@ -116,8 +116,8 @@ async def test_a_long_history_answers_its_newest_runs_at_bounded_cost(tmp_path: 
 
 def test_a_history_that_fits_is_answered_whole(tmp_path: Path) -> None:
     """A few archived records: all of them, in order, a record in both files once."""
-    from gateway import history
-    from gateway.sessions import FileSessionStore
+    from gateway.sessions import history
+    from gateway.sessions.files import FileSessionStore
 
     root = tmp_path / "sessions"
     directory = root / "session-few"

@@ -15,7 +15,7 @@ import pytest
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config
-from gateway.sessions import META, RUNS, RUNS_IN_META, FileSessionStore
+from gateway.sessions.files import META, RUNS, RUNS_IN_META, FileSessionStore
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_bridge, running_gateway
 

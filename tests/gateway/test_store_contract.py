@@ -1,4 +1,4 @@
-"""What every SessionStore promises (gateway/store.py), run against each implementation.
+"""What every SessionStore promises (gateway/sessions/store.py), run against each implementation.
 
 Only the files store exists today; the PostgreSQL one of cluster mode joins STORES and must pass
 the same tests. Each test reopens the store where the promise is about what survives a restart.
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import SessionBusy, SessionNotFound
-from gateway.session_model import RunRecord, RunStatus, SessionStatus
-from gateway.sessions import FileSessionStore
-from gateway.store import SessionStore
+from gateway.sessions.files import FileSessionStore
+from gateway.sessions.model import RunRecord, RunStatus, SessionStatus
+from gateway.sessions.store import SessionStore
 
 THREAD = "0b7c6a52-5f0e-4c7a-9c1d-2f3e4a5b6c7d"
 OTHER_THREAD = "1c8d7b63-6a1f-4d8b-8d2e-3a4f5b6c7d8e"

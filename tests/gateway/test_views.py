@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from gateway.session_codec import decode_run
-from gateway.views import run_record as view
+from gateway.api.views import run_record as view
+from gateway.sessions.codec import decode_run
 
 
 def run_record(document: dict[str, Any]) -> Any:

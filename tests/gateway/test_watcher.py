@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from codex_gateway.v1 import status_pb2
+from gateway.automation.watcher import compile_glob, describe_file, matches, render
 from gateway.config import Config, WatcherConfig
-from gateway.watcher import compile_glob, describe_file, matches, render
 from tests.fakes import AGENTS_DIR
 from tests.harness import RunningGateway, running_gateway
 

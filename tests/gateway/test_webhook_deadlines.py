@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.webhooks import WebhookSender
+from gateway.automation.webhooks import WebhookSender
 from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.gateway.test_webhooks import (
     eventually,

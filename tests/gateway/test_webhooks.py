@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.automation.webhooks import WebhookSender, retry_after_seconds
 from gateway.config import WebhookConfig
-from gateway.webhooks import WebhookSender, retry_after_seconds
 from tests.fakes.webhook_receiver import Receiver, Reply
 
 SECRET = "webhook-secret"
@@ -133,7 +133,7 @@ async def test_retried_webhook_arrives_once_with_one_key_and_a_valid_signature(
         assert request.headers["authorization"] == "Bearer bearer-token"
         assert request.headers["x-team"] == "qa"
         assert json.loads(request.body) == payload
-        # What a receiver does to verify the signature, as documented in gateway/webhooks.py.
+        # What a receiver does to verify the signature, as gateway/automation/webhooks.py says.
         timestamp = request.headers["x-codex-gateway-timestamp"]
         expected = hmac.new(
             SECRET.encode(), f"{timestamp}.".encode() + request.body, hashlib.sha256

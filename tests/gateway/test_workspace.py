@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidRequest
-from gateway.workspace import resolve_workspace
+from gateway.runs.workspace import resolve_workspace
 
 SEGMENTS = st.sampled_from(["..", ".", "a", "b", "out", "loop", "", "/", "a/../..", "~"])
 

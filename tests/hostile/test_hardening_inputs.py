@@ -23,12 +23,12 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc, runs_pb2, sessions_pb2, triggers_pb2
-from gateway.boundary import ServicerGuard
-from gateway.childenv import check_request_env
+from gateway.agent.events import RunOutcome, is_thread_id
+from gateway.api.boundary import ServicerGuard
 from gateway.config import DEFAULT_REQUEST_ENV_ALLOW, Config, ConfigError
 from gateway.errors import InvalidRequest
-from gateway.events import RunOutcome, is_thread_id
-from gateway.sessions import FileSessionStore
+from gateway.runs.childenv import check_request_env
+from gateway.sessions.files import FileSessionStore
 from tests.fakes.model_server import ModelServer
 from tests.faults.spawned import Spawned, gateway_env, running, spawn, until_serving_sync
 from tests.harness import running_gateway
@@ -793,7 +793,7 @@ async def test_a_bug_is_internal_without_its_text_and_logs_one_traceback(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             for _ in range(3):
-                with caplog.at_level(logging.ERROR, logger="gateway.boundary"):
+                with caplog.at_level(logging.ERROR, logger="gateway.api.boundary"):
                     with pytest.raises(grpc.aio.AioRpcError) as unary:
                         await channel.unary_unary("/test.Buggy/Unary")(b"")
                     received = []
@@ -806,6 +806,6 @@ async def test_a_bug_is_internal_without_its_text_and_logs_one_traceback(
                     assert error.details() == "Internal error"
     finally:
         await server.stop(None)
-    records = [r for r in caplog.records if r.name == "gateway.boundary"]
+    records = [r for r in caplog.records if r.name == "gateway.api.boundary"]
     assert len(records) == 6  # one line per failed call
     assert sum(r.exc_info is not None for r in records) == 2  # a traceback per method, once

@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from codex_gateway.v1 import gateway_pb2_grpc, sessions_pb2, status_pb2
-from gateway.boundary import MAX_METADATA_SIZE_BYTES, MAX_METADATA_VALUE_BYTES
+from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MAX_METADATA_VALUE_BYTES
 from tests.faults.spawned import Spawned
 from tests.hostile.live import API_TOKEN, AUTH
 

@@ -29,8 +29,8 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from codex_gateway.v1 import status_pb2, triggers_pb2
+from gateway.automation.scheduler import MAX_RETRY_AFTER, Scheduler
 from gateway.config import Config
-from gateway.scheduler import MAX_RETRY_AFTER, Scheduler
 from tests.fakes import AGENTS_DIR
 from tests.gateway.test_triggers import SteppedClock, file_triggers
 from tests.harness import RunningGateway, running_bridge, running_gateway
@@ -152,7 +152,7 @@ async def test_a_fire_rechecks_the_stored_entry(
 
 
 def scheduler_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "gateway.scheduler"]
+    return [r for r in caplog.records if r.name == "gateway.automation.scheduler"]
 
 
 def make_fifo(path: Path) -> None:

@@ -28,8 +28,8 @@ from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, triggers_pb2
 from gateway.bridge_process import BRIDGE_ENV_NAMES
 from gateway.config import Config, ConfigError, check_state_outside_workspaces
 from gateway.errors import InvalidRequest
-from gateway.run import RunRequest
-from gateway.workspace import open_confined
+from gateway.runs.run import RunRequest
+from gateway.runs.workspace import open_confined
 from tests.fakes import AGENTS_DIR
 from tests.faults.spawned import (
     Spawned,

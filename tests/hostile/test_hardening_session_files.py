@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.codex import missing_credentials
+from gateway.agent.codex import missing_credentials
 from tests.faults.spawned import gateway_env, running
 
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from codex_gateway.v1 import gateway_pb2_grpc
-from gateway.events import RunOutcome, canonical_thread_id
-from gateway.sessions import FileSessionStore
+from gateway.agent.events import RunOutcome, canonical_thread_id
+from gateway.sessions.files import FileSessionStore
 from tests.faults.spawned import gateway_env, running
 from tests.hostile import test_hardening_inputs as inputs
 from tests.hostile.test_hardening_inputs import PROTOCOLS, SECURE, Both, argv_of, secure_thread

@@ -34,10 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codex_gateway.v1 import status_pb2, triggers_pb2
+from gateway.automation.triggers import DATE_FIELDS, normalise
 from gateway.config import Config, TriggerConfig, WatcherConfig
 from gateway.errors import InvalidRequest
 from gateway.supervisor import supervise
-from gateway.triggers import DATE_FIELDS, normalise
 from tests.fakes import AGENTS_DIR
 from tests.faults.spawned import gateway_env, spawn, until_serving
 from tests.gateway.test_limits import error_info

@@ -20,11 +20,11 @@ from bridge.bindings import bindings_from_service, service_descriptor
 from bridge.errors import InvalidRequest as BridgeInvalidRequest
 from bridge.routes import split_raw_path
 from bridge.transcode import parse_query, parse_scalar
-from gateway.childenv import blocked_reason, check_request_env, child_environment
+from gateway.automation.triggers import TriggerFiles
 from gateway.config import SECRET_VARIABLES, Config, ConfigError, TriggerConfig
 from gateway.errors import InvalidRequest, quote
-from gateway.triggers import TriggerFiles
-from gateway.workspace import resolve_workspace
+from gateway.runs.childenv import blocked_reason, check_request_env, child_environment
+from gateway.runs.workspace import resolve_workspace
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # CONTRACT.md's list of request env names that change what runs or where (prefixes end in _).

@@ -10,7 +10,7 @@ import hmac
 from collections.abc import Iterable, Sequence
 
 from gateway.errors import SecureAccessDenied
-from gateway.session_model import Session
+from gateway.sessions.model import Session
 
 # The bridge forwards `?secure_token=` as the last one.
 TOKEN_KEYS = ("x-codex-secure-token", "x-secure-token", "x-secure-token-query")

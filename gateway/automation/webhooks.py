@@ -63,13 +63,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from tenacity import RetryCallState, wait_random_exponential
 
+from gateway.agent.events import Usage
 from gateway.atomic import write_atomic
 from gateway.clock import now_iso
 from gateway.config import WebhookConfig
-from gateway.events import Usage
 
 if TYPE_CHECKING:
-    from gateway.run import Run
+    from gateway.runs.run import Run
 
 log = logging.getLogger(__name__)
 

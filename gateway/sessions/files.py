@@ -20,7 +20,7 @@ the one that had it first (at startup, the one created first). A later session t
 same thread never takes over lookups by that id. The store also knows which threads a secure
 session holds, so that only a secure run can resume them.
 
-meta.json and run records are read and written by gateway/session_codec.py (unknown keys kept);
+meta.json and run records are read and written by gateway/sessions/codec.py (unknown keys kept);
 one run at a time per session is a set of busy session ids, the store's business (store.py).
 """
 
@@ -40,17 +40,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.agent.codex import runs_an_agent
+from gateway.agent.events import canonical_thread_id, is_thread_id
 from gateway.atomic import write_atomic
 from gateway.clock import now_iso
-from gateway.codex import runs_an_agent
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
-from gateway.events import canonical_thread_id, is_thread_id
 from gateway.procfs import cmdline, descendants
-from gateway.session_codec import decode_run, decode_session, dumps, dumps_lines, encode_session
-from gateway.session_model import RunRecord, RunStatus, SessionStatus
-from gateway.session_model import Session as Session  # logs.py and others import it from here
-from gateway.store import SessionStore
+from gateway.sessions.codec import decode_run, decode_session, dumps, dumps_lines, encode_session
+from gateway.sessions.model import RunRecord, RunStatus, SessionStatus
+from gateway.sessions.model import Session as Session  # logs.py and others import it from here
+from gateway.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
 

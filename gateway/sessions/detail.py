@@ -2,9 +2,9 @@
 
 An answer has a byte budget (CODEX_GATEWAY_MAX_ANSWER_BYTES); each part of the detail gets a
 quarter of it: a tail of huge lines keeps its newest lines that fit, and says so (read the rest
-with a tail or a search); the run history its newest runs (gateway/history.py). The files are
-read in a worker thread, on a snapshot taken on the event loop (the loop changes the session's
-meta during a run; the thread never reads it).
+with a tail or a search); the run history its newest runs (gateway/sessions/history.py). The
+files are read in a worker thread, on a snapshot taken on the event loop (the loop changes the
+session's meta during a run; the thread never reads it).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from codex_gateway.v1 import sessions_pb2
-from gateway import history
-from gateway.logs import bounded_tail
-from gateway.sessions import EVENTS, STDERR, STDOUT, Session
+from gateway.sessions import history
+from gateway.sessions.files import EVENTS, STDERR, STDOUT, Session
+from gateway.sessions.logs import bounded_tail
 
 
 @dataclass(frozen=True)

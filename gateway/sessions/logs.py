@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway import journal, regular_file
+from gateway import regular_file
 from gateway.clock import now_iso
-from gateway.feed import FeedItem, LiveFeed
-from gateway.sessions import EVENTS, STDERR, STDOUT, Session
+from gateway.sessions import journal
+from gateway.sessions.feed import FeedItem, LiveFeed
+from gateway.sessions.files import EVENTS, STDERR, STDOUT, Session
 
 log = logging.getLogger(__name__)
 _BLOCK = 65_536

@@ -3,7 +3,7 @@
 Every run source (completion, prompt, nudge, trigger, watcher) goes through `Runner.run`. A run
 belongs to the runner, not to the request that asked for it: it survives its client going away
 and is stopped only by its deadline, by `cancel`, or by shutdown. One run's own state is a
-`Run` (gateway/run.py).
+`Run` (gateway/runs/run.py).
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
-from gateway import codex
-from gateway.access import SecureAccess
-from gateway.agent import AgentProcess
-from gateway.childenv import check_request_env, child_environment
-from gateway.concurrency import RunSlots
+from gateway.agent import codex
+from gateway.agent.events import RunOutcome, canonical_thread_id, is_thread_id
+from gateway.agent.process import AgentProcess
 from gateway.config import MODEL_NAME, Config
 from gateway.errors import (
     AgentFailed,
@@ -36,13 +34,15 @@ from gateway.errors import (
     StorageFailed,
     quote,
 )
-from gateway.events import RunOutcome, canonical_thread_id, is_thread_id
-from gateway.feed import LiveFeed
-from gateway.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
-from gateway.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
-from gateway.session_model import Session
-from gateway.store import SessionStore
-from gateway.workspace import resolve_workspace
+from gateway.runs.childenv import check_request_env, child_environment
+from gateway.runs.concurrency import RunSlots
+from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
+from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
+from gateway.runs.workspace import resolve_workspace
+from gateway.sessions.access import SecureAccess
+from gateway.sessions.feed import LiveFeed
+from gateway.sessions.model import Session
+from gateway.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from google.protobuf.message import Message
 
 from codex_gateway.v1 import sessions_pb2, triggers_pb2
 from gateway.clock import iso
-from gateway.feed import FeedItem
-from gateway.search import Hit
-from gateway.session_model import RunRecord, Session
-from gateway.tailing import Control
+from gateway.sessions.feed import FeedItem
+from gateway.sessions.model import RunRecord, Session
+from gateway.sessions.search import Hit
+from gateway.sessions.tailing import Control
 
-if TYPE_CHECKING:  # gateway.detail reads run records through gateway.history, which uses views
-    from gateway.detail import FilesDetail
+if TYPE_CHECKING:  # sessions.detail reads run records through sessions.history, which uses views
+    from gateway.sessions.detail import FilesDetail
 
 
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
@@ -198,7 +198,7 @@ def _scalar(kind: int, value: object) -> str | bool | int | float | None:
 def detail(
     session: Session, history: Sequence[sessions_pb2.RunRecord]
 ) -> sessions_pb2.SessionDetail:
-    """The session with `history` as its run history (gateway/history.py: the newest runs
+    """The session with `history` as its run history (gateway/sessions/history.py: the newest runs
     that fit in an answer's share); `runs` counts them all."""
     brief = summary(session)
     message = sessions_pb2.SessionDetail(

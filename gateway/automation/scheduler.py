@@ -31,14 +31,7 @@ from typing import Any
 
 import watchfiles
 
-from gateway.childenv import check_request_env
-from gateway.clock import Clock, iso, system_clock
-from gateway.config import TriggerConfig
-from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
-from gateway.run import RunRequest
-from gateway.runs import Runner
-from gateway.store import SessionStore
-from gateway.triggers import (
+from gateway.automation.triggers import (
     Trigger,
     TriggerDocument,
     TriggerFileError,
@@ -47,7 +40,14 @@ from gateway.triggers import (
     normalise,
     parse_entries,
 )
-from gateway.workspace import resolve_workspace
+from gateway.clock import Clock, iso, system_clock
+from gateway.config import TriggerConfig
+from gateway.errors import GatewayError, InvalidRequest, SessionNotFound, TriggerNotFound
+from gateway.runs.childenv import check_request_env
+from gateway.runs.run import RunRequest
+from gateway.runs.runner import Runner
+from gateway.runs.workspace import resolve_workspace
+from gateway.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
 MAX_SLEEP = timedelta(seconds=60)

@@ -16,12 +16,12 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
+from gateway.agent.events import LineFramer, OversizedLine
+from gateway.agent.priority import GROUP_NICE_INTERVAL_S, make_nicer, set_group_nice
 from gateway.config import AgentUser
 from gateway.errors import AgentUnavailable, InvalidRequest
-from gateway.events import LineFramer, OversizedLine
-from gateway.priority import GROUP_NICE_INTERVAL_S, make_nicer, set_group_nice
 from gateway.procfs import descendants
-from gateway.workspace import open_confined
+from gateway.runs.workspace import open_confined
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class AgentProcess:
                 # and the agent does not inherit the descriptor.
                 cwd=f"/proc/self/fd/{workspace}",
                 # A session of its own: its own process group (what stop() signals), no
-                # controlling terminal, and its own scheduling group (see gateway/priority.py).
+                # controlling terminal, and its own scheduling group (gateway/agent/priority.py).
                 start_new_session=True,
                 # The gateway's own files are private (umask 077, gateway/__main__.py); what
                 # codex writes in the workspace is as usual.

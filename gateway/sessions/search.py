@@ -22,8 +22,8 @@ from rapidfuzz import fuzz, process, utils
 
 from gateway import regular_file
 from gateway.errors import InvalidRequest, at_least_one
-from gateway.logs import tail_start
-from gateway.sessions import STDOUT, Session
+from gateway.sessions.files import STDOUT, Session
+from gateway.sessions.logs import tail_start
 
 BLOCK_BYTES = 1 << 20
 FUZZY_BATCH_LINES = 4096

@@ -1,7 +1,7 @@
 """A session's tail: its last items (or every item after a cursor), then, following, new ones.
 
-Items come from the session's numbered log (gateway/journal.py) and, once caught up, from the
-live feed; `seq` stitches the two together, so a follower gets every item once, in order:
+Items come from the session's numbered log (gateway/sessions/journal.py) and, once caught up,
+from the live feed; `seq` stitches the two together, so a follower gets every item once, in order:
 
 1. Where to start: after `after_seq` (a client resuming), or the last `lines` lines of each
    wanted file (stdout.log, and stderr.log and events.jsonl when asked). Those last lines are
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from gateway import journal
 from gateway.errors import InvalidRequest
-from gateway.feed import FeedItem, LiveFeed
-from gateway.journal import Kind
+from gateway.sessions import journal
+from gateway.sessions.feed import FeedItem, LiveFeed
+from gateway.sessions.journal import Kind
 
 LIVE_SLACK: Final = 4 * journal.CHUNK_ITEMS
 """Items a resuming tail may still have to read from disk once it subscribes to the feed."""

@@ -25,8 +25,8 @@ ITEM_OVERHEAD_BYTES = 256
 @dataclass(frozen=True)
 class FeedItem:
     """One thing a session wrote: a stdout or stderr line, a codex event, or a run notice. `seq`
-    numbers it in the session's log (gateway/journal.py), so a follower that also read the log
-    skips what it already has."""
+    numbers it in the session's log (gateway/sessions/journal.py), so a follower that also read
+    the log skips what it already has."""
 
     stream: str  # stdout | stderr | events | notice
     text: str = ""

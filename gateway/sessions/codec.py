@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.events import canonical_thread_id
-from gateway.session_model import JsonObject, RunRecord, RunStatus, Session, SessionStatus
+from gateway.agent.events import canonical_thread_id
+from gateway.sessions.model import JsonObject, RunRecord, RunStatus, Session, SessionStatus
 
 
 def _text(value: object) -> str:

@@ -1,8 +1,8 @@
 """The session store interface: where sessions and their run records live, and who runs one.
 
 Every caller (runner, servicer, scheduler, views) knows a store only by this interface. The files
-implementation is gateway/sessions.py's FileSessionStore (the reference's layout); a PostgreSQL
-one (cluster mode, ../shared/design/cluster.md) goes behind the same methods. That is why
+implementation is gateway/sessions/files.py's FileSessionStore (the reference's layout); a
+PostgreSQL one (cluster mode, ../shared/design/cluster.md) goes behind the same methods. That is why
 exclusivity is the store's: `exclusive` may be an in-process set of busy sessions, or an
 `UPDATE sessions SET active_run_id=$run WHERE active_run_id IS NULL` that claims the session
 for the whole cluster, and callers never hold a lock of their own.
@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
-from gateway.session_model import RunRecord, Session
+from gateway.sessions.model import RunRecord, Session
 
 
 class SessionStore(abc.ABC):

@@ -26,13 +26,13 @@ from typing import Any
 
 from gateway import regular_file
 from gateway.atomic import write_atomic
-from gateway.childenv import check_request_env
+from gateway.automation.schedule import Schedule, ScheduleError, describe, next_fire, parse_schedule
 from gateway.clock import now_iso
 from gateway.config import TriggerConfig
 from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound, quote, quote_path
 from gateway.regular_file import NotRegularFile
-from gateway.schedule import Schedule, ScheduleError, describe, next_fire, parse_schedule
-from gateway.workspace import confine
+from gateway.runs.childenv import check_request_env
+from gateway.runs.workspace import confine
 
 # Fields the gateway owns, in the reference's order; anything else in an entry is kept as is.
 _STATE_FIELDS = ("last_fired", "gateway_session_id", "last_status", "last_error", "last_attempt_at")

@@ -29,8 +29,8 @@ from gateway import regular_file
 from gateway.clock import iso, system_clock
 from gateway.config import WatcherConfig
 from gateway.errors import GatewayError, quote
-from gateway.run import RunRequest
-from gateway.runs import Runner
+from gateway.runs.run import RunRequest
+from gateway.runs.runner import Runner
 
 log = logging.getLogger(__name__)
 

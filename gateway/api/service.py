@@ -29,31 +29,8 @@ from codex_gateway.v1 import (
 from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
 )
-from gateway import tailing
-from gateway.access import SecureAccess, offered_tokens
-from gateway.config import Config
-from gateway.detail import read_files
-from gateway.errors import (
-    MAX_DETAIL_CHARS,
-    ConcurrencyLimitReached,
-    GatewayError,
-    InvalidRequest,
-    at_least_one,
-    capped,
-    quote,
-)
-from gateway.feed import LiveFeed
-from gateway.prompt import Message
-from gateway.run import RunRequest, RunResult
-from gateway.runs import Runner, nudge_request
-from gateway.scheduler import Scheduler
-from gateway.search import Query, search_session
-from gateway.session_model import Session
-from gateway.status import StatusReporter
-from gateway.store import SessionStore
-from gateway.tailing import TailRequest
-from gateway.triggers import TriggerFiles
-from gateway.views import (
+from gateway.api.status import StatusReporter
+from gateway.api.views import (
     LAGGED_EVENT,
     bounded_structs,
     clipped,
@@ -66,6 +43,29 @@ from gateway.views import (
     to_struct,
     trigger,
 )
+from gateway.automation.scheduler import Scheduler
+from gateway.automation.triggers import TriggerFiles
+from gateway.config import Config
+from gateway.errors import (
+    MAX_DETAIL_CHARS,
+    ConcurrencyLimitReached,
+    GatewayError,
+    InvalidRequest,
+    at_least_one,
+    capped,
+    quote,
+)
+from gateway.runs.prompt import Message
+from gateway.runs.run import RunRequest, RunResult
+from gateway.runs.runner import Runner, nudge_request
+from gateway.sessions import tailing
+from gateway.sessions.access import SecureAccess, offered_tokens
+from gateway.sessions.detail import read_files
+from gateway.sessions.feed import LiveFeed
+from gateway.sessions.model import Session
+from gateway.sessions.search import Query, search_session
+from gateway.sessions.store import SessionStore
+from gateway.sessions.tailing import TailRequest
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 sent += 1
                 if sent % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a backlog drains without suspending: share the loop
-            result = task.result()  # a GatewayError is answered by gateway/boundary.py
+            result = task.result()  # a GatewayError is answered by gateway/api/boundary.py
             yield runs_pb2.StreamCompletionResponse(
                 completed=result_message(result, self._config.max_answer_bytes)
             )

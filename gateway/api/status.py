@@ -13,15 +13,15 @@ from google.protobuf import struct_pb2
 from bridge.bindings import bindings_from_service, service_descriptor
 from codex_gateway.v1 import status_pb2 as pb
 from gateway import settings
-from gateway.concurrency import RunSlots
+from gateway.automation.scheduler import Scheduler
+from gateway.automation.watcher import FileWatcher
+from gateway.automation.webhooks import WebhookSender
 from gateway.config import Config
 from gateway.procfs import descendants, rss_bytes
-from gateway.prompt import GlobalSystemPrompt
-from gateway.runs import Runner
-from gateway.scheduler import Scheduler
+from gateway.runs.concurrency import RunSlots
+from gateway.runs.prompt import GlobalSystemPrompt
+from gateway.runs.runner import Runner
 from gateway.settings import ECHOED
-from gateway.watcher import FileWatcher
-from gateway.webhooks import WebhookSender
 
 VERSION = "0.1.0"
 

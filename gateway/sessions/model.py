@@ -1,9 +1,9 @@
 """A session and its run records as typed objects, with the statuses they go through.
 
-They are read and written only through gateway/session_codec.py, which keeps each object's JSON
+They are read and written only through gateway/sessions/codec.py, which keeps each object's JSON
 document as last read or written (`stored`), so the keys this gateway does not know (the
 reference's, or a newer gateway's) survive a save. Which store holds them is the business of
-gateway/store.py.
+gateway/sessions/store.py.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Session:
         loading 10,000 sessions reads no record (listing them counts records, no more)."""
         if self._runs is None:
             # Here, not at the top: the codec imports this module.
-            from gateway.session_codec import decode_runs
+            from gateway.sessions.codec import decode_runs
 
             self._runs = decode_runs(self.stored)
         return self._runs

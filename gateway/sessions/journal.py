@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Final
 
 from gateway import regular_file
-from gateway.feed import FeedItem
-from gateway.sessions import EVENTS, STDERR, STDOUT
+from gateway.sessions.feed import FeedItem
+from gateway.sessions.files import EVENTS, STDERR, STDOUT
 
 INDEX: Final = "items.idx"
 ENDS: Final = "items.ends"

@@ -1,6 +1,6 @@
 """One run: what it was asked, the session it runs in, its record there, its log and outcome.
 
-The runner (gateway/runs.py) validates requests and drives the agent; a `Run` holds one run's
+The runner (gateway/runs/runner.py) validates requests and drives the agent; a `Run` holds one run's
 state from its start to its result, and writes its beginning and its end into the session's
 meta (its record in `runs`, the session's status). Saving is the runner's.
 """
@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import journal
-from gateway.clock import now_iso
-from gateway.events import (
+from gateway.agent.events import (
     JsonObject,
     OversizedLine,
     RunOutcome,
@@ -25,11 +23,13 @@ from gateway.events import (
     canonical_thread_id,
     parse_line,
 )
-from gateway.feed import LiveFeed
-from gateway.logs import RunLog
-from gateway.prompt import Message
-from gateway.session_model import RunRecord, RunStatus, Session, SessionStatus
-from gateway.sessions import PREVIEW_CHARS
+from gateway.clock import now_iso
+from gateway.runs.prompt import Message
+from gateway.sessions import journal
+from gateway.sessions.feed import LiveFeed
+from gateway.sessions.files import PREVIEW_CHARS
+from gateway.sessions.logs import RunLog
+from gateway.sessions.model import RunRecord, RunStatus, Session, SessionStatus
 
 EventSink = Callable[[JsonObject, int], None]
 """Told about each codex event of a run as it is recorded, with its seq in the session's log."""
@@ -81,7 +81,7 @@ class RunResult:
     attempts: int
     error: str | None = None
     events_omitted: int = 0  # events the run printed that `events` does not hold
-    first_seq: int | None = None  # the run's items in the session's log (gateway/journal.py)
+    first_seq: int | None = None  # the run's items in the session's log (sessions/journal.py)
     last_seq: int | None = None
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.events import is_thread_id
+from gateway.agent.events import is_thread_id
 
 # config.py finds the binary here, and config.py stays importable by a bare python without the
 # gateway's dependencies (tests/hostile/test_hardening_secrets.py runs it as another user):

@@ -25,8 +25,8 @@ from typing import Any, Final
 
 import grpc
 
+from gateway.api.service import abort
 from gateway.errors import GatewayError, InvalidRequest, quote
-from gateway.service import abort
 
 log = logging.getLogger(__name__)
 

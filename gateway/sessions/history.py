@@ -1,6 +1,6 @@
 """A session's run history for an answer: its newest run records within a byte budget.
 
-The older records are in runs.jsonl (gateway/sessions.py), which grows with every run: 5,000
+The older records are in runs.jsonl (gateway/sessions/files.py), which grows with every run: 5,000
 runs with 20 KB of metadata each are 100 MB, and reading it whole for `GET /sessions/:id` froze
 the event loop for half a second and cost 194 MB per request. So the answer is built in two
 steps:
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codex_gateway.v1 import sessions_pb2
-from gateway.logs import lines_backwards
-from gateway.session_codec import decode_run
-from gateway.session_model import Session
-from gateway.sessions import RUNS
-from gateway.views import run_record
+from gateway.api.views import run_record
+from gateway.sessions.codec import decode_run
+from gateway.sessions.files import RUNS
+from gateway.sessions.logs import lines_backwards
+from gateway.sessions.model import Session
 
 RECORD_OVERHEAD = 8
 """Bytes counted per record beyond its own: its tag and length in the answer, with room."""

@@ -1,0 +1,1 @@
+"""The gRPC service: the servicer, its guard, the messages it answers with, status."""

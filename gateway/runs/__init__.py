@@ -1,0 +1,1 @@
+"""One run, from a validated request to its result: slots, prompt, workspace, environment."""

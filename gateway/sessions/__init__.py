@@ -1,0 +1,1 @@
+"""Sessions: the store and its model, their log files, the numbered items, reading them back."""
