@@ -32,11 +32,10 @@ from codex_gateway.v1 import (
 from gateway.api.status import StatusReporter
 from gateway.api.views import (
     LAGGED_EVENT,
-    bounded_structs,
-    clipped,
     detail_events,
     detail_with_files,
     first_within,
+    result_message,
     signal,
     summary,
     tail_message,
@@ -56,7 +55,7 @@ from gateway.errors import (
     quote,
 )
 from gateway.runs.prompt import Message
-from gateway.runs.run import RunRequest, RunResult
+from gateway.runs.run import RunRequest
 from gateway.runs.runner import Runner, nudge_request
 from gateway.sessions import tailing
 from gateway.sessions.access import SecureAccess, offered_tokens
@@ -470,56 +469,3 @@ def struct_value(message: ProtoMessage, field: str) -> Any:
         raise InvalidRequest(
             f"{field} holds a value JSON cannot carry (NaN or Infinity?)", field=field
         ) from None
-
-
-def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
-    """The result as a message of at most about `max_bytes`: the output (sent three times:
-    output, content, last message) gets an eighth each, cut with a marker; events and tool
-    calls three eighths and one eighth, the first ones that fit and a marker event counting
-    the others. The request's own messages and metadata are bounded by the body limit."""
-    session = result.session
-    usage = result.usage
-    share = max_bytes // 8
-    where = f"the whole run is in /sessions/{session.id} (tail with include_events, search)"
-    output = clipped(result.output, share, where)
-    messages = [runs_pb2.ChatMessage(role=m.role, content=m.content) for m in result.messages]
-    if messages and messages[-1].role == "assistant":
-        messages[-1].content = clipped(messages[-1].content, share, where)
-    message = runs_pb2.RunResult(
-        session_id=session.id,
-        gateway_session_id=session.id,
-        output=output,
-        content=output,
-        messages=messages,
-        usage=runs_pb2.Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            total_tokens=usage.total_tokens,
-            reasoning_output_tokens=usage.reasoning_output_tokens,
-        ),
-        logs_path=str(session.dir),
-        metadata=to_struct(result.metadata),
-        run_id=result.run_id,
-        status=result.status,
-        tool_calls=bounded_structs(result.tool_calls, share, where=where),
-        events=bounded_structs(
-            result.events, 3 * share, omitted=result.events_omitted, where=where
-        ),
-        # The gateway id: a thread id leads to the session that had the thread first, which is
-        # not this one when this run resumed another session's thread.
-        session_url=f"/sessions/{session.id}",
-        duration_ms=result.duration_ms,
-        attempts=result.attempts,
-    )
-    if session.codex_session_id:
-        message.codex_session_id = session.codex_session_id
-    if result.model:
-        message.model = result.model
-    if result.error:
-        message.error = result.error
-    if result.first_seq is not None:
-        message.first_seq = result.first_seq
-    if result.last_seq is not None:
-        message.last_seq = result.last_seq
-    return message

@@ -1,4 +1,5 @@
-"""Sessions as wire messages: the documented keys plus the reference's summary fields.
+"""Domain objects as wire messages, in one place: sessions (the documented keys plus the
+reference's summary fields), run results, tail items, search signals, triggers.
 
 Answers are bounded in bytes (CODEX_GATEWAY_MAX_ANSWER_BYTES, well under gRPC's 64 MiB message
 limit): a text over its share is cut with a marker, and a list of events over its share keeps
@@ -17,8 +18,9 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from codex_gateway.v1 import sessions_pb2, triggers_pb2
+from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
 from gateway.clock import iso
+from gateway.runs.run import RunResult
 from gateway.sessions.feed import FeedItem
 from gateway.sessions.model import RunRecord, Session
 from gateway.sessions.search import Hit
@@ -316,3 +318,56 @@ def tail_message(item: FeedItem | Control) -> sessions_pb2.TailSessionResponse:
     if item.run_id is not None:
         line.run_id = item.run_id
     return sessions_pb2.TailSessionResponse(line=line, seq=item.seq)
+
+
+def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
+    """The result as a message of at most about `max_bytes`: the output (sent three times:
+    output, content, last message) gets an eighth each, cut with a marker; events and tool
+    calls three eighths and one eighth, the first ones that fit and a marker event counting
+    the others. The request's own messages and metadata are bounded by the body limit."""
+    session = result.session
+    usage = result.usage
+    share = max_bytes // 8
+    where = f"the whole run is in /sessions/{session.id} (tail with include_events, search)"
+    output = clipped(result.output, share, where)
+    messages = [runs_pb2.ChatMessage(role=m.role, content=m.content) for m in result.messages]
+    if messages and messages[-1].role == "assistant":
+        messages[-1].content = clipped(messages[-1].content, share, where)
+    message = runs_pb2.RunResult(
+        session_id=session.id,
+        gateway_session_id=session.id,
+        output=output,
+        content=output,
+        messages=messages,
+        usage=runs_pb2.Usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            total_tokens=usage.total_tokens,
+            reasoning_output_tokens=usage.reasoning_output_tokens,
+        ),
+        logs_path=str(session.dir),
+        metadata=to_struct(result.metadata),
+        run_id=result.run_id,
+        status=result.status,
+        tool_calls=bounded_structs(result.tool_calls, share, where=where),
+        events=bounded_structs(
+            result.events, 3 * share, omitted=result.events_omitted, where=where
+        ),
+        # The gateway id: a thread id leads to the session that had the thread first, which is
+        # not this one when this run resumed another session's thread.
+        session_url=f"/sessions/{session.id}",
+        duration_ms=result.duration_ms,
+        attempts=result.attempts,
+    )
+    if session.codex_session_id:
+        message.codex_session_id = session.codex_session_id
+    if result.model:
+        message.model = result.model
+    if result.error:
+        message.error = result.error
+    if result.first_seq is not None:
+        message.first_seq = result.first_seq
+    if result.last_seq is not None:
+        message.last_seq = result.last_seq
+    return message

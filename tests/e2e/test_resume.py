@@ -42,6 +42,15 @@ async def served(
         yield gw, http
 
 
+async def _complete(http: httpx.AsyncClient, *, lines: int) -> dict[str, Any]:
+    """A run of the counter agent printing `lines` lines, in a new session: its result."""
+    response = await http.post(
+        "/completion", json={"prompt": "a", "env": {"FAKE_AGENT_LINES": str(lines)}}
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
 def _from_json(result: dict[str, Any]) -> Item | None:
     if result.get("seq") is None:
         return None  # the tail's own notices (following, lagged)
@@ -165,9 +174,7 @@ async def test_clients_killed_at_random_points_reconstruct_the_run_exactly(
     served: tuple[RunningGateway, httpx.AsyncClient], seed: int
 ) -> None:
     gw, http = served
-    first = (
-        await http.post("/completion", json={"prompt": "a", "env": {"FAKE_AGENT_LINES": "3"}})
-    ).json()
+    first = await _complete(http, lines=3)
     session, after = first["session_id"], first["last_seq"]
     cuts = random.Random(seed)
     clients = [
@@ -242,9 +249,7 @@ async def test_tail_lines_zero_with_follow_is_only_what_comes_next(
     served: tuple[RunningGateway, httpx.AsyncClient],
 ) -> None:
     gw, http = served
-    first = (
-        await http.post("/completion", json={"prompt": "a", "env": {"FAKE_AGENT_LINES": "3"}})
-    ).json()
+    first = await _complete(http, lines=3)
     session = first["session_id"]
     assert (
         await http.get(f"/sessions/{session}/tail", params={"tail_lines": "0"})
@@ -283,9 +288,7 @@ async def test_a_bad_cursor_is_a_400_on_rest(
     message: str,
 ) -> None:
     _, http = served
-    first = (
-        await http.post("/completion", json={"prompt": "a", "env": {"FAKE_AGENT_LINES": "1"}})
-    ).json()
+    first = await _complete(http, lines=1)
     response = await http.get(
         f"/sessions/{first['session_id']}/tail",
         params={"follow": "true", **params},
@@ -298,9 +301,7 @@ async def test_the_query_wins_over_last_event_id(
     served: tuple[RunningGateway, httpx.AsyncClient],
 ) -> None:
     _, http = served
-    first = (
-        await http.post("/completion", json={"prompt": "a", "env": {"FAKE_AGENT_LINES": "1"}})
-    ).json()
+    first = await _complete(http, lines=1)
     response = await http.get(
         f"/sessions/{first['session_id']}/tail",
         params={"after_seq": str(first["last_seq"] - 1)},
@@ -318,9 +319,7 @@ async def test_a_bad_cursor_is_invalid_argument_on_grpc(
     served: tuple[RunningGateway, httpx.AsyncClient], after_seq: int, code: grpc.StatusCode
 ) -> None:
     gw, http = served
-    first = (
-        await http.post("/completion", json={"prompt": "a", "env": {"FAKE_AGENT_LINES": "1"}})
-    ).json()
+    first = await _complete(http, lines=1)
     call = gw.stub.TailSession(
         sessions_pb2.TailSessionRequest(session_id=first["session_id"], after_seq=after_seq)
     )
