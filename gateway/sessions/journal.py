@@ -4,8 +4,9 @@ A session records four kinds of items in the reference's files: stdout lines and
 START/END markers (its run notices) in stdout.log, stderr lines in stderr.log, codex events in
 events.jsonl. The index beside them numbers them:
 
-    items.idx    16 bytes per item: record N, at (N - 1) * 16, is item N (kind, length, offset)
-    items.ends   what the index covered when its last writer closed (JSON)
+    items.idx    a 64-byte header: what the index covered when its last writer closed (the
+                 record count and each file's size); then 16 bytes per item: record N, at
+                 64 + (N - 1) * 16, is item N (kind, length, offset in its file)
 
 - `seq` is per session, strictly increasing, and survives restarts: it is the record's place;
 - reading "every item after N" is one read of the index from N on and one read of each file's
@@ -17,7 +18,7 @@ while a run writes): an item is appended to its file, then its record; both are 
 the event loop runs anything else (logs.RunLog), data first, so a record never points past what
 was written, and whatever a reader was sent is on disk. A crash between the two leaves data
 without records; a session written before the index existed has no index at all. Both are
-found cheaply (`items.ends` disagrees with the files) and indexed by the next writer or reader
+found cheaply (the header disagrees with the files) and indexed by the next writer or reader
 (`ensure_indexed`), file by file: nothing is lost, only the order across files is a guess.
 
 A record whose item could not be written (a full disk) has kind LOST: readers skip it, and no
@@ -42,7 +43,6 @@ from gateway.sessions.feed import FeedItem
 from gateway.sessions.files import EVENTS, STDERR, STDOUT
 
 INDEX: Final = "items.idx"
-ENDS: Final = "items.ends"
 
 
 class Kind(IntEnum):
@@ -71,6 +71,9 @@ STREAM_OF: Final = {
 NOTICE_OF: Final = {Kind.RUN_STARTED: "run_started", Kind.RUN_FINISHED: "run_finished"}
 _RECORD = struct.Struct("<B3xIQ")  # kind, length, offset in its file
 RECORD_BYTES: Final = _RECORD.size
+_HEADER = struct.Struct("<8sQQQQ")  # magic, records, then stdout, stderr and events sizes
+HEADER_BYTES: Final = 64
+_MAGIC = b"cgitems1"
 _SCAN_RECORDS = 4096  # records read at once when scanning the index backwards
 CHUNK_ITEMS: Final = 512
 CHUNK_BYTES: Final = 1024 * 1024
@@ -91,9 +94,19 @@ def last_seq(directory: Path) -> int:
     """The session's last item on disk (0: none). On the event loop this is also the last one
     published: the writer flushes before the loop runs anything else."""
     try:
-        return (directory / INDEX).stat().st_size // RECORD_BYTES
+        return _count((directory / INDEX).stat().st_size)
     except OSError:
         return 0
+
+
+def _count(size: int) -> int:
+    """The records an index of `size` bytes holds (a torn last one is not one)."""
+    return max(0, size - HEADER_BYTES) // RECORD_BYTES
+
+
+def _at(index: int) -> int:
+    """Where the record of the item at 0-based `index` (seq `index + 1`) begins."""
+    return HEADER_BYTES + index * RECORD_BYTES
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -110,20 +123,19 @@ class IndexWriter:
     `sizes` are the data files' sizes as the run opened them (a new session's are all 0, and
     then nothing is read to know the index is complete); `repaired`: the caller has just run
     `ensure_indexed` while holding the session (a full disk may have kept it from recording
-    that in `items.ends`). Both files are opened here: a new session's directory is renamed
-    while its first run writes."""
+    that in the header)."""
 
     def __init__(self, directory: Path, sizes: dict[str, int], *, repaired: bool = False) -> None:
         self._fd = regular_file.open_for_update(directory / INDEX)
-        self._ends_fd = -1
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # a reader indexing a crash's leftovers
             size = os.fstat(self._fd).st_size
             fresh = size == 0 and not any(sizes.values())
             if not (fresh or repaired or _consistent(directory, self._fd, sizes)):
                 raise Unindexed(directory)
-            self._next = size // RECORD_BYTES + 1
-            self._ends_fd = regular_file.open_for_update(directory / ENDS)
+            if size < HEADER_BYTES:
+                _write_header(self._fd, 0, dict.fromkeys(sizes, 0))
+            self._next = _count(size) + 1
         except BaseException:
             os.close(self._fd)
             raise
@@ -146,7 +158,7 @@ class IndexWriter:
         records stay missing, read as LOST, and later ones keep their places)."""
         if not self._pending:
             return
-        data, at = bytes(self._pending), (self._pending_from - 1) * RECORD_BYTES
+        data, at = bytes(self._pending), _at(self._pending_from - 1)
         self._pending.clear()
         self._pending_from = self._next
         view = memoryview(data)
@@ -158,9 +170,8 @@ class IndexWriter:
         """Flush, record what the index covers (`ends`: each file's size), release the lock."""
         try:
             self.flush()
-            _write_ends_to(self._ends_fd, self._next - 1, ends)
+            _write_header(self._fd, self._next - 1, ends)
         finally:
-            os.close(self._ends_fd)
             os.close(self._fd)  # the lock goes with it
 
 
@@ -216,58 +227,44 @@ def _sizes(directory: Path) -> dict[str, int]:
 
 
 def _consistent(directory: Path, fd: int, sizes: dict[str, int] | None = None) -> bool:
-    """Whether the index numbers everything in the files: `items.ends` says so, and the files
+    """Whether the index numbers everything in the files: its header says so, and the files
     (of `sizes`, or as they are now) and the index have not grown since."""
-    records = os.fstat(fd).st_size
-    if records % RECORD_BYTES:
+    size = os.fstat(fd).st_size
+    if size < HEADER_BYTES:
+        current = _sizes(directory) if sizes is None else sizes
+        return size == 0 and not any(current.values())
+    if (size - HEADER_BYTES) % RECORD_BYTES:
         return False
-    try:
-        ends = json.loads(regular_file.read(directory / ENDS, 4096))
-    except (OSError, ValueError):
-        ends = None
-    if not isinstance(ends, dict):
-        ends = {"records": 0}
-    if ends.get("records") != records // RECORD_BYTES:
+    magic, records, *ends = _HEADER.unpack(os.pread(fd, _HEADER.size, 0))
+    if magic != _MAGIC or records != _count(size):
         return False
-    sizes = _sizes(directory) if sizes is None else sizes
-    return all(ends.get(name, 0) == size for name, size in sizes.items())
+    current = _sizes(directory) if sizes is None else sizes
+    return [current[STDOUT], current[STDERR], current[EVENTS]] == ends
 
 
-def _write_ends(directory: Path, records: int, ends: dict[str, int]) -> None:
-    """In place, not atomically: a torn file does not parse, and then the next reader checks
-    the files against the index itself (`_repair` only ever adds what is missing)."""
+def _write_header(fd: int, records: int, ends: dict[str, int]) -> None:
+    """In place: 64 bytes in the first sector, written whole or, after a crash, stale, and then
+    the next reader checks the files against the records themselves (`_repair` only ever adds
+    what is missing). An OSError (a full disk) leaves it stale the same way."""
+    header = _HEADER.pack(_MAGIC, records, ends[STDOUT], ends[STDERR], ends[EVENTS])
     with contextlib.suppress(OSError):
-        fd = regular_file.open_for_update(directory / ENDS)
-        try:
-            _write_ends_to(fd, records, ends)
-        finally:
-            os.close(fd)
-
-
-def _write_ends_to(fd: int, records: int, ends: dict[str, int]) -> None:
-    data = json.dumps({"records": records, **ends}, separators=(",", ":")).encode()
-    with contextlib.suppress(OSError):  # then the next writer or reader checks the files
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
+        os.pwrite(fd, header.ljust(HEADER_BYTES, b"\0"), 0)
 
 
 def _repair(directory: Path, fd: int) -> None:
     """Number every item past the last one each file has a record for (the caller holds the
     index's lock). A torn last record (a crash inside a record's write) is dropped first."""
-    size = os.fstat(fd).st_size
-    if size % RECORD_BYTES:
-        os.ftruncate(fd, size - size % RECORD_BYTES)
-        size -= size % RECORD_BYTES
+    count = _count(os.fstat(fd).st_size)
+    os.ftruncate(fd, _at(count))  # a torn record, or a header never written, made whole
     sizes = _sizes(directory)
-    indexed = _indexed_ends(fd, size // RECORD_BYTES, {n for n, s in sizes.items() if s})
+    indexed = _indexed_ends(fd, count, {n for n, s in sizes.items() if s})
     records = bytearray()
     for name in (STDOUT, STDERR, EVENTS):
         for kind, offset, length in _unnumbered(directory / name, name, indexed.get(name, 0)):
             records += _RECORD.pack(kind, length, offset)
     if records:
-        os.pwrite(fd, bytes(records), size)
-    count = (size + len(records)) // RECORD_BYTES
-    _write_ends(directory, count, sizes)
+        os.pwrite(fd, bytes(records), _at(count))
+    _write_header(fd, count + len(records) // RECORD_BYTES, sizes)
 
 
 def _indexed_ends(fd: int, count: int, files: set[str]) -> dict[str, int]:
@@ -277,7 +274,7 @@ def _indexed_ends(fd: int, count: int, files: set[str]) -> dict[str, int]:
     while position > 0 and len(ends) < len(files):
         take = min(_SCAN_RECORDS, position)
         position -= take
-        data = os.pread(fd, take * RECORD_BYTES, position * RECORD_BYTES)
+        data = os.pread(fd, take * RECORD_BYTES, _at(position))
         for kind, length, offset in reversed(list(_RECORD.iter_unpack(data))):
             if kind in FILE_OF:
                 ends.setdefault(FILE_OF[Kind(kind)], offset + length)
@@ -347,11 +344,11 @@ def _scan_tail(
         return
     with handle:
         fd = handle.fileno()
-        position = min(until, os.fstat(fd).st_size // RECORD_BYTES)
+        position = min(until, _count(os.fstat(fd).st_size))
         while position > 0 and files:
             take = min(_SCAN_RECORDS, position)
             position -= take
-            data = os.pread(fd, take * RECORD_BYTES, position * RECORD_BYTES)
+            data = os.pread(fd, take * RECORD_BYTES, _at(position))
             records = list(_RECORD.iter_unpack(data))
             for index in range(len(records) - 1, -1, -1):
                 kind, length, _ = records[index]
@@ -390,7 +387,7 @@ def read_items(
     except OSError:
         return [], until
     with handle:
-        data = os.pread(handle.fileno(), count * RECORD_BYTES, after * RECORD_BYTES)
+        data = os.pread(handle.fileno(), count * RECORD_BYTES, _at(after))
     records = list(_RECORD.iter_unpack(data[: len(data) - len(data) % RECORD_BYTES]))
     if not records:
         return [], until
@@ -490,12 +487,12 @@ def run_at(directory: Path, seq: int, *, within: int = 16 * _SCAN_RECORDS) -> di
         return {"run": None}
     with handle:
         fd = handle.fileno()
-        position = min(seq, os.fstat(fd).st_size // RECORD_BYTES)
+        position = min(seq, _count(os.fstat(fd).st_size))
         floor = max(0, position - within)
         while position > floor:
             take = min(_SCAN_RECORDS, position - floor)
             position -= take
-            data = os.pread(fd, take * RECORD_BYTES, position * RECORD_BYTES)
+            data = os.pread(fd, take * RECORD_BYTES, _at(position))
             for kind, length, offset in reversed(list(_RECORD.iter_unpack(data))):
                 if kind == Kind.RUN_FINISHED:
                     return {"run": None}

@@ -278,6 +278,9 @@ async def test_after_seq_past_the_last_item_is_refused(tmp_path: Path) -> None:
     "damage",
     [
         pytest.param(lambda idx: idx.write_bytes(idx.read_bytes()[: -3 * 16]), id="records-lost"),
+        pytest.param(
+            lambda idx: idx.write_bytes(bytes(64) + idx.read_bytes()[64:]), id="header-lost"
+        ),
         pytest.param(lambda idx: idx.write_bytes(idx.read_bytes()[:-5]), id="record-torn"),
         pytest.param(lambda idx: idx.unlink(), id="no-index"),
     ],
@@ -298,7 +301,6 @@ async def test_a_crash_or_an_older_gateway_leaves_nothing_unnumbered(
     writer.end()
     whole = await _everything(session, feed)
     damage(session.dir / journal.INDEX)
-    (session.dir / journal.ENDS).unlink(missing_ok=True)
     if write_first:  # the next run finds the damage before any reader
         with pytest.raises(journal.Unindexed):
             RunLog(session, "refused", feed)
@@ -323,7 +325,8 @@ async def test_a_write_that_failed_is_skipped_and_shifts_no_seq(tmp_path: Path) 
     writer.end()
     index = session.dir / journal.INDEX
     data = bytearray(index.read_bytes())
-    data[16:32] = bytes(16)  # the record of "line 1", as a failed write leaves it
+    at = journal.HEADER_BYTES + journal.RECORD_BYTES  # the record of "line 1" (seq 2)
+    data[at : at + journal.RECORD_BYTES] = bytes(journal.RECORD_BYTES)  # as a failed write
     index.write_bytes(bytes(data))
     seqs = [seq for seq, _, _ in await _everything(session, feed)]
     assert seqs == [1, 3]
