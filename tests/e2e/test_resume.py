@@ -276,6 +276,9 @@ async def test_tail_lines_zero_with_follow_is_only_what_comes_next(
         pytest.param({"after_seq": "-1"}, {}, "after_seq must be at least 0", id="negative"),
         pytest.param({"after_seq": "999999"}, {}, "after_seq 999999 is past", id="future"),
         pytest.param({"after_seq": "x"}, {}, "after_seq", id="not-a-number"),
+        pytest.param({"after_seq": str(2**63 - 1)}, {}, "is past", id="int64-max"),
+        pytest.param({"after_seq": str(2**63)}, {}, "after_seq", id="past-int64"),
+        pytest.param({"after_seq": str(-(2**63))}, {}, "at least 0", id="int64-min"),
         pytest.param({}, {"last-event-id": "abc"}, "Last-Event-ID must be", id="bad-last-event-id"),
         pytest.param({}, {"last-event-id": "99999999999999999999"}, "Last-Event-ID", id="huge-id"),
         pytest.param({}, {"last-event-id": "999999"}, "after_seq 999999 is past", id="future-id"),
@@ -313,7 +316,12 @@ async def test_the_query_wins_over_last_event_id(
 
 @pytest.mark.parametrize(
     ("after_seq", "code"),
-    [(-1, grpc.StatusCode.INVALID_ARGUMENT), (10**6, grpc.StatusCode.INVALID_ARGUMENT)],
+    [
+        (-1, grpc.StatusCode.INVALID_ARGUMENT),
+        (10**6, grpc.StatusCode.INVALID_ARGUMENT),
+        (2**63 - 1, grpc.StatusCode.INVALID_ARGUMENT),
+        (-(2**63), grpc.StatusCode.INVALID_ARGUMENT),
+    ],
 )
 async def test_a_bad_cursor_is_invalid_argument_on_grpc(
     served: tuple[RunningGateway, httpx.AsyncClient], after_seq: int, code: grpc.StatusCode
