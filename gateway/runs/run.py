@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +103,7 @@ class Run:
 
     def __init__(
         self,
+        run_id: str,
         prepared: Prepared,
         session: Session,
         task: asyncio.Task[Any],
@@ -118,7 +118,7 @@ class Run:
         self.task = task
         self.on_event = on_event
         self.on_started = on_started
-        self.id = str(uuid.uuid4())
+        self.id = run_id
         self.model = prepared.model or session.model or default_model
         self.resume_thread = session.codex_session_id or self.request.resume_thread
         # Usage is cumulative per codex thread: this run's share is the difference.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -203,11 +204,13 @@ class Runner:
                     workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
                 )
-            async with self._store.exclusive(session):
+            run_id = str(uuid.uuid4())
+            async with self._store.exclusive(session, run_id):
                 current = asyncio.current_task()
                 if current is None:
                     raise RuntimeError("runs execute inside the runner's task")
                 run = Run(
+                    run_id,
                     prepared,
                     session,
                     current,

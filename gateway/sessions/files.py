@@ -82,7 +82,7 @@ class FileSessionStore(SessionStore):
         self._by_thread: dict[str, str] = {}
         self._secure_threads: set[str] = set()
         self._locks: list[int] = []
-        self._busy: set[str] = set()
+        self._busy: dict[str, str] = {}  # session id -> the run that holds it
         self.meta_writes = 0
         """meta.json files written by this store (its tests count a run's writes with it)."""
 
@@ -374,19 +374,22 @@ class FileSessionStore(SessionStore):
         return [*archived.values(), *in_meta]
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, session: Session) -> AsyncIterator[None]:
+    async def exclusive(self, session: Session, run_id: str) -> AsyncIterator[None]:
         """Hold the session for one run; a second run at the same time is SessionBusy. (One
         event loop: the check and the claim cannot interleave with another run's.)"""
         if session.id in self._busy:
             raise SessionBusy(session.id)
-        self._busy.add(session.id)
+        self._busy[session.id] = run_id
         try:
             yield
         finally:
-            self._busy.discard(session.id)
+            self._busy.pop(session.id, None)
 
     def busy(self, session: Session) -> bool:
         return session.id in self._busy
+
+    def active_run(self, session: Session) -> str | None:
+        return self._busy.get(session.id)
 
 
 def _append(path: Path, data: bytes) -> None:

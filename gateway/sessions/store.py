@@ -87,9 +87,14 @@ class SessionStore(abc.ABC):
     # One run at a time per session.
 
     @abc.abstractmethod
-    def exclusive(self, session: Session) -> AbstractAsyncContextManager[None]:
-        """Hold the session for one run, released on leaving; SessionBusy when it is held."""
+    def exclusive(self, session: Session, run_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold the session for run `run_id`, released on leaving; SessionBusy when it is held.
+        (The run's id is the claim: a database store writes it as the session's active run.)"""
 
     @abc.abstractmethod
     def busy(self, session: Session) -> bool:
         """Whether a run holds the session now."""
+
+    @abc.abstractmethod
+    def active_run(self, session: Session) -> str | None:
+        """The id of the run that holds the session, if one does."""

@@ -236,16 +236,16 @@ async def test_one_run_at_a_time_is_the_stores_business(tmp_path: Path) -> None:
     try:
         session = store.create(secure=False)
         other = store.create(secure=False)
-        async with store.exclusive(session):
+        async with store.exclusive(session, "r1"):
             assert store.busy(session) and not store.busy(other)
             with pytest.raises(SessionBusy):
-                async with store.exclusive(session):
+                async with store.exclusive(session, "r2"):
                     pass
-            async with store.exclusive(other):
+            async with store.exclusive(other, "r3"):
                 assert store.busy(other)
         assert not store.busy(session)
         with pytest.raises(RuntimeError):
-            async with store.exclusive(session):
+            async with store.exclusive(session, "r4"):
                 raise RuntimeError("the run failed")
         assert not store.busy(session)  # released by a failing run too
     finally:

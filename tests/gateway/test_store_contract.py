@@ -159,14 +159,17 @@ def test_run_records_are_kept_in_order_across_a_restart(
 
 async def test_one_run_at_a_time_per_session(store: SessionStore) -> None:
     session, other = store.create(secure=False), store.create(secure=False)
-    async with store.exclusive(session):
+    async with store.exclusive(session, "run-1"):
         assert store.busy(session) and not store.busy(other)
+        assert store.active_run(session) == "run-1" and store.active_run(other) is None
         with pytest.raises(SessionBusy):
-            async with store.exclusive(session):
+            async with store.exclusive(session, "run-2"):
                 pass
-        async with store.exclusive(other):
-            assert store.busy(other)
+        assert store.active_run(session) == "run-1"  # the refused claim changed nothing
+        async with store.exclusive(other, "run-3"):
+            assert store.busy(other) and store.active_run(other) == "run-3"
     assert not store.busy(session) and not store.busy(other)
+    assert store.active_run(session) is None
 
 
 def test_a_run_left_running_by_a_crash_is_interrupted_at_load(
