@@ -30,7 +30,7 @@ from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import RunningGateway, base_config, running_bridge, running_gateway
 from tests.processes import describe, live_children
 
-pytest_plugins = ["tests.failure_log"]
+pytest_plugins = ["tests.failure_log", "tests.postgres"]
 
 ast_guard.install()  # before any test can leave garbage whose finalizer formats a traceback
 
