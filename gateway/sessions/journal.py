@@ -142,10 +142,6 @@ class IndexWriter:
         self._pending = bytearray()
         self._pending_from = self._next
 
-    @property
-    def next_seq(self) -> int:
-        return self._next
-
     def add(self, kind: Kind, offset: int, length: int) -> int:
         """Number one item (its bytes already written at `offset`); its seq."""
         self._pending += _RECORD.pack(kind, length, offset)
@@ -179,21 +175,19 @@ def indexed(directory: Path) -> bool:
     """Whether the index numbers everything in the session's files, or a run that did so is
     writing them (a few stats: cheap enough for the event loop)."""
     try:
-        fd = os.open(directory / INDEX, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        handle = regular_file.open_for_reading(directory / INDEX)
     except FileNotFoundError:
         return not any(_sizes(directory).values())
     except OSError:
         return False
-    try:
-        if _consistent(directory, fd):
+    with handle:  # closing it releases the lock taken below
+        if _consistent(directory, handle.fileno()):
             return True
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True  # a run is writing: it numbered everything when it started
         return False
-    finally:
-        os.close(fd)  # and its lock
 
 
 def ensure_indexed(directory: Path) -> None:

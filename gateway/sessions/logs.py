@@ -201,26 +201,11 @@ class RunLog:
             self._index = None
 
 
-def file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def tail(
-    path: Path, lines: int, *, end: int | None = None, max_bytes: int | None = None
-) -> list[str]:
-    """The last `lines` lines of the file (up to byte `end`), read backwards in blocks, and at
-    most about `max_bytes` of them: the oldest lines that do not fit are left out (a last line
-    longer than that alone is cut to its first `max_bytes`), so huge lines cost bounded memory."""
-    return bounded_tail(path, lines, end=end, max_bytes=max_bytes)[0]
-
-
-def bounded_tail(
-    path: Path, lines: int, *, end: int | None = None, max_bytes: int | None = None
-) -> tuple[list[str], bool]:
-    """`tail`, and whether lines (or a part of the last one) were left out for `max_bytes`."""
+def bounded_tail(path: Path, lines: int, *, max_bytes: int | None = None) -> tuple[list[str], bool]:
+    """The last `lines` lines of the file, read backwards in blocks, and at most about
+    `max_bytes` of them: the oldest lines that do not fit are left out (a last line longer than
+    that alone is cut to its first `max_bytes`), so huge lines cost bounded memory; and whether
+    lines (or a part of the last one) were left out for `max_bytes`."""
     if lines <= 0:
         return [], False
     try:
@@ -228,7 +213,7 @@ def bounded_tail(
     except OSError:  # missing, or not a regular file (NotRegularFile)
         return [], False
     with handle:
-        stop = handle.seek(0, 2) if end is None else min(end, handle.seek(0, 2))
+        stop = handle.seek(0, 2)
         start, cut = _tail_start(handle, lines, stop, max_bytes)
         handle.seek(start)
         if max_bytes is not None and stop - start > max_bytes:

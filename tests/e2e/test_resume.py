@@ -8,6 +8,7 @@ result and records, and the cursor's unhappy paths on both protocols.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -76,6 +77,8 @@ def _finished(item: Item) -> bool:
     return item[1] == "notice" and item[2][0] == "run_finished"
 
 
+CONNECTIONS: collections.Counter[str] = collections.Counter()
+"""Connections each kind of client opened in the current test."""
 TAIL = {"follow": "true", "include_events": "true", "include_stderr": "true"}
 
 
@@ -84,6 +87,7 @@ async def _ndjson_client(
 ) -> list[Item]:
     received: list[Item] = []
     while True:
+        CONNECTIONS["ndjson"] += 1
         params = {**TAIL, "after_seq": str(received[-1][0] if received else after)}
         cut = cuts.randint(1, 600)
         async with http.stream("GET", f"/sessions/{session}/tail", params=params) as response:
@@ -106,6 +110,7 @@ async def _sse_client(
     received: list[Item] = []
     last_id = str(after)
     while True:
+        CONNECTIONS["sse"] += 1
         headers = {"accept": "text/event-stream", "last-event-id": last_id}
         cut = cuts.randint(1, 600)
         async with http.stream(
@@ -136,6 +141,7 @@ async def _grpc_client(
 ) -> list[Item]:
     received: list[Item] = []
     while True:
+        CONNECTIONS["grpc"] += 1
         call = gw.stub.TailSession(
             sessions_pb2.TailSessionRequest(
                 session_id=session,
@@ -177,6 +183,7 @@ async def test_clients_killed_at_random_points_reconstruct_the_run_exactly(
     first = await _complete(http, lines=3)
     session, after = first["session_id"], first["last_seq"]
     cuts = random.Random(seed)
+    CONNECTIONS.clear()
     clients = [
         asyncio.ensure_future(_ndjson_client(http, session, after, random.Random(cuts.random()))),
         asyncio.ensure_future(_sse_client(http, session, after, random.Random(cuts.random()))),
@@ -202,6 +209,7 @@ async def test_clients_killed_at_random_points_reconstruct_the_run_exactly(
         seqs = [seq for seq, _, _ in items]
         assert len(seqs) == len(set(seqs)), f"{name}: an item twice"
         assert items == whole, f"{name}: not the run's items, in order"
+        assert CONNECTIONS[name] > 2, f"{name}: it never had to resume"
     # The items are the files': the run's stdout lines, between its markers.
     stdout = (Path(second["logs_path"]) / STDOUT).read_text()
     run_part = stdout[stdout.index(f"RUN {second['run_id']} START") :].splitlines()[1:-2]

@@ -10,7 +10,7 @@ import pytest
 from gateway.api.views import OMITTED_EVENTS, bounded_structs, clipped
 from gateway.sessions import search
 from gateway.sessions.feed import FeedItem, LiveFeed
-from gateway.sessions.logs import bounded_tail, tail
+from gateway.sessions.logs import bounded_tail
 
 MIB = 1024 * 1024
 
@@ -69,7 +69,7 @@ def test_a_last_line_over_the_budget_is_cut_to_it(tmp_path: Path) -> None:
     path = tmp_path / "log"
     path.write_text("a\n" + "z" * 5000 + "\n")
 
-    assert tail(path, 5, max_bytes=100) == ["z" * 100]
+    assert bounded_tail(path, 5, max_bytes=100)[0] == ["z" * 100]
 
 
 def test_a_search_over_a_huge_tail_reads_the_file_in_blocks(tmp_path: Path) -> None:
