@@ -7,16 +7,21 @@ the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import pwd
 import re
 import shlex
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
+
+import psycopg
+from psycopg import conninfo
 
 from gateway.agent import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
@@ -141,6 +146,19 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster mode (docs/design/cluster-mode.md): replicas coordinated through PostgreSQL."""
+
+    database_url: str
+    replica_id: str
+    advertise_addr: str
+    token: str | None = None
+    # Runs at once across the cluster; 0: no cluster-wide limit.
+    max_concurrent: int = 0
+    lease_ms: int = 30_000
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the gateway process needs, with units in the names."""
 
@@ -197,6 +215,8 @@ class Config:
     # CODEX_GATEWAY_AGENT_USER: agents run as this user (the gateway must be root to switch).
     agent_user: AgentUser | None = None
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    # None: the embedded file mode.
+    cluster: ClusterConfig | None = None
     # The values as set of the variables GET / shows so: the reference's "env" block echoes
     # some, and a few have no effective value of their own (gateway/settings.py, RAW).
     raw_env: Mapping[str, str] = field(default_factory=dict)
@@ -242,10 +262,12 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"CODEX_GATEWAY_EXTRA_ARGS: {exc}") from exc
         max_timeout_ms = env.integer("CODEX_GATEWAY_MAX_TIMEOUT_MS")
+        bind = env.text("CODEX_GATEWAY_BIND") or "127.0.0.1"
+        grpc_port = env.integer("CODEX_GATEWAY_GRPC_PORT")
         return cls(
-            bind=env.text("CODEX_GATEWAY_BIND") or "127.0.0.1",
+            bind=bind,
             port=env.integer("CODEX_GATEWAY_PORT"),
-            grpc_port=env.integer("CODEX_GATEWAY_GRPC_PORT"),
+            grpc_port=grpc_port,
             max_body_bytes=env.integer("CODEX_GATEWAY_MAX_BODY_BYTES"),
             max_concurrent=env.integer("CODEX_GATEWAY_MAX_CONCURRENT"),
             timeout_ms=min(env.integer("CODEX_GATEWAY_TIMEOUT_MS"), max_timeout_ms),
@@ -289,8 +311,69 @@ class Config:
             triggers=_triggers(env, here, codex_home, state),
             agent_user=agent_user,
             bridge=_bridge(env),
+            cluster=_cluster(env, bind, grpc_port),
             raw_env={name: env.raw(name) for name in RAW},
         )
+
+
+REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
+
+
+def _cluster(env: _Env, bind: str, grpc_port: int) -> ClusterConfig | None:
+    url = env.secret("CODEX_GATEWAY_DATABASE_URL")
+    if url is None:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "CODEX_GATEWAY_DATABASE_URL must be a postgresql:// URL "
+            "(unset it for the embedded file mode)"
+        )
+    try:
+        conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"CODEX_GATEWAY_DATABASE_URL is not a valid URL: {exc}") from None
+    replica_id = env.text("CODEX_GATEWAY_REPLICA_ID") or socket.gethostname()
+    if not REPLICA_ID.fullmatch(replica_id):
+        raise ConfigError(
+            "CODEX_GATEWAY_REPLICA_ID must be 1-63 letters, digits, '.', '_' or '-' "
+            f"(got {replica_id[:80]!r})"
+        )
+    advertise = env.text("CODEX_GATEWAY_ADVERTISE_ADDR")
+    if advertise is None:
+        if bind in ("0.0.0.0", "::"):  # noqa: S104  # a comparison
+            raise ConfigError(
+                "CODEX_GATEWAY_ADVERTISE_ADDR: set it to the host:port where other replicas "
+                f"reach this one (the gateway binds every address, {bind})"
+            )
+        host = f"[{bind}]" if ":" in bind else bind
+        advertise = f"{host}:{grpc_port}"
+    elif not _ADDRESS.fullmatch(advertise) or not 0 < int(advertise.rsplit(":", 1)[1]) < 65536:
+        raise ConfigError(f"CODEX_GATEWAY_ADVERTISE_ADDR must be host:port (got {advertise!r})")
+    token = env.secret("CODEX_GATEWAY_CLUSTER_TOKEN")
+    if token is None and not (_loopback(bind) and _loopback(advertise.rsplit(":", 1)[0])):
+        raise ConfigError(
+            "CODEX_GATEWAY_CLUSTER_TOKEN is required in cluster mode unless every replica "
+            "binds and advertises a loopback address"
+        )
+    return ClusterConfig(
+        database_url=url,
+        replica_id=replica_id,
+        advertise_addr=advertise,
+        token=token,
+        max_concurrent=env.integer("CODEX_GATEWAY_CLUSTER_MAX_CONCURRENT"),
+        lease_ms=env.integer("CODEX_GATEWAY_REPLICA_LEASE_MS"),
+    )
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Env:

@@ -17,7 +17,9 @@
     └── Unavailable              UNAVAILABLE        503
         ├── AgentUnavailable     (the codex binary is missing or not executable)
         ├── ShuttingDown         (a new run while the gateway drains)
-        └── RunInterrupted       (a run the drain stopped)
+        ├── RunInterrupted       (a run the drain stopped)
+        ├── StorageUnavailable   (cluster mode: the database cannot be reached)
+        └── ReplicaUnavailable   (cluster mode: a session's home replica is down)
 
 Domain code raises these; only the servicer boundary turns them into a gRPC status.
 
@@ -205,3 +207,23 @@ class RunInterrupted(Unavailable):
     for shutting down, so a client may retry it on the next gateway."""
 
     reason = "RUN_INTERRUPTED"
+
+
+class StorageUnavailable(Unavailable):
+    """Cluster mode: the database cannot be reached now; nothing was changed."""
+
+    reason = "STORAGE_UNAVAILABLE"
+
+
+class ReplicaUnavailable(Unavailable):
+    """Cluster mode: the session lives on a replica that is down (its lease has expired)."""
+
+    reason = "REPLICA_UNAVAILABLE"
+
+    def __init__(self, replica_id: str, session_id: str | None = None) -> None:
+        what = f"session {session_id} lives on" if session_id else "the call needs"
+        super().__init__(f"{what} replica {replica_id}, which is unavailable; retry later")
+        self.replica_id = replica_id
+
+    def details(self) -> dict[str, str]:
+        return {**super().details(), "replica_id": self.replica_id}

@@ -34,6 +34,7 @@ from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
+from gateway.cluster.node import ClusterNode
 from gateway.config import Config, ConfigError, StartupError
 from gateway.runs.concurrency import RunSlots
 from gateway.runs.prompt import GlobalSystemPrompt
@@ -71,9 +72,12 @@ class Gateway:
     scheduler: Scheduler
     watcher: FileWatcher
     webhooks: WebhookSender
+    # Cluster mode: this replica's database, registration and signals; None: embedded.
+    node: ClusterNode | None = None
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
+        node = ClusterNode(config.cluster) if config.cluster is not None else None
         store = FileSessionStore(config.session_dirs, config.secure_session_dir)
         slots = RunSlots(config.max_concurrent)
         system_prompt = GlobalSystemPrompt.load(
@@ -106,6 +110,8 @@ class Gateway:
         reporter = StatusReporter(
             config, slots, runner, system_prompt, scheduler, watcher, webhooks
         )
+        if node is not None:
+            reporter.cluster = node.status
         return cls(
             config,
             store,
@@ -118,13 +124,33 @@ class Gateway:
             scheduler,
             watcher,
             webhooks,
+            node,
         )
 
+    async def open(self) -> None:
+        """Join the cluster (cluster mode), then open the store: index the sessions and
+        reconcile what a crash left running. StartupError when any of it fails."""
+        if self.node is not None:
+            await self.node.open()
+        try:
+            self.store.load()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        self.store.close()
+        if self.node is not None:
+            await self.node.close()
+
     async def background(self, stop: asyncio.Event, webhooks_stop: asyncio.Event) -> None:
-        """The loops beside the servers: scheduler, watcher, webhook delivery. Webhooks stop
-        last, so runs that end while the gateway drains still get theirs out. Each is
+        """The loops beside the servers: scheduler, watcher, webhook delivery (and in cluster
+        mode the replica's heartbeat and signals). Webhooks and the heartbeat stop last, so
+        runs that end while the gateway drains still get theirs out and are recorded. Each is
         supervised: one that raises is logged and restarted, and the gateway goes on serving."""
         async with asyncio.TaskGroup() as group:
+            if self.node is not None:
+                group.create_task(self.node.run(webhooks_stop))
             group.create_task(supervise("scheduler", self.scheduler.run, stop))
             group.create_task(supervise("watcher", self.watcher.run, stop))
             group.create_task(supervise("webhook delivery", self.webhooks.run, webhooks_stop))
@@ -167,7 +193,11 @@ class GrpcServer:
 
 
 async def start_grpc(
-    gateway: Gateway, host: str, port: int, *, before_start: Callable[[], None] | None = None
+    gateway: Gateway,
+    host: str,
+    port: int,
+    *,
+    before_start: Callable[[], Awaitable[None]] | None = None,
 ) -> GrpcServer:
     """Start the gRPC server on host:port (0 picks a free port). `before_start` runs once the
     port is bound, before anything is served; if it raises, nothing is left bound."""
@@ -217,7 +247,7 @@ async def start_grpc(
         raise ConfigError(f"CODEX_GATEWAY_GRPC_PORT: cannot listen on {host}:{port}")
     if before_start is not None:
         try:
-            before_start()
+            await before_start()
         except BaseException:
             await server.stop(None)
             raise
@@ -293,7 +323,7 @@ async def serve(
     rest_socket = _rest_listener(config) if with_bridge else None
     try:
         grpc_server = await start_grpc(
-            gateway, config.bind, config.grpc_port, before_start=gateway.store.load
+            gateway, config.bind, config.grpc_port, before_start=gateway.open
         )
     except BaseException:
         if rest_socket is not None:
@@ -344,7 +374,7 @@ async def serve(
         if rest_socket is not None:
             rest_socket.close()  # the bridge is gone: refuse connections rather than hold them
         await grpc_server.server.stop(grace=1.0)
-        gateway.store.close()
+        await gateway.close()
 
 
 def _rest_listener(config: Config) -> socket.socket:

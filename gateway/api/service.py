@@ -129,13 +129,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetInfo(  # gRPC method names are the proto's
         self, request: gw_status_pb2.GetInfoRequest, context: Any
     ) -> gw_status_pb2.GetInfoResponse:
-        return self._reporter.info()
+        info = self._reporter.info()
+        cluster = await self._reporter.cluster_block()
+        if cluster is not None:
+            info.cluster.CopyFrom(cluster)
+        return info
 
     async def GetStatus(  # gRPC method names are the proto's
         self, request: gw_status_pb2.GetStatusRequest, context: Any
     ) -> gw_status_pb2.GetStatusResponse:
         memory = await asyncio.to_thread(self._reporter.memory)
-        return self._reporter.status(memory)
+        status = self._reporter.status(memory)
+        cluster = await self._reporter.cluster_block()
+        if cluster is not None:
+            status.cluster.CopyFrom(cluster)
+        return status
 
     async def Complete(  # gRPC method names are the proto's
         self, request: runs_pb2.CompleteRequest, context: Any

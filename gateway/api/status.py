@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -50,6 +50,15 @@ class StatusReporter:
         self._settings = _struct(settings.shown(config))
         # Set by `serve` when it runs the REST bridge as a child process: its pid, if running.
         self.bridge_pid: Callable[[], int | None] | None = None
+        # Set in cluster mode: the `cluster` block, read from the database.
+        self.cluster: Callable[[], Awaitable[pb.ClusterStatus]] | None = None
+
+    @property
+    def mode(self) -> str:
+        return "embedded" if self._config.cluster is None else "cluster"
+
+    async def cluster_block(self) -> pb.ClusterStatus | None:
+        return await self.cluster() if self.cluster is not None else None
 
     def memory(self) -> pb.MemoryStatus:
         """Reads /proc for every process of the machine (blocking: off the loop, where a busy
@@ -73,6 +82,7 @@ class StatusReporter:
             endpoints=self._endpoints,
             config=self._settings,
             version=VERSION,
+            mode=self.mode,
         )
 
     def status(self, memory: pb.MemoryStatus | None = None) -> pb.GetStatusResponse:
@@ -92,6 +102,7 @@ class StatusReporter:
             triggers=self._triggers(),
             sessions_running=self._runner.running,
             shutting_down=self._runner.closing,
+            mode=self.mode,
         )
 
     def _triggers(self) -> pb.TriggersStatus:

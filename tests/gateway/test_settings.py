@@ -83,8 +83,13 @@ class _Reads(dict[str, str]):
 
 def test_parsing_reads_every_declared_variable_and_no_other(tmp_path: Path) -> None:
     # Every name from_env looks up (its child_env allow-list iterates instead); an agent user
-    # (this process's own) makes CODEX_GATEWAY_AGENT_HOME read too.
-    environ = _Reads({"CODEX_GATEWAY_AGENT_USER": str(os.geteuid())})
+    # (this process's own) makes CODEX_GATEWAY_AGENT_HOME read too, a database URL the cluster's.
+    environ = _Reads(
+        {
+            "CODEX_GATEWAY_AGENT_USER": str(os.geteuid()),
+            "CODEX_GATEWAY_DATABASE_URL": "postgresql://127.0.0.1/gateway",
+        }
+    )
     Config.from_env(environ, cwd=tmp_path)
     assert sorted(environ.read - AMBIENT) == sorted(declared_table())
 

@@ -125,12 +125,40 @@ class TriggersStatus(_message.Message):
     files: _containers.RepeatedCompositeFieldContainer[TriggerFileStatus]
     def __init__(self, enabled: _Optional[bool] = ..., files: _Optional[_Iterable[_Union[TriggerFileStatus, _Mapping]]] = ...) -> None: ...
 
+class ReplicaStatus(_message.Message):
+    __slots__ = ("replica_id", "grpc_addr", "epoch", "lease_until")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDR_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    grpc_addr: str
+    epoch: int
+    lease_until: str
+    def __init__(self, replica_id: _Optional[str] = ..., grpc_addr: _Optional[str] = ..., epoch: _Optional[int] = ..., lease_until: _Optional[str] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("replica_id", "replicas", "slots_in_use", "slots_max", "lease_ms", "reaped")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_MAX_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    REAPED_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
+    slots_in_use: int
+    slots_max: int
+    lease_ms: int
+    reaped: int
+    def __init__(self, replica_id: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., slots_in_use: _Optional[int] = ..., slots_max: _Optional[int] = ..., lease_ms: _Optional[int] = ..., reaped: _Optional[int] = ...) -> None: ...
+
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("status", "watcher", "webhook", "system_prompt", "env", "endpoints", "config", "version")
+    __slots__ = ("status", "watcher", "webhook", "system_prompt", "env", "endpoints", "config", "version", "mode", "cluster")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     WATCHER_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +167,8 @@ class GetInfoResponse(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     status: str
     watcher: WatcherStatus
     webhook: WebhookStatus
@@ -147,14 +177,16 @@ class GetInfoResponse(_message.Message):
     endpoints: _struct_pb2.Struct
     config: _struct_pb2.Struct
     version: str
-    def __init__(self, status: _Optional[str] = ..., watcher: _Optional[_Union[WatcherStatus, _Mapping]] = ..., webhook: _Optional[_Union[WebhookStatus, _Mapping]] = ..., system_prompt: _Optional[_Union[SystemPromptStatus, _Mapping]] = ..., env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., endpoints: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
+    mode: str
+    cluster: ClusterStatus
+    def __init__(self, status: _Optional[str] = ..., watcher: _Optional[_Union[WatcherStatus, _Mapping]] = ..., webhook: _Optional[_Union[WebhookStatus, _Mapping]] = ..., system_prompt: _Optional[_Union[SystemPromptStatus, _Mapping]] = ..., env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., endpoints: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("concurrency", "uptime", "memory", "watcher", "webhook", "system_prompt", "env", "triggers", "sessions_running", "shutting_down")
+    __slots__ = ("concurrency", "uptime", "memory", "watcher", "webhook", "system_prompt", "env", "triggers", "sessions_running", "shutting_down", "mode", "cluster")
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +197,8 @@ class GetStatusResponse(_message.Message):
     TRIGGERS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     SHUTTING_DOWN_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     concurrency: ConcurrencyStatus
     uptime: float
     memory: MemoryStatus
@@ -175,4 +209,6 @@ class GetStatusResponse(_message.Message):
     triggers: TriggersStatus
     sessions_running: int
     shutting_down: bool
-    def __init__(self, concurrency: _Optional[_Union[ConcurrencyStatus, _Mapping]] = ..., uptime: _Optional[float] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., watcher: _Optional[_Union[WatcherStatus, _Mapping]] = ..., webhook: _Optional[_Union[WebhookStatus, _Mapping]] = ..., system_prompt: _Optional[_Union[SystemPromptStatus, _Mapping]] = ..., env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., triggers: _Optional[_Union[TriggersStatus, _Mapping]] = ..., sessions_running: _Optional[int] = ..., shutting_down: _Optional[bool] = ...) -> None: ...
+    mode: str
+    cluster: ClusterStatus
+    def __init__(self, concurrency: _Optional[_Union[ConcurrencyStatus, _Mapping]] = ..., uptime: _Optional[float] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., watcher: _Optional[_Union[WatcherStatus, _Mapping]] = ..., webhook: _Optional[_Union[WebhookStatus, _Mapping]] = ..., system_prompt: _Optional[_Union[SystemPromptStatus, _Mapping]] = ..., env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., triggers: _Optional[_Union[TriggersStatus, _Mapping]] = ..., sessions_running: _Optional[int] = ..., shutting_down: _Optional[bool] = ..., mode: _Optional[str] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ...) -> None: ...

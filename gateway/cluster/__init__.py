@@ -1,0 +1,1 @@
+"""Cluster mode: several replicas coordinated through PostgreSQL (docs/design/cluster-mode.md)."""
