@@ -17,7 +17,7 @@ import grpc
 
 from codex_gateway.v1 import gateway_pb2_grpc
 from gateway.clock import Clock, system_clock
-from gateway.config import DEFAULT_REQUEST_ENV_ALLOW, Config, TriggerConfig
+from gateway.config import DEFAULT_REQUEST_ENV_ALLOW, ClusterConfig, Config, TriggerConfig
 from gateway.server import Gateway, GrpcServer, drain, start_grpc
 from tests.fakes import CODEX_BIN
 
@@ -76,6 +76,41 @@ def base_config(tmp: Path, *, codex_env: dict[str, str] | None = None, **overrid
     return dataclasses.replace(config, **overrides)
 
 
+CLUSTER_TOKEN = "test-cluster-token"  # a test's own secret
+
+
+def cluster_config(
+    tmp: Path,
+    dsn: str,
+    replica_id: str,
+    *,
+    model_url: str | None = None,
+    lease_ms: int = 2000,
+    max_concurrent: int = 0,
+    **overrides: Any,
+) -> Config:
+    """A replica of a cluster on `dsn`, in-process: its own folder under `tmp` (sessions,
+    workspace, and with `model_url` its own CODEX_HOME for the scripted model server), a gRPC
+    port chosen now so that it can be advertised."""
+    from tests.fakes.model_server import write_codex_home
+
+    home = tmp / replica_id
+    codex_env = write_codex_home(home / "codex-home", model_url) if model_url else None
+    port = free_port()
+    config = base_config(home, codex_env=codex_env, grpc_port=port, **overrides)
+    return dataclasses.replace(
+        config,
+        cluster=ClusterConfig(
+            database_url=dsn,
+            replica_id=replica_id,
+            advertise_addr=f"127.0.0.1:{port}",
+            token=CLUSTER_TOKEN,
+            max_concurrent=max_concurrent,
+            lease_ms=lease_ms,
+        ),
+    )
+
+
 @dataclass
 class RunningGateway:
     gateway: Gateway
@@ -94,8 +129,12 @@ async def running_gateway(
 ) -> AsyncIterator[RunningGateway]:
     """With `background`, the scheduler, watcher and webhook loops run too."""
     gateway = Gateway.build(config, clock=clock)
-    gateway.store.load()
-    grpc_server = await start_grpc(gateway, "127.0.0.1", 0)
+    await gateway.open()
+    try:
+        grpc_server = await start_grpc(gateway, "127.0.0.1", config.grpc_port)
+    except BaseException:
+        await gateway.close()
+        raise
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}")
     stop, webhooks_stop = asyncio.Event(), asyncio.Event()
     loops = asyncio.create_task(gateway.background(stop, webhooks_stop)) if background else None
@@ -115,7 +154,7 @@ async def running_gateway(
             # Whatever failed above: a server left to the garbage collector is shut down on a
             # closed event loop, in some later test.
             await grpc_server.server.stop(grace=0.5)
-            gateway.store.close()
+            await gateway.close()
 
 
 @contextlib.asynccontextmanager
