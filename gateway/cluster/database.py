@@ -1,7 +1,7 @@
 """The cluster's database: one connection pool per replica, its schema migrated at startup.
 
-Migrations are the numbered files in `migrations/` (`0001_name.sql`, ...), applied in order, each
-once, under a transaction-level advisory lock: replicas that start together migrate once, the
+Migrations are the numbered files in `migrations/` (`0001_name.sql`, ...), every one not yet
+applied, in order, each once, under a transaction-level advisory lock: replicas that start together migrate once, the
 others wait and find nothing left to do. A database whose schema is newer than this code stops
 startup (exit 2) naming both versions: an older replica must not write rows it does not
 understand.
@@ -113,16 +113,16 @@ class Database:
                 " name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            row = await cursor.fetchone()
-            current = int(row[0]) if row else 0
+            cursor = await conn.execute("SELECT version FROM schema_migrations")
+            applied = {int(row[0]) for row in await cursor.fetchall()}
+            current = max(applied, default=0)
             if current > newest:
                 raise StartupError(
                     f"CODEX_GATEWAY_DATABASE_URL: the database's schema is version {current}, "
                     f"newer than this gateway's {newest}: upgrade this replica"
                 )
             for migration in known:
-                if migration.version <= current:
+                if migration.version in applied:
                     continue
                 log.info("applying database migration %s", migration.name)
                 await conn.execute(migration.text.encode())

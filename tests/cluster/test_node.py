@@ -128,3 +128,19 @@ async def test_an_expired_replica_is_reaped_once_and_finds_out_when_it_returns(
     finally:
         await doomed.close()
         await survivor.close()
+
+
+async def test_a_migration_numbered_below_one_applied_is_still_applied(pg_dsn: str) -> None:
+    # Migrations land from parallel branches: a database may have 0004 before 0002 exists.
+    database = Database(pg_dsn)
+    await database.open()
+    await database.close()
+    first = migrations()[0]
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute("DROP TABLE runs, sessions, replicas; DROP SEQUENCE replica_epochs")
+        await conn.execute("DELETE FROM schema_migrations WHERE version = %s", (first.version,))
+    database = Database(pg_dsn)
+    await database.open()
+    await database.close()
+    tables = await _rows(pg_dsn, "SELECT to_regclass('replicas') IS NOT NULL")
+    assert tables == [(True,)]
