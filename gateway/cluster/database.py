@@ -1,10 +1,10 @@
 """The cluster's database: one connection pool per replica, its schema migrated at startup.
 
-Migrations are the numbered files in `migrations/` (`0001_name.sql`, ...), every one not yet
-applied, in order, each once, under a transaction-level advisory lock: replicas that start together migrate once, the
-others wait and find nothing left to do. A database whose schema is newer than this code stops
-startup (exit 2) naming both versions: an older replica must not write rows it does not
-understand.
+Migrations are the numbered files in `migrations/` (`0001_name.sql`, ...): every one not yet
+applied, in order, each once, under a transaction-level advisory lock, so replicas that start
+together migrate once (the others wait and find nothing left to do). A database whose schema is
+newer than this code stops startup (exit 2) naming both versions: an older replica must not
+write rows it does not understand.
 """
 
 from __future__ import annotations
