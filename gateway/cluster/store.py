@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +62,9 @@ STOP_GRACE_S = 5.0
 """At shutdown, how long the syncer keeps trying to write what is left (the local files keep
 it either way, and the next start pushes it)."""
 LOST_ERROR = "replica {} was lost during this run"
+MAX_PID = 2**31  # runs.agent_pid is an integer column
+# A NUL escaped in JSON text (not an escaped backslash followed by "u0000"): jsonb cannot hold it.
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 _HOLD = (
     "SELECT 1 FROM replicas WHERE replica_id = %(replica)s AND epoch = %(epoch)s"
@@ -345,7 +349,7 @@ class ClusterSessionStore(SessionStore):
         if self._dirty:
             chosen = list(self._dirty.values())[:BATCH]
             writes = [self._snapshot(session) for session in chosen]
-            await self._write(writes, push=False)
+            await self._commit(writes, push=False)
             for write in writes:
                 if self._versions.get(write.session.id) == write.version:
                     self._dirty.pop(write.session.id, None)
@@ -360,8 +364,27 @@ class ClusterSessionStore(SessionStore):
             return
         chosen = self._pushing[:BATCH]
         writes = [self._snapshot(session, every_run=True) for session in chosen]
-        await self._write(writes, push=True)
+        await self._commit(writes, push=True)
         del self._pushing[: len(chosen)]
+
+    async def _commit(self, writes: list[_Write], *, push: bool) -> None:
+        """Write them in one transaction; an outage (StorageUnavailable, _Fenced) is raised for
+        the syncer to retry. A row the database refuses (not an outage: a value it cannot hold)
+        must not hold back every other session: then each is written alone, and one refused
+        alone is logged and left to the local files."""
+        try:
+            await self._write(writes, push=push)
+            return
+        except psycopg.Error as exc:
+            if _outage(exc):
+                raise
+        for write in writes:
+            try:
+                await self._write([write], push=push)
+            except psycopg.Error as exc:
+                if _outage(exc):
+                    raise
+                log.error("session %s: the database refuses it: %s", write.session.id, exc)
 
     def _snapshot(self, session: Session, *, every_run: bool = False) -> _Write:
         document = _document(session)
@@ -374,7 +397,7 @@ class ClusterSessionStore(SessionStore):
             run_id = record.get("run_id")
             if not isinstance(run_id, str) or not run_id:
                 continue
-            text = json.dumps(record, separators=(",", ":"))
+            text = _json(record)
             marks[run_id] = hash(text)
             if known.get(run_id) != marks[run_id]:
                 runs.append(self._run_row(session, record, text))
@@ -397,7 +420,7 @@ class ClusterSessionStore(SessionStore):
             "active": self._files.active_run(session),
             "created": _moment(session.created_at),
             "updated": _moment(session.updated_at),
-            "meta": json.dumps(document, separators=(",", ":")),
+            "meta": _json(document),
             "dir": str(session.dir),
         }
 
@@ -411,7 +434,7 @@ class ClusterSessionStore(SessionStore):
             "id": session.id,
             "status": status if isinstance(status, str) else "",
             "source": source if isinstance(source, str) else None,
-            "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            "pid": pid if isinstance(pid, int) and 0 < pid < MAX_PID else None,
             "started": _moment(record.get("started_at")),
             "completed": _moment(record.get("completed_at")),
             "record": text,
@@ -426,7 +449,9 @@ class ClusterSessionStore(SessionStore):
             upsert = (_PUSH_SESSION if push else _UPSERT_SESSION).encode()
             for write in writes:
                 # The epoch is the one just held, whatever the snapshot saw.
-                await conn.execute(upsert, {**write.session_row, **fence})
+                cursor = await conn.execute(upsert, {**write.session_row, **fence})
+                if push and cursor.rowcount == 0:
+                    continue  # the database's row is as new: its records too
                 if write.run_rows:
                     async with conn.cursor() as cursor:
                         await cursor.executemany(
@@ -466,14 +491,14 @@ class ClusterSessionStore(SessionStore):
             await conn.execute(
                 "UPDATE sessions SET status = %s, active_run_id = NULL, updated_at = now(),"
                 " meta = %s::jsonb WHERE session_id = %s",
-                (str(session.status), json.dumps(encoded), session_id),
+                (str(session.status), _json(encoded), session_id),
             )
             for record in running:
                 if record.run_id and record.stored is not None:
                     await conn.execute(
                         "UPDATE runs SET status = %s, agent_pid = NULL, completed_at = now(),"
                         " record = %s::jsonb WHERE run_id = %s AND session_id = %s",
-                        (str(record.status), json.dumps(record.stored), record.run_id, session_id),
+                        (str(record.status), _json(record.stored), record.run_id, session_id),
                     )
         # A running record the meta did not have (written by an older version of it).
         await conn.execute(
@@ -489,6 +514,17 @@ class ClusterSessionStore(SessionStore):
         log.warning(
             "replica %s: its session writes wait until it registered again", self.replica_id
         )
+
+
+def _json(document: JsonObject) -> str:
+    """The document as jsonb text; a NUL in a string (which jsonb refuses) reads U+FFFD there."""
+    text = json.dumps(document, separators=(",", ":"))
+    return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+def _outage(exc: psycopg.Error) -> bool:
+    """The database or the connection failed (retry), rather than refused what was written."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _document(session: Session) -> JsonObject:

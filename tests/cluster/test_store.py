@@ -249,3 +249,38 @@ async def wait_for_row(dsn: str, query: str, *params: object, timeout_s: float =
                 return found[0]
         assert asyncio.get_running_loop().time() < deadline, f"no row for {query}"
         await asyncio.sleep(0.05)
+
+
+async def test_sessions_from_before_cluster_mode_are_pushed_at_startup(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    root = tmp_path / "alpha"
+    files = FileSessionStore([root / "sessions"], root / "secure")
+    files.load()
+    old = files.create(secure=False, metadata={"from": "embedded"})
+    old.runs.append(RunRecord(run_id="run-old", status=RunStatus.COMPLETED, metadata={}))
+    old.status = SessionStatus.COMPLETED
+    files.save(old)
+    files.close()
+    async with replica_store(tmp_path, pg_dsn, "alpha") as (_, alpha):
+        assert await wait_for_row(pg_dsn, "SELECT status FROM runs WHERE run_id = 'run-old'") == (
+            "completed"
+        )
+        (listed,) = await alpha.listing(limit=10, since=None, include_secure=False)
+        assert listed.id == old.id and listed.metadata == {"from": "embedded"}
+
+
+async def test_a_session_the_database_refuses_holds_back_no_other(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    async with replica_store(tmp_path, pg_dsn, "alpha") as (_, alpha):
+        refused, kept = alpha.create(secure=False), alpha.create(secure=False)
+        refused.status = "bad\x00status"  # a text column cannot hold it
+        kept.metadata = {"nul": "a\x00b"}  # jsonb cannot either: written as U+FFFD
+        alpha.save(refused)
+        alpha.save(kept)
+        await asyncio.wait_for(alpha.settle(refused), 20)
+        await asyncio.wait_for(alpha.settle(kept), 20)
+        listed = await alpha.listing(limit=10, since=None, include_secure=False)
+        assert [s.id for s in listed] == [kept.id]
+        assert await row(pg_dsn, "SELECT meta->'metadata'->>'nul' FROM sessions") == ("a\ufffdb",)
