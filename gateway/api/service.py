@@ -270,7 +270,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             events=request.include_events,
         )
         events = await asyncio.to_thread(detail_events, files) if files.events is not None else []
-        return sessions_pb2.GetSessionResponse(session=detail_with_files(session, files, events))
+        history = await self._store.run_history(session, max_bytes=files.share)
+        return sessions_pb2.GetSessionResponse(
+            session=detail_with_files(session, files, events, history)
+        )
 
     async def SearchSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.SearchSessionRequest, context: Any

@@ -206,8 +206,10 @@ class ClusterSessionStore(SessionStore):
         self._files.save(session)
         self._mark(session)
 
-    def run_history(self, session: Session) -> list[RunRecord]:
-        return self._files.run_history(session)
+    async def run_history(
+        self, session: Session, *, max_bytes: int | None = None
+    ) -> list[RunRecord]:
+        return await self._files.run_history(session, max_bytes=max_bytes)
 
     def thread_owner(self, thread_id: str) -> Session | None:
         return self._files.thread_owner(thread_id)

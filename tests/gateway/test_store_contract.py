@@ -196,12 +196,14 @@ async def test_run_records_are_kept_in_order_across_a_restart(
             RunRecord(run_id=f"run-{number:02d}", status=RunStatus.COMPLETED, metadata={})
         )
         store.save(session)
-    assert [r.run_id for r in store.run_history(session)] == [f"run-{n:02d}" for n in range(45)]
+    assert [r.run_id for r in await store.run_history(session)] == [
+        f"run-{n:02d}" for n in range(45)
+    ]
     assert session.run_count == 45
     async with _reopened(opener, tmp_path, store) as again:
         found = again.resolve(session.id)
         assert found.run_count == 45
-        history = again.run_history(found)
+        history = await again.run_history(found)
         assert [r.run_id for r in history] == [f"run-{n:02d}" for n in range(45)]
         assert all(r.status is RunStatus.COMPLETED for r in history)
 
