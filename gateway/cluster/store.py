@@ -62,6 +62,7 @@ STOP_GRACE_S = 5.0
 """At shutdown, how long the syncer keeps trying to write what is left (the local files keep
 it either way, and the next start pushes it)."""
 LOST_ERROR = "replica {} was lost during this run"
+UNREADABLE = "unreadable"  # the status of a session whose meta.json its home cannot read
 MAX_PID = 2**31  # runs.agent_pid is an integer column
 # A NUL escaped in JSON text (not an escaped backslash followed by "u0000"): jsonb cannot hold it.
 _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
@@ -118,7 +119,7 @@ _CLAIM = (
 )
 
 _LIST = (
-    "SELECT session_id, home_replica, secure, updated_at, dir, meta FROM sessions"
+    "SELECT session_id, home_replica, secure, status, updated_at, dir, meta FROM sessions"
     " WHERE {where} ORDER BY updated_at DESC, session_id DESC LIMIT %(limit)s"
 )
 
@@ -154,6 +155,7 @@ class ClusterSessionStore(SessionStore):
         self._releases: dict[str, str] = {}  # session id -> the finished run to release
         self._run_marks: dict[str, dict[str, int]] = {}  # session -> run id -> record's hash
         self._pushing: list[Session] = []
+        self._unreadable: dict[str, Session] = {}
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._running = False
@@ -172,7 +174,8 @@ class ClusterSessionStore(SessionStore):
         """Index and reconcile the local sessions (their saves reach the database), and push
         every local session to the database once, from the syncer: where its row is older."""
         self._files.load()
-        self._pushing = [session for session in self._files if session.error is None]
+        self._pushing = list(self._files)  # unreadable ones too: listed, as the files store does
+        self._unreadable = {s.id: s for s in self._pushing if s.error is not None}
         self._wake.set()
 
     def close(self) -> None:
@@ -246,18 +249,18 @@ class ClusterSessionStore(SessionStore):
         except psycopg.Error as exc:
             raise StorageUnavailable(f"the cluster database is unavailable: {exc}") from exc
         listed = []
-        for session_id, home, secure, updated_at, directory, meta in rows:
+        for session_id, home, secure, status, updated_at, directory, meta in rows:
             local = self._files_session(str(session_id)) if home == self.replica_id else None
             listed.append(
-                local or _listed(str(session_id), bool(secure), updated_at, directory, meta)
+                local or _listed(str(session_id), bool(secure), status, updated_at, directory, meta)
             )
         return listed
 
     def _files_session(self, session_id: str) -> Session | None:
         try:
             return self._files.resolve(session_id)
-        except SessionNotFound:  # not indexed here, or unreadable: listed from its row
-            return None
+        except SessionNotFound:  # not indexed here (or unreadable)
+            return self._unreadable.get(session_id)
 
     # One run per session, across the cluster.
 
@@ -389,7 +392,8 @@ class ClusterSessionStore(SessionStore):
                 log.error("session %s: the database refuses it: %s", write.session.id, exc)
 
     def _snapshot(self, session: Session, *, every_run: bool = False) -> _Write:
-        document = _document(session)
+        # An unreadable session (the push at startup) is listed as such, never read nor written.
+        document = _document(session) if session.error is None else {"session_id": session.id}
         marks = {}
         runs = []
         known = {} if every_run else self._run_marks.get(session.id, {})
@@ -418,10 +422,12 @@ class ClusterSessionStore(SessionStore):
             "id": session.id,
             "thread": session.codex_session_id,
             "secure": session.secure,
-            "status": str(session.status) or SessionStatus.IDLE.value,
+            "status": UNREADABLE
+            if session.error is not None
+            else str(session.status) or SessionStatus.IDLE.value,
             "active": self._files.active_run(session),
             "created": _moment(session.created_at),
-            "updated": _moment(session.updated_at),
+            "updated": _moment(session.updated_at) or session.modified_at,
             "meta": _json(document),
             "dir": str(session.dir),
         }
@@ -547,11 +553,19 @@ def _moment(value: object) -> datetime | None:
 
 
 def _listed(
-    session_id: str, secure: bool, updated_at: object, directory: object, meta: object
+    session_id: str,
+    secure: bool,
+    status: object,
+    updated_at: object,
+    directory: object,
+    meta: object,
 ) -> Session:
     """Another replica's session as its row has it (its files are on its home replica)."""
-    document = meta if isinstance(meta, dict) else {"session_id": session_id}
-    session = decode_session(session_id, Path(str(directory or "")), document, secure=secure)
+    path = Path(str(directory or ""))
+    if status == UNREADABLE or not isinstance(meta, dict):
+        session = Session(session_id, path, secure, error="unreadable on its home replica")
+    else:
+        session = decode_session(session_id, path, meta, secure=secure)
     if isinstance(updated_at, datetime):
         session.modified_at = updated_at
     return session

@@ -284,3 +284,21 @@ async def test_a_session_the_database_refuses_holds_back_no_other(
         listed = await alpha.listing(limit=10, since=None, include_secure=False)
         assert [s.id for s in listed] == [kept.id]
         assert await row(pg_dsn, "SELECT meta->'metadata'->>'nul' FROM sessions") == ("a\ufffdb",)
+
+
+async def test_an_unreadable_session_is_listed_by_every_replica(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    broken = tmp_path / "alpha" / "sessions" / "session-broken"
+    broken.mkdir(parents=True)
+    (broken / "meta.json").write_text("{not json")
+    async with (
+        replica_store(tmp_path, pg_dsn, "alpha") as (_, alpha),
+        replica_store(tmp_path, pg_dsn, "beta") as (_, beta),
+    ):
+        assert await wait_for_row(pg_dsn, "SELECT status FROM sessions") == "unreadable"
+        (here,) = await alpha.listing(limit=10, since=None, include_secure=False)
+        (there,) = await beta.listing(limit=10, since=None, include_secure=False)
+        assert here.id == there.id == "broken"
+        assert here.error and here.error.startswith("unreadable")  # the files store's own
+        assert there.error == "unreadable on its home replica" and there.dir == broken
