@@ -158,6 +158,11 @@ async def test_the_database_down_refuses_new_runs_and_a_running_one_is_recorded_
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert error_info(refused.value)[0].reason == StorageUnavailable.reason
                 result = (await long).result  # it finishes, the database down
+                with pytest.raises(grpc.aio.AioRpcError) as again:  # its session: refused too
+                    await asyncio.wait_for(
+                        alpha.stub.Complete(run(session_id=result.session_id)), 20
+                    )
+                assert error_info(again.value)[0].reason == StorageUnavailable.reason
             finally:
                 await asyncio.to_thread(server.start)
             status = await wait_for_row(
