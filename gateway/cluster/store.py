@@ -566,8 +566,8 @@ def _listed(
         session = Session(session_id, path, secure, error="unreadable on its home replica")
     else:
         session = decode_session(session_id, path, meta, secure=secure)
-    if isinstance(updated_at, datetime):
-        session.modified_at = updated_at
+    if isinstance(updated_at, datetime):  # in UTC, as the home shows it (not the server's zone)
+        session.modified_at = updated_at.astimezone(UTC)
     return session
 
 

@@ -59,6 +59,9 @@ async def test_a_completion_on_one_replica_is_listed_by_another_with_its_run(
         assert summary.status == "completed" and summary.runs == 1
         assert summary.dir.endswith(f"session-{result.session_id}")
         assert summary.codex_session_id == result.codex_session_id
+        # the home lists it from its files, the other replica from its row: the same summary
+        home = await alpha.stub.ListSessions(sessions_pb2.ListSessionsRequest())
+        assert list(home.sessions) == [summary]
         with psycopg.connect(pg_dsn) as conn:
             rows = conn.execute(
                 "SELECT run_id, session_id, replica_id, status, record->>'status' FROM runs"
