@@ -228,6 +228,11 @@ async def test_a_dead_replicas_running_run_is_interrupted_and_its_late_write_fen
             await asyncio.wait_for(alpha.settle(session), 1.5)
         assert await row(pg_dsn, "SELECT status FROM sessions") == ("interrupted",)
         assert await row(pg_dsn, "SELECT status FROM runs") == ("interrupted",)
+        other = alpha.create(secure=False, persist=False)
+        with pytest.raises(StorageUnavailable):  # nor does it claim a session meanwhile
+            async with alpha.exclusive(other, "run-2"):
+                pass
+        assert await row(pg_dsn, "SELECT count(*) FROM sessions") == (1,)
 
         # registered again (a new epoch), its writes land again: its files are the truth
         await alpha_node.replicas.beat()
