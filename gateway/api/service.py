@@ -245,7 +245,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         limit = _limit(request.limit if request.HasField("limit") else None)
         since = _since(request.since) if request.HasField("since") else None
         include_secure = self._access.ok(secure_tokens(context))
-        chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
+        chosen = await self._store.listing(limit=limit, since=since, include_secure=include_secure)
         # Bounded in bytes too (each session's metadata may be as large as a request body):
         # the newest sessions that fit (GET /sessions/:id reads any one of them).
         listed = first_within([summary(s) for s in chosen], self._config.max_answer_bytes)
@@ -270,7 +270,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             events=request.include_events,
         )
         events = await asyncio.to_thread(detail_events, files) if files.events is not None else []
-        return sessions_pb2.GetSessionResponse(session=detail_with_files(session, files, events))
+        history = await self._store.run_history(session, max_bytes=files.share)
+        return sessions_pb2.GetSessionResponse(
+            session=detail_with_files(session, files, events, history)
+        )
 
     async def SearchSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.SearchSessionRequest, context: Any
