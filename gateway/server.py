@@ -36,7 +36,7 @@ from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.cluster.node import ClusterNode
 from gateway.config import Config, ConfigError, StartupError
-from gateway.runs.concurrency import RunSlots
+from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
 from gateway.runs.runner import Runner
 from gateway.sessions.access import SecureAccess
@@ -63,7 +63,7 @@ class Gateway:
 
     config: Config
     store: SessionStore
-    slots: RunSlots
+    slots: Slots
     runner: Runner
     access: SecureAccess
     feed: LiveFeed
@@ -79,7 +79,7 @@ class Gateway:
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
         node = ClusterNode(config.cluster) if config.cluster is not None else None
         store = FileSessionStore(config.session_dirs, config.secure_session_dir)
-        slots = RunSlots(config.max_concurrent)
+        slots: Slots = RunSlots(config.max_concurrent)
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )
