@@ -35,6 +35,7 @@ from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.cluster.node import ClusterNode
+from gateway.cluster.slots import ClusterSlots
 from gateway.config import Config, ConfigError, StartupError
 from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
@@ -79,7 +80,8 @@ class Gateway:
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
         node = ClusterNode(config.cluster) if config.cluster is not None else None
         store = FileSessionStore(config.session_dirs, config.secure_session_dir)
-        slots: Slots = RunSlots(config.max_concurrent)
+        local_slots = RunSlots(config.max_concurrent)
+        slots: Slots = ClusterSlots(node, local_slots) if node is not None else local_slots
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )
