@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 SLOT_FREED = "slot_freed"
 # How often a waiter looks at the table when no signal came.
 POLL_S = 0.3
+# Claims an API run makes when slots were freed between its claim and the count of the refusal.
+TRY_ATTEMPTS = 3
 # How often a release that could not reach the database is tried again.
 RELEASE_RETRY_S = 0.5
 # pg_advisory_xact_lock key of the table's sizing ("cgw" "slt").
@@ -79,9 +81,10 @@ _OF_DEAD = (
 class ClusterSlots(Slots):
     """This replica's slot, then a cluster slot; the counters are this replica's."""
 
-    def __init__(self, node: ClusterNode, local: RunSlots) -> None:
+    def __init__(self, node: ClusterNode, local: RunSlots, *, poll_s: float = POLL_S) -> None:
         self._node = node
         self._local = local
+        self._poll_s = poll_s
         self._cluster_max = node.config.max_concurrent
         # Held by the waiter whose turn it is to claim (asyncio.Lock is first come first served).
         self._turn = asyncio.Lock()
@@ -156,22 +159,29 @@ class ClusterSlots(Slots):
 
     async def _try(self, run_id: str) -> None:
         if self._turn.locked():  # this replica's waiters come first, as with the local slots
-            await self._refuse()
-        if not await self._claim(run_id):
-            await self._refuse()
+            self._refused(*await self._in_use())
+        for _ in range(TRY_ATTEMPTS):
+            if await self._claim(run_id):
+                return
+            in_use, maximum = await self._in_use()
+            if in_use >= maximum:
+                break  # full: refused with the numbers; else one was freed meanwhile: again
+        self._refused(in_use, maximum)
 
-    async def _refuse(self) -> NoReturn:
-        """ConcurrencyLimitReached with the cluster's numbers (StorageUnavailable while this
-        replica, found dead by the cluster, is joining it again)."""
+    def _refused(self, in_use: int, maximum: int) -> NoReturn:
+        raise ConcurrencyLimitReached(min(in_use, maximum), maximum, self._local.retry_after_s)
+
+    async def _in_use(self) -> tuple[int, int]:
+        """The cluster's (slots in use, maximum); StorageUnavailable while this replica, found
+        dead by the cluster, is joining it again (no claim can succeed until it has)."""
         async with self._node.database.connection() as conn:
             cursor = await conn.execute(_IN_USE_FENCED, self._node.replicas.fence())
             row = await cursor.fetchone()
-        if row is not None and not row[2]:
+        if row is None or not row[2]:
             raise StorageUnavailable(
                 "this replica is joining the cluster again: retry, or use another replica"
             )
-        in_use, maximum = (int(row[0]), int(row[1])) if row is not None else (0, 0)
-        raise ConcurrencyLimitReached(in_use, maximum, self._local.retry_after_s)
+        return int(row[0]), int(row[1])
 
     async def _wait_for(self, run_id: str) -> None:
         self._cluster_waiting += 1
@@ -181,8 +191,11 @@ class ClusterSlots(Slots):
                     self._freed.clear()
                     if await self._claim(run_id):
                         return
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation
+                    # that comes as the wait ends, and the cancelled run would go on
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._freed.wait(), POLL_S)
+                        async with asyncio.timeout(self._poll_s):
+                            await self._freed.wait()
         finally:
             self._cluster_waiting -= 1
 
