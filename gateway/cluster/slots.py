@@ -145,7 +145,8 @@ class ClusterSlots(Slots):
         """Retry the releases that could not reach the database, until `stop`."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RELEASE_RETRY_S)
+                async with asyncio.timeout(RELEASE_RETRY_S):
+                    await stop.wait()
             await self.release_pending()
 
     async def release_pending(self) -> None:
