@@ -35,9 +35,10 @@ from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.cluster.node import ClusterNode
+from gateway.cluster.slots import ClusterSlots
 from gateway.cluster.store import ClusterSessionStore
 from gateway.config import Config, ConfigError, StartupError
-from gateway.runs.concurrency import RunSlots
+from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
 from gateway.runs.runner import Runner
 from gateway.sessions.access import SecureAccess
@@ -64,7 +65,7 @@ class Gateway:
 
     config: Config
     store: SessionStore
-    slots: RunSlots
+    slots: Slots
     runner: Runner
     access: SecureAccess
     feed: LiveFeed
@@ -87,7 +88,8 @@ class Gateway:
         if node is not None:
             cluster_store = ClusterSessionStore(files, node)
             store, store_sync = cluster_store, cluster_store.run
-        slots = RunSlots(config.max_concurrent)
+        local_slots = RunSlots(config.max_concurrent)
+        slots: Slots = ClusterSlots(node, local_slots) if node is not None else local_slots
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )

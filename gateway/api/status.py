@@ -18,7 +18,7 @@ from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
 from gateway.config import Config
 from gateway.procfs import descendants, rss_bytes
-from gateway.runs.concurrency import RunSlots
+from gateway.runs.concurrency import Slots
 from gateway.runs.prompt import GlobalSystemPrompt
 from gateway.runs.runner import Runner
 from gateway.settings import ECHOED
@@ -30,7 +30,7 @@ class StatusReporter:
     def __init__(
         self,
         config: Config,
-        slots: RunSlots,
+        slots: Slots,
         runner: Runner,
         system_prompt: GlobalSystemPrompt,
         scheduler: Scheduler,

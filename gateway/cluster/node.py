@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 SlotsReport = Callable[[], Awaitable[tuple[int, int]]]
 """The cluster-wide slots: (in use, maximum; 0 for no limit)."""
+OpenHook = Callable[[], Awaitable[None]]
+"""Called once the replica is registered (the schema is migrated): a part's own setup."""
+Loop = Callable[[asyncio.Event], Awaitable[None]]
+"""A part's background loop, run (supervised) beside the heartbeat until its stop event."""
 
 
 class ClusterNode:
@@ -32,15 +36,25 @@ class ClusterNode:
         self.replicas = Replicas(self.database, config)
         self.signals = ControlSignals(config.database_url)
         self.slots_report: SlotsReport | None = None
+        self._open_hooks: list[OpenHook] = []
+        self._loops: list[tuple[str, Loop]] = []
 
     @property
     def replica_id(self) -> str:
         return self.config.replica_id
 
+    def on_open(self, hook: OpenHook) -> None:
+        self._open_hooks.append(hook)
+
+    def loop(self, name: str, loop: Loop) -> None:
+        self._loops.append((name, loop))
+
     async def open(self) -> None:
         await self.database.open()
         try:
             await self.replicas.register()
+            for hook in self._open_hooks:
+                await hook()
         except BaseException:
             await self.database.close()
             raise
@@ -49,6 +63,8 @@ class ClusterNode:
         async with asyncio.TaskGroup() as group:
             group.create_task(supervise("replica heartbeat", self.replicas.run, stop))
             group.create_task(supervise("control signals", self.signals.run, stop))
+            for name, loop in self._loops:
+                group.create_task(supervise(name, loop, stop))
 
     async def close(self) -> None:
         await self.replicas.deregister()

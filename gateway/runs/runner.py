@@ -36,7 +36,7 @@ from gateway.errors import (
     quote,
 )
 from gateway.runs.childenv import check_request_env, child_environment
-from gateway.runs.concurrency import RunSlots
+from gateway.runs.concurrency import Slots
 from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
 from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
 from gateway.runs.workspace import resolve_workspace
@@ -67,7 +67,7 @@ class Runner:
         self,
         config: Config,
         store: SessionStore,
-        slots: RunSlots,
+        slots: Slots,
         access: SecureAccess,
         system_prompt: GlobalSystemPrompt,
         feed: LiveFeed | None = None,
@@ -196,7 +196,8 @@ class Runner:
         on_event: EventSink | None,
         on_started: StartedSink | None,
     ) -> RunResult:
-        async with self._slots.slot(wait=wait_for_slot):
+        run_id = str(uuid.uuid4())  # first: the slot is taken for it
+        async with self._slots.slot(run_id, wait=wait_for_slot):
             if self._closing:
                 raise ShuttingDown
             session = prepared.target
@@ -207,7 +208,6 @@ class Runner:
                     workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
                 )
-            run_id = str(uuid.uuid4())
             claimed = False
             try:
                 async with self._store.exclusive(session, run_id):
@@ -232,7 +232,8 @@ class Runner:
     async def _settle(self, session: Session) -> None:
         """The run's end (and the session's release) durable for every reader, within a bound."""
         try:
-            await asyncio.wait_for(self._store.settle(session), SETTLE_S)
+            async with asyncio.timeout(SETTLE_S):  # not wait_for: 3.11's can lose a cancel
+                await self._store.settle(session)
         except TimeoutError:
             log.warning("session %s: its last run is not recorded everywhere yet", session.id)
 
