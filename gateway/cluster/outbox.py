@@ -424,6 +424,18 @@ class DatabaseOutbox(Outbox):
         (in the reaper's transaction: they become `interrupted` in it)."""
         if self._config.url is None:
             return
+        try:
+            # A savepoint: whatever goes wrong here must not undo the reap itself.
+            async with conn.transaction():
+                await self._queue_interrupted(conn, replica_id)
+        except Exception:
+            log.exception("webhook: could not queue the runs of reaped replica %s", replica_id)
+
+    async def _queue_interrupted(
+        self, conn: psycopg.AsyncConnection[TupleRow], replica_id: str
+    ) -> None:
+        # Still `running`, or made `interrupted` in this very transaction by the session store's
+        # hook (now() is the transaction's start, the same for every statement in it).
         cursor = await conn.execute(
             "SELECT r.run_id, r.status, r.source, r.record, s.session_id, s.codex_session_id,"
             " s.meta FROM runs r JOIN sessions s USING (session_id)"

@@ -20,9 +20,11 @@ from psycopg import sql
 from codex_gateway.v1 import runs_pb2
 from gateway.automation.webhooks import WebhookSender
 from gateway.cluster.database import Database
+from gateway.cluster.node import ClusterNode
 from gateway.cluster.outbox import DatabaseOutbox, delivery_id_for
+from gateway.cluster.replicas import Connection
 from gateway.cluster.signals import ControlSignals
-from gateway.config import WebhookConfig
+from gateway.config import ClusterConfig, WebhookConfig
 from gateway.errors import StorageUnavailable
 from tests.fakes.model_server import ModelServer
 from tests.fakes.webhook_receiver import Receiver, Reply
@@ -382,3 +384,125 @@ async def test_a_codex_runs_webhook_arrives_once_with_two_replicas_delivering(
     assert body["output"] == result.output
     assert request.headers["idempotency-key"] == delivery_id_for(body)
     assert await rows(pg_dsn, "SELECT status, attempts FROM webhook_outbox") == [("delivered", 1)]
+
+
+# -- the runs of a reaped replica ---------------------------------------------------------------
+
+
+def _node(dsn: str, replica_id: str, port: int) -> ClusterNode:
+    return ClusterNode(
+        ClusterConfig(
+            database_url=dsn,
+            replica_id=replica_id,
+            advertise_addr=f"127.0.0.1:{port}",
+            lease_ms=1000,
+        )
+    )
+
+
+async def _running_run(dsn: str, replica: str, epoch: int, n: int) -> None:
+    """A session and its running run, as the store writes them for `replica` at `epoch`."""
+    record = {
+        "run_id": f"run-{n}",
+        "status": "running",
+        "started_at": "2026-01-01T00:00:00.000Z",
+        "prompt_preview": "fix the bu",
+        "model": "gpt-test",
+        "source": "prompt",
+        "metadata": {"team": "qa"},
+        "first_seq": 3,
+    }
+    meta = {
+        "session_id": f"gw-{n}",
+        "workspace": "/workspace",
+        "metadata": {"team": "qa"},
+        "last_input": {"messages": [{"role": "user", "content": "fix the bug"}]},
+        "runs": [record],
+    }
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO sessions (session_id, codex_session_id, home_replica, replica_epoch,"
+            " secure, status, active_run_id, created_at, updated_at, meta)"
+            " VALUES (%s, %s, %s, %s, false, 'running', %s, now(), now(), %s::jsonb)",
+            (f"gw-{n}", f"codex-{n}", replica, epoch, f"run-{n}", json.dumps(meta)),
+        )
+        await conn.execute(
+            "INSERT INTO runs (run_id, session_id, replica_id, replica_epoch, status, source,"
+            " started_at, record) VALUES (%s, %s, %s, %s, 'running', 'prompt', now(), %s::jsonb)",
+            (f"run-{n}", f"gw-{n}", replica, epoch, json.dumps(record)),
+        )
+
+
+async def _store_interrupts(conn: Connection, replica_id: str) -> None:
+    """What the session store's reap hook does first (registered before the outbox's)."""
+    await conn.execute(
+        "UPDATE runs u SET status = 'interrupted', completed_at = now(),"
+        " record = u.record || jsonb_build_object('status', 'interrupted',"
+        " 'error', 'lost with its replica', 'completed_at', '2026-01-01T00:01:00.000Z')"
+        " FROM replicas r WHERE r.replica_id = u.replica_id AND u.replica_id = %s"
+        " AND u.status = 'running' AND u.replica_epoch < r.epoch",
+        (replica_id,),
+    )
+
+
+@pytest.mark.parametrize("store_first", [False, True], ids=["alone", "after-the-store"])
+async def test_the_runs_of_a_reaped_replica_get_their_interrupted_webhook(
+    tmp_path: Path, pg_dsn: str, receiver_for: Callable[..., Receiver], store_first: bool
+) -> None:
+    receiver = receiver_for()
+    config = webhook_config(receiver.url)
+    survivor, doomed = _node(pg_dsn, "a", 50001), _node(pg_dsn, "b", 50002)
+    if store_first:
+        survivor.replicas.on_reap(_store_interrupts)
+    box = DatabaseOutbox(
+        survivor.database,
+        config,
+        tmp_path / "spool",
+        replica_id="a",
+        replicas=survivor.replicas,
+        poll_s=POLL_S,
+    )
+    await survivor.open()
+    await doomed.open()
+    try:
+        await _running_run(pg_dsn, "b", doomed.replicas.epoch, 1)
+        await _running_run(pg_dsn, "a", survivor.replicas.epoch, 2)
+        for _ in range(50):  # the doomed replica stops renewing: reaped after two leases
+            if await survivor.replicas.reap():
+                break
+            await survivor.replicas.beat()
+            await asyncio.sleep(0.1)
+        # The survivor's own run, at its current epoch, is none of the reaper's business.
+        assert await rows(pg_dsn, "SELECT payload->>'run_id' FROM webhook_outbox") == [("run-1",)]
+        # The survivor restarts: its earlier incarnation's running run is a finished run too.
+        await survivor.replicas.register()
+        assert await rows(pg_dsn, "SELECT payload->>'run_id' FROM webhook_outbox ORDER BY 1") == [
+            ("run-1",),
+            ("run-2",),
+        ]
+        sender = WebhookSender(config, box)
+        async with running(sender):
+            await eventually(lambda: sender.status()["delivered"] == 2)
+    finally:
+        await doomed.close()
+        await survivor.close()
+    receiver.requests.sort(key=lambda r: json.loads(r.body)["run_id"])
+    assert json.loads(receiver.requests[1].body)["status"] == "interrupted"
+    request = receiver.requests[0]
+    body = json.loads(request.body)
+    assert request.headers["idempotency-key"] == delivery_id_for({"run_id": "run-1"})
+    assert body["status"] == "interrupted"
+    assert {key: body[key] for key in ("session_id", "codex_session_id", "run_id")} == {
+        "session_id": "gw-1",
+        "codex_session_id": "codex-1",
+        "run_id": "run-1",
+    }
+    assert body["prompt"] == "fix the bug"
+    assert body["workspace"] == "/workspace"
+    assert body["metadata"] == {"team": "qa"}
+    assert body["output"] == ""
+    assert body["model"] == "gpt-test" and body["source"] == "prompt"
+    assert body["first_seq"] == 3
+    assert body["error"] == (
+        "lost with its replica" if store_first else "replica b stopped during this run"
+    )
