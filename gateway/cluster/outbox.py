@@ -177,6 +177,7 @@ class DatabaseOutbox(Outbox):
         # time.monotonic() of the earliest retry this replica scheduled (None: none).
         self._next_retry: float | None = None
         self.lost_leases = 0
+        self._unreachable = False
         if signals is not None:
             signals.on(SIGNAL, self._signalled)
         if replicas is not None:
@@ -315,8 +316,13 @@ class DatabaseOutbox(Outbox):
                 )
                 rows = await cursor.fetchall()
         except _DOWN as exc:
-            log.warning("webhook: cannot lease deliveries: %s", exc)
+            if not self._unreachable:  # once per outage, not once per poll
+                log.warning("webhook: cannot lease deliveries: %s", exc)
+            self._unreachable = True
             return []
+        if self._unreachable:
+            log.info("webhook: leasing deliveries again")
+            self._unreachable = False
         leased = [_leased(row) for row in rows]
         leased.sort(key=lambda delivery: (delivery.created_at or _LONG_AGO, delivery.id))
         self._leased += len(leased)
