@@ -49,6 +49,7 @@ from tenacity import (
 
 from gateway.agent.events import Usage
 from gateway.automation.outbox import (
+    FAILED_DIR,
     Delivery,
     JsonObject,
     Outbox,
@@ -187,7 +188,8 @@ class DatabaseOutbox(Outbox):
 
     def queue(self, payload: JsonObject) -> str:
         delivery_id = delivery_id_for(payload)
-        self._keep(delivery_id, payload, attempts=0)
+        if delivery_id not in self._unsent:  # the run's first payload, as in the database
+            self._keep(delivery_id, payload, attempts=0)
         return delivery_id
 
     def _keep(self, delivery_id: str, payload: JsonObject, attempts: int) -> None:
@@ -283,23 +285,53 @@ class DatabaseOutbox(Outbox):
                 await self._insert()
 
     async def _insert(self) -> None:
-        """Insert the queued deliveries, a batch per transaction with its signal."""
+        """Insert the queued deliveries, a batch per transaction with its signal; a delivery
+        the database refuses (not an outage: a value jsonb cannot hold, such as NaN) is set
+        aside alone, and holds back no other."""
         while self._unsent:
             batch = list(self._unsent.values())[:INSERT_BATCH]
-            async with self._db.connection() as conn, conn.transaction():
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        _INSERT, [(queued.id, queued.data, queued.attempts) for queued in batch]
-                    )
-                await notify(conn, SIGNAL, replica=self.replica_id)
-            for queued in batch:
-                self._unsent.pop(queued.id, None)
-                if queued.path is not None:
+            try:
+                await self._insert_batch(batch)
+            except psycopg.DataError:
+                for queued in batch:
                     try:
-                        queued.path.unlink(missing_ok=True)
-                    except OSError as exc:  # inserted again at the next start: nothing added
-                        log.warning("webhook %s: cannot remove its spool file: %s", queued.id, exc)
+                        await self._insert_batch([queued])
+                    except psycopg.DataError as exc:
+                        self._refused(queued, exc)
             self.wake()
+
+    async def _insert_batch(self, batch: list[_Queued]) -> None:
+        async with self._db.connection() as conn, conn.transaction():
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    _INSERT, [(queued.id, queued.data, queued.attempts) for queued in batch]
+                )
+            await notify(conn, SIGNAL, replica=self.replica_id)
+        for queued in batch:
+            self._unsent.pop(queued.id, None)
+            if queued.path is not None:
+                try:
+                    queued.path.unlink(missing_ok=True)
+                except OSError as exc:  # inserted again at the next start: nothing added
+                    log.warning("webhook %s: cannot remove its spool file: %s", queued.id, exc)
+
+    def _refused(self, queued: _Queued, exc: psycopg.Error) -> None:
+        self._unsent.pop(queued.id, None)
+        kept = "nowhere (it was never written)"
+        if queued.path is not None:
+            target = self.spool / FAILED_DIR / queued.path.name
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                queued.path.replace(target)
+                kept = str(target)
+            except OSError as moved:
+                kept = f"{queued.path} ({moved})"
+        log.error(
+            "webhook %s: the database refuses the delivery (%s); kept in %s",
+            queued.id,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            kept,
+        )
 
     def _signalled(self, message: Mapping[str, Any] | None) -> None:
         self.wake()

@@ -333,6 +333,32 @@ async def test_a_delivery_spooled_by_a_replica_that_stopped_is_queued_at_its_nex
     assert spooled(spool) == []
 
 
+async def test_a_delivery_the_database_refuses_is_set_aside_and_holds_back_no_other(
+    tmp_path: Path, pg_dsn: str, receiver_for: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_for()
+    config = webhook_config(receiver.url)
+    spool = tmp_path / "spool"
+    refused = run_payload(9)
+    refused["metadata"] = {"score": float("nan")}  # JSON's NaN: no jsonb value
+    nul = run_payload(10)
+    nul["output"] = "a\x00b"  # jsonb has no NUL: sent as U+FFFD
+    async with opened(pg_dsn) as database:
+        sender = WebhookSender(config, outbox(database, config, spool, "alpha"))
+        sender.enqueue(refused)
+        sender.enqueue(nul)
+        sender.enqueue(run_payload(11))
+        async with running(sender):
+            await eventually(lambda: sender.status()["delivered"] == 2)
+            await eventually(lambda: sender.status()["pending"] == 0)
+    bodies = sorted((json.loads(r.body) for r in receiver.requests), key=lambda b: b["run_id"])
+    assert [body["run_id"] for body in bodies] == ["run-10", "run-11"]
+    assert bodies[0]["output"] == "a\ufffdb"
+    assert spooled(spool) == []
+    (aside,) = sorted((spool / "failed").glob("*.json"))
+    assert json.loads(aside.read_text().replace("NaN", "null"))["payload"]["run_id"] == "run-9"
+
+
 # -- two in-process replicas and a real codex run -----------------------------------------------
 
 
