@@ -28,6 +28,7 @@ from gateway.agent import codex
 from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.api.service import GatewayServicer
 from gateway.api.status import StatusReporter
+from gateway.automation.outbox import DirectoryOutbox, Outbox
 from gateway.automation.scheduler import Scheduler
 from gateway.automation.triggers import TriggerFiles
 from gateway.automation.watcher import FileWatcher
@@ -35,6 +36,7 @@ from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.cluster.node import ClusterNode
+from gateway.cluster.outbox import DatabaseOutbox
 from gateway.cluster.slots import ClusterSlots
 from gateway.cluster.store import ClusterSessionStore
 from gateway.config import Config, ConfigError, StartupError
@@ -94,7 +96,18 @@ class Gateway:
             config.system_prompt_file, disabled=config.system_prompt_disabled
         )
         feed = LiveFeed(buffer_bytes=config.follower_buffer_bytes)
-        webhooks = WebhookSender(config.webhook, config.primary_session_dir / ".webhooks")
+        spool = config.primary_session_dir / ".webhooks"
+        outbox: Outbox = DirectoryOutbox(spool)
+        if node is not None:
+            outbox = DatabaseOutbox(
+                node.database,
+                config.webhook,
+                spool,
+                replica_id=node.replica_id,
+                signals=node.signals,
+                replicas=node.replicas,
+            )
+        webhooks = WebhookSender(config.webhook, outbox)
         access = SecureAccess(config.secure_token)
         runner = Runner(
             config,

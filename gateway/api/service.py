@@ -130,6 +130,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gw_status_pb2.GetInfoRequest, context: Any
     ) -> gw_status_pb2.GetInfoResponse:
         info = self._reporter.info()
+        info.webhook.pending = await self._reporter.webhook_pending()
         cluster = await self._reporter.cluster_block()
         if cluster is not None:
             info.cluster.CopyFrom(cluster)
@@ -140,6 +141,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gw_status_pb2.GetStatusResponse:
         memory = await asyncio.to_thread(self._reporter.memory)
         status = self._reporter.status(memory)
+        status.webhook.pending = await self._reporter.webhook_pending()
         cluster = await self._reporter.cluster_block()
         if cluster is not None:
             status.cluster.CopyFrom(cluster)

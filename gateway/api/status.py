@@ -60,6 +60,10 @@ class StatusReporter:
     async def cluster_block(self) -> pb.ClusterStatus | None:
         return await self.cluster() if self.cluster is not None else None
 
+    async def webhook_pending(self) -> int:
+        """The outbox's pending deliveries (in cluster mode, the cluster's: a query)."""
+        return await self._webhooks.pending()
+
     def memory(self) -> pb.MemoryStatus:
         """Reads /proc for every process of the machine (blocking: off the loop, where a busy
         worker thread would make each read wait for the GIL)."""

@@ -1,17 +1,15 @@
-"""Webhook delivery: a durable outbox of finished-run notifications, POSTed with retries.
+"""Webhook delivery: finished-run notifications POSTed from an outbox, with retries.
 
-Every finished run becomes one delivery. `enqueue` writes it to the outbox directory before it
-returns (temp file + rename, so a reader never sees half a file) and wakes the delivery loop; the
-loop POSTs it and deletes the file on a 2xx answer. What is still on disk when the process stops
-is delivered by the next process, so a webhook survives a restart.
+Every finished run becomes one delivery. `enqueue` keeps it in the outbox (gateway/automation/
+outbox.py: a directory in embedded mode, the database's table in cluster mode) before it returns
+and wakes the delivery loop; the loop takes due deliveries from the outbox, POSTs them and tells
+the outbox the outcome. What is still in the outbox when the process stops is delivered later
+(by the next process, or in cluster mode by any replica), so a webhook survives a restart.
 
-    <outbox>/<created-ns>-<id>.json   {"id", "created_at", "attempts", "payload"}
-    <outbox>/failed/<same name>       the same, plus "last_error" and "failed_at"
-
-Delivery is at least once. The delivery id is a uuid4 chosen at enqueue time and sent as
+Delivery is at least once. The delivery id is chosen by the outbox at enqueue time and sent as
 `Idempotency-Key` and `X-Codex-Gateway-Delivery` on every attempt, in this process and the
 next, so a receiver drops duplicates by it. `X-Codex-Gateway-Attempt` counts attempts from 1,
-across restarts (the count is written to the file before each attempt).
+across restarts (the outbox counts each attempt before it is made).
 
 Each attempt has one deadline, SESSION_WEBHOOK_TIMEOUT_MS, for all of it: connecting, sending,
 the answer's headers and the little of its body that is read (at most `_REASON_BYTES` of a
@@ -22,12 +20,12 @@ Retries (tenacity's wait strategy): connection errors, timeouts, HTTP 5xx and 42
 with full-jitter exponential backoff (window `retry_base_ms * 2**(n-1)` after the n-th attempt, at
 most `retry_max_ms`), or after the `Retry-After` of a 429/503 answer (capped at `retry_max_ms`),
 until `max_attempts` attempts have been made. Any other answer (4xx, or a 3xx: redirects are not
-followed) is permanent. A delivery that fails for good is moved to `failed/`, never deleted.
+followed) is permanent. A delivery that fails for good is set aside by the outbox, never deleted.
 
 Scheduling: deliveries are independent. A delivery waiting for its next attempt holds nothing
-(it is back in the queue with the time it is due, its payload on disk); at most `concurrency`
-attempts pace the receiver at once, in the order they are due (creation order for new ones), so
-a backlog after an outage arrives as a trickle. An attempt still unanswered after
+(it is back in the outbox with the time it is due); at most `concurrency` attempts pace the
+receiver at once, in the order they are due (creation order for new ones), so a backlog after
+an outage arrives as a trickle. An attempt still unanswered after
 `_SLOW_AFTER_S` stops counting against that bound (up to `_MAX_SLOW` of them), so slow or
 stuck answers to some deliveries never hold up the others beyond their own backoff.
 
@@ -47,14 +45,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import heapq
 import hmac
-import itertools
-import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -64,12 +57,14 @@ import httpx
 from tenacity import RetryCallState, wait_random_exponential
 
 from gateway.agent.events import Usage
-from gateway.atomic import write_atomic
-from gateway.clock import now_iso
+from gateway.automation.outbox import FAILED_DIR, Delivery, DirectoryOutbox, Outbox, Unreadable
+from gateway.automation.outbox import encode as _encode
 from gateway.config import WebhookConfig
 
 if TYPE_CHECKING:
     from gateway.runs.run import Run
+
+__all__ = ["FAILED_DIR", "WebhookSender", "finished_payload", "retry_after_seconds", "sign"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +76,6 @@ _SLOW_AFTER_S = 1.0
 # Slow attempts in flight at once (open connections beyond the paced ones); past it, a slow
 # attempt keeps its slot until its deadline.
 _MAX_SLOW = 32
-FAILED_DIR = "failed"
 # Enough of a refusing receiver's answer to explain it in the log line.
 _REASON_BYTES = 200
 
@@ -98,71 +92,59 @@ class _Permanent(Exception):
     """The receiver refused the delivery; sending it again would be refused again."""
 
 
-@dataclass
-class _Delivery:
-    id: str
-    created_ns: int
-    # Where the delivery lives (or would live, if writing it failed).
-    path: Path
-    # Only a delivery that could not be written is held in memory; the others are read back
-    # from disk when their turn comes, so a large backlog does not sit in memory.
-    record: dict[str, Any] | None = None
-    attempts: int = 0
-    # time.monotonic() at which the next attempt may start (0: at once).
-    due: float = 0.0
-
-    @property
-    def saved(self) -> bool:
-        return self.record is None
-
-
 class WebhookSender:
-    """Queues finished-run payloads durably and delivers them in the background.
+    """Queues finished-run payloads in an outbox and delivers them in the background.
 
-    `enqueue` is called on the event loop's thread (or before `run` starts); `run` is the
-    delivery loop, one per sender.
+    `outbox` is an `Outbox`, or a directory for a `DirectoryOutbox` there. `enqueue` is called
+    on the event loop's thread (or before `run` starts); `run` is the delivery loop, one per
+    sender.
     """
 
     def __init__(
         self,
         config: WebhookConfig,
-        outbox: Path,
+        outbox: Outbox | Path,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         concurrency: int = CONCURRENCY,
     ) -> None:
         self._config = config
-        self._outbox = outbox
+        self._outbox = outbox if isinstance(outbox, Outbox) else DirectoryOutbox(outbox)
+        self._outbox.wake = self._wake_loop
         self._transport = transport
         self._concurrency = max(1, concurrency)
         self._backoff = wait_random_exponential(
             multiplier=config.retry_base_ms / 1000, max=config.retry_max_ms / 1000
         )
-        self._pending: dict[str, _Delivery] = {}  # by file name
-        # (due, created_ns, tie-break, delivery): the next attempt to start is at the top.
-        self._queue: list[tuple[float, int, int, _Delivery]] = []
-        self._order = itertools.count()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delivered = 0
         self._failed = 0
         self._paced = 0  # attempts in flight that count against `concurrency`
         self._slow = 0  # attempts in flight past _SLOW_AFTER_S that gave their slot up
-        # Enqueued deliveries whose file could not be written (a full disk): each was kept in
-        # memory instead, delivered if the process lives, lost if it does not.
-        self.write_errors = 0
 
     @property
     def configured(self) -> bool:
         return self._config.url is not None
 
+    @property
+    def write_errors(self) -> int:
+        """Enqueued deliveries the outbox could not write (a full disk): each was kept in
+        memory instead, delivered if the process lives, lost if it does not."""
+        return self._outbox.write_errors
+
     def status(self) -> dict[str, int]:
-        """This process's counts; `pending` is queued or in flight, on disk or in memory."""
+        """This process's counts; `pending` is what this process holds, queued or in flight."""
         return {
             "delivered": self._delivered,
             "failed": self._failed,
-            "pending": len(self._pending),
+            "pending": self._outbox.waiting(),
         }
+
+    async def pending(self) -> int:
+        """Deliveries not yet delivered nor failed, as the outbox counts them (in cluster mode,
+        the cluster's: a query); StorageUnavailable when it cannot be counted."""
+        return await self._outbox.pending()
 
     # -- queueing ------------------------------------------------------------------------------
 
@@ -175,49 +157,20 @@ class WebhookSender:
         if not self.configured:
             return
         try:
-            self._enqueue(payload)
+            self._outbox.queue(payload)
         except Exception:
             # The runner's hook must not fail a finished run; a payload that cannot even be
             # encoded (a circular structure) is the only way here, and it is said loudly.
             self._failed += 1
             run_id = payload.get("run_id") if isinstance(payload, dict) else None
             log.exception("webhook: could not queue the delivery of run %s", run_id)
-
-    def _enqueue(self, payload: dict[str, Any]) -> None:
-        delivery_id = str(uuid.uuid4())
-        created_ns = time.time_ns()
-        record = {"id": delivery_id, "created_at": now_iso(), "attempts": 0, "payload": payload}
-        # Encoded now, so that later changes to the caller's dicts cannot change what is sent.
-        data = _encode(record)
-        delivery = _Delivery(
-            delivery_id,
-            created_ns,
-            self._outbox / f"{created_ns}-{delivery_id}.json",
-            due=time.monotonic(),
-        )
-        try:
-            _write_atomic(delivery.path, data)
-        except OSError as exc:
-            self.write_errors += 1
-            delivery.record = json.loads(data)
-            log.error(
-                "webhook %s: cannot write to the outbox (%s); kept in memory only", delivery_id, exc
-            )
-        self._push(delivery)
+            return
         self._wake_loop()
-
-    def _push(self, delivery: _Delivery) -> None:
-        self._pending[delivery.path.name] = delivery
-        self._requeue(delivery)
-
-    def _requeue(self, delivery: _Delivery) -> None:
-        entry = (delivery.due, delivery.created_ns, next(self._order), delivery)
-        heapq.heappush(self._queue, entry)
 
     def _wake_loop(self) -> None:
         loop = self._loop
         if loop is None:
-            return  # the loop is not running yet; it looks at the queue when it starts
+            return  # the loop is not running yet; it looks at the outbox when it starts
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -229,38 +182,15 @@ class WebhookSender:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._wake.set)
 
-    def _load_outbox(self) -> None:
-        """Queue the deliveries an earlier process left on disk."""
-        try:
-            # A temp file is a write that never finished: its complete copy, if there was one,
-            # is the .json it was going to replace.
-            for leftover in self._outbox.glob(".*.tmp"):
-                leftover.unlink(missing_ok=True)
-            paths = sorted(self._outbox.glob("*.json"))
-        except OSError as exc:
-            log.error("webhook: cannot read the outbox %s: %s", self._outbox, exc)
-            return
-        for path in paths:
-            if path.name in self._pending:
-                continue  # enqueued by this process before the loop started
-            stamp, _, delivery_id = path.stem.partition("-")
-            try:
-                created_ns = int(stamp) if stamp.isdigit() else path.stat().st_mtime_ns
-            except OSError:
-                continue  # gone since the listing
-            self._push(_Delivery(delivery_id or path.stem, created_ns, path))
-        if paths:
-            log.info("webhook: %d pending deliveries in %s", len(self._pending), self._outbox)
-
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver queued webhooks until `stop` is set; what is undelivered stays on disk."""
+        """Deliver queued webhooks until `stop` is set; what is undelivered stays queued."""
         if not self.configured:
             await stop.wait()
             return
         self._loop = asyncio.get_running_loop()
-        self._load_outbox()
+        self._outbox.load()
         timeout_s = self._config.timeout_ms / 1000
         client = httpx.AsyncClient(
             # Per read; the whole attempt is bounded by the same figure in _attempt.
@@ -272,31 +202,29 @@ class WebhookSender:
         )
         try:
             async with client, asyncio.TaskGroup() as group:
+                group.create_task(self._outbox.run(stop))
                 in_flight: set[asyncio.Task[None]] = set()
                 while not stop.is_set():
                     self._wake.clear()
-                    now = time.monotonic()
-                    while (
-                        self._queue and self._paced < self._concurrency and self._queue[0][0] <= now
-                    ):
-                        delivery = heapq.heappop(self._queue)[-1]
+                    free = self._concurrency - self._paced
+                    for delivery in await self._outbox.take(free) if free > 0 else ():
                         self._paced += 1
                         task = group.create_task(self._attempt_once(client, delivery))
                         in_flight.add(task)
                         task.add_done_callback(in_flight.discard)
                     wait_s = None
-                    if self._queue and self._paced < self._concurrency:
-                        wait_s = max(0.0, self._queue[0][0] - now)
+                    if self._paced < self._concurrency:
+                        wait_s = self._outbox.due_in_s()
                     await _first(stop, self._wake, timeout_s=wait_s)
-                # An attempt cut short here is counted on disk and made again next time.
+                # An attempt cut short here is counted in the outbox and made again later.
                 for task in in_flight:
                     task.cancel()
         finally:
             self._loop = None
 
-    async def _attempt_once(self, client: httpx.AsyncClient, delivery: _Delivery) -> None:
+    async def _attempt_once(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
         """One attempt at a delivery, holding a pacing slot (taken by the loop) until it ends
-        or turns slow; then the delivery is done, failed, or back in the queue for later."""
+        or turns slow; then the delivery is done, failed, or back in the outbox for later."""
         paced = True
 
         def turned_slow() -> None:
@@ -318,54 +246,42 @@ class WebhookSender:
                 self._slow -= 1
             self._wake.set()
 
-    async def _deliver(self, client: httpx.AsyncClient, delivery: _Delivery) -> None:
+    async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
         """Make the delivery's next attempt; never raises but for cancellation."""
         try:
-            record = self._read(delivery)
-        except (OSError, ValueError) as exc:
-            self._fail(delivery, None, f"unreadable: {exc}")
+            payload = await self._outbox.open(delivery)
+        except Unreadable as exc:
+            await self._fail(delivery, f"unreadable: {exc}")
             return
+        except asyncio.CancelledError:
+            self._outbox.abandon(delivery)
+            raise
         try:
             if delivery.attempts >= self._config.max_attempts:
                 # The last attempt was cut short by a stop; it may well have arrived.
                 raise _Permanent("no attempts left after a restart")
-            await self._attempt(client, delivery, record, _encode(record["payload"]))
+            await self._attempt(client, delivery, _encode(payload))
         except _Retryable as exc:
             if delivery.attempts >= self._config.max_attempts:
-                self._fail(delivery, record, str(exc))
+                await self._fail(delivery, str(exc))
             else:
-                delivery.due = time.monotonic() + self._wait(delivery, exc)
-                self._requeue(delivery)
+                await self._outbox.retry(delivery, self._wait(delivery, exc), str(exc))
         except _Permanent as exc:
-            self._fail(delivery, record, str(exc))
+            await self._fail(delivery, str(exc))
         except asyncio.CancelledError:
-            # Stopping: back in the queue, so a restarted loop in this process sends it too.
-            self._requeue(delivery)
+            # Stopping: due again later, so a restarted loop (or another process) sends it too.
+            self._outbox.abandon(delivery)
             raise
         except Exception as exc:
             # A bug here must not end the loop or lose the payload.
             log.exception("webhook %s: delivery crashed", delivery.id)
-            self._fail(delivery, record, f"internal error: {exc!r}")
+            await self._fail(delivery, f"internal error: {exc!r}")
         else:
-            self._succeed(delivery)
+            self._delivered += 1
+            await self._outbox.delivered(delivery)
 
-    def _read(self, delivery: _Delivery) -> dict[str, Any]:
-        if delivery.record is not None:
-            return delivery.record
-        record = json.loads(delivery.path.read_bytes())
-        if not isinstance(record, dict) or not isinstance(record.get("payload"), dict):
-            raise ValueError("not a delivery record")
-        delivery.id = str(record.get("id") or delivery.id)
-        attempts = record.get("attempts", 0)
-        delivery.attempts = attempts if isinstance(attempts, int) else 0
-        return record
-
-    async def _attempt(
-        self, client: httpx.AsyncClient, delivery: _Delivery, record: dict[str, Any], body: bytes
-    ) -> None:
-        delivery.attempts += 1
-        record["attempts"] = delivery.attempts
-        self._save(delivery, record)
+    async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery, body: bytes) -> None:
+        await self._outbox.count_attempt(delivery)
         url = self._config.url
         if url is None:
             raise _Permanent("no webhook URL configured")
@@ -398,7 +314,7 @@ class WebhookSender:
             raise _Retryable(reason, retry_after)
         raise _Permanent(reason)
 
-    def _headers(self, delivery: _Delivery, body: bytes) -> dict[str, str]:
+    def _headers(self, delivery: Delivery, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self._config.auth_bearer:
             headers["Authorization"] = f"Bearer {self._config.auth_bearer}"
@@ -413,7 +329,7 @@ class WebhookSender:
             headers["X-Codex-Gateway-Signature"] = sign(self._config.secret, timestamp, body)
         return headers
 
-    def _wait(self, delivery: _Delivery, failure: _Retryable) -> float:
+    def _wait(self, delivery: Delivery, failure: _Retryable) -> float:
         """Seconds before the next attempt: the receiver's Retry-After, or full jitter."""
         cap_s = self._config.retry_max_ms / 1000
         if failure.retry_after_s is not None:
@@ -424,50 +340,9 @@ class WebhookSender:
         state.attempt_number = delivery.attempts
         return min(float(self._backoff(state)), cap_s)
 
-    # -- outcomes ------------------------------------------------------------------------------
-
-    def _save(self, delivery: _Delivery, record: dict[str, Any]) -> None:
-        """Write the attempt count before the attempt, so a restart continues the count."""
-        try:
-            _write_atomic(delivery.path, _encode(record))
-        except OSError as exc:
-            if delivery.saved:
-                # The file keeps its lower count; the delivery goes on regardless.
-                log.warning("webhook %s: cannot record attempt: %s", delivery.id, exc)
-            return
-        delivery.record = None  # on disk now (the disk may have recovered)
-
-    def _succeed(self, delivery: _Delivery) -> None:
-        self._delivered += 1
-        self._pending.pop(delivery.path.name, None)
-        try:
-            delivery.path.unlink(missing_ok=True)
-        except OSError as exc:
-            # Sent again after a restart: the receiver drops it by its Idempotency-Key.
-            log.warning("webhook %s: delivered but cannot remove its file: %s", delivery.id, exc)
-
-    def _fail(self, delivery: _Delivery, record: dict[str, Any] | None, reason: str) -> None:
+    async def _fail(self, delivery: Delivery, reason: str) -> None:
         self._failed += 1
-        self._pending.pop(delivery.path.name, None)
-        target = self._outbox / FAILED_DIR / delivery.path.name
-        try:
-            if record is None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                delivery.path.replace(target)
-            else:
-                failed = {**record, "last_error": reason, "failed_at": now_iso()}
-                _write_atomic(target, _encode(failed))
-                delivery.path.unlink(missing_ok=True)
-            kept = str(target)
-        except OSError as exc:
-            kept = f"nowhere: {exc}" if not delivery.saved else f"{delivery.path} ({exc})"
-        log.warning(
-            "webhook %s failed after %d attempt(s): %s; kept in %s",
-            delivery.id,
-            delivery.attempts,
-            reason,
-            kept,
-        )
+        await self._outbox.failed(delivery, reason)
 
 
 def finished_payload(run: Run) -> dict[str, Any]:
@@ -517,18 +392,6 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def _encode(value: Any) -> bytes:
-    # default=str: a stray Path or datetime in a payload is sent as text rather than lost.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # The outbox may be gone (removed by hand): made again. A power loss may cost the newest
-    # deliveries (write_atomic does not fsync), and the runner's hook stays fast.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
 
 
 async def _read_some(response: httpx.Response) -> str:
