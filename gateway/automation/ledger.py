@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -54,6 +54,15 @@ class Outcome:
     run_id: str | None = None
 
 
+class NotYet(Exception):  # a verdict, not a failure
+    """Raised by a claim that cannot be decided now (another replica should take the fire
+    first): the scheduler asks again after `retry_after`, without moving on."""
+
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__(f"not yet: ask again in {retry_after}")
+        self.retry_after = retry_after
+
+
 class FireLedger(Protocol):
     reloads_after_fire: bool
     """Whether a fire changes its source (the scheduler then reads it again)."""
@@ -68,7 +77,8 @@ class FireLedger(Protocol):
 
     async def claim(self, fire: Fire) -> Claimed | None:
         """Take the fire; None when it is not this process's to run (the trigger changed, or
-        another replica has it). Raises GatewayError when the claim cannot be written."""
+        another replica has it). Raises NotYet to be asked again later, GatewayError when the
+        claim cannot be written."""
         ...
 
     async def finish(self, fire: Fire, claimed: Claimed, outcome: Outcome) -> None:

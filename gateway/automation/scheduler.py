@@ -35,6 +35,7 @@ from gateway.automation.ledger import (
     FileFireLedger,
     Fire,
     FireLedger,
+    NotYet,
     Outcome,
     fingerprint_of,
 )
@@ -311,6 +312,10 @@ class Scheduler:
         try:
             try:
                 claimed = await self._ledger.claim(fire)
+            except NotYet as exc:
+                # Asked again after a while; a failure meanwhile is held from RETRY_AFTER.
+                self._held[key] = (self._clock() + exc.retry_after, RETRY_AFTER / 2)
+                return
             except GatewayError:
                 self._hold(key)
                 raise
