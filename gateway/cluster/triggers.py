@@ -84,6 +84,7 @@ DEFER = timedelta(milliseconds=500)
 # The gateway's bookkeeping of a trigger: columns of the table, never part of its definition.
 _STATE = ("last_fired", "gateway_session_id", "last_status", "last_error", "last_attempt_at")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_TEXT = "1970-01-01T00:00:00.000Z"
 _STATUS = {"success": "completed", "error": "error", "interrupted": "interrupted"}
 
 
@@ -142,7 +143,16 @@ class DatabaseTriggerStore:
     def read(self, path: Path) -> TriggerDocument:
         if path == DATABASE_SOURCE:
             return TriggerDocument({"version": 1, "triggers": list(self._snapshot)})
-        return self._files.read(path)
+        document = self._files.read(path)
+        # An entry without created_at would get this replica's "now" when read, and with it an
+        # interval grid of its own: every replica anchors it on the Unix epoch instead.
+        entries = [
+            {**entry, "created_at": _EPOCH_TEXT}
+            if isinstance(entry, dict) and not entry.get("created_at")
+            else entry
+            for entry in document.entries
+        ]
+        return TriggerDocument({**document.data, "triggers": entries})
 
     async def read_scope(self, path: Path) -> TriggerDocument:
         """The file's own triggers, then the scope's database triggers (which win an id)."""
@@ -432,7 +442,8 @@ def _shown(moment: object) -> str | None:
 
 
 def _anchor(trigger: Trigger) -> datetime:
-    """Where an interval's grid starts: the trigger's created_at, else the Unix epoch."""
+    """Where an interval's grid starts: the trigger's created_at (the Unix epoch for a file
+    entry without one, see `read`)."""
     created = trigger.entry.get("created_at")
     if isinstance(created, str) and created:
         with contextlib.suppress(ValueError):
