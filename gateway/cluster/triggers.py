@@ -81,6 +81,10 @@ SIGNAL = "trigger_changed"
 POLL_S = 5.0
 # How soon a replica looks again at an instant that the trigger's home replica should claim.
 DEFER = timedelta(milliseconds=500)
+# While the database cannot be reached: how often a claim or a fire's record is tried again,
+# and for how long a finished fire's record is kept trying.
+UNREACHABLE_RETRY = timedelta(seconds=1)
+RECORD_FOR = timedelta(minutes=5)
 # The gateway's bookkeeping of a trigger: columns of the table, never part of its definition.
 _STATE = ("last_fired", "gateway_session_id", "last_status", "last_error", "last_attempt_at")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -295,6 +299,14 @@ class DatabaseFireLedger:
         return next_fire(schedule, now=instant, last_fired=None, created_at=_anchor(trigger))
 
     async def claim(self, fire: Fire) -> Claimed | None:
+        try:
+            return await self._claim(fire)
+        except StorageUnavailable:
+            # The database is away: ask again shortly (not the doubling hold of a broken
+            # file), and fire what came due meanwhile once it is back.
+            raise NotYet(UNREACHABLE_RETRY) from None
+
+    async def _claim(self, fire: Fire) -> Claimed | None:
         replicas = self._node.replicas
         params: dict[str, Any] = {
             **replicas.fence(),
@@ -347,6 +359,19 @@ class DatabaseFireLedger:
             return None
 
     async def finish(self, fire: Fire, claimed: Claimed, outcome: Outcome) -> None:
+        """Record the end (again every UNREACHABLE_RETRY while the database is away, for up
+        to RECORD_FOR: a run that ends during an outage is recorded once it is back)."""
+        deadline = asyncio.get_running_loop().time() + RECORD_FOR.total_seconds()
+        while True:
+            try:
+                await self._finish(fire, outcome)
+                return
+            except StorageUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(UNREACHABLE_RETRY.total_seconds())
+
+    async def _finish(self, fire: Fire, outcome: Outcome) -> None:
         params: dict[str, Any] = {
             **self._node.replicas.fence(),
             "id": fire.trigger.id,

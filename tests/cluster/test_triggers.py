@@ -24,6 +24,7 @@ from google.protobuf import json_format, struct_pb2
 from codex_gateway.v1 import triggers_pb2
 from gateway.automation.ledger import Fire, Outcome
 from gateway.automation.triggers import normalise
+from gateway.cluster import triggers as cluster_triggers
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.triggers import DatabaseFireLedger, interrupt_fires
 from gateway.config import ClusterConfig, Config, TriggerConfig
@@ -275,6 +276,53 @@ async def test_concurrent_edits_through_two_replicas_do_not_lose_each_other(
         assert versions == [(21,)]
 
 
+async def test_an_edit_through_one_replica_reschedules_another_by_its_signal(
+    tmp_path: Path, pg_dsn: str, tiny_agent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With polling out of the picture, beta learns of a trigger created through alpha (whose
+    scheduler does not run) from the trigger_changed signal alone, and fires it."""
+    monkeypatch.setattr(cluster_triggers, "POLL_S", 3600.0)
+    alpha_config = cluster_config(tmp_path, pg_dsn, "alpha")
+    beta_config = cluster_config(tmp_path, pg_dsn, "beta", codex_bin=tiny_agent)
+    async with (
+        running_gateway(alpha_config) as alpha,
+        running_gateway(beta_config, background=True) as beta,
+    ):
+        await _eventually(_connected(beta), 30, "beta's control signals to listen")
+        await alpha.stub.CreateTriggers(
+            triggers_pb2.CreateTriggersRequest(
+                triggers=_value({"id": "t", "prompt_text": "tick", "schedule": EVERY_SECOND})
+            )
+        )
+
+        async def fired_by_beta() -> bool:
+            rows = await _rows(
+                pg_dsn,
+                "SELECT 1 FROM trigger_fires WHERE trigger_id = 't' AND replica_id = 'beta'"
+                " AND status = 'completed'",
+            )
+            return bool(rows)
+
+        await _eventually(fired_by_beta, 60, "beta to fire the trigger created through alpha")
+        await alpha.stub.DeleteTrigger(triggers_pb2.DeleteTriggerRequest(trigger_id="t"))
+        deleted_at = await _db_now(pg_dsn)
+        await asyncio.sleep(2)
+        later = await _rows(
+            pg_dsn,
+            "SELECT scheduled_for FROM trigger_fires WHERE trigger_id = 't' AND scheduled_for > %s",
+            deleted_at + timedelta(seconds=1),
+        )
+        assert later == []
+
+
+def _connected(replica: RunningGateway) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        node = replica.gateway.node
+        return node is not None and node.signals.connected.is_set()
+
+    return check
+
+
 # -- fires ----------------------------------------------------------------------------------------
 
 
@@ -333,7 +381,8 @@ async def test_three_replicas_fire_fifty_triggers_every_second_exactly_once(
         await _eventually(window_fired, 240, "every instant of the window to fire")
     rows = await _rows(
         pg_dsn,
-        "SELECT trigger_id, scheduled_for, status, replica_id, run_id FROM trigger_fires"
+        "SELECT trigger_id, scheduled_for, status, replica_id, run_id, session_id"
+        " FROM trigger_fires"
         " WHERE scheduled_for BETWEEN %s AND %s",
         start,
         end,
@@ -344,10 +393,13 @@ async def test_three_replicas_fire_fifty_triggers_every_second_exactly_once(
         f"missed {len(expected - set(fired))}, unexpected {len(set(fired) - expected)}"
     )
     assert {row[2] for row in rows} == {"completed"}
+    # Each trigger continues its session, on that session's home replica.
+    homes: dict[str, set[tuple[str, str]]] = {}
+    for row in rows:
+        homes.setdefault(str(row[0]), set()).add((str(row[3]), str(row[5])))
+    assert all(len(home) == 1 for home in homes.values()), homes
     run_ids = [row[4] for row in rows]
     assert None not in run_ids and len(set(run_ids)) == len(run_ids)
-    # No leader: every replica fired its share.
-    assert {row[3] for row in rows} == {"alpha", "beta", "gamma"}
 
 
 async def test_file_triggers_fire_once_per_instant_with_two_replicas_reading_one_file(
