@@ -285,18 +285,10 @@ class DatabaseFireLedger:
         self._node = node
 
     def arm(self, trigger: Trigger, now: datetime) -> datetime | None:
-        if not trigger.enabled:
-            return None
-        schedule = trigger.schedule
-        if schedule.mode == "once":
-            return schedule.at  # overdue: due at once, and its key is still `at`
-        return next_fire(schedule, now=now, last_fired=None, created_at=_anchor(trigger))
+        return first_instant(trigger, now)
 
     def advance(self, trigger: Trigger, instant: datetime) -> datetime | None:
-        schedule = trigger.schedule
-        if schedule.mode == "once" or not trigger.enabled:
-            return None
-        return next_fire(schedule, now=instant, last_fired=None, created_at=_anchor(trigger))
+        return instant_after(trigger, instant)
 
     async def claim(self, fire: Fire) -> Claimed | None:
         try:
@@ -407,6 +399,25 @@ class DatabaseFireLedger:
                 " WHERE trigger_id = %(id)s",
                 params,
             )
+
+
+def first_instant(trigger: Trigger, now: datetime) -> datetime | None:
+    """The first instant of a trigger after `now`: from its schedule alone, so that every
+    replica names the same ones."""
+    if not trigger.enabled:
+        return None
+    schedule = trigger.schedule
+    if schedule.mode == "once":
+        return schedule.at  # overdue: due at once, and its key is still `at`
+    return next_fire(schedule, now=now, last_fired=None, created_at=_anchor(trigger))
+
+
+def instant_after(trigger: Trigger, instant: datetime) -> datetime | None:
+    """The trigger's instant after a settled one (None: a one-shot has no other)."""
+    schedule = trigger.schedule
+    if schedule.mode == "once" or not trigger.enabled:
+        return None
+    return next_fire(schedule, now=instant, last_fired=None, created_at=_anchor(trigger))
 
 
 async def interrupt_fires(conn: Connection, replica_id: str) -> None:
