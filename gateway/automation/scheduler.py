@@ -6,7 +6,10 @@ next fire, at most a minute at a time (no timer to overflow however far away a f
 wakes early when a file changes on disk (watchfiles) or through the API. A trigger fires through
 the same runner and concurrency limit as every run, waiting for a slot, never dropped; while it
 runs it is marked in flight, and its attempt is written to the file before the run starts, so a
-reload mid-run cannot fire it twice.
+reload mid-run cannot fire it twice. Who runs a due instant, where its fire is recorded and which
+instants a trigger has are the FireLedger's (automation/ledger.py): the file's own bookkeeping
+embedded, the cluster's ledger of fires in cluster mode; where triggers are read from and
+edited is the TriggerStore's (automation/store.py).
 
 Reading, parsing and scheduling a trigger file happen in a worker thread (`asyncio.to_thread`):
 whatever a file holds, the event loop only swaps in the result. Reloads run concurrently and may

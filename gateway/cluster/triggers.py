@@ -359,7 +359,9 @@ class DatabaseFireLedger:
                 await self._finish(fire, outcome)
                 return
             except StorageUnavailable:
-                if asyncio.get_running_loop().time() > deadline:
+                # Interrupted (the gateway stops): tried once, the reaper or this replica's
+                # next registration marks it otherwise.
+                if outcome.status == "interrupted" or asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(UNREACHABLE_RETRY.total_seconds())
 
