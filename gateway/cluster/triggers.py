@@ -14,8 +14,8 @@ instant, and their clocks and their views of the file differ. So in cluster mode
   every POLL_S in case a signal was lost. Every trigger defined in the table is scheduled by
   every replica. Trigger files on disk stay what they are: each replica schedules its own
   (the default file, the extra ones, the discovered ones) and lists them with the scope's
-  database triggers; the API edits only the database (a trigger defined only in a file is
-  edited in the file).
+  database triggers; an API edit of a trigger defined in this replica's file is written to that
+  file, like embedded, and every other edit goes to the database.
 - Instants. Every replica must name the same instants, so they come from the schedule alone
   (`arm`, `advance`): an interval on the grid of the trigger's `created_at` (a file entry
   without one: of the Unix epoch), daily and cron on their wall times, a one-shot at its `at`.
@@ -62,6 +62,7 @@ from gateway.automation.store import Changed, TriggerStore
 from gateway.automation.triggers import (
     Trigger,
     TriggerDocument,
+    TriggerFileError,
     TriggerFiles,
     parse_timestamp,
 )
@@ -186,8 +187,13 @@ class DatabaseTriggerStore:
 
     @contextlib.asynccontextmanager
     async def _edit(self, path: Path) -> AsyncIterator[TriggerDocument]:
-        """The scope's rows, locked; each change written over the version that was read."""
+        """The scope's rows, locked, each change written over the version that was read; and
+        the file's own triggers, a change of which is written to the file."""
         scope = self.scope(path)
+        try:
+            on_disk = await asyncio.to_thread(self._files.read, path)
+        except TriggerFileError:
+            on_disk = TriggerDocument({"triggers": []})  # its triggers cannot be edited now
         async with self._node.database.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "SELECT trigger_id, entry, version, last_fired, session_id, last_status,"
@@ -197,9 +203,13 @@ class DatabaseTriggerStore:
             )
             rows = await cursor.fetchall()
             before = {str(row[0]): (_definition(row[1]), int(str(row[2]))) for row in rows}
-            document = TriggerDocument(
-                {"version": 1, "triggers": [_with_state(row[1:2] + row[3:]) for row in rows]}
-            )
+            in_file = {
+                str(entry["id"]): entry
+                for entry in on_disk.entries
+                if isinstance(entry, dict) and entry.get("id") and str(entry["id"]) not in before
+            }
+            stored = [_with_state(row[1:2] + row[3:]) for row in rows]
+            document = TriggerDocument({"version": 1, "triggers": [*in_file.values(), *stored]})
             yield document
             cap = self._max_per_file
             if len(document.entries) > cap:
@@ -207,9 +217,13 @@ class DatabaseTriggerStore:
                     f"a trigger file holds at most {cap} triggers", field="triggers"
                 )
             after: dict[str, dict[str, Any]] = {}
+            after_in_file: dict[str, dict[str, Any]] = {}
             for entry in document.entries:
                 if isinstance(entry, dict) and entry.get("id"):
-                    after[str(entry["id"])] = _definition(entry)
+                    if str(entry["id"]) in in_file:
+                        after_in_file[str(entry["id"])] = entry
+                    else:
+                        after[str(entry["id"])] = _definition(entry)
             for trigger_id, (_, version) in before.items():
                 if trigger_id not in after:
                     await _write(
@@ -246,7 +260,26 @@ class DatabaseTriggerStore:
                         {**params, "version": before[trigger_id][1]},
                     )
             await notify(conn, SIGNAL, scope=scope)
+            changed_in_file = {
+                trigger_id: after_in_file.get(trigger_id)
+                for trigger_id, entry in in_file.items()
+                if after_in_file.get(trigger_id) != entry
+            }
+            if changed_in_file:  # before the commit: a file that refuses it undoes it all
+                await self._edit_file(path, changed_in_file)
         self._changed.set()
+
+    async def _edit_file(self, path: Path, changed: dict[str, dict[str, Any] | None]) -> None:
+        """Write the API's changes of the file's own triggers (None: deleted) into it."""
+        async with self._files.edit(path) as document:
+            for trigger_id, entry in changed.items():
+                index = document.index(trigger_id)
+                if index is None:
+                    continue  # gone from the file meanwhile
+                if entry is None:
+                    del document.entries[index]
+                else:
+                    document.entries[index] = entry
 
     async def refresh(self) -> None:
         """Read every trigger of the table again (and the database's time)."""

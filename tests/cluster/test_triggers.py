@@ -247,6 +247,40 @@ async def test_a_trigger_defined_through_one_replica_is_edited_through_another(
             assert not gateway.gateway.config.triggers.default_file.exists()
 
 
+async def test_a_trigger_defined_in_a_replicas_file_is_listed_and_edited_in_that_file(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    config = cluster_config(tmp_path, pg_dsn, "alpha")
+    trigger_file = config.triggers.default_file
+    trigger_file.parent.mkdir(parents=True, exist_ok=True)
+    trigger_file.write_text(
+        json.dumps(
+            {"triggers": [{"id": "on-disk", "prompt_text": "x", "schedule": DAILY, "x-kept": 1}]}
+        )
+    )
+    async with running_gateway(config) as alpha:
+        await alpha.stub.CreateTriggers(
+            triggers_pb2.CreateTriggersRequest(
+                triggers=_value({"id": "api", "prompt_text": "x", "schedule": DAILY})
+            )
+        )
+        listed = await alpha.stub.ListTriggers(triggers_pb2.ListTriggersRequest())
+        assert [t.id for t in listed.triggers] == ["on-disk", "api"]
+        updated = await alpha.stub.UpdateTrigger(
+            triggers_pb2.UpdateTriggerRequest(
+                trigger_id="on-disk", patch=_struct({"enabled": False})
+            )
+        )
+        assert updated.trigger.enabled is False
+        stored = json.loads(trigger_file.read_text())["triggers"]
+        assert [(t["id"], t["enabled"], t["x-kept"]) for t in stored] == [("on-disk", False, 1)]
+        await alpha.stub.DeleteTrigger(triggers_pb2.DeleteTriggerRequest(trigger_id="on-disk"))
+        assert json.loads(trigger_file.read_text())["triggers"] == []
+        listed = await alpha.stub.ListTriggers(triggers_pb2.ListTriggersRequest())
+        assert [t.id for t in listed.triggers] == ["api"]
+    assert await _rows(pg_dsn, "SELECT trigger_id FROM triggers") == [("api",)]
+
+
 async def test_concurrent_edits_through_two_replicas_do_not_lose_each_other(
     tmp_path: Path, pg_dsn: str
 ) -> None:
