@@ -22,9 +22,11 @@ instant, and their clocks and their views of the file differ. So in cluster mode
   A replica arms a trigger at the first instant after now when it first sees it (or sees it
   changed), then walks the instants one by one: an instant is settled (claimed here, or found
   claimed) before the next is armed, so none is skipped while a replica runs, however late it
-  gets. Instants missed while every replica was down follow the embedded rule: not caught up;
-  a one-shot whose `at` passed unfired fires at once. "Now" is the database's: the scheduler's
-  clock is this replica's clock corrected by its measured offset to the database's `now()`.
+  gets (a trigger whose runs outlast its period falls behind, its instants firing late and in
+  order, where embedded skips those that came due during a run). Instants missed while every
+  replica was down follow the embedded rule: not caught up; a one-shot whose `at` passed
+  unfired fires at once. "Now" is the database's: the scheduler's clock is this replica's
+  clock corrected by its measured offset to the database's `now()`.
 - Fires. A due instant is claimed with `INSERT INTO trigger_fires ... ON CONFLICT DO NOTHING`
   (`DatabaseFireLedger`), by every replica, with no leader: the primary key (trigger_id,
   scheduled_for) makes a second fire of an instant impossible, and only the claimer runs it.
