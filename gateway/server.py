@@ -28,8 +28,10 @@ from gateway.agent import codex
 from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.api.service import GatewayServicer
 from gateway.api.status import StatusReporter
+from gateway.automation.ledger import FireLedger
 from gateway.automation.outbox import DirectoryOutbox, Outbox
 from gateway.automation.scheduler import Scheduler
+from gateway.automation.store import TriggerStore
 from gateway.automation.triggers import TriggerFiles
 from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
@@ -39,6 +41,7 @@ from gateway.cluster.node import ClusterNode
 from gateway.cluster.outbox import DatabaseOutbox
 from gateway.cluster.slots import ClusterSlots
 from gateway.cluster.store import ClusterSessionStore
+from gateway.cluster.triggers import cluster_triggers
 from gateway.config import Config, ConfigError, StartupError
 from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
@@ -119,15 +122,25 @@ class Gateway:
             on_finished=webhooks.run_finished if webhooks.configured else None,
         )
         trigger_files = TriggerFiles(config.triggers)
+        # Embedded: the files, their own bookkeeping and this machine's clock; cluster: the
+        # database's triggers and ledger, and the database's time.
+        trigger_store: TriggerStore = trigger_files
+        ledger: FireLedger | None = None
+        scheduler_clock = clock
+        if node is not None:
+            trigger_store, ledger, scheduler_clock = cluster_triggers(
+                node, trigger_files, config.triggers, clock
+            )
         scheduler = Scheduler(
             config.triggers,
-            trigger_files,
+            trigger_store,
             runner,
             store,
             default_workspace=config.default_workspace,
             workspace_roots=config.workspace_roots,
             request_env_allow=config.request_env_allow,
-            clock=clock,
+            clock=scheduler_clock,
+            ledger=ledger,
         )
         watcher = FileWatcher(config.watcher, runner)
         reporter = StatusReporter(

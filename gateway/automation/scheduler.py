@@ -6,7 +6,10 @@ next fire, at most a minute at a time (no timer to overflow however far away a f
 wakes early when a file changes on disk (watchfiles) or through the API. A trigger fires through
 the same runner and concurrency limit as every run, waiting for a slot, never dropped; while it
 runs it is marked in flight, and its attempt is written to the file before the run starts, so a
-reload mid-run cannot fire it twice.
+reload mid-run cannot fire it twice. Who runs a due instant, where its fire is recorded and which
+instants a trigger has are the FireLedger's (automation/ledger.py): the file's own bookkeeping
+embedded, the cluster's ledger of fires in cluster mode; where triggers are read from and
+edited is the TriggerStore's (automation/store.py).
 
 Reading, parsing and scheduling a trigger file happen in a worker thread (`asyncio.to_thread`):
 whatever a file holds, the event loop only swaps in the result. Reloads run concurrently and may
@@ -22,20 +25,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import watchfiles
 
+from gateway.automation.ledger import (
+    Claimed,
+    FileFireLedger,
+    Fire,
+    FireLedger,
+    NotYet,
+    Outcome,
+    fingerprint_of,
+)
+from gateway.automation.store import TriggerStore
 from gateway.automation.triggers import (
     Trigger,
     TriggerDocument,
     TriggerFileError,
-    TriggerFiles,
     find,
     normalise,
     parse_entries,
@@ -86,7 +97,7 @@ class Scheduler:
     def __init__(
         self,
         config: TriggerConfig,
-        files: TriggerFiles,
+        files: TriggerStore,
         runner: Runner,
         store: SessionStore,
         *,
@@ -94,12 +105,16 @@ class Scheduler:
         workspace_roots: tuple[Path, ...],
         request_env_allow: tuple[str, ...] | None = None,
         clock: Clock = system_clock,
+        ledger: FireLedger | None = None,
     ) -> None:
         self._config = config
         # A trigger written through the API is held to the same allow-list as a request's env
         # (400 at once, not an error at every fire); one edited on disk meets it when it runs.
         self._env_allow = request_env_allow
         self._files = files
+        # Who runs a due instant and where its fire is recorded (the file's bookkeeping, or
+        # the cluster's ledger).
+        self._ledger: FireLedger = ledger or FileFireLedger(files, clock)
         self._runner = runner
         self._store = store
         self._workspace = (default_workspace, workspace_roots)
@@ -139,12 +154,12 @@ class Scheduler:
     ) -> tuple[list[Path], dict[Path, _Loaded]]:
         """Worker thread: read and arm the files. `previous` is only read (the loop replaces
         the dict, never mutates it)."""
-        files = self._files.scheduled_files()
+        files = self._files.sources()
         scheduled = set(files)
         loaded: dict[Path, _Loaded] = {}
         for each in [path] if path is not None else files:
             if each in scheduled:
-                loaded[each] = _load_file(self._files, each, now, previous)
+                loaded[each] = _load_file(self._files, self._ledger, each, now, previous)
         return files, loaded
 
     def _apply(
@@ -286,50 +301,69 @@ class Scheduler:
         started = []
         for path, trigger in self.due(now or self._clock()):
             self._in_flight.add((path, trigger.id))
-            fingerprint = self._armed[(path, trigger.id)][0]
-            started.append(self._track(asyncio.create_task(self._fire(path, trigger, fingerprint))))
+            fingerprint, when = self._armed[(path, trigger.id)]
+            if when is None:  # due() returns armed times only
+                continue
+            fire = Fire(path, trigger, fingerprint, when)
+            started.append(self._track(asyncio.create_task(self._fire(fire))))
         return started
 
-    async def _fire(self, path: Path, trigger: Trigger, fingerprint: str) -> None:
+    async def _fire(self, fire: Fire) -> None:
+        path, trigger = fire.source, fire.trigger
         key = (path, trigger.id)
+        settled = False
         try:
-            attempt = _iso(self._clock())
             try:
-                async with self._files.edit(path, client=False) as document:
-                    if not _still_due(document, trigger, fingerprint):
-                        raise _NotDue
-                    find(document, trigger.id)["last_attempt_at"] = attempt
-            except _NotDue:
-                return  # deleted, disabled or fired meanwhile: the file is left as it is
+                claimed = await self._ledger.claim(fire)
+            except NotYet as exc:
+                # Asked again after a while; a failure meanwhile is held from RETRY_AFTER.
+                self._held[key] = (self._clock() + exc.retry_after, RETRY_AFTER / 2)
+                return
             except GatewayError:
                 self._hold(key)
                 raise
+            settled = True
+            if claimed is None:
+                return
             self._held.pop(key, None)
-            status, error, session_id = await self._run(trigger)
-            fired = _iso(self._clock())
-            async with self._files.edit(path, client=False) as document:
-                index = document.index(trigger.id)
-                if index is None:
-                    return
-                entry = document.entries[index]
-                entry.update(
-                    last_attempt_at=attempt,
-                    last_status=status,
-                    # Short: the scheduler's own writes must not grow the file past its cap.
-                    last_error=None if error is None else _short(error),
-                    overdue=False,
-                )
-                if session_id is not None:
-                    entry["gateway_session_id"] = session_id
-                if status == "success":
-                    entry["last_fired"] = fired
-                    if trigger.schedule.mode == "once":
-                        del document.entries[index]
+            outcome = await self._finishing(fire, claimed)
+            await self._ledger.finish(fire, claimed, outcome)
         except GatewayError:
             log.exception("trigger %s in %s: could not record its fire", trigger.id, path)
         finally:
             self._in_flight.discard(key)
-            await self.reload(path)
+            if settled:
+                self._advance(fire)
+            if self._ledger.reloads_after_fire:
+                await self.reload(path)
+
+    async def _finishing(self, fire: Fire, claimed: Claimed) -> Outcome:
+        """The claimed fire's run; cancelled (the gateway stops), its fire is recorded as
+        interrupted where the ledger keeps such a record, and the cancellation goes on."""
+        try:
+            return await self._run(fire.trigger, claimed.session_id)
+        except asyncio.CancelledError:
+            with contextlib.suppress(GatewayError):
+                await asyncio.shield(
+                    self._ledger.finish(
+                        fire, claimed, Outcome("interrupted", "the gateway stopped")
+                    )
+                )
+            raise
+
+    def _advance(self, fire: Fire) -> None:
+        """Arm the instant after a settled one, unless a reload armed the trigger meanwhile."""
+        key = (fire.source, fire.trigger.id)
+        if self._armed.get(key) != (fire.fingerprint, fire.scheduled_for):
+            return
+        try:
+            after = self._ledger.advance(fire.trigger, fire.scheduled_for)
+        except (ValueError, OverflowError, ArithmeticError):
+            after = None
+        if after != fire.scheduled_for:
+            self._held.pop(key, None)
+        self._armed[key] = (fire.fingerprint, after)
+        self._wake.set()
 
     def _hold(self, key: tuple[Path, str]) -> None:
         """Do not try this trigger again for a while: its file cannot be edited."""
@@ -337,9 +371,8 @@ class Scheduler:
         delay = RETRY_AFTER if before is None else min(before[1] * 2, MAX_RETRY_AFTER)
         self._held[key] = (self._clock() + delay, delay)
 
-    async def _run(self, trigger: Trigger) -> tuple[str, str | None, str | None]:
+    async def _run(self, trigger: Trigger, session_id: str | None) -> Outcome:
         entry = trigger.entry
-        session_id = entry.get("gateway_session_id")
         if isinstance(session_id, str):
             try:
                 self._store.resolve(session_id)
@@ -359,8 +392,8 @@ class Scheduler:
             result = await self._runner.run(request, wait_for_slot=True)
         except GatewayError as exc:
             log.warning("trigger %s failed: %s", trigger.id, exc.message)
-            return "error", exc.message, None
-        return "success", None, result.session.id
+            return Outcome("error", exc.message)
+        return Outcome("success", session_id=result.session.id, run_id=result.run_id)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -372,6 +405,7 @@ class Scheduler:
             return
         async with asyncio.TaskGroup() as group:
             watch = group.create_task(self._watch(stop))
+            follow = group.create_task(self._files.follow(stop, self.reload))
             while not stop.is_set():
                 await self.fire_due()
                 self._wake.clear()
@@ -393,6 +427,7 @@ class Scheduler:
             # A reload in progress (seconds of work in its thread for a large file) is not
             # waited for: the next start reads the file again.
             watch.cancel()
+            follow.cancel()
             for task in list(self._fires):
                 task.cancel()
 
@@ -442,30 +477,36 @@ class Scheduler:
     def view(self, trigger: Trigger, path: Path | None = None) -> dict[str, Any]:
         shown = dict(trigger.entry)
         armed = self._armed.get((path, trigger.id)) if path is not None else None
-        if armed is not None and armed[0] == _fingerprint(trigger):
+        if armed is not None and armed[0] == fingerprint_of(trigger):
             when = armed[1]
         else:
-            when = trigger.next_fire(self._clock())
+            when = self._ledger.arm(trigger, self._clock())
         shown["next_fire"] = iso(when, timespec="auto") if when else None
         return shown
 
     async def list_triggers(self, path: Path) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._list, path, None)
+        document = await self._listed(path)
+        return await asyncio.to_thread(self._list, path, document, None)
 
     async def get_trigger(self, path: Path, trigger_id: str) -> dict[str, Any]:
-        found = await asyncio.to_thread(self._list, path, trigger_id)
+        document = await self._listed(path)
+        found = await asyncio.to_thread(self._list, path, document, trigger_id)
         if not found:
             raise TriggerNotFound(trigger_id)
         return found[0]
 
-    def _list(self, path: Path, only: str | None) -> list[dict[str, Any]]:
-        """Worker thread: the file's valid triggers (or the one named `only`) as views."""
+    async def _listed(self, path: Path) -> TriggerDocument:
         try:
-            document = self._files.read(path)
+            return await self._files.read_scope(path)
         except TriggerFileError as exc:
             raise InvalidRequest(
                 f"Unable to read trigger configuration: {exc}", field="trigger_file"
             ) from None
+
+    def _list(
+        self, path: Path, document: TriggerDocument, only: str | None
+    ) -> list[dict[str, Any]]:
+        """Worker thread: the scope's valid triggers (or the one named `only`) as views."""
         triggers, _ = parse_entries(document)
         return [self.view(t, path) for t in triggers if only is None or t.id == only]
 
@@ -562,28 +603,6 @@ class Scheduler:
             raise InvalidRequest(exc.message, field=f"{where}env") from None
 
 
-class _NotDue(Exception):
-    """Raised inside a fire's first edit to leave the file unwritten."""
-
-
-def _still_due(document: TriggerDocument, trigger: Trigger, fingerprint: str) -> bool:
-    """Whether the stored entry is still the enabled trigger that was armed: a reload that read
-    the file before a PATCH or a fire must not make it fire."""
-    index = document.index(trigger.id)
-    if index is None:
-        return False
-    try:
-        # A file's entry without created_at gets one when read: the same one as when armed.
-        current = normalise(dict(document.entries[index]), now=trigger.entry["created_at"])
-    except InvalidRequest:
-        return False
-    return current.enabled and _fingerprint(current) == fingerprint
-
-
-def _iso(moment: datetime) -> str:
-    return iso(moment.astimezone(UTC))
-
-
 def _missing_ids(document: TriggerDocument) -> bool:
     return any(
         isinstance(entry, dict) and not (entry.get("id") or entry.get("trigger_id"))
@@ -601,7 +620,11 @@ def _positions(document: TriggerDocument) -> dict[str, int]:
 
 
 def _load_file(
-    files: TriggerFiles, path: Path, now: datetime, previous: dict[tuple[Path, str], Armed]
+    files: TriggerStore,
+    ledger: FireLedger,
+    path: Path,
+    now: datetime,
+    previous: dict[tuple[Path, str], Armed],
 ) -> _Loaded:
     """Worker thread: one file read, validated and armed. Nothing here raises for what the
     file holds: a bad file is an error, a bad entry a problem, and both are reported."""
@@ -618,13 +641,13 @@ def _load_file(
     for trigger in triggers:
         if trigger.id not in stored:
             continue  # its id is written to the file first
-        fingerprint = _fingerprint(trigger)
+        fingerprint = fingerprint_of(trigger)
         before = previous.get((path, trigger.id))
         if before is not None and before[0] == fingerprint:
             result.armed[trigger.id] = before
         else:
             try:
-                result.armed[trigger.id] = (fingerprint, trigger.next_fire(now))
+                result.armed[trigger.id] = (fingerprint, ledger.arm(trigger, now))
             except (ValueError, OverflowError, ArithmeticError) as exc:
                 result.skipped += 1
                 if len(result.problems) < MAX_PROBLEMS_SHOWN:
@@ -636,12 +659,6 @@ def _load_file(
 
 def _short(message: str) -> str:
     return message if len(message) <= _PROBLEM_CHARS else message[:_PROBLEM_CHARS] + "…"
-
-
-def _fingerprint(trigger: Trigger) -> str:
-    entry = trigger.entry
-    fields = ("schedule", "enabled", "last_fired", "last_attempt_at", "created_at")
-    return json.dumps([entry.get(name) for name in fields], sort_keys=True, default=str)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -18,7 +18,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -398,6 +398,18 @@ class TriggerFiles:
                         found.append(resolved)
             files += sorted(found)
         return list(dict.fromkeys(files))
+
+    def sources(self) -> list[Path]:
+        """TriggerStore: the scheduled files are the only sources."""
+        return self.scheduled_files()
+
+    async def read_scope(self, path: Path) -> TriggerDocument:
+        """TriggerStore: the trigger API lists the file itself."""
+        return await asyncio.to_thread(self.read, path)
+
+    async def follow(self, stop: asyncio.Event, changed: Callable[[Path | None], Any]) -> None:
+        """TriggerStore: files change on disk only, and the scheduler watches them."""
+        await stop.wait()
 
     @contextlib.asynccontextmanager
     async def edit(self, path: Path, *, client: bool = True) -> AsyncIterator[TriggerDocument]:
