@@ -38,6 +38,7 @@ from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.cluster.forwarding import CLUSTER_TOKEN_KEY, Forwarding
 from gateway.cluster.node import ClusterNode
+from gateway.cluster.store import ClusterSessionStore
 from gateway.config import Config, ConfigError, StartupError
 from gateway.runs.concurrency import RunSlots
 from gateway.runs.prompt import GlobalSystemPrompt
@@ -84,11 +85,18 @@ class Gateway:
     forwarding: Forwarding | None = None
     # The API token's check (and in cluster mode the cluster token's); None: no check.
     token_check: ApiTokenInterceptor | None = None
+    # Cluster mode: the store's write-behind into the database (ClusterSessionStore.run).
+    store_sync: Callable[[asyncio.Event], Awaitable[None]] | None = None
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
         node = ClusterNode(config.cluster) if config.cluster is not None else None
-        store = FileSessionStore(config.session_dirs, config.secure_session_dir)
+        files = FileSessionStore(config.session_dirs, config.secure_session_dir)
+        store: SessionStore = files
+        store_sync = None
+        if node is not None:
+            cluster_store = ClusterSessionStore(files, node)
+            store, store_sync = cluster_store, cluster_store.run
         slots = RunSlots(config.max_concurrent)
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
@@ -148,9 +156,10 @@ class Gateway:
             watcher,
             webhooks,
             node,
-            placement,
-            forwarding,
-            token_check,
+            placement=placement,
+            forwarding=forwarding,
+            token_check=token_check,
+            store_sync=store_sync,
         )
 
     async def open(self) -> None:
@@ -179,6 +188,8 @@ class Gateway:
         async with asyncio.TaskGroup() as group:
             if self.node is not None:
                 group.create_task(self.node.run(webhooks_stop))
+            if self.store_sync is not None:
+                group.create_task(supervise("session sync", self.store_sync, webhooks_stop))
             group.create_task(supervise("scheduler", self.scheduler.run, stop))
             group.create_task(supervise("watcher", self.watcher.run, stop))
             group.create_task(supervise("webhook delivery", self.webhooks.run, webhooks_stop))

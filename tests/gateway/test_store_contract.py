@@ -114,24 +114,24 @@ def test_a_secure_sessions_thread_is_secure(
         again.close()
 
 
-def test_listing_is_newest_first_within_limit_since_and_the_secure_filter(
+async def test_listing_is_newest_first_within_limit_since_and_the_secure_filter(
     store: SessionStore,
 ) -> None:
     made = [store.create(secure=index == 3) for index in range(5)]
     for session in made:  # saved in order: each newer than the one before
         time.sleep(STAMP_S)
         store.save(session)
-    newest = store.listing(limit=2, since=None, include_secure=True)
+    newest = await store.listing(limit=2, since=None, include_secure=True)
     assert [s.id for s in newest] == [made[4].id, made[3].id]
-    plain = store.listing(limit=10, since=None, include_secure=False)
+    plain = await store.listing(limit=10, since=None, include_secure=False)
     assert [s.id for s in plain] == [made[4].id, made[2].id, made[1].id, made[0].id]
     since = made[2].modified_at
-    assert {s.id for s in store.listing(limit=10, since=since, include_secure=True)} == {
+    assert {s.id for s in await store.listing(limit=10, since=since, include_secure=True)} == {
         made[3].id,
         made[4].id,
     }
     later = since + timedelta(days=1)
-    assert store.listing(limit=10, since=later, include_secure=True) == []
+    assert await store.listing(limit=10, since=later, include_secure=True) == []
     assert len(store) == 5 and {s.id for s in store} == {s.id for s in made}
 
 
