@@ -20,9 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import psycopg
-from psycopg import conninfo
-
 from gateway.agent import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 
@@ -329,10 +326,19 @@ def _cluster(env: _Env, bind: str, grpc_port: int) -> ClusterConfig | None:
             "CODEX_GATEWAY_DATABASE_URL must be a postgresql:// URL "
             "(unset it for the embedded file mode)"
         )
+    # Imported here: only cluster mode needs the driver (the configuration is also read by
+    # tools that run without the gateway's dependencies).
+    import psycopg
+    from psycopg import conninfo
+
     try:
         conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"CODEX_GATEWAY_DATABASE_URL is not a valid URL: {exc}") from None
+    except psycopg.ProgrammingError:
+        # libpq's reason quotes the URL, password included: not repeated here.
+        raise ConfigError(
+            "CODEX_GATEWAY_DATABASE_URL is not a valid PostgreSQL connection URL "
+            "(postgresql://user:password@host:port/database?option=value)"
+        ) from None
     replica_id = env.text("CODEX_GATEWAY_REPLICA_ID") or socket.gethostname()
     if not REPLICA_ID.fullmatch(replica_id):
         raise ConfigError(
