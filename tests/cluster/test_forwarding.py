@@ -418,3 +418,80 @@ async def test_the_home_down_is_503_naming_it_and_calls_work_when_it_returns(
                     await asyncio.sleep(0.1)
             assert found.session.session_id == session
             assert (await rest.get(f"/sessions/{session}")).status_code == 200
+
+
+async def test_the_relay_sends_what_is_ready_in_batches(pair: Pair) -> None:
+    from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc
+    from gateway.api.relay import MAX_BATCH_ITEMS
+    from tests.harness import CLUSTER_TOKEN
+
+    result = await _run_on_alpha(pair, lines=3000)
+    tail = sessions_pb2.TailSessionRequest(
+        session_id=result.session_id, after_seq=0, include_events=True
+    )
+    relay = cluster_pb2_grpc.ClusterServiceStub(pair.alpha.channel)
+    batches = [
+        batch
+        async for batch in relay.RelayTail(
+            cluster_pb2.RelayTailRequest(tail=tail),
+            metadata=(("x-codex-gateway-cluster-token", CLUSTER_TOKEN),),
+        )
+    ]
+    items = [item for batch in batches for item in batch.items]
+    assert items == [m async for m in pair.alpha.stub.TailSession(tail)]
+    assert len(items) > 3000
+    assert all(0 < len(batch.items) <= MAX_BATCH_ITEMS for batch in batches)
+    assert len(batches) < len(items) / 10
+
+
+async def test_a_streamed_completion_in_a_session_homed_elsewhere_streams_from_the_home(
+    pair: Pair,
+) -> None:
+    result = await _run_on_alpha(pair, lines=2)
+    messages = [
+        m
+        async for m in pair.beta.stub.StreamCompletion(
+            runs_pb2.StreamCompletionRequest(
+                run=runs_pb2.RunInput(
+                    prompt="go", session_id=result.session_id, env={"FAKE_AGENT_LINES": "7"}
+                )
+            )
+        )
+    ]
+    assert messages[0].started.session_id == result.session_id
+    assert messages[-1].completed.session_id == result.session_id
+    assert str(pair.alpha.gateway.config.session_dirs[0]) in messages[0].started.logs_path
+    response = await pair.rest.post(
+        "/completion/stream",
+        json={"prompt": "go", "session_id": result.session_id, "env": {"FAKE_AGENT_LINES": "3"}},
+    )
+    assert response.status_code == 200
+    last = json.loads(response.text.splitlines()[-1])
+    assert last["result"]["completed"]["session_id"] == result.session_id
+
+
+async def test_a_client_deadline_through_another_replica_is_deadline_exceeded(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    async with (
+        running_gateway(_config(tmp_path, pg_dsn, "alpha", "hang_agent.py"), background=True) as a,
+        running_gateway(_config(tmp_path, pg_dsn, "beta", "hang_agent.py"), background=True) as b,
+    ):
+        stream = a.stub.StreamCompletion(
+            runs_pb2.StreamCompletionRequest(run=runs_pb2.RunInput(prompt="hang"))
+        )
+        started = (await stream.read()).started
+        await homed(pg_dsn, started.session_id, "alpha")
+        await a.stub.CancelSession(sessions_pb2.CancelSessionRequest(session_id=started.session_id))
+        assert await _eventually(lambda: a.gateway.runner.running == 0)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await b.stub.PromptSession(
+                runs_pb2.PromptSessionRequest(
+                    session_id=started.session_id, run=runs_pb2.RunInput(prompt="hang again")
+                ),
+                timeout=1.5,
+            )
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # A run outlives its caller (as without a cluster): it goes on on alpha until cancelled.
+        await b.stub.CancelSession(sessions_pb2.CancelSessionRequest(session_id=started.session_id))
+        assert await _eventually(lambda: a.gateway.runner.running == 0)
