@@ -90,6 +90,24 @@ class PostgresServer:
     port: int
     base: Path
     _names: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _pg_ctl: Path | None = None
+    _runner: _As = field(default_factory=_As)
+    _options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server (fast mode: sessions are disconnected), as an outage would."""
+        self._ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start it again, on the same port, with the same data."""
+        self._ctl("-l", self.base / "server.log", "-o", self._options,
+                  "-t", str(START_TIMEOUT_S), "-w", "start")  # fmt: skip
+
+    def _ctl(self, *argv: str | Path) -> None:
+        if self._pg_ctl is None:
+            raise RuntimeError("this server was not started by running_postgres()")
+        data = self.base / "data"
+        _checked(self._runner.run(self._pg_ctl, "-D", data, *argv, cwd=self.base), "pg_ctl")
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -169,7 +187,9 @@ def running_postgres() -> Iterator[PostgresServer]:
             if started.returncode == 0 or attempt == PORT_ATTEMPTS or not _port_taken(log):
                 break
         _checked(started, "pg_ctl start", log)
-        yield PostgresServer(port=port, base=base)
+        yield PostgresServer(
+            port=port, base=base, _pg_ctl=bin_dir / "pg_ctl", _runner=runner, _options=options
+        )
     finally:
         if bin_dir is not None and (data / "postmaster.pid").exists():
             stopped = runner.run(
