@@ -50,13 +50,13 @@ gen: $(STAMP_PY)
 	touch gen/codex_gateway/__init__.py gen/codex_gateway/v1/__init__.py
 
 fmt: $(STAMP_PY)
-	$(VENV)/bin/ruff format gateway bridge repl tests bench
-	$(VENV)/bin/ruff check --fix gateway bridge repl tests bench
+	$(VENV)/bin/ruff format gateway bridge repl tests bench devcluster
+	$(VENV)/bin/ruff check --fix gateway bridge repl tests bench devcluster
 	$(VENV)/bin/buf format -w
 
 check: install
-	$(VENV)/bin/ruff format --check gateway bridge repl tests bench
-	$(VENV)/bin/ruff check gateway bridge repl tests bench
+	$(VENV)/bin/ruff format --check gateway bridge repl tests bench devcluster
+	$(VENV)/bin/ruff check gateway bridge repl tests bench devcluster
 	$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format -d --exit-code
