@@ -332,7 +332,9 @@ def _cluster(env: _Env, bind: str, grpc_port: int) -> ClusterConfig | None:
     try:
         conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"CODEX_GATEWAY_DATABASE_URL is not a valid URL: {exc}") from None
+        raise ConfigError(
+            f"CODEX_GATEWAY_DATABASE_URL is not a valid URL: {_without_credentials(exc)}"
+        ) from None
     replica_id = env.text("CODEX_GATEWAY_REPLICA_ID") or socket.gethostname()
     if not REPLICA_ID.fullmatch(replica_id):
         raise ConfigError(
@@ -364,6 +366,19 @@ def _cluster(env: _Env, bind: str, grpc_port: int) -> ClusterConfig | None:
         max_concurrent=env.integer("CODEX_GATEWAY_CLUSTER_MAX_CONCURRENT"),
         lease_ms=env.integer("CODEX_GATEWAY_REPLICA_LEASE_MS"),
     )
+
+
+def _without_credentials(exc: Exception) -> str:
+    """libpq's complaint about a URL without the parts of it that it quotes when they may hold
+    the password (the whole URL, its user info, a percent-encoded token)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _QUOTED.sub(
+        lambda quoted: '"..."' if any(c in quoted[0] for c in ("://", "@", "%")) else quoted[0],
+        reason,
+    )
+
+
+_QUOTED = re.compile(r'"[^"]*"')
 
 
 def _loopback(host: str) -> bool:

@@ -108,8 +108,8 @@ def run_to_exit(
             id="bad-scheme",
         ),
         pytest.param(
-            "postgresql://127.0.0.1:notaport/db",
-            ["CODEX_GATEWAY_DATABASE_URL"],
+            "postgresql://u:hunter2@127.0.0.1/db?nosuchoption=1",
+            ["CODEX_GATEWAY_DATABASE_URL", "not a valid URL"],
             id="invalid-url",
         ),
         pytest.param(
@@ -129,6 +129,7 @@ async def test_a_bad_database_stops_startup_with_exit_2_naming_the_variable(
     for needle in needles:
         assert needle in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+    assert "hunter2" not in result.stderr, result.stderr
 
 
 async def test_a_schema_newer_than_the_code_stops_startup_naming_both_versions(
