@@ -111,6 +111,13 @@ class PostgresServer:
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
+    def pid(self) -> int | None:
+        """The server's own pid while it runs."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def start(self) -> subprocess.CompletedProcess[str]:
         """pg_ctl start (waiting until it accepts connections); its result, unchecked."""
         options = (
@@ -132,9 +139,9 @@ class PostgresServer:
         stopped = self._runner.run(
             self.bin_dir / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", cwd=self.base
         )
-        if stopped.returncode != 0:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        pid = self.pid()
+        if stopped.returncode != 0 and pid is not None:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
 
