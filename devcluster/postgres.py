@@ -118,7 +118,11 @@ class PostgresServer:
         except (OSError, ValueError, IndexError):
             return None
 
-    def start(self) -> subprocess.CompletedProcess[str]:
+    def start(self) -> None:
+        """Start it again, on the same port, with the same data (RuntimeError if it fails)."""
+        _checked(self._start(), "pg_ctl start", self.log)
+
+    def _start(self) -> subprocess.CompletedProcess[str]:
         """pg_ctl start (waiting until it accepts connections); its result, unchecked."""
         options = (
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -132,8 +136,8 @@ class PostgresServer:
         )  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
-        """pg_ctl stop (`fast` ends every connection); the server's own pid killed if that
-        fails, so that none is ever left running."""
+        """pg_ctl stop (`fast` disconnects every session, as an outage would); the server's own
+        pid killed if that fails, so that none is ever left running."""
         if not self.running():
             return
         stopped = self._runner.run(
@@ -205,7 +209,7 @@ def running_postgres() -> Iterator[PostgresServer]:
         for attempt in range(1, PORT_ATTEMPTS + 1):
             # free when asked; another process may take it before postgres does
             server.port = free_port()
-            started = server.start()
+            started = server._start()
             if started.returncode == 0 or attempt == PORT_ATTEMPTS or not _port_taken(server.log):
                 break
         _checked(started, "pg_ctl start", server.log)

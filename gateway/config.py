@@ -20,9 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import psycopg
-from psycopg import conninfo
-
 from gateway.agent import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 
@@ -329,11 +326,18 @@ def _cluster(env: _Env, bind: str, grpc_port: int) -> ClusterConfig | None:
             "CODEX_GATEWAY_DATABASE_URL must be a postgresql:// URL "
             "(unset it for the embedded file mode)"
         )
+    # Imported here: only cluster mode needs the driver (the configuration is also read by
+    # tools that run without the gateway's dependencies).
+    import psycopg
+    from psycopg import conninfo
+
     try:
         conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
+    except psycopg.ProgrammingError:
+        # libpq's reason quotes the URL, password included: not repeated here.
         raise ConfigError(
-            f"CODEX_GATEWAY_DATABASE_URL is not a valid URL: {_without_credentials(exc)}"
+            "CODEX_GATEWAY_DATABASE_URL is not a valid PostgreSQL connection URL "
+            "(postgresql://user:password@host:port/database?option=value)"
         ) from None
     replica_id = env.text("CODEX_GATEWAY_REPLICA_ID") or socket.gethostname()
     if not REPLICA_ID.fullmatch(replica_id):
@@ -366,19 +370,6 @@ def _cluster(env: _Env, bind: str, grpc_port: int) -> ClusterConfig | None:
         max_concurrent=env.integer("CODEX_GATEWAY_CLUSTER_MAX_CONCURRENT"),
         lease_ms=env.integer("CODEX_GATEWAY_REPLICA_LEASE_MS"),
     )
-
-
-def _without_credentials(exc: Exception) -> str:
-    """libpq's complaint about a URL without the parts of it that it quotes when they may hold
-    the password (the whole URL, its user info, a percent-encoded token)."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return _QUOTED.sub(
-        lambda quoted: '"..."' if any(c in quoted[0] for c in ("://", "@", "%")) else quoted[0],
-        reason,
-    )
-
-
-_QUOTED = re.compile(r'"[^"]*"')
 
 
 def _loopback(host: str) -> bool:

@@ -35,6 +35,7 @@ from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.cluster.node import ClusterNode
+from gateway.cluster.store import ClusterSessionStore
 from gateway.config import Config, ConfigError, StartupError
 from gateway.runs.concurrency import RunSlots
 from gateway.runs.prompt import GlobalSystemPrompt
@@ -74,11 +75,18 @@ class Gateway:
     webhooks: WebhookSender
     # Cluster mode: this replica's database, registration and signals; None: embedded.
     node: ClusterNode | None = None
+    # Cluster mode: the store's write-behind into the database (ClusterSessionStore.run).
+    store_sync: Callable[[asyncio.Event], Awaitable[None]] | None = None
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
         node = ClusterNode(config.cluster) if config.cluster is not None else None
-        store = FileSessionStore(config.session_dirs, config.secure_session_dir)
+        files = FileSessionStore(config.session_dirs, config.secure_session_dir)
+        store: SessionStore = files
+        store_sync = None
+        if node is not None:
+            cluster_store = ClusterSessionStore(files, node)
+            store, store_sync = cluster_store, cluster_store.run
         slots = RunSlots(config.max_concurrent)
         system_prompt = GlobalSystemPrompt.load(
             config.system_prompt_file, disabled=config.system_prompt_disabled
@@ -125,6 +133,7 @@ class Gateway:
             watcher,
             webhooks,
             node,
+            store_sync,
         )
 
     async def open(self) -> None:
@@ -151,6 +160,8 @@ class Gateway:
         async with asyncio.TaskGroup() as group:
             if self.node is not None:
                 group.create_task(self.node.run(webhooks_stop))
+            if self.store_sync is not None:
+                group.create_task(supervise("session sync", self.store_sync, webhooks_stop))
             group.create_task(supervise("scheduler", self.scheduler.run, stop))
             group.create_task(supervise("watcher", self.watcher.run, stop))
             group.create_task(supervise("webhook delivery", self.webhooks.run, webhooks_stop))

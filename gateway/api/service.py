@@ -245,7 +245,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         limit = _limit(request.limit if request.HasField("limit") else None)
         since = _since(request.since) if request.HasField("since") else None
         include_secure = self._access.ok(secure_tokens(context))
-        chosen = self._store.listing(limit=limit, since=since, include_secure=include_secure)
+        chosen = await self._store.listing(limit=limit, since=since, include_secure=include_secure)
         # Bounded in bytes too (each session's metadata may be as large as a request body):
         # the newest sessions that fit (GET /sessions/:id reads any one of them).
         listed = first_within([summary(s) for s in chosen], self._config.max_answer_bytes)

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 MIN_TIMEOUT_MS = 1000
 THREAD_SAVE_DELAY_S = 0.25
 LINES_PER_TURN = 32
+SETTLE_S = 2.0
+"""How long a run's caller waits for its end to be durable where every reader reads it (the
+store's `settle`); past that (a database that is down) it is answered and the write lands later."""
 MAX_MESSAGES = 10_000
 # Told about every finished run (webhooks). Must not block.
 FinishedSink = Callable[[Run], None]
@@ -205,20 +208,30 @@ class Runner:
                     persist=False,  # the run's first save writes it
                 )
             run_id = str(uuid.uuid4())
-            async with self._store.exclusive(session, run_id):
-                current = asyncio.current_task()
-                if current is None:
-                    raise RuntimeError("runs execute inside the runner's task")
-                run = Run(
-                    run_id,
-                    prepared,
-                    session,
-                    current,
-                    default_model=self._config.default_model,
-                    on_event=on_event,
-                    on_started=on_started,
-                )
-                return await self._run_in_session(run)
+            try:
+                async with self._store.exclusive(session, run_id):
+                    current = asyncio.current_task()
+                    if current is None:
+                        raise RuntimeError("runs execute inside the runner's task")
+                    run = Run(
+                        run_id,
+                        prepared,
+                        session,
+                        current,
+                        default_model=self._config.default_model,
+                        on_event=on_event,
+                        on_started=on_started,
+                    )
+                    return await self._run_in_session(run)
+            finally:
+                await self._settle(session)
+
+    async def _settle(self, session: Session) -> None:
+        """The run's end (and the session's release) durable for every reader, within a bound."""
+        try:
+            await asyncio.wait_for(self._store.settle(session), SETTLE_S)
+        except TimeoutError:
+            log.warning("session %s: its last run is not recorded everywhere yet", session.id)
 
     async def _run_in_session(self, run: Run) -> RunResult:
         run.begin()

@@ -152,16 +152,8 @@ class FileSessionStore(SessionStore):
 
     def reconcile(self, session: Session) -> None:
         """A run the gateway lost to a crash: stop what it left running, record `interrupted`."""
-        for record in session.runs:
-            if record.status != RunStatus.RUNNING:
-                continue
-            pid, record.agent_pid = record.agent_pid, None
-            if pid is not None:
-                stop_orphaned_agent(pid)
-            record.status = RunStatus.INTERRUPTED
-            record.error = "the gateway stopped during this run"
-            record.completed_at = now_iso()
-        session.status = SessionStatus.INTERRUPTED
+        for pid in session.interrupt("the gateway stopped during this run", now_iso()):
+            stop_orphaned_agent(pid)
         try:
             self.save(session)
         except StorageFailed:
@@ -221,7 +213,9 @@ class FileSessionStore(SessionStore):
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def listing(self, *, limit: int, since: datetime | None, include_secure: bool) -> list[Session]:
+    async def listing(
+        self, *, limit: int, since: datetime | None, include_secure: bool
+    ) -> list[Session]:
         """Newest first by `updated_at`; unreadable sessions are listed too, never dropped."""
         chosen = (
             session
@@ -290,6 +284,9 @@ class FileSessionStore(SessionStore):
 
     def remember_thread(self, session: Session) -> None:
         self._claim_thread(session)
+
+    async def settle(self, session: Session) -> None:
+        """Saved is durable: meta.json is the only copy every reader reads."""
 
     def save(self, session: Session) -> None:
         """Write meta.json atomically: a reader sees the old file or the new one, never half.

@@ -152,3 +152,20 @@ class Session:
 
     def touched(self) -> None:
         self.modified_at = self._modified()
+
+    def interrupt(self, error: str, completed_at: str) -> list[int]:
+        """Its runs were lost with the process that ran them (a crash, a dead replica): each
+        record still `running` becomes `interrupted` with `error`, and so does the session.
+        The agent pids those records held, for whoever may still stop them."""
+        pids = []
+        for record in self.runs:
+            if record.status != RunStatus.RUNNING:
+                continue
+            if record.agent_pid is not None:
+                pids.append(record.agent_pid)
+            record.agent_pid = None
+            record.status = RunStatus.INTERRUPTED
+            record.error = error
+            record.completed_at = completed_at
+        self.status = SessionStatus.INTERRUPTED
+        return pids

@@ -44,9 +44,12 @@ class SessionStore(abc.ABC):
         """A readable session by gateway id or codex thread id, or SessionNotFound."""
 
     @abc.abstractmethod
-    def listing(self, *, limit: int, since: datetime | None, include_secure: bool) -> list[Session]:
+    async def listing(
+        self, *, limit: int, since: datetime | None, include_secure: bool
+    ) -> list[Session]:
         """The newest `limit` sessions by `updated_at` (modified after `since`), secure ones
-        only with `include_secure`; unreadable sessions are listed too."""
+        only with `include_secure`; unreadable sessions are listed too. (Async: a database
+        store answers it with a query, every replica's sessions included.)"""
 
     @abc.abstractmethod
     def create(
@@ -63,6 +66,13 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     def save(self, session: Session) -> None:
         """Record the session's state (stamping `updated_at`), or StorageFailed."""
+
+    @abc.abstractmethod
+    async def settle(self, session: Session) -> None:
+        """Wait until the session's last save is durable where every reader reads it (the files
+        store: at once; a database store: once its write-behind wrote it, within a bound: when
+        the database is down it returns and the write lands later). A run's caller awaits it
+        before answering, so that a listing right after the answer shows the run."""
 
     @abc.abstractmethod
     def run_history(self, session: Session) -> list[RunRecord]:

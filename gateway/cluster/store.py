@@ -1,0 +1,545 @@
+"""The cluster's session store: this replica's sessions in local files, all of them in PostgreSQL.
+
+A session lives on its home replica (its logs, workspace and codex thread are there), which writes
+its files exactly as the files store does (meta.json and the logs stay the reference's). What the
+other replicas must see is written behind, into the `sessions` and `runs` tables:
+
+- `save` stays synchronous (the runner calls it from synchronous code): the local save, then the
+  session is marked dirty. The syncer (`run`, a background loop) writes each dirty session's row
+  and its changed run records in one transaction, fenced by this replica's epoch. When the
+  database is down it retries with backoff and never drops a write: a run that started before
+  an outage is recorded once the database is back. `settle` waits for the syncer to have written
+  a session's current version (the runner awaits it, bounded, before answering).
+- `exclusive` claims the session for the whole cluster, `UPDATE ... SET active_run_id = $run
+  WHERE active_run_id IS NULL` (SessionBusy when another run holds it; StorageUnavailable, 503,
+  when the database cannot be reached, before any agent starts). The release is written by the
+  syncer with the run's last state; a claim of this replica's own finished run still pending
+  release takes its place.
+- `listing` is one indexed query over every replica's sessions.
+- A dead replica's sessions: the reaper's hook (`_reap`) marks their running runs `interrupted`
+  in both tables, with the same domain logic as the files store's crash reconciliation.
+
+Fencing: a transaction of the syncer first takes this replica's `replicas` row at its epoch FOR
+SHARE (FENCE's condition, with a lock): a reaper, which updates that row, waits for it, and once
+this replica was reaped nothing it writes lands until it registered again with a new epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
+
+from gateway.clock import now_iso
+from gateway.cluster.node import ClusterNode
+from gateway.cluster.replicas import FENCE
+from gateway.errors import SessionBusy, SessionNotFound, StorageUnavailable
+from gateway.sessions.codec import decode_session, encode_session
+from gateway.sessions.files import FileSessionStore
+from gateway.sessions.model import JsonObject, RunRecord, RunStatus, Session, SessionStatus
+from gateway.sessions.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.AsyncConnection[TupleRow]
+
+BATCH = 200
+"""Sessions written per transaction."""
+RETRY = wait_exponential(multiplier=0.1, min=0.1, max=5.0)
+"""The syncer's wait between attempts while the database is down (tenacity's backoff)."""
+STOP_GRACE_S = 5.0
+"""At shutdown, how long the syncer keeps trying to write what is left (the local files keep
+it either way, and the next start pushes it)."""
+LOST_ERROR = "replica {} was lost during this run"
+
+_HOLD = (
+    "SELECT 1 FROM replicas WHERE replica_id = %(replica)s AND epoch = %(epoch)s"
+    " AND state = 'alive' FOR SHARE"
+)
+
+_UPSERT_SESSION = (
+    "INSERT INTO sessions AS s (session_id, codex_session_id, home_replica, replica_epoch,"
+    " secure, status, active_run_id, created_at, updated_at, meta, dir)"
+    " VALUES (%(id)s, %(thread)s, %(replica)s, %(epoch)s, %(secure)s, %(status)s, %(active)s,"
+    " coalesce(%(created)s, now()), coalesce(%(updated)s, now()), %(meta)s::jsonb, %(dir)s)"
+    " ON CONFLICT (session_id) DO UPDATE SET codex_session_id = EXCLUDED.codex_session_id,"
+    " home_replica = EXCLUDED.home_replica, replica_epoch = EXCLUDED.replica_epoch,"
+    " secure = EXCLUDED.secure, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,"
+    " meta = EXCLUDED.meta, dir = EXCLUDED.dir"
+)
+# A startup push: only where the database's row is older (or missing).
+_PUSH_SESSION = _UPSERT_SESSION + " WHERE s.updated_at < EXCLUDED.updated_at"
+
+_UPSERT_RUN = (
+    "INSERT INTO runs AS r (run_id, session_id, replica_id, replica_epoch, status, source,"
+    " agent_pid, started_at, completed_at, record)"
+    " VALUES (%(run)s, %(id)s, %(replica)s, %(epoch)s, %(status)s, %(source)s, %(pid)s,"
+    " %(started)s, %(completed)s, %(record)s::jsonb)"
+    " ON CONFLICT (run_id) DO UPDATE SET replica_id = EXCLUDED.replica_id,"
+    " replica_epoch = EXCLUDED.replica_epoch, status = EXCLUDED.status,"
+    " source = EXCLUDED.source, agent_pid = EXCLUDED.agent_pid,"
+    " started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,"
+    " record = EXCLUDED.record"
+    " WHERE r.session_id = EXCLUDED.session_id AND r.record IS DISTINCT FROM EXCLUDED.record"
+)
+
+_RELEASE = (
+    "UPDATE sessions SET active_run_id = NULL WHERE session_id = %(id)s AND active_run_id = %(run)s"
+)
+
+# One statement: the row is inserted for a session the syncer has not written yet, and the claim
+# succeeds only on a free session (or on one held by this replica's own finished run whose
+# release is still pending), and only while this replica holds its epoch.
+_CLAIM = (
+    "INSERT INTO sessions AS s (session_id, codex_session_id, home_replica, replica_epoch,"
+    " secure, status, active_run_id, created_at, updated_at, meta, dir)"
+    " SELECT %(id)s, %(thread)s, %(replica)s, %(epoch)s, %(secure)s, %(status)s, %(run)s,"
+    " coalesce(%(created)s, now()), coalesce(%(updated)s, now()), %(meta)s::jsonb, %(dir)s"
+    f" WHERE {FENCE}"
+    " ON CONFLICT (session_id) DO UPDATE SET active_run_id = EXCLUDED.active_run_id,"
+    " replica_epoch = EXCLUDED.replica_epoch"
+    " WHERE (s.active_run_id IS NULL OR s.active_run_id = %(pending)s)"
+    f" AND {FENCE}"
+    " RETURNING s.session_id"
+)
+
+_LIST = (
+    "SELECT session_id, home_replica, secure, updated_at, dir, meta FROM sessions"
+    " WHERE {where} ORDER BY updated_at DESC, session_id DESC LIMIT %(limit)s"
+)
+
+
+@dataclass
+class _Write:
+    """A session's state as the syncer writes it, taken on the loop at one version."""
+
+    session: Session
+    version: int
+    session_row: dict[str, Any]
+    run_rows: list[dict[str, Any]]
+    marks: dict[str, int]
+    release: str | None
+
+
+class _Fenced(Exception):
+    """This replica's epoch is gone (it was reaped): nothing is written until it registered
+    again."""
+
+
+class ClusterSessionStore(SessionStore):
+    """This replica's sessions (a files store) mirrored into the cluster's database."""
+
+    def __init__(self, files: FileSessionStore, node: ClusterNode) -> None:
+        self._files = files
+        self._node = node
+        self._db = node.database
+        self._replicas = node.replicas
+        self._dirty: dict[str, Session] = {}
+        self._versions: dict[str, int] = {}
+        self._synced: dict[str, int] = {}
+        self._releases: dict[str, str] = {}  # session id -> the finished run to release
+        self._run_marks: dict[str, dict[str, int]] = {}  # session -> run id -> record's hash
+        self._pushing: list[Session] = []
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._running = False
+        self.writes = 0
+        """Sessions written to the database (tests and the lead's benchmarks read it)."""
+        node.replicas.on_reap(self._reap)
+        node.replicas.on_fenced(self._fenced)
+
+    @property
+    def replica_id(self) -> str:
+        return self._node.replica_id
+
+    # What is this replica's: the files store.
+
+    def load(self) -> None:
+        """Index and reconcile the local sessions (their saves reach the database), and push
+        every local session to the database once, from the syncer: where its row is older."""
+        self._files.load()
+        self._pushing = [session for session in self._files if session.error is None]
+        self._wake.set()
+
+    def close(self) -> None:
+        self._files.close()
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def resolve(self, session_id: str) -> Session:
+        return self._files.resolve(session_id)
+
+    def create(
+        self,
+        *,
+        secure: bool,
+        metadata: dict[str, Any] | None = None,
+        workspace: str | None = None,
+        persist: bool = True,
+    ) -> Session:
+        session = self._files.create(
+            secure=secure, metadata=metadata, workspace=workspace, persist=persist
+        )
+        if persist:
+            self._mark(session)
+        return session
+
+    def save(self, session: Session) -> None:
+        self._files.save(session)
+        self._mark(session)
+
+    def run_history(self, session: Session) -> list[RunRecord]:
+        return self._files.run_history(session)
+
+    def thread_owner(self, thread_id: str) -> Session | None:
+        return self._files.thread_owner(thread_id)
+
+    def thread_is_secure(self, thread_id: str) -> bool:
+        return self._files.thread_is_secure(thread_id)
+
+    def remember_thread(self, session: Session) -> None:
+        self._files.remember_thread(session)
+
+    def busy(self, session: Session) -> bool:
+        return self._files.busy(session)
+
+    def active_run(self, session: Session) -> str | None:
+        return self._files.active_run(session)
+
+    # What every replica reads: the database.
+
+    async def listing(
+        self, *, limit: int, since: datetime | None, include_secure: bool
+    ) -> list[Session]:
+        """Every replica's sessions, newest first (one query on the updated_at index); this
+        replica's own as its files store has them now."""
+        where = ["TRUE"] if include_secure else ["NOT secure"]
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            where.append("updated_at > %(since)s")
+            params["since"] = since
+        query = _LIST.format(where=" AND ".join(where))
+        try:
+            async with self._db.connection() as conn:
+                cursor = await conn.execute(query, params)
+                rows = await cursor.fetchall()
+        except psycopg.Error as exc:
+            raise StorageUnavailable(f"the cluster database is unavailable: {exc}") from exc
+        listed = []
+        for session_id, home, secure, updated_at, directory, meta in rows:
+            local = self._files_session(str(session_id)) if home == self.replica_id else None
+            listed.append(
+                local or _listed(str(session_id), bool(secure), updated_at, directory, meta)
+            )
+        return listed
+
+    def _files_session(self, session_id: str) -> Session | None:
+        try:
+            return self._files.resolve(session_id)
+        except SessionNotFound:  # not indexed here, or unreadable: listed from its row
+            return None
+
+    # One run per session, across the cluster.
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, session: Session, run_id: str) -> AsyncIterator[None]:
+        async with self._files.exclusive(session, run_id):
+            await self._claim(session, run_id)
+            try:
+                yield
+            finally:
+                self._releases[session.id] = run_id  # written with the run's last state
+                self._mark(session)
+
+    async def _claim(self, session: Session, run_id: str) -> None:
+        params = {
+            **self._session_row(session, _document(session)),
+            "run": run_id,
+            "pending": self._releases.get(session.id),
+        }
+        try:
+            async with self._db.connection() as conn:
+                cursor = await conn.execute(_CLAIM.encode(), params)
+                claimed = await cursor.fetchone() is not None
+                if not claimed:
+                    cursor = await conn.execute(f"SELECT {FENCE}".encode(), params)
+                    row = await cursor.fetchone()
+                    if row is None or not row[0]:
+                        raise StorageUnavailable(
+                            f"replica {self.replica_id} is re-joining the cluster"
+                        )
+        except psycopg.Error as exc:
+            raise StorageUnavailable(f"the cluster database is unavailable: {exc}") from exc
+        if not claimed:
+            raise SessionBusy(session.id)
+        if self._releases.get(session.id) is not None:
+            del self._releases[session.id]  # taken over by this claim
+
+    # The write-behind.
+
+    def _mark(self, session: Session) -> None:
+        """The session changed: its next version is for the syncer to write."""
+        self._dirty[session.id] = session
+        self._versions[session.id] = self._versions.get(session.id, 0) + 1
+        self._wake.set()
+
+    async def settle(self, session: Session) -> None:
+        """Until the syncer wrote the session's current version (at once when it does not run)."""
+        wanted = self._versions.get(session.id, 0)
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: not self._running or self._synced.get(session.id, 0) >= wanted
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write dirty sessions until `stop`, then what is left (within STOP_GRACE_S)."""
+        self._running = True
+        failures = 0
+        stopped_at: float | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._dirty and not self._pushing:
+                    if stop.is_set():
+                        return
+                    self._wake.clear()
+                    await _first(stop, self._wake)
+                    continue
+                try:
+                    await self._write_some()
+                    failures = 0
+                except (StorageUnavailable, psycopg.Error, _Fenced) as exc:
+                    failures += 1
+                    if failures == 1 or failures % 50 == 0:
+                        log.warning("sessions wait to be written to the database: %s", exc)
+                    if stop.is_set():
+                        stopped_at = stopped_at if stopped_at is not None else loop.time()
+                        if loop.time() - stopped_at > STOP_GRACE_S:
+                            log.warning(
+                                "%d sessions not written to the database: the next start "
+                                "pushes them",
+                                len(self._dirty),
+                            )
+                            return
+                    await _nap(stop, _delay(failures))
+        finally:
+            self._running = False
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def _write_some(self) -> None:
+        if self._dirty:
+            chosen = list(self._dirty.values())[:BATCH]
+            writes = [self._snapshot(session) for session in chosen]
+            await self._write(writes, push=False)
+            for write in writes:
+                if self._versions.get(write.session.id) == write.version:
+                    self._dirty.pop(write.session.id, None)
+                self._synced[write.session.id] = write.version
+                self._run_marks[write.session.id] = write.marks
+                if write.release is not None and self._releases.get(write.session.id) == (
+                    write.release
+                ):
+                    del self._releases[write.session.id]
+            async with self._progress:
+                self._progress.notify_all()
+            return
+        chosen = self._pushing[:BATCH]
+        writes = [self._snapshot(session, every_run=True) for session in chosen]
+        await self._write(writes, push=True)
+        del self._pushing[: len(chosen)]
+
+    def _snapshot(self, session: Session, *, every_run: bool = False) -> _Write:
+        document = _document(session)
+        marks = {}
+        runs = []
+        known = {} if every_run else self._run_marks.get(session.id, {})
+        for record in document.get("runs") or ():
+            if not isinstance(record, dict):
+                continue
+            run_id = record.get("run_id")
+            if not isinstance(run_id, str) or not run_id:
+                continue
+            text = json.dumps(record, separators=(",", ":"))
+            marks[run_id] = hash(text)
+            if known.get(run_id) != marks[run_id]:
+                runs.append(self._run_row(session, record, text))
+        return _Write(
+            session=session,
+            version=self._versions.get(session.id, 0),
+            session_row=self._session_row(session, document),
+            run_rows=runs,
+            marks=marks,
+            release=self._releases.get(session.id),
+        )
+
+    def _session_row(self, session: Session, document: JsonObject) -> dict[str, Any]:
+        return {
+            **self._replicas.fence(),
+            "id": session.id,
+            "thread": session.codex_session_id,
+            "secure": session.secure,
+            "status": str(session.status) or SessionStatus.IDLE.value,
+            "active": self._files.active_run(session),
+            "created": _moment(session.created_at),
+            "updated": _moment(session.updated_at),
+            "meta": json.dumps(document, separators=(",", ":")),
+            "dir": str(session.dir),
+        }
+
+    def _run_row(self, session: Session, record: JsonObject, text: str) -> dict[str, Any]:
+        pid = record.get("agent_pid")
+        source = record.get("source")
+        status = record.get("status")
+        return {
+            **self._replicas.fence(),
+            "run": record["run_id"],
+            "id": session.id,
+            "status": status if isinstance(status, str) else "",
+            "source": source if isinstance(source, str) else None,
+            "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            "started": _moment(record.get("started_at")),
+            "completed": _moment(record.get("completed_at")),
+            "record": text,
+        }
+
+    async def _write(self, writes: list[_Write], *, push: bool) -> None:
+        fence = self._replicas.fence()
+        async with self._db.connection() as conn, conn.transaction():
+            cursor = await conn.execute(_HOLD.encode(), fence)
+            if await cursor.fetchone() is None:
+                raise _Fenced(f"replica {self.replica_id} epoch {fence['epoch']} was reaped")
+            upsert = (_PUSH_SESSION if push else _UPSERT_SESSION).encode()
+            for write in writes:
+                # The epoch is the one just held, whatever the snapshot saw.
+                await conn.execute(upsert, {**write.session_row, **fence})
+                if write.run_rows:
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(
+                            _UPSERT_RUN.encode(), [{**row, **fence} for row in write.run_rows]
+                        )
+                if write.release is not None:
+                    await conn.execute(
+                        _RELEASE.encode(), {"id": write.session.id, "run": write.release}
+                    )
+        self.writes += len(writes)
+
+    # A dead replica's sessions.
+
+    async def _reap(self, conn: Connection, replica_id: str) -> None:
+        """In the reaper's transaction: the running runs of `replica_id`'s sessions written
+        before its current epoch become `interrupted`, in both tables, and its sessions are
+        freed."""
+        error = LOST_ERROR.format(replica_id)
+        cursor = await conn.execute(
+            "SELECT s.session_id, s.secure, s.dir, s.meta FROM sessions s"
+            " JOIN replicas r ON r.replica_id = s.home_replica"
+            " WHERE s.home_replica = %s AND s.replica_epoch < r.epoch"
+            " AND (s.active_run_id IS NOT NULL OR s.status = 'running')"
+            " FOR UPDATE OF s",
+            (replica_id,),
+        )
+        for session_id, secure, directory, meta in await cursor.fetchall():
+            document = meta if isinstance(meta, dict) else {"session_id": session_id}
+            session = decode_session(
+                str(session_id), Path(directory or "."), document, secure=bool(secure)
+            )
+            stamp = now_iso()
+            running = [r for r in session.runs if r.status == RunStatus.RUNNING]
+            session.interrupt(error, stamp)
+            session.updated_at = stamp
+            encoded = encode_session(session)
+            await conn.execute(
+                "UPDATE sessions SET status = %s, active_run_id = NULL, updated_at = now(),"
+                " meta = %s::jsonb WHERE session_id = %s",
+                (str(session.status), json.dumps(encoded), session_id),
+            )
+            for record in running:
+                if record.run_id and record.stored is not None:
+                    await conn.execute(
+                        "UPDATE runs SET status = %s, agent_pid = NULL, completed_at = now(),"
+                        " record = %s::jsonb WHERE run_id = %s AND session_id = %s",
+                        (str(record.status), json.dumps(record.stored), record.run_id, session_id),
+                    )
+        # A running record the meta did not have (written by an older version of it).
+        await conn.execute(
+            "UPDATE runs u SET status = 'interrupted', agent_pid = NULL, completed_at = now(),"
+            " record = (u.record - 'agent_pid') || jsonb_build_object('status', 'interrupted',"
+            " 'error', %(error)s::text, 'completed_at', %(stamp)s::text)"
+            " FROM replicas r WHERE r.replica_id = u.replica_id AND u.replica_id = %(replica)s"
+            " AND u.status = 'running' AND u.replica_epoch < r.epoch",
+            {"error": error, "stamp": now_iso(), "replica": replica_id},
+        )
+
+    async def _fenced(self) -> None:
+        log.warning(
+            "replica %s: its session writes wait until it registered again", self.replica_id
+        )
+
+
+def _document(session: Session) -> JsonObject:
+    """The session's meta.json document as last saved (or as created, before its first save)."""
+    if session.stored is None:
+        return encode_session(session)
+    return session.stored
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _listed(
+    session_id: str, secure: bool, updated_at: object, directory: object, meta: object
+) -> Session:
+    """Another replica's session as its row has it (its files are on its home replica)."""
+    document = meta if isinstance(meta, dict) else {"session_id": session_id}
+    session = decode_session(session_id, Path(str(directory or "")), document, secure=secure)
+    if isinstance(updated_at, datetime):
+        session.modified_at = updated_at
+    return session
+
+
+def _delay(failures: int) -> float:
+    """The wait after the `failures`th failure in a row."""
+    state = RetryCallState(AsyncRetrying(), None, (), {})
+    state.attempt_number = failures
+    return float(RETRY(state))
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _nap(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds` before the next attempt; once stopping, at most half a second."""
+    if stop.is_set():
+        await asyncio.sleep(min(seconds, 0.5))
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
