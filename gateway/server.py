@@ -23,9 +23,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
-from codex_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway.agent import codex
 from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
+from gateway.api.forward import HERE, ClusterPlacement, Placement
+from gateway.api.relay import RelayServicer
 from gateway.api.service import GatewayServicer
 from gateway.api.status import StatusReporter
 from gateway.automation.scheduler import Scheduler
@@ -34,6 +36,7 @@ from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
+from gateway.cluster.forwarding import CLUSTER_TOKEN_KEY, Forwarding
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.store import ClusterSessionStore
 from gateway.config import Config, ConfigError, StartupError
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 AioHealthServicer = health.aio.HealthServicer  # type: ignore[attr-defined]
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+CLUSTER_SERVICE_NAME = cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name
 # Methods that answer without the API token: liveness probes.
 _OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Health", "/grpc.health.v1.Health/Check"})
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -75,6 +79,12 @@ class Gateway:
     webhooks: WebhookSender
     # Cluster mode: this replica's database, registration and signals; None: embedded.
     node: ClusterNode | None = None
+    # Where a session lives (gateway/api/forward.py); cluster mode: also the channels to the
+    # other replicas, and the tail relay is served.
+    placement: Placement = HERE
+    forwarding: Forwarding | None = None
+    # The API token's check (and in cluster mode the cluster token's); None: no check.
+    token_check: ApiTokenInterceptor | None = None
     # Cluster mode: the store's write-behind into the database (ClusterSessionStore.run).
     store_sync: Callable[[asyncio.Event], Awaitable[None]] | None = None
 
@@ -118,8 +128,21 @@ class Gateway:
         reporter = StatusReporter(
             config, slots, runner, system_prompt, scheduler, watcher, webhooks
         )
+        placement: Placement = HERE
+        forwarding = None
+        token_check = ApiTokenInterceptor(config.api_token) if config.api_token else None
         if node is not None:
             reporter.cluster = node.status
+            forwarding = Forwarding(
+                node.database,
+                node.replica_id,
+                cluster_token=node.config.token,
+                api_token=config.api_token,
+            )
+            placement = ClusterPlacement(store, forwarding)
+            token_check = ApiTokenInterceptor(
+                config.api_token or None, cluster=True, cluster_token=node.config.token
+            )
         return cls(
             config,
             store,
@@ -133,7 +156,10 @@ class Gateway:
             watcher,
             webhooks,
             node,
-            store_sync,
+            placement=placement,
+            forwarding=forwarding,
+            token_check=token_check,
+            store_sync=store_sync,
         )
 
     async def open(self) -> None:
@@ -148,6 +174,8 @@ class Gateway:
             raise
 
     async def close(self) -> None:
+        if self.forwarding is not None:
+            await self.forwarding.close()
         self.store.close()
         if self.node is not None:
             await self.node.close()
@@ -168,10 +196,19 @@ class Gateway:
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
-    """Every method but the liveness probes needs `authorization: Bearer <token>`."""
+    """Every method but the liveness probes needs `authorization: Bearer <token>`.
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    Cluster mode (`cluster=True`): another replica's forwarded call offers the cluster token
+    instead (`x-codex-gateway-cluster-token`), and ClusterService's methods need it whatever
+    else is offered. A cluster without a token (every replica on loopback) forwards with the
+    API token, which then opens ClusterService too (no API token: nothing is asked)."""
+
+    def __init__(
+        self, token: str | None, *, cluster: bool = False, cluster_token: str | None = None
+    ) -> None:
+        self._expected = f"Bearer {token}".encode() if token is not None else None
+        self._cluster = cluster
+        self._cluster_expected = cluster_token.encode() if cluster_token is not None else None
 
     async def intercept_service(
         self,
@@ -183,10 +220,41 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         if handler is None or details.method in _OPEN_METHODS:
             return handler
-        offered = dict(details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(str(offered).encode(), self._expected):
+        if not self._cluster:
+            offered = dict(details.invocation_metadata or ()).get("authorization", "")
+            if self._expected is None or hmac.compare_digest(str(offered).encode(), self._expected):
+                return handler
+            return _denied(handler)
+        return self._cluster_check(handler, details)
+
+    def _cluster_check(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        metadata = dict(details.invocation_metadata or ())
+        offered = str(metadata.get("authorization", "")).encode()
+        api_ok = self._expected is None or hmac.compare_digest(offered, self._expected)
+        cluster_offered = str(metadata.get(CLUSTER_TOKEN_KEY, "")).encode()
+        cluster_ok = self._cluster_expected is not None and hmac.compare_digest(
+            cluster_offered, self._cluster_expected
+        )
+        if str(details.method).startswith(f"/{CLUSTER_SERVICE_NAME}/"):
+            if cluster_ok or (self._cluster_expected is None and api_ok):
+                return handler
+            return _answer_denied(handler, _CLUSTER_DENIED)
+        if api_ok or cluster_ok:
             return handler
         return _denied(handler)
+
+
+_CLUSTER_DENIED = f"Missing or invalid cluster token ({CLUSTER_TOKEN_KEY})"
+
+
+def _answer_denied(
+    handler: grpc.RpcMethodHandler[Any, Any], message: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    return answering(
+        handler, lambda context: context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    )
 
 
 def _denied(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -216,8 +284,8 @@ async def start_grpc(
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]  # stubs only
         MetadataGuard(_OPEN_METHODS)  # first: an oversized token is a 400, not a 401
     ]
-    if config.api_token:
-        interceptors.append(ApiTokenInterceptor(config.api_token))
+    if gateway.token_check is not None:
+        interceptors.append(gateway.token_check)
     interceptors.append(ServicerGuard())  # after the token check: a 401 stays a 401
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -232,19 +300,22 @@ async def start_grpc(
             ("grpc.so_reuseport", 0),
         ],
     )
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(  # type: ignore[no-untyped-call]  # generated
-        GatewayServicer(
-            config,
-            gateway.runner,
-            gateway.access,
-            gateway.store,
-            gateway.feed,
-            gateway.reporter,
-            gateway.scheduler,
-            gateway.trigger_files,
-        ),
-        server,
+    servicer = GatewayServicer(
+        config,
+        gateway.runner,
+        gateway.access,
+        gateway.store,
+        gateway.feed,
+        gateway.reporter,
+        gateway.scheduler,
+        gateway.trigger_files,
+        gateway.placement,
     )
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated
+    if gateway.forwarding is not None:  # cluster mode: the other replicas' tails
+        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(  # type: ignore[no-untyped-call]  # generated
+            RelayServicer(servicer.local_tail), server
+        )
     health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

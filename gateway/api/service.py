@@ -29,6 +29,7 @@ from codex_gateway.v1 import (
 from codex_gateway.v1 import (
     status_pb2 as gw_status_pb2,
 )
+from gateway.api.forward import HERE, Placement, by_run_target, by_session_id, routed
 from gateway.api.status import StatusReporter
 from gateway.api.views import (
     LAGGED_EVENT,
@@ -111,7 +112,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         reporter: StatusReporter,
         scheduler: Scheduler,
         trigger_files: TriggerFiles,
+        placement: Placement = HERE,
     ) -> None:
+        self._placement = placement  # where a session lives (gateway/api/forward.py)
         self._config = config
         self._scheduler = scheduler
         self._trigger_files = trigger_files
@@ -145,6 +148,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             status.cluster.CopyFrom(cluster)
         return status
 
+    @routed(by_run_target)
     async def Complete(  # gRPC method names are the proto's
         self, request: runs_pb2.CompleteRequest, context: Any
     ) -> runs_pb2.CompleteResponse:
@@ -154,6 +158,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             result=result_message(result, self._config.max_answer_bytes)
         )
 
+    @routed(by_session_id)
     async def PromptSession(  # gRPC method names are the proto's
         self, request: runs_pb2.PromptSessionRequest, context: Any
     ) -> runs_pb2.PromptSessionResponse:
@@ -166,6 +171,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             result=result_message(result, self._config.max_answer_bytes)
         )
 
+    @routed(by_run_target)
     async def StreamCompletion(  # gRPC method names are the proto's
         self, request: runs_pb2.StreamCompletionRequest, context: Any
     ) -> AsyncIterator[runs_pb2.StreamCompletionResponse]:
@@ -229,6 +235,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError, GatewayError):
                     await task
 
+    @routed(by_session_id)
     async def NudgeSession(  # gRPC method names are the proto's
         self, request: runs_pb2.NudgeSessionRequest, context: Any
     ) -> runs_pb2.NudgeSessionResponse:
@@ -251,6 +258,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         listed = first_within([summary(s) for s in chosen], self._config.max_answer_bytes)
         return sessions_pb2.ListSessionsResponse(sessions=listed)
 
+    @routed(by_session_id)
     async def GetSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.GetSessionRequest, context: Any
     ) -> sessions_pb2.GetSessionResponse:
@@ -272,6 +280,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         events = await asyncio.to_thread(detail_events, files) if files.events is not None else []
         return sessions_pb2.GetSessionResponse(session=detail_with_files(session, files, events))
 
+    @routed(by_session_id)
     async def SearchSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.SearchSessionRequest, context: Any
     ) -> sessions_pb2.SearchSessionResponse:
@@ -293,6 +302,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             response.codex_session_id = session.codex_session_id
         return response
 
+    @routed(by_session_id)
     async def CancelSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.CancelSessionRequest, context: Any
     ) -> sessions_pb2.CancelSessionResponse:
@@ -307,9 +317,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             response.run_id = run_id
         return response
 
-    async def TailSession(  # gRPC method names are the proto's
+    @routed(by_session_id)
+    def TailSession(  # gRPC method names are the proto's
         self, request: sessions_pb2.TailSessionRequest, context: Any
     ) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
+        return self.local_tail(request, context)
+
+    async def local_tail(
+        self, request: sessions_pb2.TailSessionRequest, context: Any
+    ) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
+        """The tail of a session of this replica (TailSession's, and the relay's to others)."""
         session = self._session(request.session_id, context)
         after_seq = request.after_seq if request.HasField("after_seq") else None
         if after_seq is not None and after_seq < 0:
