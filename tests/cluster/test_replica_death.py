@@ -1,6 +1,7 @@
 """Runs across replica processes: a run on one replica is listed through every other, and a
 replica SIGKILLed mid-run has its run `interrupted` in the others' listings within two leases
-(plus a few seconds of scanning), its session still listed."""
+(plus a few seconds of scanning), its session still listed; reads of a dead replica's session
+through another answer 503 naming it, and work again once it is back."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import psycopg
 import pytest
 
+from codex_gateway.v1 import gateway_pb2_grpc, sessions_pb2
 from tests.cluster.processes import LEASE_MS, ReplicaCluster, eventually, running_cluster
 from tests.faults.spawned import agents_of, kill_pids
 
@@ -92,3 +95,58 @@ async def test_a_replica_killed_mid_run_has_its_run_interrupted_within_two_lease
             assert active == [(None,)]  # the session is free for a run elsewhere
         finally:
             kill_pids(agents)
+
+
+async def test_a_dead_replicas_sessions_answer_503_naming_it_until_it_returns(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    async with running_cluster(tmp_path, pg_dsn, ["alpha", "beta"]) as cluster:
+        async with cluster["alpha"].client() as client:
+            done = await client.post("/completion", json={"prompt": "homed on alpha"})
+        assert done.status_code == 200, done.text
+        session_id = done.json()["session_id"]
+        request = sessions_pb2.GetSessionRequest(session_id=session_id)
+        async with cluster["beta"].client() as beta:
+            assert (await beta.get(f"/sessions/{session_id}")).status_code == 200
+            cluster["alpha"].kill()
+
+            async def unavailable() -> bool:
+                answer = await beta.get(f"/sessions/{session_id}")
+                return answer.status_code == 503
+
+            # At once while its lease runs (nobody answers at its address), and after the reap.
+            await eventually(unavailable, 10, "503 through beta")
+            for _ in range(2):
+                answer = await beta.get(f"/sessions/{session_id}")
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["reason"] == "REPLICA_UNAVAILABLE"
+                assert answer.json()["replica_id"] == "alpha"
+                async with grpc.aio.insecure_channel(cluster["beta"].target) as channel:
+                    stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await stub.GetSession(request, timeout=10)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "alpha" in (caught.value.details() or "")
+                # Still listed, from the database.
+                assert session_id in await listed(cluster, "beta")
+                await eventually(
+                    lambda: _reaped(pg_dsn, "alpha"), INTERRUPTED_WITHIN_S, "alpha reaped"
+                )
+
+            await cluster["alpha"].start()
+
+            async def readable() -> bool:
+                return (await beta.get(f"/sessions/{session_id}")).status_code == 200
+
+            await eventually(readable, 20, "the session readable through beta again")
+            body = (await beta.get(f"/sessions/{session_id}")).json()
+            assert body["session_id"] == session_id and body["status"] == "completed"
+
+
+async def _reaped(dsn: str, replica_id: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT state FROM replicas WHERE replica_id = %s", (replica_id,)
+        )
+        row = await cursor.fetchone()
+    return row is not None and row[0] == "reaped"
