@@ -278,7 +278,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             events=request.include_events,
         )
         events = await asyncio.to_thread(detail_events, files) if files.events is not None else []
-        return sessions_pb2.GetSessionResponse(session=detail_with_files(session, files, events))
+        history = await self._store.run_history(session, max_bytes=files.share)
+        return sessions_pb2.GetSessionResponse(
+            session=detail_with_files(session, files, events, history)
+        )
 
     @routed(by_session_id)
     async def SearchSession(  # gRPC method names are the proto's

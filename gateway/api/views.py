@@ -26,7 +26,7 @@ from gateway.sessions.model import RunRecord, Session
 from gateway.sessions.search import Hit
 from gateway.sessions.tailing import Control
 
-if TYPE_CHECKING:  # sessions.detail reads run records through sessions.history, which uses views
+if TYPE_CHECKING:  # sessions.detail imports nothing of views; only its type is needed here
     from gateway.sessions.detail import FilesDetail
 
 
@@ -229,10 +229,15 @@ def detail(
 
 
 def detail_with_files(
-    session: Session, files: FilesDetail, events: Sequence[struct_pb2.Struct]
+    session: Session,
+    files: FilesDetail,
+    events: Sequence[struct_pb2.Struct],
+    history: Sequence[RunRecord],
 ) -> sessions_pb2.SessionDetail:
-    """The session with what its detail shows of its files; `events` are `detail_events`."""
-    message = detail(session, files.history)
+    """The session with what its detail shows of its files; `events` are `detail_events`,
+    `history` the newest run records the store gave for the files' share (the newest of them
+    whose messages fit in it are shown)."""
+    message = detail(session, newest_within([run_record(r) for r in history], files.share))
     message.stdout.tail = files.stdout
     message.stdout.tail_lines = files.lines
     if files.stderr is not None:
@@ -264,6 +269,16 @@ def first_within(messages: list[_M], max_bytes: int) -> list[_M]:
         used += message.ByteSize() + 8
         if used > max_bytes:
             return messages[:index]
+    return messages
+
+
+def newest_within(messages: list[_M], max_bytes: int) -> list[_M]:
+    """The last of `messages` whose serialized sizes add up to at most `max_bytes`."""
+    used = 0
+    for index in range(len(messages) - 1, -1, -1):
+        used += messages[index].ByteSize() + 8
+        if used > max_bytes:
+            return messages[index + 1 :]
     return messages
 
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +62,10 @@ STOP_GRACE_S = 5.0
 """At shutdown, how long the syncer keeps trying to write what is left (the local files keep
 it either way, and the next start pushes it)."""
 LOST_ERROR = "replica {} was lost during this run"
+UNREADABLE = "unreadable"  # the status of a session whose meta.json its home cannot read
+MAX_PID = 2**31  # runs.agent_pid is an integer column
+# A NUL escaped in JSON text (not an escaped backslash followed by "u0000"): jsonb cannot hold it.
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 _HOLD = (
     "SELECT 1 FROM replicas WHERE replica_id = %(replica)s AND epoch = %(epoch)s"
@@ -114,7 +119,7 @@ _CLAIM = (
 )
 
 _LIST = (
-    "SELECT session_id, home_replica, secure, updated_at, dir, meta FROM sessions"
+    "SELECT session_id, home_replica, secure, status, updated_at, dir, meta FROM sessions"
     " WHERE {where} ORDER BY updated_at DESC, session_id DESC LIMIT %(limit)s"
 )
 
@@ -150,6 +155,7 @@ class ClusterSessionStore(SessionStore):
         self._releases: dict[str, str] = {}  # session id -> the finished run to release
         self._run_marks: dict[str, dict[str, int]] = {}  # session -> run id -> record's hash
         self._pushing: list[Session] = []
+        self._unreadable: dict[str, Session] = {}
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._running = False
@@ -168,7 +174,8 @@ class ClusterSessionStore(SessionStore):
         """Index and reconcile the local sessions (their saves reach the database), and push
         every local session to the database once, from the syncer: where its row is older."""
         self._files.load()
-        self._pushing = [session for session in self._files if session.error is None]
+        self._pushing = list(self._files)  # unreadable ones too: listed, as the files store does
+        self._unreadable = {s.id: s for s in self._pushing if s.error is not None}
         self._wake.set()
 
     def close(self) -> None:
@@ -202,8 +209,10 @@ class ClusterSessionStore(SessionStore):
         self._files.save(session)
         self._mark(session)
 
-    def run_history(self, session: Session) -> list[RunRecord]:
-        return self._files.run_history(session)
+    async def run_history(
+        self, session: Session, *, max_bytes: int | None = None
+    ) -> list[RunRecord]:
+        return await self._files.run_history(session, max_bytes=max_bytes)
 
     def thread_owner(self, thread_id: str) -> Session | None:
         return self._files.thread_owner(thread_id)
@@ -240,18 +249,18 @@ class ClusterSessionStore(SessionStore):
         except psycopg.Error as exc:
             raise StorageUnavailable(f"the cluster database is unavailable: {exc}") from exc
         listed = []
-        for session_id, home, secure, updated_at, directory, meta in rows:
+        for session_id, home, secure, status, updated_at, directory, meta in rows:
             local = self._files_session(str(session_id)) if home == self.replica_id else None
             listed.append(
-                local or _listed(str(session_id), bool(secure), updated_at, directory, meta)
+                local or _listed(str(session_id), bool(secure), status, updated_at, directory, meta)
             )
         return listed
 
     def _files_session(self, session_id: str) -> Session | None:
         try:
             return self._files.resolve(session_id)
-        except SessionNotFound:  # not indexed here, or unreadable: listed from its row
-            return None
+        except SessionNotFound:  # not indexed here (or unreadable)
+            return self._unreadable.get(session_id)
 
     # One run per session, across the cluster.
 
@@ -345,7 +354,7 @@ class ClusterSessionStore(SessionStore):
         if self._dirty:
             chosen = list(self._dirty.values())[:BATCH]
             writes = [self._snapshot(session) for session in chosen]
-            await self._write(writes, push=False)
+            await self._commit(writes, push=False)
             for write in writes:
                 if self._versions.get(write.session.id) == write.version:
                     self._dirty.pop(write.session.id, None)
@@ -360,11 +369,31 @@ class ClusterSessionStore(SessionStore):
             return
         chosen = self._pushing[:BATCH]
         writes = [self._snapshot(session, every_run=True) for session in chosen]
-        await self._write(writes, push=True)
+        await self._commit(writes, push=True)
         del self._pushing[: len(chosen)]
 
+    async def _commit(self, writes: list[_Write], *, push: bool) -> None:
+        """Write them in one transaction; an outage (StorageUnavailable, _Fenced) is raised for
+        the syncer to retry. A row the database refuses (not an outage: a value it cannot hold)
+        must not hold back every other session: then each is written alone, and one refused
+        alone is logged and left to the local files."""
+        try:
+            await self._write(writes, push=push)
+            return
+        except psycopg.Error as exc:
+            if _outage(exc):
+                raise
+        for write in writes:
+            try:
+                await self._write([write], push=push)
+            except psycopg.Error as exc:
+                if _outage(exc):
+                    raise
+                log.error("session %s: the database refuses it: %s", write.session.id, exc)
+
     def _snapshot(self, session: Session, *, every_run: bool = False) -> _Write:
-        document = _document(session)
+        # An unreadable session (the push at startup) is listed as such, never read nor written.
+        document = _document(session) if session.error is None else {"session_id": session.id}
         marks = {}
         runs = []
         known = {} if every_run else self._run_marks.get(session.id, {})
@@ -374,7 +403,7 @@ class ClusterSessionStore(SessionStore):
             run_id = record.get("run_id")
             if not isinstance(run_id, str) or not run_id:
                 continue
-            text = json.dumps(record, separators=(",", ":"))
+            text = _json(record)
             marks[run_id] = hash(text)
             if known.get(run_id) != marks[run_id]:
                 runs.append(self._run_row(session, record, text))
@@ -393,11 +422,13 @@ class ClusterSessionStore(SessionStore):
             "id": session.id,
             "thread": session.codex_session_id,
             "secure": session.secure,
-            "status": str(session.status) or SessionStatus.IDLE.value,
+            "status": UNREADABLE
+            if session.error is not None
+            else str(session.status) or SessionStatus.IDLE.value,
             "active": self._files.active_run(session),
             "created": _moment(session.created_at),
-            "updated": _moment(session.updated_at),
-            "meta": json.dumps(document, separators=(",", ":")),
+            "updated": _moment(session.updated_at) or session.modified_at,
+            "meta": _json(document),
             "dir": str(session.dir),
         }
 
@@ -411,7 +442,7 @@ class ClusterSessionStore(SessionStore):
             "id": session.id,
             "status": status if isinstance(status, str) else "",
             "source": source if isinstance(source, str) else None,
-            "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            "pid": pid if isinstance(pid, int) and 0 < pid < MAX_PID else None,
             "started": _moment(record.get("started_at")),
             "completed": _moment(record.get("completed_at")),
             "record": text,
@@ -426,7 +457,9 @@ class ClusterSessionStore(SessionStore):
             upsert = (_PUSH_SESSION if push else _UPSERT_SESSION).encode()
             for write in writes:
                 # The epoch is the one just held, whatever the snapshot saw.
-                await conn.execute(upsert, {**write.session_row, **fence})
+                cursor = await conn.execute(upsert, {**write.session_row, **fence})
+                if push and cursor.rowcount == 0:
+                    continue  # the database's row is as new: its records too
                 if write.run_rows:
                     async with conn.cursor() as cursor:
                         await cursor.executemany(
@@ -466,14 +499,14 @@ class ClusterSessionStore(SessionStore):
             await conn.execute(
                 "UPDATE sessions SET status = %s, active_run_id = NULL, updated_at = now(),"
                 " meta = %s::jsonb WHERE session_id = %s",
-                (str(session.status), json.dumps(encoded), session_id),
+                (str(session.status), _json(encoded), session_id),
             )
             for record in running:
                 if record.run_id and record.stored is not None:
                     await conn.execute(
                         "UPDATE runs SET status = %s, agent_pid = NULL, completed_at = now(),"
                         " record = %s::jsonb WHERE run_id = %s AND session_id = %s",
-                        (str(record.status), json.dumps(record.stored), record.run_id, session_id),
+                        (str(record.status), _json(record.stored), record.run_id, session_id),
                     )
         # A running record the meta did not have (written by an older version of it).
         await conn.execute(
@@ -489,6 +522,17 @@ class ClusterSessionStore(SessionStore):
         log.warning(
             "replica %s: its session writes wait until it registered again", self.replica_id
         )
+
+
+def _json(document: JsonObject) -> str:
+    """The document as jsonb text; a NUL in a string (which jsonb refuses) reads U+FFFD there."""
+    text = json.dumps(document, separators=(",", ":"))
+    return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+def _outage(exc: psycopg.Error) -> bool:
+    """The database or the connection failed (retry), rather than refused what was written."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _document(session: Session) -> JsonObject:
@@ -509,13 +553,21 @@ def _moment(value: object) -> datetime | None:
 
 
 def _listed(
-    session_id: str, secure: bool, updated_at: object, directory: object, meta: object
+    session_id: str,
+    secure: bool,
+    status: object,
+    updated_at: object,
+    directory: object,
+    meta: object,
 ) -> Session:
     """Another replica's session as its row has it (its files are on its home replica)."""
-    document = meta if isinstance(meta, dict) else {"session_id": session_id}
-    session = decode_session(session_id, Path(str(directory or "")), document, secure=secure)
-    if isinstance(updated_at, datetime):
-        session.modified_at = updated_at
+    path = Path(str(directory or ""))
+    if status == UNREADABLE or not isinstance(meta, dict):
+        session = Session(session_id, path, secure, error="unreadable on its home replica")
+    else:
+        session = decode_session(session_id, path, meta, secure=secure)
+    if isinstance(updated_at, datetime):  # in UTC, as the home shows it (not the server's zone)
+        session.modified_at = updated_at.astimezone(UTC)
     return session
 
 

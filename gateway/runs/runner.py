@@ -208,8 +208,10 @@ class Runner:
                     persist=False,  # the run's first save writes it
                 )
             run_id = str(uuid.uuid4())
+            claimed = False
             try:
                 async with self._store.exclusive(session, run_id):
+                    claimed = True
                     current = asyncio.current_task()
                     if current is None:
                         raise RuntimeError("runs execute inside the runner's task")
@@ -224,7 +226,8 @@ class Runner:
                     )
                     return await self._run_in_session(run)
             finally:
-                await self._settle(session)
+                if claimed:  # a refused run (busy, the database down) is answered at once
+                    await self._settle(session)
 
     async def _settle(self, session: Session) -> None:
         """The run's end (and the session's release) durable for every reader, within a bound."""

@@ -139,6 +139,12 @@ def encode_run(record: RunRecord) -> JsonObject:
     return record.stored
 
 
+def encoded_size(record: RunRecord) -> int:
+    """The bytes of the record's JSON text as it would be written now (the record unchanged)."""
+    stored = dict(record.stored) if record.stored is not None else None
+    return len(dumps(_overlay(record, _RUN_KEYS, stored)).encode()) - 1  # less the newline
+
+
 def decode_session(
     session_id: str, directory: Path, document: JsonObject, *, secure: bool
 ) -> Session:

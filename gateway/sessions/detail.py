@@ -1,10 +1,10 @@
 """Detail: what `GET /sessions/:id` shows of a session's files, each part within a byte share.
 
 An answer has a byte budget (CODEX_GATEWAY_MAX_ANSWER_BYTES); each part of the detail gets a
-quarter of it: a tail of huge lines keeps its newest lines that fit, and says so (read the rest
-with a tail or a search); the run history its newest runs (gateway/sessions/history.py). The
-files are read in a worker thread, on a snapshot taken on the event loop (the loop changes the
-session's meta during a run; the thread never reads it).
+quarter of it (`share`): a tail of huge lines keeps its newest lines that fit, and says so (read
+the rest with a tail or a search); the run history, the store's, its newest runs that fit in the
+share (gateway/sessions/history.py). The files are read in a worker thread, which never reads the
+session's meta (the loop changes it during a run).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codex_gateway.v1 import sessions_pb2
-from gateway.sessions import history
 from gateway.sessions.files import EVENTS, STDERR, STDOUT, Session
 from gateway.sessions.logs import bounded_tail
 
@@ -30,8 +28,6 @@ class FilesDetail:
     """The tail length that was asked for."""
     share: int
     """The bytes each part may take of the answer."""
-    history: list[sessions_pb2.RunRecord]
-    """The newest run records that fit in the share, oldest first."""
     stdout: str
     """The last lines of stdout.log as one text, with a marker when some were left out."""
     stderr: str | None
@@ -48,7 +44,6 @@ async def read_files(
     """The detail of `session`'s files for an answer of at most about `max_bytes`."""
     share = max_bytes // 4
     files = _Files(
-        history=history.take(session, share),
         directory=session.files_dir,
         lines=lines,
         share=share,
@@ -63,7 +58,6 @@ class _Files:
     """What is read from a session's files, described on the loop (nothing in it is shared
     with the session), read in a worker thread."""
 
-    history: history.Snapshot
     directory: Path
     lines: int
     share: int
@@ -81,7 +75,6 @@ class _Files:
         return FilesDetail(
             lines=lines,
             share=share,
-            history=history.read(self.history),
             stdout=stdout,
             stderr=stderr,
             events=events,

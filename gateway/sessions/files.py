@@ -26,6 +26,7 @@ one run at a time per session is a set of busy session ids, the store's business
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import heapq
@@ -47,6 +48,7 @@ from gateway.clock import now_iso
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
 from gateway.procfs import cmdline, descendants
+from gateway.sessions import history
 from gateway.sessions.codec import decode_run, decode_session, dumps, dumps_lines, encode_session
 from gateway.sessions.model import RunRecord, RunStatus, SessionStatus
 from gateway.sessions.model import Session as Session  # logs.py and others import it from here
@@ -347,9 +349,26 @@ class FileSessionStore(SessionStore):
             raise StorageFailed(f"Cannot create the session directory: {exc.strerror}") from exc
         session.staging = None
 
-    def run_history(self, session: Session) -> list[RunRecord]:
-        """Every run record, oldest first: runs.jsonl's, then meta.json's. A record in both
-        (a crash between the append and the meta write) is meta.json's."""
+    async def run_history(
+        self, session: Session, *, max_bytes: int | None = None
+    ) -> list[RunRecord]:
+        """Every run record, oldest first: runs.jsonl's, then meta.json's; with `max_bytes` the
+        newest that fit, runs.jsonl read backwards in a worker thread (history.py). A record in
+        both (a crash between the append and the meta write) is meta.json's."""
+        if max_bytes is None:
+            return self._every_run(session)
+        archived = session.error is None and bool(session.runs_archived)
+        snapshot = history.take(
+            session.runs, max_bytes, session.files_dir / RUNS if archived else None
+        )
+        if snapshot.archive is None:
+            return snapshot.newest
+        from gateway.sessions.logs import lines_backwards  # here: logs imports this module
+
+        lines = lines_backwards(snapshot.archive, max_line_bytes=snapshot.room)
+        return await asyncio.to_thread(history.read, snapshot, lines)
+
+    def _every_run(self, session: Session) -> list[RunRecord]:
         in_meta = list(session.runs)
         if session.error is not None or not session.runs_archived:
             return in_meta

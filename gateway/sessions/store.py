@@ -75,8 +75,12 @@ class SessionStore(abc.ABC):
         before answering, so that a listing right after the answer shows the run."""
 
     @abc.abstractmethod
-    def run_history(self, session: Session) -> list[RunRecord]:
-        """Every run record of the session, oldest first (archived ones included)."""
+    async def run_history(
+        self, session: Session, *, max_bytes: int | None = None
+    ) -> list[RunRecord]:
+        """The session's run records, oldest first (archived ones included): every one, or with
+        `max_bytes` the newest whose JSON text fits in it (gateway/sessions/history.py), read at
+        the cost of those, not of the whole history."""
 
     # Codex threads: one session owns a thread (the one that had it first); a secure session's
     # threads may only be resumed by a secure run.

@@ -59,6 +59,9 @@ async def test_a_completion_on_one_replica_is_listed_by_another_with_its_run(
         assert summary.status == "completed" and summary.runs == 1
         assert summary.dir.endswith(f"session-{result.session_id}")
         assert summary.codex_session_id == result.codex_session_id
+        # the home lists it from its files, the other replica from its row: the same summary
+        home = await alpha.stub.ListSessions(sessions_pb2.ListSessionsRequest())
+        assert list(home.sessions) == [summary]
         with psycopg.connect(pg_dsn) as conn:
             rows = conn.execute(
                 "SELECT run_id, session_id, replica_id, status, record->>'status' FROM runs"
@@ -158,6 +161,11 @@ async def test_the_database_down_refuses_new_runs_and_a_running_one_is_recorded_
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert error_info(refused.value)[0].reason == StorageUnavailable.reason
                 result = (await long).result  # it finishes, the database down
+                with pytest.raises(grpc.aio.AioRpcError) as again:  # its session: refused too
+                    await asyncio.wait_for(
+                        alpha.stub.Complete(run(session_id=result.session_id)), 20
+                    )
+                assert error_info(again.value)[0].reason == StorageUnavailable.reason
             finally:
                 await asyncio.to_thread(server.start)
             status = await wait_for_row(
@@ -220,6 +228,11 @@ async def test_a_dead_replicas_running_run_is_interrupted_and_its_late_write_fen
             await asyncio.wait_for(alpha.settle(session), 1.5)
         assert await row(pg_dsn, "SELECT status FROM sessions") == ("interrupted",)
         assert await row(pg_dsn, "SELECT status FROM runs") == ("interrupted",)
+        other = alpha.create(secure=False, persist=False)
+        with pytest.raises(StorageUnavailable):  # nor does it claim a session meanwhile
+            async with alpha.exclusive(other, "run-2"):
+                pass
+        assert await row(pg_dsn, "SELECT count(*) FROM sessions") == (1,)
 
         # registered again (a new epoch), its writes land again: its files are the truth
         await alpha_node.replicas.beat()
@@ -249,3 +262,56 @@ async def wait_for_row(dsn: str, query: str, *params: object, timeout_s: float =
                 return found[0]
         assert asyncio.get_running_loop().time() < deadline, f"no row for {query}"
         await asyncio.sleep(0.05)
+
+
+async def test_sessions_from_before_cluster_mode_are_pushed_at_startup(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    root = tmp_path / "alpha"
+    files = FileSessionStore([root / "sessions"], root / "secure")
+    files.load()
+    old = files.create(secure=False, metadata={"from": "embedded"})
+    old.runs.append(RunRecord(run_id="run-old", status=RunStatus.COMPLETED, metadata={}))
+    old.status = SessionStatus.COMPLETED
+    files.save(old)
+    files.close()
+    async with replica_store(tmp_path, pg_dsn, "alpha") as (_, alpha):
+        assert await wait_for_row(pg_dsn, "SELECT status FROM runs WHERE run_id = 'run-old'") == (
+            "completed"
+        )
+        (listed,) = await alpha.listing(limit=10, since=None, include_secure=False)
+        assert listed.id == old.id and listed.metadata == {"from": "embedded"}
+
+
+async def test_a_session_the_database_refuses_holds_back_no_other(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    async with replica_store(tmp_path, pg_dsn, "alpha") as (_, alpha):
+        refused, kept = alpha.create(secure=False), alpha.create(secure=False)
+        refused.status = "bad\x00status"  # a text column cannot hold it
+        kept.metadata = {"nul": "a\x00b"}  # jsonb cannot either: written as U+FFFD
+        alpha.save(refused)
+        alpha.save(kept)
+        await asyncio.wait_for(alpha.settle(refused), 20)
+        await asyncio.wait_for(alpha.settle(kept), 20)
+        listed = await alpha.listing(limit=10, since=None, include_secure=False)
+        assert [s.id for s in listed] == [kept.id]
+        assert await row(pg_dsn, "SELECT meta->'metadata'->>'nul' FROM sessions") == ("a\ufffdb",)
+
+
+async def test_an_unreadable_session_is_listed_by_every_replica(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    broken = tmp_path / "alpha" / "sessions" / "session-broken"
+    broken.mkdir(parents=True)
+    (broken / "meta.json").write_text("{not json")
+    async with (
+        replica_store(tmp_path, pg_dsn, "alpha") as (_, alpha),
+        replica_store(tmp_path, pg_dsn, "beta") as (_, beta),
+    ):
+        assert await wait_for_row(pg_dsn, "SELECT status FROM sessions") == "unreadable"
+        (here,) = await alpha.listing(limit=10, since=None, include_secure=False)
+        (there,) = await beta.listing(limit=10, since=None, include_secure=False)
+        assert here.id == there.id == "broken"
+        assert here.error and here.error.startswith("unreadable")  # the files store's own
+        assert there.error == "unreadable on its home replica" and there.dir == broken

@@ -114,9 +114,8 @@ async def test_a_long_history_answers_its_newest_runs_at_bounded_cost(tmp_path: 
         assert growth < RSS_GROWTH_LIMIT, f"peak RSS grew by {growth >> 20} MiB"
 
 
-def test_a_history_that_fits_is_answered_whole(tmp_path: Path) -> None:
+async def test_a_history_that_fits_is_answered_whole(tmp_path: Path) -> None:
     """A few archived records: all of them, in order, a record in both files once."""
-    from gateway.sessions import history
     from gateway.sessions.files import FileSessionStore
 
     root = tmp_path / "sessions"
@@ -132,7 +131,7 @@ def test_a_history_that_fits_is_answered_whole(tmp_path: Path) -> None:
     store.load()
     try:
         session = store.resolve("few")
-        read = history.read(history.take(session, SHARE))
+        read = await store.run_history(session, max_bytes=SHARE)
         assert [r.run_id for r in read] == [f"run-{n:05d}" for n in range(5)]
         assert read[-2].metadata["blob"] == "m" * 10  # meta.json's copy of run 3
         assert session.run_count == 6  # what meta.json says; the answer's `runs`

@@ -147,7 +147,7 @@ async def test_a_session_with_every_record_in_meta_json_moves_them_on_its_next_r
         assert [r["run_id"] for r in body["run_history"]] == kept
 
 
-def test_a_record_in_both_files_is_listed_once_and_a_torn_line_costs_only_itself(
+async def test_a_record_in_both_files_is_listed_once_and_a_torn_line_costs_only_itself(
     tmp_path: Path,
 ) -> None:
     # A crash after runs.jsonl was appended and before meta.json was written leaves the moved
@@ -161,7 +161,7 @@ def test_a_record_in_both_files_is_listed_once_and_a_torn_line_costs_only_itself
     store.load()
     try:
         session = store.resolve("crashed")
-        ids = [r.run_id for r in store.run_history(session)]
+        ids = [r.run_id for r in await store.run_history(session)]
         assert ids == [f"old-{n}" for n in range(-2, RUNS_IN_META + 3)]
 
         store.save(session)  # moves the three oldest again: after the torn line, not onto it
@@ -169,7 +169,7 @@ def test_a_record_in_both_files_is_listed_once_and_a_torn_line_costs_only_itself
         assert lines[5] == b'{"run_id": "torn'
         assert [json.loads(line)["run_id"] for line in lines[6:]] == ["old-0", "old-1", "old-2"]
         assert session.runs_archived == 5
-        ids = [r.run_id for r in store.run_history(session)]
+        ids = [r.run_id for r in await store.run_history(session)]
         assert ids == [f"old-{n}" for n in range(-2, RUNS_IN_META + 3)]
     finally:
         store.close()

@@ -196,12 +196,14 @@ async def test_run_records_are_kept_in_order_across_a_restart(
             RunRecord(run_id=f"run-{number:02d}", status=RunStatus.COMPLETED, metadata={})
         )
         store.save(session)
-    assert [r.run_id for r in store.run_history(session)] == [f"run-{n:02d}" for n in range(45)]
+    assert [r.run_id for r in await store.run_history(session)] == [
+        f"run-{n:02d}" for n in range(45)
+    ]
     assert session.run_count == 45
     async with _reopened(opener, tmp_path, store) as again:
         found = again.resolve(session.id)
         assert found.run_count == 45
-        history = again.run_history(found)
+        history = await again.run_history(found)
         assert [r.run_id for r in history] == [f"run-{n:02d}" for n in range(45)]
         assert all(r.status is RunStatus.COMPLETED for r in history)
 
@@ -219,6 +221,31 @@ async def test_one_run_at_a_time_per_session(store: SessionStore) -> None:
             assert store.busy(other) and store.active_run(other) == "run-3"
     assert not store.busy(session) and not store.busy(other)
     assert store.active_run(session) is None
+    async with store.exclusive(session, "run-4"):  # at once after the release
+        assert store.active_run(session) == "run-4"
+    await store.settle(session)
+    async with store.exclusive(session, "run-5"):  # and after it settled
+        pass
+
+
+async def test_settle_returns_for_a_saved_and_a_never_saved_session(store: SessionStore) -> None:
+    saved, unsaved = store.create(secure=False), store.create(secure=False, persist=False)
+    store.save(saved)
+    await asyncio.wait_for(store.settle(saved), 20)
+    await asyncio.wait_for(store.settle(unsaved), 20)
+
+
+async def test_the_listing_survives_a_restart(
+    opener: Opener, store: SessionStore, tmp_path: Path
+) -> None:
+    made = [store.create(secure=False, metadata={"n": n}) for n in range(3)]
+    for session in made:
+        time.sleep(STAMP_S)
+        store.save(session)
+    async with _reopened(opener, tmp_path, store) as again:
+        listed = await again.listing(limit=10, since=None, include_secure=False)
+        assert [(s.id, s.metadata) for s in listed] == [(s.id, s.metadata) for s in reversed(made)]
+        assert all(s.dir == m.dir for s, m in zip(listed, reversed(made), strict=True))
 
 
 async def test_a_run_left_running_by_a_crash_is_interrupted_at_load(
