@@ -138,6 +138,7 @@ class Gateway:
                 node.replica_id,
                 cluster_token=node.config.token,
                 api_token=config.api_token,
+                follower_buffer_bytes=config.follower_buffer_bytes,
             )
             placement = ClusterPlacement(store, forwarding)
             token_check = ApiTokenInterceptor(

@@ -189,7 +189,7 @@ async def _relayed_tail(
         async for message in method(self, request, context):
             yield message
         return
-    upstream = placement.forwarding.relay_tail(
+    upstream = placement.forwarding.tail(
         home, request, caller=_caller(context), time_left_s=context.time_remaining()
     )
     try:

@@ -27,6 +27,7 @@ from google.rpc import error_details_pb2, status_pb2
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2_grpc, sessions_pb2
 from gateway.agent.events import canonical_thread_id
 from gateway.cluster.database import Database
+from gateway.cluster.tails import SharedTails
 from gateway.errors import ReplicaUnavailable
 from gateway.sessions.access import TOKEN_KEYS
 
@@ -98,8 +99,10 @@ class Forwarding:
         *,
         cluster_token: str | None,
         api_token: str | None,
+        follower_buffer_bytes: int,
     ) -> None:
         self._db = database
+        self._tails = SharedTails(follower_buffer_bytes)
         self.replica_id = replica_id
         credentials: list[tuple[str, str]] = [(FORWARDED_KEY, replica_id)]
         if cluster_token is not None:
@@ -173,6 +176,27 @@ class Forwarding:
         finally:
             call.cancel()
 
+    def tail(
+        self,
+        home: Home,
+        request: sessions_pb2.TailSessionRequest,
+        *,
+        caller: Metadata,
+        time_left_s: float | None,
+    ) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
+        """The session's tail from its home: relayed as it is, or when following, its backlog
+        relayed and its live part shared with the other followers here (cluster/tails.py)."""
+        if not request.follow:
+            return self.relay_tail(home, request, caller=caller, time_left_s=time_left_s)
+
+        def relay(
+            wanted: sessions_pb2.TailSessionRequest,
+        ) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
+            left = None if wanted.follow else time_left_s  # the shared stream outlives callers
+            return self.relay_tail(home, wanted, caller=caller, time_left_s=left)
+
+        return self._tails.follow((home.replica_id, home.session_id), request, caller, relay)
+
     async def relay_tail(
         self,
         home: Home,
@@ -198,6 +222,7 @@ class Forwarding:
             call.cancel()
 
     async def close(self) -> None:
+        await self._tails.close()
         channels = list(self._channels.values())
         self._channels.clear()
         self._stubs.clear()
