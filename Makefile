@@ -6,7 +6,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PROTOS := $(wildcard proto/codex_gateway/v1/*.proto)
 
-.PHONY: install serve test check gen bench soak hostile fmt clean constraints
+.PHONY: install serve cluster test check gen bench soak hostile fmt clean constraints
 
 install: $(STAMP_PY) $(STAMP_NPM)
 
@@ -27,6 +27,11 @@ $(STAMP_NPM): package.json package-lock.json
 
 serve: install
 	$(VENV)/bin/codex-gateway serve
+
+# A local PostgreSQL and two replicas on loopback (REST 4001-4002, gRPC 50061-50062); Ctrl-C stops
+# them all. ARGS="--replicas 3 --rest-port 0 --grpc-port 0" for more, on any free ports.
+cluster: install
+	$(PY) -m devcluster $(ARGS)
 
 test: install
 	$(PY) -m pytest -q -m "not slow" --failure-log build/test-failures.txt tests \
@@ -50,13 +55,13 @@ gen: $(STAMP_PY)
 	touch gen/codex_gateway/__init__.py gen/codex_gateway/v1/__init__.py
 
 fmt: $(STAMP_PY)
-	$(VENV)/bin/ruff format gateway bridge repl tests bench
-	$(VENV)/bin/ruff check --fix gateway bridge repl tests bench
+	$(VENV)/bin/ruff format gateway bridge repl tests bench devcluster
+	$(VENV)/bin/ruff check --fix gateway bridge repl tests bench devcluster
 	$(VENV)/bin/buf format -w
 
 check: install
-	$(VENV)/bin/ruff format --check gateway bridge repl tests bench
-	$(VENV)/bin/ruff check gateway bridge repl tests bench
+	$(VENV)/bin/ruff format --check gateway bridge repl tests bench devcluster
+	$(VENV)/bin/ruff check gateway bridge repl tests bench devcluster
 	$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format -d --exit-code
