@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import completion, memory, responsiveness, resume, search, sessions, tail
+from bench import cluster, completion, memory, responsiveness, resume, search, sessions, tail
 from bench.results import Result, failed, table
 from bench.sizes import Context, sizes_for
 from tests.fakes.agents.build import build_tiny_agent
@@ -46,6 +46,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     "health-codex": responsiveness.health_under_codex,
     "health-stress": responsiveness.health_under_load,
     "triggers": responsiveness.health_under_triggers,  # /health while 10k cron triggers load
+    # Cluster mode on a local PostgreSQL, each beside its embedded baseline (bench/cluster.py).
+    "cluster-overhead": cluster.overhead,
+    "cluster-list": cluster.listing,  # 10k sessions in the database, through a replica of none
+    "cluster-tail": cluster.relayed_tail,  # through a non-home replica, and a 1,000-line burst
+    "cluster-death": cluster.replica_death,  # SIGKILL mid-run to `interrupted`
 }
 TIME_LIMIT_S = {"quick": 180.0, "full": 900.0}
 """Per benchmark: past it, the benchmark is cancelled (its gateway stopped) and reported broken."""

@@ -155,19 +155,29 @@ async def overhead(ctx: Context) -> list[Result]:
     """The overhead rows with the sessions on the benchmark's disk, and again on tmpfs: the
     gateway's own cost apart from the filesystem's (this VM's ext4 has no journal, and its file
     creations slow down for minutes after many deletions; see BENCHMARKS.md)."""
-    rows = await _overhead(ctx, ctx.workdir / "overhead", "")
+    rows = await overhead_rows(ctx, ctx.workdir / "overhead", "")
     if TMPFS.is_dir() and not ctx.workdir.is_relative_to(TMPFS):  # noqa: ASYNC240  # one stat
         scratch = Path(tempfile.mkdtemp(prefix="bench-overhead-", dir=TMPFS))
         try:
-            rows += await _overhead(ctx, scratch, ", sessions on tmpfs")
+            rows += await overhead_rows(ctx, scratch, ", sessions on tmpfs")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return rows
 
 
-async def _overhead(ctx: Context, workdir: Path, label: str) -> list[Result]:
+async def overhead_rows(
+    ctx: Context,
+    workdir: Path,
+    label: str,
+    *,
+    settings: dict[str, str] | None = None,
+    targets: tuple[float, float] = (REST_OVERHEAD_TARGET_MS, GRPC_OVERHEAD_TARGET_MS),
+) -> list[Result]:
+    """The REST and gRPC rows (`targets`) of one gateway (`settings`: more of its variables)."""
     sizes = ctx.sizes
-    async with running_gateway(workdir, codex_bin=ctx.tiny_agent, max_concurrent=2) as gateway:
+    async with running_gateway(
+        workdir, codex_bin=ctx.tiny_agent, max_concurrent=2, settings=settings
+    ) as gateway:
         direct = direct_spawn(
             agent_argv(ctx.tiny_agent, gateway.workspace), gateway.agent_env, gateway.workspace
         )
@@ -233,8 +243,8 @@ async def _overhead(ctx: Context, workdir: Path, label: str) -> list[Result]:
         )
 
     return [
-        row("completion overhead p50, REST", "rest", REST_OVERHEAD_TARGET_MS),
-        row("completion overhead p50, gRPC", "grpc", GRPC_OVERHEAD_TARGET_MS),
+        row("completion overhead p50, REST", "rest", targets[0]),
+        row("completion overhead p50, gRPC", "grpc", targets[1]),
     ]
 
 

@@ -52,7 +52,7 @@ def _pipe_latencies(env: dict[str, str], lines: int) -> list[int]:
     return latencies
 
 
-async def _followed(
+async def follow_run(
     client: httpx.AsyncClient,
     stub: gateway_pb2_grpc.GatewayServiceStub,
     session_id: str,
@@ -114,10 +114,10 @@ async def tail_latency(ctx: Context) -> list[Result]:
             if first.status_code != 200:
                 raise RuntimeError(f"POST /completion: {first.status_code} {first.text[:300]}")
             session_id = first.json()["session_id"]
-            await _followed(client, stub, session_id, {"FAKE_AGENT_LINES": "50"}, 50)  # warm-up
+            await follow_run(client, stub, session_id, {"FAKE_AGENT_LINES": "50"}, 50)  # warm-up
             for _ in range(sizes.tail_rounds):
                 piped += await asyncio.to_thread(_pipe_latencies, pipe_env, sizes.tail_lines)
-                followed += await _followed(client, stub, session_id, env, sizes.tail_lines)
+                followed += await follow_run(client, stub, session_id, env, sizes.tail_lines)
             detail = (await client.get(f"/sessions/{session_id}")).json()
     follow_stats, pipe_stats = latency_summary(followed), latency_summary(piped)
     details = {

@@ -43,7 +43,7 @@ from gateway.cluster.forwarding import CLUSTER_TOKEN_KEY, Forwarding
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.outbox import DatabaseOutbox
 from gateway.cluster.slots import ClusterSlots
-from gateway.cluster.store import ClusterSessionStore
+from gateway.cluster.store import LOST_ERROR, ClusterSessionStore
 from gateway.cluster.triggers import cluster_triggers
 from gateway.config import Config, ConfigError, StartupError
 from gateway.runs.concurrency import RunSlots, Slots
@@ -161,6 +161,8 @@ class Gateway:
         token_check = ApiTokenInterceptor(config.api_token) if config.api_token else None
         if node is not None:
             reporter.cluster = node.status
+            lost = LOST_ERROR.format(node.replica_id)
+            node.replicas.on_fenced(lambda: runner.interrupt_all(lost))
             forwarding = Forwarding(
                 node.database,
                 node.replica_id,

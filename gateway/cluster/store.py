@@ -44,8 +44,8 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 from gateway.clock import now_iso
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.replicas import FENCE
-from gateway.errors import SessionBusy, SessionNotFound, StorageUnavailable
-from gateway.sessions.codec import decode_session, encode_session
+from gateway.errors import SessionBusy, SessionNotFound, StorageFailed, StorageUnavailable
+from gateway.sessions.codec import decode_run, decode_session, encode_session
 from gateway.sessions.files import FileSessionStore
 from gateway.sessions.model import JsonObject, RunRecord, RunStatus, Session, SessionStatus
 from gateway.sessions.store import SessionStore
@@ -519,9 +519,41 @@ class ClusterSessionStore(SessionStore):
         )
 
     async def _fenced(self) -> None:
+        """This replica was reaped: the cluster recorded its running runs `interrupted` and
+        acted on it (their slots freed, their webhooks queued). Runs that ended here since then
+        take the reaper's record, so that what this replica writes once registered again never
+        overwrites it. (The runner's own fenced hook stops the runs still going.)"""
         log.warning(
             "replica %s: its session writes wait until it registered again", self.replica_id
         )
+        try:
+            async with self._db.connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT session_id, run_id, record FROM runs WHERE replica_id = %s"
+                    " AND replica_epoch = %s AND status = 'interrupted'",
+                    (self.replica_id, self._replicas.epoch),
+                )
+                interrupted = await cursor.fetchall()
+        except (StorageUnavailable, psycopg.Error) as exc:
+            log.warning(
+                "replica %s: cannot read what the reaper recorded: %s", self.replica_id, exc
+            )
+            return
+        for session_id, run_id, stored in interrupted:
+            session = self._files_session(str(session_id))
+            if session is None or not isinstance(stored, dict):
+                continue
+            reaped = decode_run(stored)
+            for record in session.runs:
+                if record.run_id == run_id and record.status != RunStatus.INTERRUPTED:
+                    record.status, record.error = RunStatus.INTERRUPTED, reaped.error
+                    record.completed_at, record.agent_pid = reaped.completed_at, None
+                    if session.runs[-1] is record:
+                        session.status = SessionStatus.INTERRUPTED
+                    try:
+                        self.save(session)
+                    except StorageFailed:
+                        log.exception("session %s: could not record its reaped run", session_id)
 
 
 def _json(document: JsonObject) -> str:

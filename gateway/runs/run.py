@@ -131,6 +131,7 @@ class Run:
         self.status = "error"
         self.error: str | None = None
         self.stop_reason: str | None = None  # "cancelled" | "interrupted" once asked to stop
+        self.stop_detail: str | None = None  # why, when not the gateway's shutdown
         self._log: RunLog | None = None
 
     @property
@@ -196,9 +197,10 @@ class Run:
             self.log.event(event, line)
         return event
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, detail: str | None = None) -> None:
         """Cancel the run's task; the first reason given is the one recorded."""
-        self.stop_reason = self.stop_reason or reason
+        if self.stop_reason is None:
+            self.stop_reason, self.stop_detail = reason, detail
         self.task.cancel()
 
     def end(self) -> None:

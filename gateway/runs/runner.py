@@ -262,9 +262,9 @@ class Runner:
             if run.status == "cancelled":
                 run.error = "run cancelled"
                 raise RunCancelled(f"Run {run.id} was cancelled") from None
-            run.error = "gateway shut down during the run"
+            run.error = run.stop_detail or "gateway shut down during the run"
             raise RunInterrupted(
-                f"Run {run.id} was interrupted: the gateway is shutting down"
+                f"Run {run.id} was interrupted: {run.stop_detail or 'the gateway is shutting down'}"
             ) from None
         except RunTimedOut as exc:
             run.status, run.error = "timeout", exc.message
@@ -417,6 +417,16 @@ class Runner:
             return None
         run.stop("cancelled")
         return run.id
+
+    async def interrupt_all(self, detail: str) -> None:
+        """Stop every running run as `interrupted` (`detail` says why) and wait for them to
+        end; new runs are still taken. Cluster mode: this replica was declared dead, and the
+        cluster has recorded its runs so."""
+        runs = list(self._active.values())
+        for run in runs:
+            run.stop("interrupted", detail)
+        if runs:
+            await asyncio.wait({run.task for run in runs})
 
     async def shutdown(self, grace_s: float) -> None:
         """Refuse new runs, give running ones `grace_s`, then stop them as interrupted."""

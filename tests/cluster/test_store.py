@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -234,16 +235,24 @@ async def test_a_dead_replicas_running_run_is_interrupted_and_its_late_write_fen
                 pass
         assert await row(pg_dsn, "SELECT count(*) FROM sessions") == (1,)
 
-        # registered again (a new epoch), its writes land again: its files are the truth
+        # finding itself reaped, it takes the reaper's record of the run (the cluster acted on
+        # it: its webhook, its slot), registers again, and writes: the reaper's state stays
         await alpha_node.replicas.beat()
         assert alpha_node.replicas.epoch > 0
+        assert (record.status, record.error) == (RunStatus.INTERRUPTED, lost)
+        assert session.status == SessionStatus.INTERRUPTED
         await asyncio.wait_for(alpha.settle(session), 20)
         epoch = await row(pg_dsn, "SELECT epoch FROM replicas WHERE replica_id = 'alpha'")
         assert await row(pg_dsn, "SELECT status, replica_epoch FROM sessions") == (
-            "completed",
+            "interrupted",
             epoch[0],
         )
-        assert await row(pg_dsn, "SELECT status FROM runs") == ("completed",)
+        assert await row(pg_dsn, "SELECT status, record->>'error' FROM runs") == (
+            "interrupted",
+            lost,
+        )
+        meta = json.loads((session.dir / "meta.json").read_text())
+        assert meta["runs"][0]["status"] == "interrupted"  # its files agree
 
 
 async def row(dsn: str, query: str, *params: object) -> tuple[Any, ...] | None:
