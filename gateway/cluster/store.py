@@ -450,26 +450,39 @@ class ClusterSessionStore(SessionStore):
 
     async def _write(self, writes: list[_Write], *, push: bool) -> None:
         fence = self._replicas.fence()
-        async with self._db.connection() as conn, conn.transaction():
-            cursor = await conn.execute(_HOLD.encode(), fence)
-            if await cursor.fetchone() is None:
-                raise _Fenced(f"replica {self.replica_id} epoch {fence['epoch']} was reaped")
-            upsert = (_PUSH_SESSION if push else _UPSERT_SESSION).encode()
-            for write in writes:
-                # The epoch is the one just held, whatever the snapshot saw.
-                cursor = await conn.execute(upsert, {**write.session_row, **fence})
-                if push and cursor.rowcount == 0:
-                    continue  # the database's row is as new: its records too
-                if write.run_rows:
-                    async with conn.cursor() as cursor:
-                        await cursor.executemany(
-                            _UPSERT_RUN.encode(), [{**row, **fence} for row in write.run_rows]
-                        )
-                if write.release is not None:
-                    await conn.execute(
-                        _RELEASE.encode(), {"id": write.session.id, "run": write.release}
-                    )
+        async with self._db.connection() as conn:
+            if push:
+                async with conn.transaction():
+                    await self._hold(await conn.execute(_HOLD.encode(), fence), fence)
+                    await self._statements(conn, writes, fence, push=True)
+            else:
+                # One round trip: every statement sent at once, the hold's answer read last;
+                # a hold that failed raises inside the transaction, which rolls the rest back.
+                async with conn.pipeline(), conn.transaction():
+                    held = await conn.execute(_HOLD.encode(), fence)
+                    await self._statements(conn, writes, fence, push=False)
+                    await self._hold(held, fence)
         self.writes += len(writes)
+
+    async def _hold(self, cursor: psycopg.AsyncCursor[TupleRow], fence: dict[str, object]) -> None:
+        if await cursor.fetchone() is None:
+            raise _Fenced(f"replica {self.replica_id} epoch {fence['epoch']} was reaped")
+
+    async def _statements(
+        self, conn: Connection, writes: list[_Write], fence: dict[str, object], *, push: bool
+    ) -> None:
+        upsert = (_PUSH_SESSION if push else _UPSERT_SESSION).encode()
+        for write in writes:
+            # The epoch is the one just held, whatever the snapshot saw.
+            cursor = await conn.execute(upsert, {**write.session_row, **fence})
+            if push and cursor.rowcount == 0:
+                continue  # the database's row is as new: its records too
+            for run_row in write.run_rows:
+                await conn.execute(_UPSERT_RUN.encode(), {**run_row, **fence})
+            if write.release is not None:
+                await conn.execute(
+                    _RELEASE.encode(), {"id": write.session.id, "run": write.release}
+                )
 
     # A dead replica's sessions.
 

@@ -29,7 +29,8 @@ MAX_FOLLOWER_ITEMS: Final = 10_000
 
 Item = sessions_pb2.TailSessionResponse
 Relay = Callable[[sessions_pb2.TailSessionRequest], AsyncIterator[Item]]
-Key = tuple[str, str, tuple[str, ...]]
+# The home, the session, the secure tokens offered, and the streams asked for (stderr, events).
+Key = tuple[str, str, tuple[str, ...], bool, bool]
 
 
 class _Ended:
@@ -89,7 +90,15 @@ class _Follower:
 class _Upstream:
     """One relayed live stream and its followers."""
 
-    def __init__(self, relay: Relay, session_id: str, on_idle: Callable[[_Upstream], None]) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        session_id: str,
+        on_idle: Callable[[_Upstream], None],
+        *,
+        stderr: bool,
+        events: bool,
+    ) -> None:
         self._on_idle = on_idle
         self.followers: set[_Follower] = set()
         self.live: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -98,8 +107,8 @@ class _Upstream:
             session_id=session_id,
             follow=True,
             tail_lines=0,
-            include_events=True,
-            include_stderr=True,
+            include_events=events,  # only the streams its followers asked for: a line-only
+            include_stderr=stderr,  # follower's upstream does not carry every codex event
         )
         self._task = asyncio.ensure_future(self._pump(relay(request)))
 
@@ -174,12 +183,19 @@ class SharedTails:
     ) -> AsyncIterator[Item]:
         """A following tail as `request` asks (`relay` calls the home's RelayTail with this
         follower's credentials), its live part shared by every follower of `key` (the home
-        replica and session id) offering the same secure tokens."""
+        replica and session id) offering the same secure tokens and asking the same streams."""
         tokens = tuple(str(value) for name, value in caller if name in TOKEN_KEYS)
-        full_key: Key = (*key, tokens)
+        stderr, events = request.include_stderr, request.include_events
+        full_key: Key = (*key, tokens, stderr, events)
         upstream = self._upstreams.get(full_key)
         if upstream is None or upstream.closed:
-            upstream = _Upstream(relay, key[1], lambda done: self._forget(full_key, done))
+            upstream = _Upstream(
+                relay,
+                key[1],
+                lambda done: self._forget(full_key, done),
+                stderr=stderr,
+                events=events,
+            )
             self._upstreams[full_key] = upstream
         follower = upstream.join(self._budget)
         try:

@@ -30,7 +30,7 @@ from tests.fakes.model_server import ModelServer
 from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.gateway.test_webhooks import eventually, run_payload, running, webhook_config
 from tests.harness import cluster_config, running_gateway
-from tests.postgres import PostgresServer, _As, _wheel_bin, running_postgres
+from tests.postgres import PostgresServer, running_postgres
 
 POLL_S = 0.1
 
@@ -265,26 +265,12 @@ def private_postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-def pg_ctl(server: PostgresServer, *args: str) -> None:
-    copied = sorted(server.base.glob("site-packages/*/pginstall/bin"))
-    bin_dir = copied[0] if copied else _wheel_bin()
-    result = _As.for_this_process().run(
-        bin_dir / "pg_ctl", "-D", server.base / "data", *args, cwd=server.base
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def stop_postgres(server: PostgresServer) -> None:
-    pg_ctl(server, "-m", "fast", "-w", "stop")
+    server.stop("fast")
 
 
 def start_postgres(server: PostgresServer) -> None:
-    options = (
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        f" -p {server.port} -c listen_addresses=127.0.0.1"
-        f" -c unix_socket_directories={server.base}"
-    )
-    pg_ctl(server, "-l", str(server.base / "server.log"), "-o", options, "-w", "start")
+    server.start()
 
 
 async def test_a_delivery_queued_while_the_database_is_down_is_delivered_once_it_is_back(

@@ -45,15 +45,18 @@ async def test_followers_on_one_replica_share_one_upstream_and_get_their_own_tai
 ) -> None:
     result = await _run_on_alpha(pair, lines=30)
     session = result.session_id
+    # One upstream per set of streams asked for: these four ask for the same ones.
     requests = [
-        sessions_pb2.TailSessionRequest(session_id=session, follow=True, tail_lines=0),
-        sessions_pb2.TailSessionRequest(session_id=session, follow=True, tail_lines=5),
+        sessions_pb2.TailSessionRequest(
+            session_id=session, follow=True, tail_lines=0, include_events=True
+        ),
+        sessions_pb2.TailSessionRequest(
+            session_id=session, follow=True, tail_lines=5, include_events=True
+        ),
         sessions_pb2.TailSessionRequest(
             session_id=session, follow=True, after_seq=10, include_events=True
         ),
-        sessions_pb2.TailSessionRequest(
-            session_id=session, follow=True, include_events=True, include_stderr=True
-        ),
+        sessions_pb2.TailSessionRequest(session_id=session, follow=True, include_events=True),
     ]
     calls = [pair.beta.stub.TailSession(request) for request in requests]
     got: list[Messages] = [[] for _ in calls]
@@ -95,7 +98,7 @@ async def test_followers_on_one_replica_share_one_upstream_and_get_their_own_tai
         elif not request.HasField("tail_lines"):
             assert backlog  # the default number of lines
         elif request.tail_lines == 5:
-            assert len(backlog) == 5
+            assert len([m for m in backlog if m.HasField("line")]) == 5  # and their events
         else:
             assert backlog == []  # tail_lines=0: only what comes next
         after = sessions_pb2.TailSessionRequest(
@@ -107,6 +110,40 @@ async def test_followers_on_one_replica_share_one_upstream_and_get_their_own_tai
         assert live == [m async for m in pair.alpha.stub.TailSession(after)]
     assert await _eventually(lambda: pair.alpha.gateway.feed.followers(session) == 0)
     assert await _eventually(lambda: pair.beta.gateway.forwarding._tails.upstreams() == 0)  # type: ignore[union-attr]
+
+
+async def test_followers_asking_other_streams_get_an_upstream_of_just_those(pair: Pair) -> None:
+    result = await _run_on_alpha(pair, lines=3)
+    session = result.session_id
+    lines_only = sessions_pb2.TailSessionRequest(session_id=session, follow=True, tail_lines=0)
+    with_events = sessions_pb2.TailSessionRequest(
+        session_id=session, follow=True, tail_lines=0, include_events=True
+    )
+    calls = [pair.beta.stub.TailSession(lines_only), pair.beta.stub.TailSession(with_events)]
+    got: list[Messages] = [[], []]
+    tasks = [
+        asyncio.ensure_future(_follow(call, into, runs=1))
+        for call, into in zip(calls, got, strict=True)
+    ]
+    try:
+        for task, into in zip(tasks, got, strict=True):
+            while not any(_live(m) for m in into):
+                assert not task.done(), task
+                await asyncio.sleep(0.02)
+        assert pair.beta.gateway.forwarding is not None
+        assert pair.beta.gateway.forwarding._tails.upstreams() == 2
+        await pair.beta.stub.PromptSession(
+            runs_pb2.PromptSessionRequest(
+                session_id=session,
+                run=runs_pb2.RunInput(prompt="more", env={"FAKE_AGENT_LINES": "20"}),
+            )
+        )
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+    finally:
+        for call in calls:
+            call.cancel()
+    assert not any(m.HasField("event") for m in got[0])
+    assert any(m.HasField("event") for m in got[1])
 
 
 async def test_a_slow_follower_is_dropped_with_lagged_and_the_others_go_on(

@@ -26,7 +26,7 @@ from gateway.errors import ConcurrencyLimitReached, StorageUnavailable
 from gateway.runs.concurrency import RunSlots
 from tests.fakes import AGENTS_DIR
 from tests.harness import cluster_config, free_port, running_bridge, running_gateway
-from tests.postgres import PostgresServer, _As, _checked, _wheel_bin, running_postgres
+from tests.postgres import PostgresServer, running_postgres
 
 WAIT_S = 30  # generous: the machine is shared
 
@@ -341,27 +341,12 @@ async def test_a_restarted_replica_frees_what_its_earlier_incarnation_held(pg_ds
         await again.close()
 
 
-def _pg_ctl(server: PostgresServer, *args: str) -> None:
-    """pg_ctl on the private server, as tests/postgres.py runs it."""
-    runner = _As.for_this_process()
-    copies = list((server.base / "site-packages").glob("*/pginstall/bin"))
-    bin_dir = copies[0] if copies else _wheel_bin()
-    data = server.base / "data"
-    _checked(runner.run(bin_dir / "pg_ctl", "-D", data, *args, cwd=server.base), "pg_ctl")
-
-
 def _stop(server: PostgresServer) -> None:
-    _pg_ctl(server, "-m", "fast", "-w", "stop")
+    server.stop("fast")
 
 
 def _start(server: PostgresServer) -> None:
-    options = (
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        f" -p {server.port} -c listen_addresses=127.0.0.1"
-        f" -c unix_socket_directories={server.base}"
-    )
-    log = str(server.base / "server.log")
-    _pg_ctl(server, "-l", log, "-o", options, "-t", "30", "-w", "start")
+    server.start()
 
 
 @pytest.mark.timeout(120)
