@@ -59,6 +59,9 @@ BATCH = 200
 RETRY = wait_exponential(multiplier=0.1, min=0.1, max=5.0)
 """The syncer's wait between attempts while the database is down (tenacity's backoff)."""
 STOP_GRACE_S = 5.0
+# How long a save waits for the write-behind when nobody settles it: a short run's saves (its
+# start, its thread, its end) become one write.
+COALESCE_S = 0.025
 """At shutdown, how long the syncer keeps trying to write what is left (the local files keep
 it either way, and the next start pushes it)."""
 LOST_ERROR = "replica {} was lost during this run"
@@ -157,6 +160,10 @@ class ClusterSessionStore(SessionStore):
         self._pushing: list[Session] = []
         self._unreadable: dict[str, Session] = {}
         self._wake = asyncio.Event()
+        self._wake_later: asyncio.TimerHandle | None = None
+        # Sessions created here and never written: no other replica can know their ids.
+        self._fresh: set[str] = set()
+        self._write_ok = False
         self._progress = asyncio.Condition()
         self._running = False
         self.writes = 0
@@ -201,6 +208,7 @@ class ClusterSessionStore(SessionStore):
         session = self._files.create(
             secure=secure, metadata=metadata, workspace=workspace, persist=persist
         )
+        self._fresh.add(session.id)
         if persist:
             self._mark(session)
         return session
@@ -275,6 +283,11 @@ class ClusterSessionStore(SessionStore):
                 self._mark(session)
 
     async def _claim(self, session: Session, run_id: str) -> None:
+        if session.id in self._fresh and self._write_ok and self._node.signals.connected.is_set():
+            # A session made for this run: nobody else knows its id, so there is nothing to
+            # claim it from; its row is written, with its active run, by the next write. (The
+            # database known to be reachable: otherwise the claim below says so, 503.)
+            return
         params = {
             **self._session_row(session, _document(session)),
             "run": run_id,
@@ -301,13 +314,22 @@ class ClusterSessionStore(SessionStore):
     # The write-behind.
 
     def _mark(self, session: Session) -> None:
-        """The session changed: its next version is for the syncer to write."""
+        """The session changed: its next version is for the syncer to write, within
+        COALESCE_S (the saves of a short run become one write) or at once for a `settle`."""
         self._dirty[session.id] = session
         self._versions[session.id] = self._versions.get(session.id, 0) + 1
+        if self._wake_later is None and not self._wake.is_set():
+            self._wake_later = asyncio.get_running_loop().call_later(COALESCE_S, self._wake_now)
+
+    def _wake_now(self) -> None:
+        if self._wake_later is not None:
+            self._wake_later.cancel()
+            self._wake_later = None
         self._wake.set()
 
     async def settle(self, session: Session) -> None:
         """Until the syncer wrote the session's current version (at once when it does not run)."""
+        self._wake_now()
         wanted = self._versions.get(session.id, 0)
         async with self._progress:
             await self._progress.wait_for(
@@ -332,6 +354,7 @@ class ClusterSessionStore(SessionStore):
                     await self._write_some()
                     failures = 0
                 except (StorageUnavailable, psycopg.Error, _Fenced) as exc:
+                    self._write_ok = False
                     failures += 1
                     if failures == 1 or failures % 50 == 0:
                         log.warning("sessions wait to be written to the database: %s", exc)
@@ -355,7 +378,9 @@ class ClusterSessionStore(SessionStore):
             chosen = list(self._dirty.values())[:BATCH]
             writes = [self._snapshot(session) for session in chosen]
             await self._commit(writes, push=False)
+            self._write_ok = True
             for write in writes:
+                self._fresh.discard(write.session.id)  # in the database: others may know it
                 if self._versions.get(write.session.id) == write.version:
                     self._dirty.pop(write.session.id, None)
                 self._synced[write.session.id] = write.version
