@@ -73,6 +73,17 @@ class Database:
     async def open(self) -> None:
         """Connect (StartupError naming the variable when the database cannot be reached) and
         bring the schema up to this code's version."""
+        # One connection first: a refused or failed one says why at once, where the pool would
+        # retry until its timeout and then say only that it timed out.
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            )
+        except psycopg.Error as exc:
+            raise StartupError(
+                f"CODEX_GATEWAY_DATABASE_URL: cannot reach the database ({_reason(exc)})"
+            ) from None
+        await probe.close()
         try:
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         except PoolTimeout as exc:
@@ -134,7 +145,8 @@ class Database:
 
 
 def _reason(exc: BaseException) -> str:
-    """The last connection error the pool saw, without the URL (it may hold a password)."""
-    cause = exc.__cause__ or exc.__context__
-    text = str(cause or exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    """The (last) connection error, without the URL (libpq's messages name the host and port,
+    never the password)."""
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__ or exc.__context__
+    lines = [line.strip() for line in str(cause or exc).splitlines() if line.strip()]
+    return "; ".join(lines)[:300] if lines else type(exc).__name__
