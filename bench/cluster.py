@@ -17,9 +17,12 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -64,12 +67,24 @@ async def _database(ctx: Context) -> AsyncIterator[str]:
 
 
 async def overhead(ctx: Context) -> list[Result]:
-    embedded = await completion.overhead_rows(ctx, ctx.workdir / "cluster-embedded", "")
+    """On the benchmark's disk, then on tmpfs (as the embedded overhead rows are measured)."""
+    rows = await _overhead(ctx, ctx.workdir, "")
+    if completion.TMPFS.is_dir() and not ctx.workdir.is_relative_to(completion.TMPFS):
+        scratch = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir=completion.TMPFS))
+        try:
+            rows += await _overhead(ctx, scratch, ", sessions on tmpfs")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return rows
+
+
+async def _overhead(ctx: Context, workdir: Path, where: str) -> list[Result]:
+    embedded = await completion.overhead_rows(ctx, workdir / "cluster-embedded", "")
     async with _database(ctx) as dsn:
         clustered = await completion.overhead_rows(
             ctx,
-            ctx.workdir / "cluster-overhead",
-            ", cluster mode",
+            workdir / "cluster-overhead",
+            f", cluster mode{where}",
             settings=_replica(dsn, "bench-a"),
             targets=(REST_OVERHEAD_TARGET_MS, GRPC_OVERHEAD_TARGET_MS),
         )
