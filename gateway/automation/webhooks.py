@@ -60,6 +60,7 @@ from gateway.agent.events import Usage
 from gateway.automation.outbox import FAILED_DIR, Delivery, DirectoryOutbox, Outbox, Unreadable
 from gateway.automation.outbox import encode as _encode
 from gateway.config import WebhookConfig
+from gateway.waiting import first_set
 
 if TYPE_CHECKING:
     from gateway.runs.run import Run
@@ -215,7 +216,7 @@ class WebhookSender:
                     wait_s = None
                     if self._paced < self._concurrency:
                         wait_s = self._outbox.due_in_s()
-                    await _first(stop, self._wake, timeout_s=wait_s)
+                    await first_set(stop, self._wake, timeout_s=wait_s)
                 # An attempt cut short here is counted in the outbox and made again later.
                 for task in in_flight:
                     task.cancel()
@@ -403,13 +404,3 @@ async def _read_some(response: httpx.Response) -> str:
             if len(chunk) >= _REASON_BYTES:
                 break
     return chunk[:_REASON_BYTES].decode(errors="replace").strip()
-
-
-async def _first(*events: asyncio.Event, timeout_s: float | None = None) -> None:
-    """Until one of `events` is set, or `timeout_s` has passed."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

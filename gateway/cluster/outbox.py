@@ -64,6 +64,7 @@ from gateway.cluster.replicas import Replicas
 from gateway.cluster.signals import ControlSignals, notify
 from gateway.config import WebhookConfig
 from gateway.errors import StorageUnavailable
+from gateway.waiting import first_set
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ class DatabaseOutbox(Outbox):
                 with contextlib.suppress(_Stopping):
                     await self._flush(stop)
                 continue
-            await _first(stop, self._kick)
+            await first_set(stop, self._kick)
         if self._unsent:
             try:
                 await self._insert()
@@ -572,12 +573,3 @@ def _last_prompt(meta: Mapping[str, Any]) -> str | None:
         if isinstance(m, dict) and str(m.get("role", "")).lower() not in ("assistant", "system")
     ]
     return str(users[-1]) if users and users[-1] is not None else None
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -49,6 +49,7 @@ from gateway.sessions.codec import decode_run, decode_session, encode_session
 from gateway.sessions.files import FileSessionStore
 from gateway.sessions.model import JsonObject, RunRecord, RunStatus, Session, SessionStatus
 from gateway.sessions.store import SessionStore
+from gateway.waiting import first_set
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ class ClusterSessionStore(SessionStore):
                     if stop.is_set():
                         return
                     self._wake.clear()
-                    await _first(stop, self._wake)
+                    await first_set(stop, self._wake)
                     continue
                 try:
                     await self._write_some()
@@ -646,16 +647,6 @@ def _delay(failures: int) -> float:
     state = RetryCallState(AsyncRetrying(), None, (), {})
     state.attempt_number = failures
     return float(RETRY(state))
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Until one of `events` is set."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def _nap(stop: asyncio.Event, seconds: float) -> None:

@@ -74,6 +74,7 @@ from gateway.cluster.replicas import FENCE, Connection
 from gateway.cluster.signals import notify
 from gateway.config import TriggerConfig
 from gateway.errors import Conflict, InvalidRequest, StorageUnavailable
+from gateway.waiting import first_set
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +301,7 @@ class DatabaseTriggerStore:
                 log.warning("cannot read the cluster's triggers (again soon): %s", exc)
             else:
                 await changed(DATABASE_SOURCE)
-            waiters = {
-                asyncio.ensure_future(self._changed.wait()),
-                asyncio.ensure_future(stop.wait()),
-            }
-            _, pending = await asyncio.wait(
-                waiters, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in pending:
-                waiter.cancel()
+            await first_set(self._changed, stop, timeout_s=POLL_S)
 
 
 class DatabaseFireLedger:
