@@ -626,6 +626,13 @@ async def answered_while(
     return answered
 
 
+# What this pins is the loop answering health checks while the work goes on, not how long the
+# work takes (BENCHMARKS.md row 16 measures that). Creating the 2,000 took over 30 s once in a
+# full clean-clone run (2-4 s alone, and in every other full run); the cause is not known yet.
+WORK_TIMEOUT_S = 150
+
+
+@pytest.mark.timeout(WORK_TIMEOUT_S + 30)
 async def test_ten_thousand_cron_triggers_load_list_and_schedule_while_health_answers(
     api: tuple[RunningGateway, httpx.AsyncClient],
 ) -> None:
@@ -636,11 +643,11 @@ async def test_ten_thousand_cron_triggers_load_list_and_schedule_while_health_an
     loading = asyncio.create_task(scheduler.reload(path))
     assert await answered_while(loading, gw, client) >= 1
     assert len(scheduler.next_fires()) == 10_000
-    listing = asyncio.create_task(client.get("/triggers"))
+    listing = asyncio.create_task(client.get("/triggers", timeout=WORK_TIMEOUT_S))
     assert await answered_while(listing, gw, client) >= 1
     assert len(listing.result().json()["triggers"]) == 10_000
     creating = asyncio.create_task(
-        client.post("/triggers", json=many_cron_triggers(2_000)["triggers"])
+        client.post("/triggers", json=many_cron_triggers(2_000)["triggers"], timeout=WORK_TIMEOUT_S)
     )
     assert await answered_while(creating, gw, client) >= 1
     assert creating.result().status_code == 200, creating.result().text[:300]
