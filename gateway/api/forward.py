@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 
-from codex_gateway.v1 import runs_pb2, sessions_pb2
+from codex_gateway.v1 import runs_pb2
 from gateway.cluster.forwarding import Forwarding, Home, HomeAnswered, Metadata, is_forwarded
 from gateway.errors import SessionNotFound
 from gateway.sessions.store import SessionStore
@@ -88,17 +88,25 @@ def routed(session_of: Callable[[Any], str]) -> Callable[[Method], Method]:
 
     def decorate(method: Method) -> Method:
         name = method.__name__
-        if name == TAIL_METHOD:
-            return _routed_tail(method, session_of)  # type: ignore[return-value]  # same shape
-        if _is_stream(method):
-            return _routed_stream(method, session_of)  # type: ignore[return-value]  # same shape
+        if name == TAIL_METHOD:  # relayed in batches (and shared): Forwarding.tail
+            return _routed_stream(  # type: ignore[return-value]  # same shape
+                method,
+                session_of,
+                lambda forwarding, home, request, caller, left: forwarding.tail(
+                    home, request, caller=caller, time_left_s=left
+                ),
+            )
+        if inspect.isasyncgenfunction(method):
+            return _routed_stream(  # type: ignore[return-value]  # same shape
+                method,
+                session_of,
+                lambda forwarding, home, request, caller, left: forwarding.stream(
+                    home, name, request, caller=caller, time_left_s=left
+                ),
+            )
         return _routed_unary(method, session_of)  # type: ignore[return-value]  # same shape
 
     return decorate
-
-
-def _is_stream(method: Callable[..., Any]) -> bool:
-    return inspect.isasyncgenfunction(method)
 
 
 def _routed_unary(
@@ -124,16 +132,20 @@ def _routed_unary(
     return unary
 
 
-def _routed_stream(
-    method: Callable[..., AsyncIterator[Any]], session_of: Callable[[Any], str]
-) -> Callable[..., AsyncIterator[Any]]:
-    name = method.__name__
+# The home's stream of a forwarded call: (forwarding, home, request, caller, time left).
+Upstream = Callable[[Forwarding, Home, Any, Metadata, float | None], AsyncIterator[Any]]
 
+
+def _routed_stream(
+    method: Callable[..., AsyncIterator[Any]],
+    session_of: Callable[[Any], str],
+    upstream_of: Upstream,
+) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(method)
     def stream(self: _Routed, request: Any, context: Context) -> AsyncIterator[Any]:
         if self._placement.everything_here:
             return method(self, request, context)  # the method's own stream, untouched
-        return _forwarded_stream(self, method, name, request, context, session_of)
+        return _forwarded_stream(self, method, request, context, session_of, upstream_of)
 
     return stream
 
@@ -141,10 +153,10 @@ def _routed_stream(
 async def _forwarded_stream(
     self: _Routed,
     method: Callable[..., AsyncIterator[Any]],
-    name: str,
     request: Any,
     context: Context,
     session_of: Callable[[Any], str],
+    upstream_of: Upstream,
 ) -> AsyncIterator[Any]:
     placement = self._placement
     home = await placement.home(session_of(request), context)
@@ -152,49 +164,12 @@ async def _forwarded_stream(
         async for message in method(self, request, context):
             yield message
         return
-    upstream = placement.forwarding.stream(
-        home, name, request, caller=_caller(context), time_left_s=context.time_remaining()
+    upstream = upstream_of(
+        placement.forwarding, home, request, _caller(context), context.time_remaining()
     )
     try:
         async for message in upstream:
             yield message
-    except HomeAnswered as answer:
-        await _answer(context, answer)
-    finally:
-        await upstream.aclose()  # type: ignore[attr-defined]  # an async generator
-
-
-def _routed_tail(
-    method: Callable[..., AsyncIterator[Any]], session_of: Callable[[Any], str]
-) -> Callable[..., AsyncIterator[Any]]:
-    @functools.wraps(method)
-    def stream(self: _Routed, request: Any, context: Context) -> AsyncIterator[Any]:
-        if self._placement.everything_here:
-            return method(self, request, context)
-        return _relayed_tail(self, method, request, context, session_of)
-
-    return stream
-
-
-async def _relayed_tail(
-    self: _Routed,
-    method: Callable[..., AsyncIterator[Any]],
-    request: sessions_pb2.TailSessionRequest,
-    context: Context,
-    session_of: Callable[[Any], str],
-) -> AsyncIterator[sessions_pb2.TailSessionResponse]:
-    placement = self._placement
-    home = await placement.home(session_of(request), context)
-    if home is None or placement.forwarding is None:
-        async for message in method(self, request, context):
-            yield message
-        return
-    upstream = placement.forwarding.tail(
-        home, request, caller=_caller(context), time_left_s=context.time_remaining()
-    )
-    try:
-        async for item in upstream:
-            yield item
     except HomeAnswered as answer:
         await _answer(context, answer)
     finally:

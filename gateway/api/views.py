@@ -274,12 +274,7 @@ def first_within(messages: list[_M], max_bytes: int) -> list[_M]:
 
 def newest_within(messages: list[_M], max_bytes: int) -> list[_M]:
     """The last of `messages` whose serialized sizes add up to at most `max_bytes`."""
-    used = 0
-    for index in range(len(messages) - 1, -1, -1):
-        used += messages[index].ByteSize() + 8
-        if used > max_bytes:
-            return messages[index + 1 :]
-    return messages
+    return first_within(messages[::-1], max_bytes)[::-1]
 
 
 def signal(session: Session, index: int, hit: Hit) -> sessions_pb2.Signal:
