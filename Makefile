@@ -34,7 +34,7 @@ cluster: install
 	$(PY) -m devcluster $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -m "not slow" --failure-log build/test-failures.txt tests \
+	$(PY) -m pytest -q -n 2 -m "not slow" --failure-log build/test-failures.txt tests \
 	  || { echo "== failed tests (build/test-failures.txt) =="; cat build/test-failures.txt; exit 1; }
 
 soak: install

@@ -22,7 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("--failure-log")
-    if path:
+    # Under pytest-xdist the controller gets every worker's reports: it alone writes the file.
+    if path and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_FailureLog(Path(path)), "failure-log")
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import stat
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -429,8 +430,12 @@ def plant(kind: str, path: Path, outside: Path) -> None:
         os.mkfifo(path)
     elif kind == "socket":
         server = socket.socket(socket.AF_UNIX)
-        server.bind(str(path))
         _SOCKETS.append(server)
+        # Bound at a short path, then moved: a socket's path is limited to 107 bytes, and a
+        # test's tmp path can be longer (under pytest-xdist's workers).
+        with tempfile.TemporaryDirectory(prefix="s-", dir="/tmp") as short:
+            server.bind(f"{short}/s")
+            Path(short, "s").replace(path)
     elif kind == "symlink-to-fifo":
         os.mkfifo(path.parent / f".{path.name}.fifo")
         path.symlink_to(path.parent / f".{path.name}.fifo")
