@@ -66,9 +66,22 @@ def runs_an_agent(cmdline: Sequence[bytes]) -> bool:
 
 
 def argv(
-    config: Config, workspace: Path, model: str | None, resume_thread: str | None
+    config: Config,
+    workspace: Path,
+    model: str | None,
+    resume_thread: str | None,
+    *,
+    fork_thread: str | None = None,
+    output_schema: Path | None = None,
+    images: Sequence[Path] = (),
+    prompt: bool = True,
 ) -> list[str]:
-    """`codex exec` for one attempt; the prompt goes to stdin (the final `-`)."""
+    """`codex exec` for one attempt; the prompt goes to stdin (the final `-`).
+
+    `resume_thread` continues a thread, `fork_thread` starts a new thread on a copy of one (at
+    most one of them); `prompt=False` (a fork only) runs no turn. The exec-level options apply
+    to `resume` and `fork` too when given before them (checked against codex 0.169.0).
+    """
     args = [str(config.codex_bin), "exec", config.json_flag, "--color", "never"]
     args.append("--skip-git-repo-check")
     if config.unsafe_no_sandbox:
@@ -78,14 +91,22 @@ def argv(
     args += ["--cd", str(workspace)]
     if model:
         args += ["--model", model]
+    if output_schema is not None:
+        args += ["--output-schema", str(output_schema)]
+    for image in images:
+        args += ["--image", str(image)]
     args += config.extra_args
-    if resume_thread:
+    stdin = ["-"] if prompt else []
+    thread = resume_thread or fork_thread
+    if thread:
         from gateway.errors import AgentFailed  # see the imports
 
-        if not is_thread_id(resume_thread):  # checked where it entered; never an option here
-            raise AgentFailed("refusing to resume a thread id that is not a UUID", exit_code=None)
+        if resume_thread and fork_thread:
+            raise AgentFailed("a run resumes a thread or forks one, not both", exit_code=None)
+        if not is_thread_id(thread):  # checked where it entered; never an option here
+            raise AgentFailed("refusing to continue a thread id that is not a UUID", exit_code=None)
         # `--`: what follows is positional whatever it looks like (codex's clap parser).
-        args += ["resume", "--", resume_thread, "-"]
+        args += ["resume" if resume_thread else "fork", "--", thread, *stdin]
     else:
         args += ["--", "-"]
     return args

@@ -55,6 +55,7 @@ from gateway.errors import (
     capped,
     quote,
 )
+from gateway.runs.images import ImageInput
 from gateway.runs.prompt import Message
 from gateway.runs.run import RunRequest
 from gateway.runs.runner import Runner, nudge_request
@@ -487,6 +488,17 @@ def run_request(message: runs_pb2.RunInput, source: str, tokens: list[str]) -> R
         objective=optional("objective"),
         nudge_prompt=optional("nudge_prompt"),
         secure_tokens=tokens,
+        output_schema=struct_value(message.output_schema, "output_schema")
+        if message.HasField("output_schema")
+        else None,
+        images=[
+            ImageInput(
+                data=image.data if image.HasField("data") else None,
+                media_type=image.media_type if image.HasField("media_type") else None,
+                path=image.path if image.HasField("path") else None,
+            )
+            for image in message.images
+        ],
     )
 
 

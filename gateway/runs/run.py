@@ -23,7 +23,9 @@ from gateway.agent.events import (
     parse_line,
 )
 from gateway.clock import now_iso
+from gateway.runs.images import ImageInput
 from gateway.runs.prompt import Message
+from gateway.runs.scratch import Scratch
 from gateway.sessions import journal
 from gateway.sessions.feed import LiveFeed
 from gateway.sessions.files import PREVIEW_CHARS
@@ -55,6 +57,8 @@ class RunRequest:
     objective: str | None = None
     nudge_prompt: str | None = None
     secure_tokens: Sequence[str] = ()
+    output_schema: dict[str, Any] | None = None  # as the wire gave it; checked by the runner
+    images: list[ImageInput] = field(default_factory=list)
 
     @property
     def resume_thread(self) -> str | None:
@@ -111,6 +115,7 @@ class Run:
         default_model: str | None,
         on_event: EventSink | None = None,
         on_started: StartedSink | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         self.prepared = prepared
         self.request = prepared.request
@@ -133,6 +138,9 @@ class Run:
         self.stop_reason: str | None = None  # "cancelled" | "interrupted" once asked to stop
         self.stop_detail: str | None = None  # why, when not the gateway's shutdown
         self._log: RunLog | None = None
+        self.scratch = scratch or Scratch(
+            run_id
+        )  # files codex reads for this run; closed at its end
 
     @property
     def log(self) -> RunLog:

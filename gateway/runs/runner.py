@@ -39,6 +39,7 @@ from gateway.runs.childenv import check_request_env, child_environment
 from gateway.runs.concurrency import Slots
 from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
 from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
+from gateway.runs.scratch import Scratch
 from gateway.runs.workspace import resolve_workspace
 from gateway.sessions.access import SecureAccess
 from gateway.sessions.feed import LiveFeed
@@ -223,8 +224,12 @@ class Runner:
                         default_model=self._config.default_model,
                         on_event=on_event,
                         on_started=on_started,
+                        scratch=Scratch(run_id, self._config.agent_user),
                     )
-                    return await self._run_in_session(run)
+                    try:
+                        return await self._run_in_session(run)
+                    finally:
+                        run.scratch.close()
             finally:
                 if claimed:  # a refused run (busy, the database down) is answered at once
                     await self._settle(session)

@@ -193,6 +193,8 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return st.booleans()
     if field.cpp_type == _T.CPPTYPE_DOUBLE:
         return st.floats() | st.sampled_from([0.0, -0.0, 3600.0, 2.0**60, 1e-300])
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=10)
     if field.cpp_type == _T.CPPTYPE_STRING:
         return st.text(max_size=10)
     raise AssertionError(f"no strategy for {field.full_name}")

@@ -9,7 +9,8 @@ from bridge.app import create_app
 from bridge.bindings import PathTemplate, bindings_from_service, service_descriptor
 from bridge.routes import FallbackRoute, TemplateRoute, split_raw_path
 
-# The documented API plus CONTRACT.md's streaming and cancel operations.
+# The documented API plus CONTRACT.md's streaming and cancel operations, and forks and changes
+# (issue 15).
 EXPECTED = [
     ("Health", "GET", "/health", "", ""),
     ("GetInfo", "GET", "/", "", ""),
@@ -21,6 +22,8 @@ EXPECTED = [
     ("SearchSession", "GET", "/sessions/{session_id}/search", "", ""),
     ("PromptSession", "POST", "/sessions/{session_id}/prompt", "run", "result"),
     ("NudgeSession", "POST", "/sessions/{session_id}/nudge", "run", "result"),
+    ("ForkSession", "POST", "/sessions/{session_id}/fork", "run", "result"),
+    ("GetSessionChanges", "GET", "/sessions/{session_id}/changes", "", ""),
     ("CancelSession", "POST", "/sessions/{session_id}/cancel", "*", ""),
     ("TailSession", "GET", "/sessions/{session_id}/tail", "", ""),
     ("ListTriggers", "GET", "/triggers", "", ""),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -130,3 +131,41 @@ def test_argv_keeps_positionals_after_a_double_dash(
 def test_argv_refuses_a_thread_that_is_not_a_uuid(config_for: Callable[..., Config]) -> None:
     with pytest.raises(AgentFailed):
         argv(config_for(), Path("W"), None, "--help")
+
+
+THREAD = "01a24a90-85ca-7253-b978-30b7501d449e"
+
+
+@pytest.mark.parametrize(
+    ("options", "tail"),
+    [
+        pytest.param(
+            {"output_schema": Path("/r/schema.json"), "images": [Path("/r/a.png"), Path("/r/b")]},
+            [
+                "--output-schema",
+                "/r/schema.json",
+                "--image",
+                "/r/a.png",
+                "--image",
+                "/r/b",
+                "--",
+                "-",
+            ],
+            id="schema-and-images-before-the-prompt",
+        ),
+        pytest.param({"fork_thread": THREAD}, ["fork", "--", THREAD, "-"], id="fork"),
+        pytest.param(
+            {"fork_thread": THREAD, "prompt": False}, ["fork", "--", THREAD], id="fork-no-turn"
+        ),
+    ],
+)
+def test_argv_puts_exec_options_before_the_subcommand(
+    config_for: Callable[..., Config], options: dict[str, Any], tail: list[str]
+) -> None:
+    args = argv(config_for(sandbox="read-only"), Path("W"), None, None, **options)
+    assert args[args.index("W") + 1 :] == tail
+
+
+def test_argv_refuses_to_resume_and_fork_at_once(config_for: Callable[..., Config]) -> None:
+    with pytest.raises(AgentFailed):
+        argv(config_for(), Path("W"), None, THREAD, fork_thread=THREAD)

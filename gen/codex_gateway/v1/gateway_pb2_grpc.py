@@ -88,6 +88,16 @@ class GatewayServiceStub:
                 request_serializer=codex__gateway_dot_v1_dot_runs__pb2.NudgeSessionRequest.SerializeToString,
                 response_deserializer=codex__gateway_dot_v1_dot_runs__pb2.NudgeSessionResponse.FromString,
                 _registered_method=True)
+        self.ForkSession = channel.unary_unary(
+                '/codex_gateway.v1.GatewayService/ForkSession',
+                request_serializer=codex__gateway_dot_v1_dot_runs__pb2.ForkSessionRequest.SerializeToString,
+                response_deserializer=codex__gateway_dot_v1_dot_runs__pb2.ForkSessionResponse.FromString,
+                _registered_method=True)
+        self.GetSessionChanges = channel.unary_unary(
+                '/codex_gateway.v1.GatewayService/GetSessionChanges',
+                request_serializer=codex__gateway_dot_v1_dot_sessions__pb2.GetSessionChangesRequest.SerializeToString,
+                response_deserializer=codex__gateway_dot_v1_dot_sessions__pb2.GetSessionChangesResponse.FromString,
+                _registered_method=True)
         self.CancelSession = channel.unary_unary(
                 '/codex_gateway.v1.GatewayService/CancelSession',
                 request_serializer=codex__gateway_dot_v1_dot_sessions__pb2.CancelSessionRequest.SerializeToString,
@@ -199,6 +209,20 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForkSession(self, request, context):
+        """Start a new session on a fork of this session's codex thread; this session is untouched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSessionChanges(self, request, context):
+        """What a run of the session changed in its workspace: files, line counts, optionally the diff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelSession(self, request, context):
         """Stop the session's running run, if any.
         """
@@ -300,6 +324,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.NudgeSession,
                     request_deserializer=codex__gateway_dot_v1_dot_runs__pb2.NudgeSessionRequest.FromString,
                     response_serializer=codex__gateway_dot_v1_dot_runs__pb2.NudgeSessionResponse.SerializeToString,
+            ),
+            'ForkSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSession,
+                    request_deserializer=codex__gateway_dot_v1_dot_runs__pb2.ForkSessionRequest.FromString,
+                    response_serializer=codex__gateway_dot_v1_dot_runs__pb2.ForkSessionResponse.SerializeToString,
+            ),
+            'GetSessionChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionChanges,
+                    request_deserializer=codex__gateway_dot_v1_dot_sessions__pb2.GetSessionChangesRequest.FromString,
+                    response_serializer=codex__gateway_dot_v1_dot_sessions__pb2.GetSessionChangesResponse.SerializeToString,
             ),
             'CancelSession': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelSession,
@@ -608,6 +642,60 @@ class GatewayService:
             '/codex_gateway.v1.GatewayService/NudgeSession',
             codex__gateway_dot_v1_dot_runs__pb2.NudgeSessionRequest.SerializeToString,
             codex__gateway_dot_v1_dot_runs__pb2.NudgeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codex_gateway.v1.GatewayService/ForkSession',
+            codex__gateway_dot_v1_dot_runs__pb2.ForkSessionRequest.SerializeToString,
+            codex__gateway_dot_v1_dot_runs__pb2.ForkSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codex_gateway.v1.GatewayService/GetSessionChanges',
+            codex__gateway_dot_v1_dot_sessions__pb2.GetSessionChangesRequest.SerializeToString,
+            codex__gateway_dot_v1_dot_sessions__pb2.GetSessionChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

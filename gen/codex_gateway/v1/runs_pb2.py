@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63odex_gateway/v1/runs.proto\x12\x10\x63odex_gateway.v1\x1a\x1cgoogle/protobuf/struct.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x98\x06\n\x08RunInput\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.codex_gateway.v1.ChatMessage\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rsystem_prompt\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05model\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x16\n\tworkspace\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x10\n\x03\x63wd\x18\x06 \x01(\tH\x04\x88\x01\x01\x12\x17\n\nsession_id\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x17\n\ntimeout_ms\x18\x08 \x01(\x03H\x06\x88\x01\x01\x12\x1c\n\x0fmax_duration_ms\x18\t \x01(\x03H\x07\x88\x01\x01\x12\x16\n\tjson_mode\x18\n \x01(\x08H\x08\x88\x01\x01\x12\x30\n\x03\x65nv\x18\x0b \x03(\x0b\x32#.codex_gateway.v1.RunInput.EnvEntry\x12)\n\x08metadata\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\npersistent\x18\r \x01(\x08H\t\x88\x01\x01\x12\x1e\n\x11resume_session_id\x18\x0e \x01(\tH\n\x88\x01\x01\x12\x13\n\x06secure\x18\x0f \x01(\x08H\x0b\x88\x01\x01\x12\x1b\n\x0esecure_session\x18\x10 \x01(\x08H\x0c\x88\x01\x01\x12\x16\n\tobjective\x18\x11 \x01(\tH\r\x88\x01\x01\x12\x19\n\x0cnudge_prompt\x18\x12 \x01(\tH\x0e\x88\x01\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_promptB\x10\n\x0e_system_promptB\x08\n\x06_modelB\x0c\n\n_workspaceB\x06\n\x04_cwdB\r\n\x0b_session_idB\r\n\x0b_timeout_msB\x12\n\x10_max_duration_msB\x0c\n\n_json_modeB\r\n\x0b_persistentB\x14\n\x12_resume_session_idB\t\n\x07_secureB\x11\n\x0f_secure_sessionB\x0c\n\n_objectiveB\x0f\n\r_nudge_prompt\"\x88\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x1f\n\x17reasoning_output_tokens\x18\x05 \x01(\x03\"\xdf\x04\n\tRunResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1a\n\x12gateway_session_id\x18\x02 \x01(\t\x12\x1d\n\x10\x63odex_session_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05model\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06output\x18\x05 \x01(\t\x12/\n\x08messages\x18\x06 \x03(\x0b\x32\x1d.codex_gateway.v1.ChatMessage\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.codex_gateway.v1.Usage\x12\x11\n\tlogs_path\x18\x08 \x01(\t\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06run_id\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x0f\n\x07\x63ontent\x18\x0c \x01(\t\x12+\n\ntool_calls\x18\r \x03(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x65vents\x18\x0e \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bsession_url\x18\x0f \x01(\t\x12\x12\n\x05\x65rror\x18\x10 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x0b\x64uration_ms\x18\x11 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x12 \x01(\x05\x12\x16\n\tfirst_seq\x18\x13 \x01(\x03H\x03\x88\x01\x01\x12\x15\n\x08last_seq\x18\x14 \x01(\x03H\x04\x88\x01\x01\x42\x13\n\x11_codex_session_idB\x08\n\x06_modelB\x08\n\x06_errorB\x0c\n\n_first_seqB\x0b\n\t_last_seq\":\n\x0f\x43ompleteRequest\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"?\n\x10\x43ompleteResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResult\"B\n\x17StreamCompletionRequest\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"a\n\nRunStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\x05model\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tlogs_path\x18\x04 \x01(\tB\x08\n\x06_model\"\xc9\x01\n\x18StreamCompletionResponse\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x1c.codex_gateway.v1.RunStartedH\x00\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x30\n\tcompleted\x18\x03 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResultH\x00\x12\x10\n\x03seq\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04kindB\x06\n\x04_seq\"S\n\x14PromptSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"D\n\x15PromptSessionResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResult\"R\n\x13NudgeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"C\n\x14NudgeSessionResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63odex_gateway/v1/runs.proto\x12\x10\x63odex_gateway.v1\x1a\x1cgoogle/protobuf/struct.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xf6\x06\n\x08RunInput\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.codex_gateway.v1.ChatMessage\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rsystem_prompt\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05model\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x16\n\tworkspace\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x10\n\x03\x63wd\x18\x06 \x01(\tH\x04\x88\x01\x01\x12\x17\n\nsession_id\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x17\n\ntimeout_ms\x18\x08 \x01(\x03H\x06\x88\x01\x01\x12\x1c\n\x0fmax_duration_ms\x18\t \x01(\x03H\x07\x88\x01\x01\x12\x16\n\tjson_mode\x18\n \x01(\x08H\x08\x88\x01\x01\x12\x30\n\x03\x65nv\x18\x0b \x03(\x0b\x32#.codex_gateway.v1.RunInput.EnvEntry\x12)\n\x08metadata\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\npersistent\x18\r \x01(\x08H\t\x88\x01\x01\x12\x1e\n\x11resume_session_id\x18\x0e \x01(\tH\n\x88\x01\x01\x12\x13\n\x06secure\x18\x0f \x01(\x08H\x0b\x88\x01\x01\x12\x1b\n\x0esecure_session\x18\x10 \x01(\x08H\x0c\x88\x01\x01\x12\x16\n\tobjective\x18\x11 \x01(\tH\r\x88\x01\x01\x12\x19\n\x0cnudge_prompt\x18\x12 \x01(\tH\x0e\x88\x01\x01\x12.\n\routput_schema\x18\x13 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x06images\x18\x14 \x03(\x0b\x32\x1c.codex_gateway.v1.ImageInput\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_promptB\x10\n\x0e_system_promptB\x08\n\x06_modelB\x0c\n\n_workspaceB\x06\n\x04_cwdB\r\n\x0b_session_idB\r\n\x0b_timeout_msB\x12\n\x10_max_duration_msB\x0c\n\n_json_modeB\r\n\x0b_persistentB\x14\n\x12_resume_session_idB\t\n\x07_secureB\x11\n\x0f_secure_sessionB\x0c\n\n_objectiveB\x0f\n\r_nudge_prompt\"l\n\nImageInput\x12\x11\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x17\n\nmedia_type\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04path\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\x07\n\x05_dataB\r\n\x0b_media_typeB\x07\n\x05_path\"U\n\x0e\x43hangesSummary\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x01(\x05\x12\x11\n\tadditions\x18\x03 \x01(\x03\x12\x11\n\tdeletions\x18\x04 \x01(\x03\"\x88\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x1f\n\x17reasoning_output_tokens\x18\x05 \x01(\x03\"\xbe\x05\n\tRunResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1a\n\x12gateway_session_id\x18\x02 \x01(\t\x12\x1d\n\x10\x63odex_session_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05model\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06output\x18\x05 \x01(\t\x12/\n\x08messages\x18\x06 \x03(\x0b\x32\x1d.codex_gateway.v1.ChatMessage\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.codex_gateway.v1.Usage\x12\x11\n\tlogs_path\x18\x08 \x01(\t\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06run_id\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x0f\n\x07\x63ontent\x18\x0c \x01(\t\x12+\n\ntool_calls\x18\r \x03(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x65vents\x18\x0e \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bsession_url\x18\x0f \x01(\t\x12\x12\n\x05\x65rror\x18\x10 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x0b\x64uration_ms\x18\x11 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x12 \x01(\x05\x12\x16\n\tfirst_seq\x18\x13 \x01(\x03H\x03\x88\x01\x01\x12\x15\n\x08last_seq\x18\x14 \x01(\x03H\x04\x88\x01\x01\x12*\n\nstructured\x18\x15 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x31\n\x07\x63hanges\x18\x16 \x01(\x0b\x32 .codex_gateway.v1.ChangesSummaryB\x13\n\x11_codex_session_idB\x08\n\x06_modelB\x08\n\x06_errorB\x0c\n\n_first_seqB\x0b\n\t_last_seq\":\n\x0f\x43ompleteRequest\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"?\n\x10\x43ompleteResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResult\"B\n\x17StreamCompletionRequest\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"a\n\nRunStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\x05model\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tlogs_path\x18\x04 \x01(\tB\x08\n\x06_model\"\xc9\x01\n\x18StreamCompletionResponse\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x1c.codex_gateway.v1.RunStartedH\x00\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x30\n\tcompleted\x18\x03 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResultH\x00\x12\x10\n\x03seq\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04kindB\x06\n\x04_seq\"S\n\x14PromptSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"D\n\x15PromptSessionResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResult\"R\n\x13NudgeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"C\n\x14NudgeSessionResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResult\"Q\n\x12\x46orkSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.codex_gateway.v1.RunInput\"B\n\x13\x46orkSessionResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.codex_gateway.v1.RunResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,29 +37,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=79
   _globals['_CHATMESSAGE']._serialized_end=123
   _globals['_RUNINPUT']._serialized_start=126
-  _globals['_RUNINPUT']._serialized_end=918
-  _globals['_RUNINPUT_ENVENTRY']._serialized_start=653
-  _globals['_RUNINPUT_ENVENTRY']._serialized_end=695
-  _globals['_USAGE']._serialized_start=921
-  _globals['_USAGE']._serialized_end=1057
-  _globals['_RUNRESULT']._serialized_start=1060
-  _globals['_RUNRESULT']._serialized_end=1667
-  _globals['_COMPLETEREQUEST']._serialized_start=1669
-  _globals['_COMPLETEREQUEST']._serialized_end=1727
-  _globals['_COMPLETERESPONSE']._serialized_start=1729
-  _globals['_COMPLETERESPONSE']._serialized_end=1792
-  _globals['_STREAMCOMPLETIONREQUEST']._serialized_start=1794
-  _globals['_STREAMCOMPLETIONREQUEST']._serialized_end=1860
-  _globals['_RUNSTARTED']._serialized_start=1862
-  _globals['_RUNSTARTED']._serialized_end=1959
-  _globals['_STREAMCOMPLETIONRESPONSE']._serialized_start=1962
-  _globals['_STREAMCOMPLETIONRESPONSE']._serialized_end=2163
-  _globals['_PROMPTSESSIONREQUEST']._serialized_start=2165
-  _globals['_PROMPTSESSIONREQUEST']._serialized_end=2248
-  _globals['_PROMPTSESSIONRESPONSE']._serialized_start=2250
-  _globals['_PROMPTSESSIONRESPONSE']._serialized_end=2318
-  _globals['_NUDGESESSIONREQUEST']._serialized_start=2320
-  _globals['_NUDGESESSIONREQUEST']._serialized_end=2402
-  _globals['_NUDGESESSIONRESPONSE']._serialized_start=2404
-  _globals['_NUDGESESSIONRESPONSE']._serialized_end=2471
+  _globals['_RUNINPUT']._serialized_end=1012
+  _globals['_RUNINPUT_ENVENTRY']._serialized_start=747
+  _globals['_RUNINPUT_ENVENTRY']._serialized_end=789
+  _globals['_IMAGEINPUT']._serialized_start=1014
+  _globals['_IMAGEINPUT']._serialized_end=1122
+  _globals['_CHANGESSUMMARY']._serialized_start=1124
+  _globals['_CHANGESSUMMARY']._serialized_end=1209
+  _globals['_USAGE']._serialized_start=1212
+  _globals['_USAGE']._serialized_end=1348
+  _globals['_RUNRESULT']._serialized_start=1351
+  _globals['_RUNRESULT']._serialized_end=2053
+  _globals['_COMPLETEREQUEST']._serialized_start=2055
+  _globals['_COMPLETEREQUEST']._serialized_end=2113
+  _globals['_COMPLETERESPONSE']._serialized_start=2115
+  _globals['_COMPLETERESPONSE']._serialized_end=2178
+  _globals['_STREAMCOMPLETIONREQUEST']._serialized_start=2180
+  _globals['_STREAMCOMPLETIONREQUEST']._serialized_end=2246
+  _globals['_RUNSTARTED']._serialized_start=2248
+  _globals['_RUNSTARTED']._serialized_end=2345
+  _globals['_STREAMCOMPLETIONRESPONSE']._serialized_start=2348
+  _globals['_STREAMCOMPLETIONRESPONSE']._serialized_end=2549
+  _globals['_PROMPTSESSIONREQUEST']._serialized_start=2551
+  _globals['_PROMPTSESSIONREQUEST']._serialized_end=2634
+  _globals['_PROMPTSESSIONRESPONSE']._serialized_start=2636
+  _globals['_PROMPTSESSIONRESPONSE']._serialized_end=2704
+  _globals['_NUDGESESSIONREQUEST']._serialized_start=2706
+  _globals['_NUDGESESSIONREQUEST']._serialized_end=2788
+  _globals['_NUDGESESSIONRESPONSE']._serialized_start=2790
+  _globals['_NUDGESESSIONRESPONSE']._serialized_end=2857
+  _globals['_FORKSESSIONREQUEST']._serialized_start=2859
+  _globals['_FORKSESSIONREQUEST']._serialized_end=2940
+  _globals['_FORKSESSIONRESPONSE']._serialized_start=2942
+  _globals['_FORKSESSIONRESPONSE']._serialized_end=3008
 # @@protoc_insertion_point(module_scope)

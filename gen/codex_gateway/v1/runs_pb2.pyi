@@ -16,7 +16,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class RunInput(_message.Message):
-    __slots__ = ("messages", "prompt", "system_prompt", "model", "workspace", "cwd", "session_id", "timeout_ms", "max_duration_ms", "json_mode", "env", "metadata", "persistent", "resume_session_id", "secure", "secure_session", "objective", "nudge_prompt")
+    __slots__ = ("messages", "prompt", "system_prompt", "model", "workspace", "cwd", "session_id", "timeout_ms", "max_duration_ms", "json_mode", "env", "metadata", "persistent", "resume_session_id", "secure", "secure_session", "objective", "nudge_prompt", "output_schema", "images")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,8 @@ class RunInput(_message.Message):
     SECURE_SESSION_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     NUDGE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     prompt: str
     system_prompt: str
@@ -60,7 +62,31 @@ class RunInput(_message.Message):
     secure_session: bool
     objective: str
     nudge_prompt: str
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt: _Optional[str] = ..., system_prompt: _Optional[str] = ..., model: _Optional[str] = ..., workspace: _Optional[str] = ..., cwd: _Optional[str] = ..., session_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., json_mode: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., persistent: _Optional[bool] = ..., resume_session_id: _Optional[str] = ..., secure: _Optional[bool] = ..., secure_session: _Optional[bool] = ..., objective: _Optional[str] = ..., nudge_prompt: _Optional[str] = ...) -> None: ...
+    output_schema: _struct_pb2.Struct
+    images: _containers.RepeatedCompositeFieldContainer[ImageInput]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt: _Optional[str] = ..., system_prompt: _Optional[str] = ..., model: _Optional[str] = ..., workspace: _Optional[str] = ..., cwd: _Optional[str] = ..., session_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., json_mode: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., persistent: _Optional[bool] = ..., resume_session_id: _Optional[str] = ..., secure: _Optional[bool] = ..., secure_session: _Optional[bool] = ..., objective: _Optional[str] = ..., nudge_prompt: _Optional[str] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ...) -> None: ...
+
+class ImageInput(_message.Message):
+    __slots__ = ("data", "media_type", "path")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    media_type: str
+    path: str
+    def __init__(self, data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ChangesSummary(_message.Message):
+    __slots__ = ("source", "files", "additions", "deletions")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONS_FIELD_NUMBER: _ClassVar[int]
+    DELETIONS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    files: int
+    additions: int
+    deletions: int
+    def __init__(self, source: _Optional[str] = ..., files: _Optional[int] = ..., additions: _Optional[int] = ..., deletions: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "total_tokens", "reasoning_output_tokens")
@@ -77,7 +103,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., reasoning_output_tokens: _Optional[int] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("session_id", "gateway_session_id", "codex_session_id", "model", "output", "messages", "usage", "logs_path", "metadata", "run_id", "status", "content", "tool_calls", "events", "session_url", "error", "duration_ms", "attempts", "first_seq", "last_seq")
+    __slots__ = ("session_id", "gateway_session_id", "codex_session_id", "model", "output", "messages", "usage", "logs_path", "metadata", "run_id", "status", "content", "tool_calls", "events", "session_url", "error", "duration_ms", "attempts", "first_seq", "last_seq", "structured", "changes")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CODEX_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +124,8 @@ class RunResult(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURED_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     gateway_session_id: str
     codex_session_id: str
@@ -118,7 +146,9 @@ class RunResult(_message.Message):
     attempts: int
     first_seq: int
     last_seq: int
-    def __init__(self, session_id: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., model: _Optional[str] = ..., output: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logs_path: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., session_url: _Optional[str] = ..., error: _Optional[str] = ..., duration_ms: _Optional[int] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    structured: _struct_pb2.Value
+    changes: ChangesSummary
+    def __init__(self, session_id: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., model: _Optional[str] = ..., output: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logs_path: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., session_url: _Optional[str] = ..., error: _Optional[str] = ..., duration_ms: _Optional[int] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., structured: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., changes: _Optional[_Union[ChangesSummary, _Mapping]] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("run",)
@@ -185,6 +215,20 @@ class NudgeSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
 
 class NudgeSessionResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: RunResult
+    def __init__(self, result: _Optional[_Union[RunResult, _Mapping]] = ...) -> None: ...
+
+class ForkSessionRequest(_message.Message):
+    __slots__ = ("session_id", "run")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run: RunInput
+    def __init__(self, session_id: _Optional[str] = ..., run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
+
+class ForkSessionResponse(_message.Message):
     __slots__ = ("result",)
     RESULT_FIELD_NUMBER: _ClassVar[int]
     result: RunResult

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "status", "started_at", "completed_at", "duration_ms", "prompt_preview", "content_preview", "timeout_ms", "resume_session_id", "error", "usage", "model", "source", "metadata", "attempts", "first_seq", "last_seq")
+    __slots__ = ("run_id", "status", "started_at", "completed_at", "duration_ms", "prompt_preview", "content_preview", "timeout_ms", "resume_session_id", "error", "usage", "model", "source", "metadata", "attempts", "first_seq", "last_seq", "changes")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class RunRecord(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: str
     started_at: str
@@ -44,10 +45,21 @@ class RunRecord(_message.Message):
     attempts: int
     first_seq: int
     last_seq: int
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[int] = ..., prompt_preview: _Optional[str] = ..., content_preview: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., resume_session_id: _Optional[str] = ..., error: _Optional[str] = ..., usage: _Optional[_Union[_runs_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    changes: _runs_pb2.ChangesSummary
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[int] = ..., prompt_preview: _Optional[str] = ..., content_preview: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., resume_session_id: _Optional[str] = ..., error: _Optional[str] = ..., usage: _Optional[_Union[_runs_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., changes: _Optional[_Union[_runs_pb2.ChangesSummary, _Mapping]] = ...) -> None: ...
+
+class ForkOrigin(_message.Message):
+    __slots__ = ("session_id", "codex_session_id", "run_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CODEX_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    codex_session_id: str
+    run_id: str
+    def __init__(self, session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
-    __slots__ = ("session_id", "dir", "modified", "metadata", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "runs", "execution_timeout_ms", "error")
+    __slots__ = ("session_id", "dir", "modified", "metadata", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "runs", "execution_timeout_ms", "error", "forked_from")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     DIR_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +75,7 @@ class SessionSummary(_message.Message):
     RUNS_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     dir: str
     modified: str
@@ -78,7 +91,8 @@ class SessionSummary(_message.Message):
     runs: int
     execution_timeout_ms: int
     error: str
-    def __init__(self, session_id: _Optional[str] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., runs: _Optional[int] = ..., execution_timeout_ms: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    forked_from: ForkOrigin
+    def __init__(self, session_id: _Optional[str] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., runs: _Optional[int] = ..., execution_timeout_ms: _Optional[int] = ..., error: _Optional[str] = ..., forked_from: _Optional[_Union[ForkOrigin, _Mapping]] = ...) -> None: ...
 
 class LogTail(_message.Message):
     __slots__ = ("tail", "tail_lines")
@@ -89,7 +103,7 @@ class LogTail(_message.Message):
     def __init__(self, tail: _Optional[str] = ..., tail_lines: _Optional[int] = ...) -> None: ...
 
 class SessionDetail(_message.Message):
-    __slots__ = ("session_id", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "nudge_prompt", "execution_timeout_ms", "runs", "run_history", "stdout", "stderr", "events", "metadata", "dir", "modified", "workspace")
+    __slots__ = ("session_id", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "nudge_prompt", "execution_timeout_ms", "runs", "run_history", "stdout", "stderr", "events", "metadata", "dir", "modified", "workspace", "forked_from")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CODEX_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +124,7 @@ class SessionDetail(_message.Message):
     DIR_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     codex_session_id: str
     status: str
@@ -130,7 +145,8 @@ class SessionDetail(_message.Message):
     dir: str
     modified: str
     workspace: str
-    def __init__(self, session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., nudge_prompt: _Optional[str] = ..., execution_timeout_ms: _Optional[int] = ..., runs: _Optional[int] = ..., run_history: _Optional[_Iterable[_Union[RunRecord, _Mapping]]] = ..., stdout: _Optional[_Union[LogTail, _Mapping]] = ..., stderr: _Optional[_Union[LogTail, _Mapping]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., workspace: _Optional[str] = ...) -> None: ...
+    forked_from: ForkOrigin
+    def __init__(self, session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., nudge_prompt: _Optional[str] = ..., execution_timeout_ms: _Optional[int] = ..., runs: _Optional[int] = ..., run_history: _Optional[_Iterable[_Union[RunRecord, _Mapping]]] = ..., stdout: _Optional[_Union[LogTail, _Mapping]] = ..., stderr: _Optional[_Union[LogTail, _Mapping]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., workspace: _Optional[str] = ..., forked_from: _Optional[_Union[ForkOrigin, _Mapping]] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("limit", "since")
@@ -285,3 +301,53 @@ class TailNotice(_message.Message):
     run_id: str
     status: str
     def __init__(self, kind: _Optional[str] = ..., message: _Optional[str] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class GetSessionChangesRequest(_message.Message):
+    __slots__ = ("session_id", "run_id", "diff", "max_diff_bytes")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_DIFF_BYTES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run_id: str
+    diff: bool
+    max_diff_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., diff: _Optional[bool] = ..., max_diff_bytes: _Optional[int] = ...) -> None: ...
+
+class FileChange(_message.Message):
+    __slots__ = ("path", "status", "old_path", "additions", "deletions", "binary")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OLD_PATH_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONS_FIELD_NUMBER: _ClassVar[int]
+    DELETIONS_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    status: str
+    old_path: str
+    additions: int
+    deletions: int
+    binary: bool
+    def __init__(self, path: _Optional[str] = ..., status: _Optional[str] = ..., old_path: _Optional[str] = ..., additions: _Optional[int] = ..., deletions: _Optional[int] = ..., binary: _Optional[bool] = ...) -> None: ...
+
+class GetSessionChangesResponse(_message.Message):
+    __slots__ = ("session_id", "run_id", "source", "base_commit", "files", "summary", "diff", "diff_truncated", "running")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BASE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    DIFF_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run_id: str
+    source: str
+    base_commit: str
+    files: _containers.RepeatedCompositeFieldContainer[FileChange]
+    summary: _runs_pb2.ChangesSummary
+    diff: str
+    diff_truncated: bool
+    running: bool
+    def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., source: _Optional[str] = ..., base_commit: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileChange, _Mapping]]] = ..., summary: _Optional[_Union[_runs_pb2.ChangesSummary, _Mapping]] = ..., diff: _Optional[str] = ..., diff_truncated: _Optional[bool] = ..., running: _Optional[bool] = ...) -> None: ...

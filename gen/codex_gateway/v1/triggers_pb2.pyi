@@ -1,3 +1,4 @@
+from codex_gateway.v1 import runs_pb2 as _runs_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -24,7 +25,7 @@ class Schedule(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., at: _Optional[str] = ..., time: _Optional[str] = ..., timezone: _Optional[str] = ..., interval_minutes: _Optional[float] = ..., cron: _Optional[str] = ...) -> None: ...
 
 class Trigger(_message.Message):
-    __slots__ = ("id", "title", "description", "schedule", "prompt_text", "created_at", "enabled", "tags", "last_fired", "gateway_session_id", "system_prompt", "env", "cwd", "timeout_ms", "last_status", "last_error", "last_attempt_at", "overdue", "next_fire")
+    __slots__ = ("id", "title", "description", "schedule", "prompt_text", "created_at", "enabled", "tags", "last_fired", "gateway_session_id", "system_prompt", "env", "cwd", "timeout_ms", "last_status", "last_error", "last_attempt_at", "overdue", "next_fire", "output_schema", "images")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +52,8 @@ class Trigger(_message.Message):
     LAST_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     OVERDUE_FIELD_NUMBER: _ClassVar[int]
     NEXT_FIRE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     title: str
     description: str
@@ -70,7 +73,9 @@ class Trigger(_message.Message):
     last_attempt_at: str
     overdue: bool
     next_fire: str
-    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., prompt_text: _Optional[str] = ..., created_at: _Optional[str] = ..., enabled: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ..., last_fired: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., last_status: _Optional[str] = ..., last_error: _Optional[str] = ..., last_attempt_at: _Optional[str] = ..., overdue: _Optional[bool] = ..., next_fire: _Optional[str] = ...) -> None: ...
+    output_schema: _struct_pb2.Struct
+    images: _containers.RepeatedCompositeFieldContainer[_runs_pb2.ImageInput]
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., prompt_text: _Optional[str] = ..., created_at: _Optional[str] = ..., enabled: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ..., last_fired: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., last_status: _Optional[str] = ..., last_error: _Optional[str] = ..., last_attempt_at: _Optional[str] = ..., overdue: _Optional[bool] = ..., next_fire: _Optional[str] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_runs_pb2.ImageInput, _Mapping]]] = ...) -> None: ...
 
 class ListTriggersRequest(_message.Message):
     __slots__ = ("trigger_file",)
