@@ -6,7 +6,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 PROTOS := $(wildcard proto/codex_gateway/v1/*.proto)
 
-.PHONY: install serve cluster test check gen bench soak hostile fmt clean constraints
+.PHONY: install serve cluster test check gen bench soak hostile fmt clean constraints baseline
 
 install: $(STAMP_PY) $(STAMP_NPM)
 
@@ -65,8 +65,14 @@ check: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format -d --exit-code
+	# A new field or RPC never breaks an existing client: the proto against the last one landed
+	# (proto/baseline.binpb, rebuilt by `make baseline` after a release)
+	$(VENV)/bin/buf breaking --against proto/baseline.binpb
 	$(MAKE) --no-print-directory gen
 	git add -N gen && git diff --exit-code -- gen
+
+baseline: $(STAMP_PY)
+	$(VENV)/bin/buf build -o proto/baseline.binpb
 
 clean:
 	rm -rf $(VENV) node_modules gen/codex_gateway/**/__pycache__
