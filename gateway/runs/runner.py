@@ -232,9 +232,7 @@ class Runner:
                         default_model=self._config.default_model,
                         on_event=on_event,
                         on_started=on_started,
-                        scratch=Scratch(
-                            run_id, self._config.agent_user, self._config.scratch_root
-                        ),
+                        scratch=Scratch(run_id, self._config.agent_user, self._config.scratch_root),
                     )
                     try:
                         return await self._run_in_session(run)

@@ -379,3 +379,33 @@ async def test_a_run_interrupted_by_shutdown_leaves_no_copies(
             await call
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert served.scratch_dirs() == []
+
+
+async def test_an_inline_image_counts_against_the_request_limit_of_each_protocol(
+    config_for: Callable[..., Config], tmp_path: Path, model_server: ModelServer
+) -> None:
+    """An inline image travels in the request: over REST as base64 (a third larger) in a body
+    of at most CODEX_GATEWAY_MAX_BODY_BYTES (413 above it); over gRPC as bytes in a message of
+    that limit plus 64 KiB. So an image of 1.1 MB under a 1.2 MB limit goes over gRPC but not
+    over REST, and one of 800 kB over both, as the README says."""
+    config = config_for(scratch_root=tmp_path / "scratch", max_body_bytes=1_200_000)
+    big, fits = png(600, 600, noise=True), png(500, 500, noise=True)
+    assert 1_050_000 < len(big) < 1_150_000 and 700_000 < len(fits) < 800_000
+    async with (
+        running_gateway(config) as gw,
+        running_bridge(gw.target, max_body_bytes=config.max_body_bytes) as url,
+        httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http,
+    ):
+        served = Served(gw, http, tmp_path / "scratch", config.default_workspace)
+        response = await http.post("/completion", json={"prompt": "x", "images": [inline(big)]})
+        assert response.status_code == 413, response.text
+        status, answer = await served.call(
+            "grpc", "Complete", {"prompt": "x", "images": [inline(big)]}
+        )
+        assert status == 200, answer
+        status, answer = await served.call(
+            "rest", "Complete", {"prompt": "x", "images": [inline(fits)]}
+        )
+        assert status == 200, answer
+    assert [images_sent(r) for r in model_server.requests] == [[big], [fits]]
+    assert served.scratch_dirs() == []
