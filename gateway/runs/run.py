@@ -23,7 +23,7 @@ from gateway.agent.events import (
     parse_line,
 )
 from gateway.clock import now_iso
-from gateway.runs.images import ImageInput
+from gateway.runs.images import CheckedImage, ImageInput
 from gateway.runs.prompt import Message
 from gateway.runs.scratch import Scratch
 from gateway.sessions import journal
@@ -100,6 +100,7 @@ class Prepared:
     workspace: Path
     timeout_ms: int
     env: dict[str, str]
+    images: tuple[CheckedImage, ...] = ()
 
 
 class Run:
@@ -138,6 +139,7 @@ class Run:
         self.stop_reason: str | None = None  # "cancelled" | "interrupted" once asked to stop
         self.stop_detail: str | None = None  # why, when not the gateway's shutdown
         self._log: RunLog | None = None
+        self.images: list[Path] = []  # copies in the scratch dir, passed on every attempt
         self.scratch = scratch or Scratch(
             run_id
         )  # files codex reads for this run; closed at its end

@@ -35,6 +35,7 @@ from gateway.errors import (
     StorageFailed,
     quote,
 )
+from gateway.runs import images
 from gateway.runs.childenv import check_request_env, child_environment
 from gateway.runs.concurrency import Slots
 from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
@@ -136,6 +137,12 @@ class Runner:
             default=self._config.default_workspace,
             roots=self._config.workspace_roots,
         )
+        checked_images = images.check(
+            request.images,
+            workspace,
+            max_images=self._config.max_images,
+            max_bytes=self._config.max_image_bytes,
+        )
         env = check_request_env(request.env, self._config.request_env_allow)
         codex.check_credentials(self._config, env)
         target = self._target_session(request)
@@ -149,6 +156,7 @@ class Runner:
             workspace=workspace,
             timeout_ms=timeout_ms,
             env=env,
+            images=checked_images,
         )
 
     def _target_session(self, request: RunRequest) -> Session | None:
@@ -224,7 +232,7 @@ class Runner:
                         default_model=self._config.default_model,
                         on_event=on_event,
                         on_started=on_started,
-                        scratch=Scratch(run_id, self._config.agent_user),
+                        scratch=Scratch(run_id, self._config.agent_user, self._config.scratch_root),
                     )
                     try:
                         return await self._run_in_session(run)
@@ -257,6 +265,12 @@ class Runner:
         if run.on_started is not None:
             run.on_started(session, run.id, run.record.first_seq)
         try:
+            run.images = await images.copy_async(
+                run.prepared.images,
+                run.prepared.workspace,
+                run.scratch,
+                max_bytes=self._config.max_image_bytes,
+            )
             run.outcome = await self._attempts(run)
             run.status = "completed"
         except asyncio.CancelledError:
@@ -339,7 +353,9 @@ class Runner:
         session, prepared, run_log = run.session, run.prepared, run.log
         resume_thread = run.resume_thread
         agent = AgentProcess(
-            codex.argv(self._config, prepared.workspace, run.model, resume_thread),
+            codex.argv(
+                self._config, prepared.workspace, run.model, resume_thread, images=run.images
+            ),
             env=child_environment(self._config.child_env, prepared.env),
             cwd=prepared.workspace,
             stdin_text=prepared.prompt_text,
