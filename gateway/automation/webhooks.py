@@ -352,7 +352,7 @@ def finished_payload(run: Run) -> dict[str, Any]:
     users = [
         m.content for m in run.prepared.messages if m.role.lower() not in ("assistant", "system")
     ]
-    return {
+    payload = {
         "session_id": session.id,
         "gateway_session_id": session.id,
         "codex_session_id": session.codex_session_id,
@@ -371,6 +371,9 @@ def finished_payload(run: Run) -> dict[str, Any]:
         "first_seq": record.first_seq,
         "last_seq": record.last_seq,
     }
+    if session.forked_from is not None:  # a fork's session names its parent
+        payload["forked_from"] = session.forked_from.as_dict()
+    return payload
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
