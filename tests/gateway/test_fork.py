@@ -6,6 +6,7 @@ refusal, on both protocols."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
@@ -257,6 +258,14 @@ async def test_a_fork_is_refused_for_a_missing_threadless_or_misnamed_parent(
 
     blank = await http.post(f"/sessions/{parent.session_id}/fork", json={"messages": [{}]})
     assert blank.status_code == 400 and "no text" in blank.json()["error"]
+    # A fork without a prompt runs no turn: a schema or an image would be silently ignored.
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(16)).decode()
+    for unseen in (
+        {"output_schema": {"type": "object"}},
+        {"images": [{"data": png, "media_type": "image/png"}]},
+    ):
+        answer = await http.post(f"/sessions/{parent.session_id}/fork", json=unseen)
+        assert answer.status_code == 400 and "need a prompt" in answer.json()["error"]
     assert len(list(sessions.glob("session-*"))) == count  # no session made by a refusal
     assert gw.gateway.slots.active == 0
 
