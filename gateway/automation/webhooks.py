@@ -370,6 +370,8 @@ def finished_payload(run: Run) -> dict[str, Any]:
         # The run's items in the session's log: GET /sessions/:id/tail?after_seq=<first - 1>.
         "first_seq": record.first_seq,
         "last_seq": record.last_seq,
+        # What the run changed, in sum (GET /sessions/:id/changes?run_id= lists it).
+        "changes": record.changes,
     }
 
 

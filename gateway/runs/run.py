@@ -22,6 +22,7 @@ from gateway.agent.events import (
     canonical_thread_id,
     parse_line,
 )
+from gateway.changes.reported import ReportedChanges
 from gateway.clock import now_iso
 from gateway.runs.images import ImageInput
 from gateway.runs.prompt import Message
@@ -86,6 +87,7 @@ class RunResult:
     events_omitted: int = 0  # events the run printed that `events` does not hold
     first_seq: int | None = None  # the run's items in the session's log (sessions/journal.py)
     last_seq: int | None = None
+    changes: dict[str, Any] | None = None  # the summary (gateway/changes/)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Run:
         self.stop_reason: str | None = None  # "cancelled" | "interrupted" once asked to stop
         self.stop_detail: str | None = None  # why, when not the gateway's shutdown
         self._log: RunLog | None = None
+        self.reported = ReportedChanges(prepared.workspace)  # codex's file_change items
         self.scratch = scratch or Scratch(
             run_id
         )  # files codex reads for this run; closed at its end
@@ -203,6 +206,7 @@ class Run:
         event = parse_line(line)
         if event is not None:
             self.log.event(event, line)
+            self.reported.observe(event)
         return event
 
     def stop(self, reason: str, detail: str | None = None) -> None:
@@ -251,4 +255,5 @@ class Run:
             events_omitted=outcome.events_dropped,
             first_seq=self.record.first_seq,
             last_seq=self.record.last_seq,
+            changes=self.record.changes,
         )
