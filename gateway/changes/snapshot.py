@@ -96,8 +96,23 @@ def _inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+def _may_be_in_git(workspace: Path, roots: Sequence[Path]) -> bool:
+    """Whether a `.git` is in the workspace or above it, up to its workspace root (a repository
+    must lie inside the roots): most runs outside git are told so with a few stats, not two git
+    processes."""
+    tops = {Path(os.path.realpath(root)) for root in roots}
+    for directory in (workspace, *workspace.parents):
+        if os.path.lexists(directory / ".git"):
+            return True
+        if directory in tops:
+            return False
+    return False
+
+
 async def discover(git: Git, workspace: Path, roots: Sequence[Path]) -> Repository:
     """The workspace's repository; NotARepository when there is none we may read."""
+    if not _may_be_in_git(workspace, roots):
+        raise NotARepository("no .git in the workspace or above it within its root")
     try:
         found = await git.run(
             ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
@@ -169,6 +184,8 @@ def store_env(store: Path, objects: str) -> dict[str, str]:
 async def take(git: Git, workspace: Path, roots: Sequence[Path], files_dir: Path) -> Snapshot:
     """A snapshot of `workspace` into the store in `files_dir`. GitFailed (NotARepository when
     there is no git) or OSError when it cannot be taken."""
+    if not _may_be_in_git(workspace, roots):
+        raise NotARepository("no .git in the workspace or above it within its root")
     found, head = await asyncio.gather(
         discover(git, workspace, roots),
         # Beside the discovery (whose failure is the one told): 1, no commit yet; 128, no git.

@@ -280,3 +280,13 @@ def test_reported_changes_skip_failed_patches_and_other_items_and_stay_bounded()
         reported.observe(_file_change(f"/ws/f{n}", "add"))
     assert len(reported.files) == MAX_REPORTED_FILES and reported.omitted == 5
     assert reported.as_json()[0] == {"path": "f0", "status": "added"}
+
+
+async def test_a_repository_above_the_workspace_root_is_not_looked_for(
+    tmp_path: Path, git: Git
+) -> None:
+    outer = make_repo(tmp_path / "outer")
+    root = outer / "roots" / "ws"
+    root.mkdir(parents=True)
+    with pytest.raises(NotARepository, match="within its root"):
+        await take(git, root, [root], tmp_path / "session")
