@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.changes import reported
 from gateway.changes.diff import Changes, FileChange, Summary, changes_between, summary_between
 from gateway.changes.git import Git, GitFailed, git_environment
 from gateway.changes.snapshot import STORE_NAME, NotARepository, Snapshot, take
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # the run imports nothing of this module; only its type is ne
 
 log = logging.getLogger(__name__)
 
+REPORTED_DIR = "reported"  # in the session's store: codex's reports, a file per run
 BASE_TIMEOUT_S = 20.0
 AFTER_TIMEOUT_S = 60.0
 
@@ -74,8 +76,14 @@ class ChangeTracker:
                 record.changes_snapshot = {**record.changes_snapshot, "after": after.tree}
                 record.changes = summary.as_json()
                 return
-        record.changes_reported = run.reported.as_json()
-        record.changes = Summary("codex_events", len(record.changes_reported)).as_json()
+        files = run.reported.as_json()
+        try:
+            directory = run.session.files_dir / STORE_NAME / REPORTED_DIR
+            await asyncio.to_thread(reported.save, directory, run.id, files)
+        except OSError as exc:
+            log.warning("run %s: could not record the files codex reported: %s", run.id, exc)
+            return
+        record.changes = Summary("codex_events", len(files)).as_json()
 
     async def of_run(
         self,
@@ -115,16 +123,15 @@ class ChangeTracker:
                 f"The changes of run {record.run_id} cannot be read any more (its repository "
                 "or its snapshots are gone)"
             ) from None
-        reported = live.reported.as_json() if running and live is not None else None
-        if reported is None:
-            reported = record.changes_reported
-        if reported is None:
+        listed = live.reported.as_json() if running and live is not None else None
+        summary = Summary.from_json(record.changes)
+        if listed is None and summary is not None and summary.source == "codex_events":
+            listed = await asyncio.to_thread(
+                reported.load, session.files_dir / STORE_NAME / REPORTED_DIR, record.run_id
+            )
+        if listed is None:
             raise ChangesUnavailable(f"No changes were recorded for run {record.run_id}")
-        files = [
-            FileChange(str(entry.get("path")), str(entry.get("status")))
-            for entry in reported
-            if isinstance(entry, dict)
-        ]
+        files = [FileChange(entry["path"], entry["status"]) for entry in listed]
         return RunChanges(Changes("codex_events", files), None, running)
 
 
