@@ -77,13 +77,15 @@ class ChangeTracker:
                 record.changes = summary.as_json()
                 return
         files = run.reported.as_json()
+        record.changes = Summary("codex_events", len(files)).as_json()
+        if not files:
+            return  # nothing to keep (most runs outside git: no file written for them)
         try:
             directory = run.session.files_dir / STORE_NAME / REPORTED_DIR
             await asyncio.to_thread(reported.save, directory, run.id, files)
         except OSError as exc:
             log.warning("run %s: could not record the files codex reported: %s", run.id, exc)
-            return
-        record.changes = Summary("codex_events", len(files)).as_json()
+            record.changes = None
 
     async def of_run(
         self,
@@ -126,8 +128,12 @@ class ChangeTracker:
         listed = live.reported.as_json() if running and live is not None else None
         summary = Summary.from_json(record.changes)
         if listed is None and summary is not None and summary.source == "codex_events":
-            listed = await asyncio.to_thread(
-                reported.load, session.files_dir / STORE_NAME / REPORTED_DIR, record.run_id
+            listed = (
+                await asyncio.to_thread(
+                    reported.load, session.files_dir / STORE_NAME / REPORTED_DIR, record.run_id
+                )
+                if summary.files
+                else []
             )
         if listed is None:
             raise ChangesUnavailable(f"No changes were recorded for run {record.run_id}")
