@@ -42,10 +42,35 @@ class RunChanges:
     running: bool = False
 
 
+PROTECTED_HARDLINKS = Path("/proc/sys/fs/protected_hardlinks")
+
+
+def hardlinks_protected(setting: Path = PROTECTED_HARDLINKS) -> bool:
+    """Whether a user may only hard-link files it could read (fs.protected_hardlinks = 1)."""
+    try:
+        return setting.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 class ChangeTracker:
+    """Git runs as the gateway's user, not the agent's (CODEX_GATEWAY_AGENT_USER): it writes into
+    the session's store, which the agent must not reach. So it reads the workspace with the
+    gateway's rights: symlinks are recorded as links, devices and FIFOs are refused, and a hard
+    link to a file the agent could not read is what the kernel's fs.protected_hardlinks
+    forbids. Without that protection, and with an agent user, the gateway takes no snapshot
+    (codex's reports instead) rather than read such a link for the agent.
+    """
+
     def __init__(self, config: Config) -> None:
         self._git = Git(git_environment(config.child_env))
         self._roots: Sequence[Path] = (*config.workspace_roots, config.default_workspace)
+        self.enabled = config.agent_user is None or hardlinks_protected()
+        if not self.enabled:
+            log.warning(
+                "fs.protected_hardlinks is off: with CODEX_GATEWAY_AGENT_USER set, runs' changes "
+                "come from codex's reports, not git snapshots"
+            )
 
     async def _snapshot(self, workspace: Path, files_dir: Path, timeout_s: float) -> Snapshot:
         async with asyncio.timeout(timeout_s):
@@ -54,6 +79,8 @@ class ChangeTracker:
     async def begin(self, run: Run) -> None:
         """The base: the workspace as the run found it, uncommitted changes included."""
         workspace = run.prepared.workspace
+        if not self.enabled:
+            return
         try:
             base = await self._snapshot(workspace, run.session.files_dir, BASE_TIMEOUT_S)
         except (GitFailed, OSError, TimeoutError) as exc:

@@ -31,6 +31,7 @@ from gateway.changes.reported import (
     save,
 )
 from gateway.changes.snapshot import STORE_NAME, NotARepository, Snapshot, take
+from gateway.changes.tracker import hardlinks_protected
 from tests.gitrepos import git_state, make_repo, set_config, sh
 
 
@@ -315,3 +316,20 @@ def test_an_overlong_reported_path_is_left_out() -> None:
     reported.observe(_file_change("/ws/" + "p" * (MAX_PATH_CHARS + 1), "add"))
     reported.observe(_file_change("/ws/short", "add"))
     assert reported.files == {"short": "added"} and reported.omitted == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param("1\n", True, id="protected"),
+        pytest.param("0\n", False, id="off"),
+        pytest.param(None, False, id="unknown"),
+    ],
+)
+def test_snapshots_with_an_agent_user_need_protected_hardlinks(
+    tmp_path: Path, content: str | None, expected: bool
+) -> None:
+    setting = tmp_path / "protected_hardlinks"
+    if content is not None:
+        setting.write_text(content)
+    assert hardlinks_protected(setting) is expected
