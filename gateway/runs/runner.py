@@ -23,6 +23,7 @@ from tenacity.wait import wait_exponential
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id, is_thread_id
 from gateway.agent.process import AgentProcess
+from gateway.changes.tracker import ChangeTracker
 from gateway.config import MODEL_NAME, Config
 from gateway.errors import (
     AgentFailed,
@@ -91,6 +92,7 @@ class Runner:
         self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[RunResult]] = set()
         self._closing = False
+        self.changes = ChangeTracker(config)
 
     @property
     def running(self) -> int:
@@ -297,6 +299,7 @@ class Runner:
         if run.on_started is not None:
             run.on_started(session, run.id, run.record.first_seq)
         try:
+            await self.changes.begin(run)  # the workspace as the run found it
             run.images = await images.copy_async(
                 run.prepared.images,
                 run.prepared.workspace,
@@ -324,12 +327,28 @@ class Runner:
             run.status, run.error = "error", exc.message
             raise
         finally:
+            await self._record_changes(run)
             self._active.pop(session.id, None)
             run.record.last_seq = run.log.end(run.status)
             run.log.close()
             self._finish(run)
             self._announce(run)
         return run.result()
+
+    async def _record_changes(self, run: Run) -> None:
+        """What the run changed, whatever its status; a cancel while it is recorded (the
+        gateway's shutdown past its grace) does not stop the run's end from being recorded."""
+        recording = asyncio.ensure_future(self.changes.end(run))
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:  # the recording goes on, shielded, and lands in the record
+            log.warning("run %s: cancelled while its changes were recorded", run.id)
+        except Exception:  # recording what changed must never break the run it reports
+            log.exception("run %s: could not record its changes", run.id)
+
+    def active(self, session_id: str) -> Run | None:
+        """The session's running run in this process, if any."""
+        return self._active.get(session_id)
 
     def _announce(self, run: Run) -> None:
         if self._on_finished is None:

@@ -127,6 +127,8 @@ _RUN_KEYS = (
     _Key("usage", _object_or_none, optional=True),
     _Key("first_seq", _number_or_none, optional=True),
     _Key("last_seq", _number_or_none, optional=True),
+    _Key("changes", _object_or_none, optional=True),
+    _Key("changes_snapshot", _object_or_none, optional=True),
 )
 """A run record's keys, in the order a new record writes them (the field names are theirs)."""
 
