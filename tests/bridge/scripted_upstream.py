@@ -145,6 +145,12 @@ class ScriptedUpstream(gateway_pb2_grpc.GatewayServiceServicer):
         self._record("ForkSession", request, context)
         return runs_pb2.ForkSessionResponse(result=_result(request.run))
 
+    async def GetSessionChanges(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._record("GetSessionChanges", request, context)
+        return sessions_pb2.GetSessionChangesResponse(
+            session_id=request.session_id, run_id=request.run_id or "run-1", source="git"
+        )
+
     async def CancelSession(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._record("CancelSession", request, context)
         await _abort_if_status_name(request.session_id, context)
