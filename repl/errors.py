@@ -8,6 +8,7 @@ ReplError               a command failed; str() is the line shown, never a trace
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -17,6 +18,12 @@ _HINTS: Final[Mapping[str, str]] = {
     "PERMISSION_DENIED": "pass --secure-token or set CODEX_GATEWAY_SECURE_TOKEN",
     "DEADLINE_EXCEEDED": "raise the run timeout with: timeout <seconds>",
 }
+# The same by the error's reason (its ErrorInfo reason), where the status says too little.
+_REASON_HINTS: Final[Mapping[str, str]] = {
+    "OUTPUT_SCHEMA_MISMATCH": "the answer did not match the schema (schema clear: no schema)",
+}
+LISTED_ERRORS: Final = 10
+"""How many of an error's listed problems (`errors`: a schema mismatch's) are shown."""
 
 
 class ReplError(Exception):
@@ -72,6 +79,41 @@ class GatewayError(ReplError):
         notes = []
         if self.retry_after is not None:
             notes.append(f"retry after {self.retry_after} s")
+        if self.field and self.field not in self.message:
+            notes.append(f"field {self.field}")
         if self.code in _HINTS:
             notes.append(_HINTS[self.code])
-        return " · ".join([line, *notes])
+        if self.reason in _REASON_HINTS:
+            notes.append(_REASON_HINTS[self.reason])
+        listed = self.listed
+        shown = [f"  - {problem}" for problem in listed[:LISTED_ERRORS]]
+        if len(listed) > LISTED_ERRORS:
+            shown.append(f"  ... and {len(listed) - LISTED_ERRORS} more")
+        return "\n".join([" · ".join([line, *notes]), *shown])
+
+    @property
+    def reason(self) -> str:
+        reason = self.details.get("reason")
+        return reason if isinstance(reason, str) else ""
+
+    @property
+    def field(self) -> str:
+        """The request field the error is about (`images[2]`), when the gateway names one."""
+        field = self.details.get("field")
+        return field if isinstance(field, str) else ""
+
+    @property
+    def listed(self) -> list[str]:
+        """The problems the error lists (`errors`: a JSON array, or one per line in a string)."""
+        value = self.details.get("errors")
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, list):
+                return [line.strip() for line in value.splitlines() if line.strip()]
+            value = parsed
+        if isinstance(value, list):
+            return [item if isinstance(item, str) else json.dumps(item) for item in value]
+        return []

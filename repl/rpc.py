@@ -13,8 +13,10 @@ from google.rpc import error_details_pb2, status_pb2
 
 from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, sessions_pb2
 
+from .attachments import Attachments
 from .client import (
     CANCEL_TIMEOUT_S,
+    CHANGES_TIMEOUT_S,
     LIST_TIMEOUT_S,
     SEARCH_TIMEOUT_S,
     SHOW_TIMEOUT_S,
@@ -67,14 +69,41 @@ class GrpcClient:
             call.cancel()
 
     async def prompt(
-        self, session_id: str, text: str, *, timeout_ms: int, env: Mapping[str, str]
+        self,
+        session_id: str,
+        text: str,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
     ) -> Json:
-        request = runs_pb2.PromptSessionRequest(
-            session_id=session_id, run=_run_input(prompt_body(text, timeout_ms, env))
-        )
+        run = _run_input(prompt_body(text, timeout_ms, env, attachments))
+        request = runs_pb2.PromptSessionRequest(session_id=session_id, run=run)
         wait_s = run_wait_s(timeout_ms)
         response = await self._unary(self._stub.PromptSession, request, wait_s)
         return _json(response.result)
+
+    async def fork(
+        self,
+        session_id: str,
+        text: str | None,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
+    ) -> Json:
+        run = _run_input(prompt_body(text, timeout_ms, env, attachments))
+        request = runs_pb2.ForkSessionRequest(session_id=session_id, run=run)
+        wait_s = run_wait_s(timeout_ms)
+        response = await self._unary(self._stub.ForkSession, request, wait_s)
+        return _json(response.result)
+
+    async def changes(self, session_id: str, *, run_id: str | None, diff: bool) -> Json:
+        request = sessions_pb2.GetSessionChangesRequest(session_id=session_id, diff=diff)
+        if run_id:
+            request.run_id = run_id
+        response = await self._unary(self._stub.GetSessionChanges, request, CHANGES_TIMEOUT_S)
+        return _json(response)
 
     async def list_sessions(self) -> list[Json]:
         request = sessions_pb2.ListSessionsRequest()
