@@ -405,8 +405,8 @@ class Renderer:
         table = Table(show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
-        for usage, summary in rows:
-            table.add_row(usage, summary)
+        for usage, summary in rows:  # as Text: `[prompt]` is no rich markup
+            table.add_row(Text(usage), Text(summary))
         table.add_row("", "")
         for key, summary in keys:
             table.add_row(Text(key, style="bold"), summary)
