@@ -8,7 +8,6 @@ ReplError               a command failed; str() is the line shown, never a trace
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -22,8 +21,8 @@ _HINTS: Final[Mapping[str, str]] = {
 _REASON_HINTS: Final[Mapping[str, str]] = {
     "OUTPUT_SCHEMA_MISMATCH": "the answer did not match the schema (schema clear: no schema)",
 }
-LISTED_ERRORS: Final = 10
-"""How many of an error's listed problems (`errors`: a schema mismatch's) are shown."""
+LISTED_ERRORS: Final = 20
+"""How many of an error's listed problems (a schema mismatch's) are shown."""
 
 
 class ReplError(Exception):
@@ -85,6 +84,8 @@ class GatewayError(ReplError):
             notes.append(_HINTS[self.code])
         if self.reason in _REASON_HINTS:
             notes.append(_REASON_HINTS[self.reason])
+            if isinstance(session := self.details.get("session_id"), str) and session:
+                notes.append(f"the answer is kept: show {session} events")
         listed = self.listed
         shown = [f"  - {problem}" for problem in listed[:LISTED_ERRORS]]
         if len(listed) > LISTED_ERRORS:
@@ -104,16 +105,16 @@ class GatewayError(ReplError):
 
     @property
     def listed(self) -> list[str]:
-        """The problems the error lists (`errors`: a JSON array, or one per line in a string)."""
-        value = self.details.get("errors")
-        if isinstance(value, str):
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                parsed = None
-            if not isinstance(parsed, list):
-                return [line.strip() for line in value.splitlines() if line.strip()]
-            value = parsed
-        if isinstance(value, list):
-            return [item if isinstance(item, str) else json.dumps(item) for item in value]
-        return []
+        """The problems the error lists: a schema mismatch's `schema_errors` (`path: message`,
+        the path a JSON pointer), then any other precondition `violations`."""
+        lines: list[str] = []
+        for key, subject, description in (
+            ("schema_errors", "path", "message"),
+            ("violations", "subject", "description"),
+        ):
+            items = self.details.get(key)
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, Mapping):
+                    where, what = item.get(subject), str(item.get(description) or "")
+                    lines.append(f"{where}: {what}" if where else what)  # no path: the root
+        return [line for line in lines if line]

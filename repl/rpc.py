@@ -167,7 +167,9 @@ def _json(message: Message) -> Json:
 
 
 def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
-    """`retry_after` and the ErrorInfo metadata (`active`, `max`, ...) of a serialized status."""
+    """`retry_after`, the ErrorInfo metadata (`active`, `max`, ...) and the PreconditionFailure
+    violations (`schema_errors`, `violations`) of a serialized status, as the bridge's body has
+    them."""
     details: dict[str, Any] = {}
     for value in values:
         if not isinstance(value, bytes):
@@ -183,6 +185,18 @@ def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
                 details.update(info.metadata)
                 if info.reason:
                     details["reason"] = info.reason
+            elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                failure = error_details_pb2.PreconditionFailure()
+                detail.Unpack(failure)
+                for violation in failure.violations:
+                    # As the bridge lists them: a schema mismatch's errors by their JSON pointer.
+                    if violation.type == "OUTPUT_SCHEMA":
+                        key = "schema_errors"
+                        item = {"path": violation.subject, "message": violation.description}
+                    else:
+                        key = "violations"
+                        item = {"subject": violation.subject, "description": violation.description}
+                    details.setdefault(key, []).append(item)
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)

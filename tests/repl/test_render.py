@@ -263,32 +263,40 @@ def test_a_session_shows_its_parent_and_its_runs_changes() -> None:
                 code="FAILED_PRECONDITION",
                 details={
                     "reason": "OUTPUT_SCHEMA_MISMATCH",
-                    "errors": json.dumps(
-                        ["$.n: 'x' is not of type 'integer'", "$: 'm' is a required property"]
-                    ),
+                    "session_id": "s1",
+                    "run_id": "r1",
+                    "schema_errors": [
+                        {"path": "/n", "message": "'x' is not of type 'integer'"},
+                        {"path": "", "message": "'m' is a required property"},
+                        {"path": "", "message": "and 3 more"},
+                    ],
                 },
             ),
             "422 Unprocessable Entity: The answer does not match the output schema"
-            " · the answer did not match the schema (schema clear: no schema)\n"
-            "  - $.n: 'x' is not of type 'integer'\n"
-            "  - $: 'm' is a required property",
-            id="mismatch-json-list",
+            " · the answer did not match the schema (schema clear: no schema)"
+            " · the answer is kept: show s1 events\n"
+            "  - /n: 'x' is not of type 'integer'\n"
+            "  - 'm' is a required property\n"
+            "  - and 3 more",
+            id="mismatch",
         ),
         pytest.param(
             GatewayError(
                 "FAILED_PRECONDITION",
-                "no match",
+                "no",
                 code="FAILED_PRECONDITION",
-                details={"reason": "OUTPUT_SCHEMA_MISMATCH", "errors": "one\ntwo\n"},
+                details={"violations": [{"type": "T", "subject": "x", "description": "d"}]},
             ),
-            "FAILED_PRECONDITION: no match"
-            " · the answer did not match the schema (schema clear: no schema)\n"
-            "  - one\n  - two",
-            id="mismatch-lines",
+            "FAILED_PRECONDITION: no\n  - x: d",
+            id="other-violations",
         ),
         pytest.param(
-            GatewayError("422", "x", details={"errors": [f"e{i}" for i in range(12)]}),
-            "422: x\n" + "".join(f"  - e{i}\n" for i in range(10)) + "  ... and 2 more",
+            GatewayError(
+                "422",
+                "x",
+                details={"schema_errors": [{"path": f"/{i}", "message": "m"} for i in range(22)]},
+            ),
+            "422: x\n" + "".join(f"  - /{i}: m\n" for i in range(20)) + "  ... and 2 more",
             id="many",
         ),
         pytest.param(
