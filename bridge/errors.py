@@ -13,7 +13,8 @@ Error tree of the bridge's own answers (the upstream's arrive as `grpc.aio.AioRp
 
 Bodies follow CONTRACT.md: `{"error": "<message>", "code": "<STATUS_NAME>", ...extras}`, where the
 extras are the `metadata` of every `google.rpc.ErrorInfo` in the status details (decimal integers
-as JSON numbers) plus its `reason`; a `google.rpc.RetryInfo` (or a `retry_after` entry) becomes a
+as JSON numbers) plus its `reason`, and the violations of a `google.rpc.PreconditionFailure` as
+lists (`_VIOLATION_KEYS`); a `google.rpc.RetryInfo` (or a `retry_after` entry) becomes a
 `Retry-After` header.
 """
 
@@ -51,9 +52,10 @@ HTTP_STATUS_BY_GRPC_CODE: Final[Mapping[grpc.StatusCode, int]] = {
     grpc.StatusCode.PERMISSION_DENIED: 403,
     # The concurrency limit: 429 with Retry-After.
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    # Failed preconditions are the client's to fix (e.g. a secure session without a configured
-    # token): 400 as grpc-gateway does, not 412.
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    # A run that could not meet what was asked (its answer did not match its output_schema):
+    # 422, the request was understood and ran, not grpc-gateway's 400 (bad input is
+    # INVALID_ARGUMENT here) nor 412 (no HTTP precondition header is involved).
+    grpc.StatusCode.FAILED_PRECONDITION: 422,
     # One run at a time per session; a conflicting trigger write.
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.OUT_OF_RANGE: 400,
@@ -64,8 +66,24 @@ HTTP_STATUS_BY_GRPC_CODE: Final[Mapping[grpc.StatusCode, int]] = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 
+# google.rpc.PreconditionFailure violations in the body: those of a known type under their own
+# key with named fields, e.g. an answer's schema errors as `schema_errors: [{path, message}]`;
+# any other as `violations: [{type, subject, description}]`.
+_VIOLATIONS: Final = ("violations", "subject", "description")
+_VIOLATION_KEYS: Final[Mapping[str, tuple[str, str, str]]] = {
+    "OUTPUT_SCHEMA": ("schema_errors", "path", "message"),
+}
 # Keys of the error body that ErrorInfo metadata may not overwrite.
-_RESERVED_KEYS: Final = frozenset({"error", "code", "reason", "http_status"})
+_RESERVED_KEYS: Final = frozenset(
+    {
+        "error",
+        "code",
+        "reason",
+        "http_status",
+        "violations",
+        *(k for k, _, _ in _VIOLATION_KEYS.values()),
+    }
+)
 # Decimal integers short enough to be exact everywhere (and far below int()'s digit limit).
 _DECIMAL_INTEGER: Final = re.compile(r"-?(?:0|[1-9][0-9]{0,17})", re.ASCII)
 _DECIMAL_NUMBER: Final = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?", re.ASCII)
@@ -215,6 +233,15 @@ def rpc_error_response(
                     body[key] = _json_scalar(value)
             if detail.reason:
                 body["reason"] = detail.reason
+        elif isinstance(detail, error_details_pb2.PreconditionFailure):
+            for violation in detail.violations:
+                key, subject, description = _VIOLATION_KEYS.get(violation.type, _VIOLATIONS)
+                item = {subject: violation.subject, description: violation.description}
+                if key == _VIOLATIONS[0]:
+                    item = {"type": violation.type, **item}
+                entries = body.setdefault(key, [])
+                if isinstance(entries, list):
+                    entries.append(item)
         elif isinstance(detail, error_details_pb2.RetryInfo):
             delay = detail.retry_delay
             retry_after = max(0, math.ceil(delay.seconds + delay.nanos / 1e9))
@@ -245,7 +272,11 @@ def _unpack_details(details: bytes | None) -> Iterable[object]:
         return ()
     unpacked: list[object] = []
     for any_detail in status.details:
-        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.PreconditionFailure,
+        ):
             if any_detail.Is(cls.DESCRIPTOR):
                 message = cls()
                 any_detail.Unpack(message)

@@ -12,6 +12,7 @@
     ├── ConcurrencyLimitReached  RESOURCE_EXHAUSTED 429
     ├── RunTimedOut              DEADLINE_EXCEEDED  408
     ├── RunCancelled             CANCELLED          499
+    ├── OutputSchemaMismatch     FAILED_PRECONDITION 422 (the answer did not match output_schema)
     ├── AgentFailed              INTERNAL           500
     ├── StorageFailed            INTERNAL           500
     └── Unavailable              UNAVAILABLE        503
@@ -31,6 +32,7 @@ echoed 20 KB input would turn any answer into RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import grpc
@@ -168,6 +170,26 @@ class RunTimedOut(GatewayError):
 class RunCancelled(GatewayError):
     code = grpc.StatusCode.CANCELLED
     reason = "RUN_CANCELLED"
+
+
+class OutputSchemaMismatch(GatewayError):
+    """A run's final answer did not match its `output_schema`, even after a repair turn: the
+    request was understood and ran, but the run could not meet it. `errors` are (JSON pointer,
+    message) pairs, reported as `google.rpc.PreconditionFailure` violations."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "OUTPUT_SCHEMA_MISMATCH"
+
+    def __init__(
+        self, message: str, *, session_id: str, run_id: str, errors: Sequence[tuple[str, str]]
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.run_id = run_id
+        self.errors = list(errors)
+
+    def details(self) -> dict[str, str]:
+        return {"session_id": self.session_id, "run_id": self.run_id}
 
 
 class AgentFailed(GatewayError):

@@ -51,6 +51,7 @@ from gateway.errors import (
     ConcurrencyLimitReached,
     GatewayError,
     InvalidRequest,
+    OutputSchemaMismatch,
     at_least_one,
     capped,
     quote,
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "codex-gateway.v1"
 MAX_STREAM_BACKLOG = 10_000
+MAX_VIOLATION_BYTES = 3 * 1024
 YIELD_EVERY = 16
 
 
@@ -90,12 +92,34 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
             retry_delay=duration_pb2.Duration(seconds=error.retry_after_s)
         )
         status.details.add().Pack(retry)
+    if isinstance(error, OutputSchemaMismatch):
+        status.details.add().Pack(schema_violations(error.errors))
     await context.abort(
         error.code,
         message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def schema_violations(errors: list[tuple[str, str]]) -> error_details_pb2.PreconditionFailure:
+    """An answer's schema errors as PreconditionFailure violations (type OUTPUT_SCHEMA, subject
+    the JSON pointer), within `MAX_VIOLATION_BYTES`: trailing metadata past grpcio's 8 KiB soft
+    limit is refused at random by the client."""
+    failure = error_details_pb2.PreconditionFailure()
+    for index, (path, message) in enumerate(errors):
+        violation = error_details_pb2.PreconditionFailure.Violation(
+            type="OUTPUT_SCHEMA",
+            subject=capped(path, MAX_DETAIL_CHARS),
+            description=capped(message, MAX_DETAIL_CHARS),
+        )
+        if failure.ByteSize() + violation.ByteSize() > MAX_VIOLATION_BYTES:
+            failure.violations.add(
+                type="OUTPUT_SCHEMA", subject="", description=f"and {len(errors) - index} more"
+            )
+            break
+        failure.violations.append(violation)
+    return failure
 
 
 def secure_tokens(context: grpc.aio.ServicerContext[Any, Any]) -> list[str]:

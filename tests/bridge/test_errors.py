@@ -22,7 +22,6 @@ from tests.bridge.scripted_upstream import BUSY_DETAILS, rich_status
 ROWS = [
     (grpc.StatusCode.OK, 200),
     (grpc.StatusCode.INVALID_ARGUMENT, 400),
-    (grpc.StatusCode.FAILED_PRECONDITION, 400),
     (grpc.StatusCode.OUT_OF_RANGE, 400),
     (grpc.StatusCode.UNAUTHENTICATED, 401),
     (grpc.StatusCode.PERMISSION_DENIED, 403),
@@ -30,6 +29,8 @@ ROWS = [
     (grpc.StatusCode.DEADLINE_EXCEEDED, 408),
     (grpc.StatusCode.ABORTED, 409),
     (grpc.StatusCode.ALREADY_EXISTS, 409),
+    # A run's answer that did not match its output_schema: understood, ran, could not meet it.
+    (grpc.StatusCode.FAILED_PRECONDITION, 422),
     (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
     (grpc.StatusCode.CANCELLED, 499),
     (grpc.StatusCode.INTERNAL, 500),
@@ -143,6 +144,43 @@ def test_several_error_infos_are_merged_and_other_details_ignored() -> None:
         "b": 2,
         "reason": "B",
         "code": "INVALID_ARGUMENT",
+    }
+
+
+def _precondition_failure(*violations: tuple[str, str, str]) -> bytes:
+    status = status_pb2.Status(code=9, message="no match")
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason="OUTPUT_SCHEMA_MISMATCH", metadata={"run_id": "r1", "violations": "x"}
+        )
+    )
+    failure = error_details_pb2.PreconditionFailure()
+    for kind, subject, description in violations:
+        failure.violations.add(type=kind, subject=subject, description=description)
+    status.details.add().Pack(failure)
+    return status.SerializeToString()
+
+
+def test_precondition_failure_violations_are_listed_in_the_body() -> None:
+    details = _precondition_failure(
+        ("OUTPUT_SCHEMA", "/a", '"x" is not of type "integer"'),
+        ("OUTPUT_SCHEMA", "", '"b" is a required property'),
+        ("TOS", "example.com", "terms not accepted"),
+    )
+    response = rpc_error_response(grpc.StatusCode.FAILED_PRECONDITION, "no match", details)
+    assert response.status == 422
+    assert response.body == {
+        "error": "no match",
+        "run_id": "r1",  # ErrorInfo metadata may not take the lists' keys ("violations")
+        "reason": "OUTPUT_SCHEMA_MISMATCH",
+        "schema_errors": [
+            {"path": "/a", "message": '"x" is not of type "integer"'},
+            {"path": "", "message": '"b" is a required property'},
+        ],
+        "violations": [
+            {"type": "TOS", "subject": "example.com", "description": "terms not accepted"}
+        ],
+        "code": "FAILED_PRECONDITION",
     }
 
 
