@@ -195,7 +195,11 @@ def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
                         item = {"path": violation.subject, "message": violation.description}
                     else:
                         key = "violations"
-                        item = {"subject": violation.subject, "description": violation.description}
+                        item = {
+                            "type": violation.type,
+                            "subject": violation.subject,
+                            "description": violation.description,
+                        }
                     details.setdefault(key, []).append(item)
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()

@@ -7,9 +7,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from rich.console import Console
 
+from bridge.errors import rpc_error_response
 from repl.errors import GatewayError
 from repl.render import (
     Renderer,
@@ -21,7 +24,8 @@ from repl.render import (
     usage_text,
     watched,
 )
-from repl.rest import _stream_line
+from repl.rest import _gateway_error, _stream_line
+from repl.rpc import _error_details
 
 
 def test_clip_keeps_short_text_and_says_how_long_long_text_was() -> None:
@@ -323,3 +327,36 @@ def test_a_session_shows_its_parent_and_its_runs_changes() -> None:
 )
 def test_listed_errors_and_fields_are_shown(error: GatewayError, text: str) -> None:
     assert str(error) == text
+
+
+def test_grpc_error_details_read_as_the_bridges_body_lists_them() -> None:
+    status = status_pb2.Status(code=9, message="no match")
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason="OUTPUT_SCHEMA_MISMATCH", metadata={"session_id": "s1", "run_id": "r1"}
+        )
+    )
+    failure = error_details_pb2.PreconditionFailure()
+    failure.violations.add(type="OUTPUT_SCHEMA", subject="/a", description="not an integer")
+    failure.violations.add(type="OUTPUT_SCHEMA", subject="", description="b is required")
+    failure.violations.add(type="OTHER", subject="x", description="y")
+    status.details.add().Pack(failure)
+    data = status.SerializeToString()
+    over_grpc = GatewayError(
+        "FAILED_PRECONDITION",
+        "no match",
+        code="FAILED_PRECONDITION",
+        details=_error_details([data]),
+    )
+    body = rpc_error_response(grpc.StatusCode.FAILED_PRECONDITION, "no match", data).body
+    over_rest = _gateway_error("422 Unprocessable Entity", body)
+    assert over_grpc.details == over_rest.details
+    assert (
+        str(over_rest).split("\n")[1:]
+        == str(over_grpc).split("\n")[1:]
+        == [
+            "  - /a: not an integer",
+            "  - b is required",
+            "  - x: y",
+        ]
+    )
