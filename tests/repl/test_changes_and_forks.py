@@ -1,0 +1,124 @@
+"""`changes` and `fork` against the real gateway and codex, over REST and gRPC."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config
+from tests.harness import running_bridge, running_gateway
+from tests.repl.terminal import UUID, piped, repl_env
+
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def _git(workspace: Path, *args: str) -> str:
+    env = {**os.environ, **_GIT_ENV, "HOME": str(workspace.parent)}
+    return subprocess.run(
+        ["git", *args], cwd=workspace, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _where(protocol: str, target: str, url: str) -> list[str]:
+    return ["--grpc", target] if protocol == "grpc" else [url]
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+async def test_changes_list_the_runs_files_and_its_diff(
+    config_for: Callable[..., Config], tmp_path: Path, protocol: str
+) -> None:
+    config = config_for()
+    workspace = config.default_workspace
+    _git(workspace, "init", "-q")
+    (workspace / "notes.txt").write_text("one\n")
+    _git(workspace, "add", "notes.txt")
+    _git(workspace, "commit", "-q", "-m", "base")
+    (workspace / "notes.txt").write_text("one\ntwo, not the run's\n")  # already uncommitted
+    async with running_gateway(config) as gw, running_bridge(gw.target) as url:
+        where = _where(protocol, gw.target, url)
+        ran = await piped(
+            [*where, "--mode", "compact"], "run [[scenario:patch]] add it\n", repl_env(tmp_path)
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert "→ changes: 1 file(s), +1 -0\n" in ran.stdout
+        session_id = re.search(rf"→ pinned session ({UUID})", ran.stdout)
+        assert session_id is not None
+        script = "\n".join(
+            [
+                "mode compact",
+                f"changes {session_id[1]}",
+                f"changes {session_id[1]} diff",
+                f"show {session_id[1]}",
+                f"changes {session_id[1]} no-such-run",
+            ]
+        )
+        answer = await piped([*where], script + "\n", repl_env(tmp_path))
+    assert answer.returncode == 1  # the unknown run
+    table = answer.stdout.split("\n")
+    heads = [i for i, line in enumerate(table) if line.startswith("run ")]
+    assert len(heads) == 2
+    assert re.fullmatch(r"run [0-9a-f]{8}: 1 file\(s\), \+1 -0 · since [0-9a-f]{10}", table[0])
+    assert table[1].split() == ["added", "+1", "-0", "hello.txt"]
+    diff = answer.stdout.split(table[heads[1]])[1]
+    assert "+++ b/hello.txt\n" in diff and "\n+hello\n" in diff
+    assert "notes.txt" not in answer.stdout.split("run(s)")[0]  # not the run's change
+    assert "1 file(s) +1 -0" in answer.stdout  # show: the run's changes
+    assert answer.stderr.startswith("✗ 404 Not Found: " if protocol == "rest" else "✗ NOT_FOUND: ")
+    assert _git(workspace, "status", "--porcelain").splitlines() == [" M notes.txt", "?? hello.txt"]
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+async def test_fork_continues_the_parents_history_in_a_new_pinned_session(
+    config_for: Callable[..., Config], tmp_path: Path, protocol: str
+) -> None:
+    config = config_for()
+    async with running_gateway(config) as gw, running_bridge(gw.target) as url:
+        script = "\n".join(
+            [
+                "mode compact",
+                "run [[reply:the parent's answer]] first question",
+                "use",
+            ]
+        )
+        where = _where(protocol, gw.target, url)
+        first = await piped(where, script + "\n", repl_env(tmp_path))
+        assert first.returncode == 0, first.stderr
+        parent = re.search(rf"pinned session: ({UUID})", first.stdout)
+        assert parent is not None
+        script = "\n".join(
+            [
+                "mode compact",
+                f"fork {parent[1]} [[scenario:echo_history]] and the fork goes on",
+                "use",
+                f"fork {parent[1]}",  # no prompt: no turn, a new session all the same
+                "use",
+                f"prompt {parent[1]} [[scenario:echo_history]] the parent goes on",
+                "fork nope",
+            ]
+        )
+        answer = await piped(where, script + "\n", repl_env(tmp_path), wait_s=120)
+    assert answer.returncode == 1  # fork nope
+    pins = re.findall(rf"→ pinned session ({UUID}) \(a fork of {parent[1]}\)", answer.stdout)
+    used = re.findall(rf"pinned session: ({UUID})", answer.stdout)
+    assert len(pins) == 2 and used == pins and parent[1] not in pins and pins[0] != pins[1]
+    fork_history, parent_history = re.findall(r"\[agent\] (.*)", answer.stdout)
+    assert "first question" in fork_history and "the parent's answer" in fork_history
+    assert "the parent goes on" not in fork_history
+    assert "first question" in parent_history and "the fork goes on" not in parent_history
+    assert answer.stderr.startswith("✗ 404 Not Found: " if protocol == "rest" else "✗ NOT_FOUND: ")
+    async with running_gateway(config) as gw:
+        shown = await piped(
+            ["--grpc", gw.target, "--mode", "compact"], f"show {pins[0]}\n", repl_env(tmp_path)
+        )
+    assert f"forked from  {parent[1]}" in shown.stdout
