@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +22,7 @@ from google.protobuf.message import Message
 from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
 from gateway.clock import iso
 from gateway.runs.run import RunResult
+from gateway.runs.schema import MAX_DEPTH, depth
 from gateway.sessions.feed import FeedItem
 from gateway.sessions.model import RunRecord, Session
 from gateway.sessions.search import Hit
@@ -380,4 +382,19 @@ def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
         message.first_seq = result.first_seq
     if result.last_seq is not None:
         message.last_seq = result.last_seq
+    answer = result.answer
+    if answer is not None and answer.valid:
+        structured = structured_value(answer.value, share)
+        if structured is not None:
+            message.structured.CopyFrom(structured)
     return message
+
+
+def structured_value(value: Any, max_bytes: int) -> struct_pb2.Value | None:
+    """A valid answer as a Value, unless it is over `max_bytes` or nests deeper than protobuf
+    decodes (`schema.MAX_DEPTH`): the output still holds it."""
+    if depth(value, MAX_DEPTH) > MAX_DEPTH:
+        return None
+    if len(json.dumps(value, separators=(",", ":")).encode()) > max_bytes:
+        return None
+    return json_format.ParseDict(value, struct_pb2.Value())

@@ -360,7 +360,8 @@ def finished_payload(run: Run) -> dict[str, Any]:
         "status": run.status,
         "workspace": str(run.prepared.workspace),
         "prompt": users[-1] if users else "",
-        "output": run.outcome.output if run.status == "completed" else "",
+        # An answer that did not match the run's output_schema is kept too (its errors below).
+        "output": run.outcome.output if run.status == "completed" or run.answer else "",
         "usage": record.usage or Usage().as_dict(),
         "metadata": request.metadata or dict(session.metadata),
         "error": run.error,
@@ -370,7 +371,18 @@ def finished_payload(run: Run) -> dict[str, Any]:
         # The run's items in the session's log: GET /sessions/:id/tail?after_seq=<first - 1>.
         "first_seq": record.first_seq,
         "last_seq": record.last_seq,
+        # The answer parsed, when it matched the run's output_schema; else what was wrong.
+        **_structured(run),
     }
+
+
+def _structured(run: Run) -> dict[str, Any]:
+    answer = run.answer
+    if answer is None:
+        return {}
+    if answer.valid:
+        return {"structured": answer.value}
+    return {"schema_errors": [error.as_dict() for error in answer.errors]}
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

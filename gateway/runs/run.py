@@ -25,6 +25,7 @@ from gateway.agent.events import (
 from gateway.clock import now_iso
 from gateway.runs.images import ImageInput
 from gateway.runs.prompt import Message
+from gateway.runs.schema import Answer, OutputSchema
 from gateway.runs.scratch import Scratch
 from gateway.sessions import journal
 from gateway.sessions.feed import LiveFeed
@@ -86,6 +87,7 @@ class RunResult:
     events_omitted: int = 0  # events the run printed that `events` does not hold
     first_seq: int | None = None  # the run's items in the session's log (sessions/journal.py)
     last_seq: int | None = None
+    answer: Answer | None = None  # judged against the run's output_schema (valid: `structured`)
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Prepared:
     workspace: Path
     timeout_ms: int
     env: dict[str, str]
+    output_schema: OutputSchema | None = None
 
 
 class Run:
@@ -138,6 +141,8 @@ class Run:
         self.stop_reason: str | None = None  # "cancelled" | "interrupted" once asked to stop
         self.stop_detail: str | None = None  # why, when not the gateway's shutdown
         self._log: RunLog | None = None
+        self._schema_file: Path | None = None
+        self.answer: Answer | None = None  # the answer judged against the output schema
         self.scratch = scratch or Scratch(
             run_id
         )  # files codex reads for this run; closed at its end
@@ -147,6 +152,15 @@ class Run:
         if self._log is None:
             raise RuntimeError("the run's log is not open")
         return self._log
+
+    def schema_file(self) -> Path | None:
+        """The output schema as codex reads it (`--output-schema`), written on first use."""
+        schema = self.prepared.output_schema
+        if schema is None:
+            return None
+        if self._schema_file is None:
+            self._schema_file = self.scratch.write("output-schema.json", schema.text)
+        return self._schema_file
 
     @property
     def duration_ms(self) -> int:
@@ -176,6 +190,8 @@ class Run:
             "messages": [{"role": m.role, "content": m.content} for m in prepared.messages],
             "system_prompt": request.system_prompt,
         }
+        if prepared.output_schema is not None:  # a nudge without one of its own replays it
+            session.last_input["output_schema"] = prepared.output_schema.schema
         if request.source == "nudge" and request.metadata is not None:
             session.metadata = request.metadata  # already merged with the session's
         if request.objective and not session.objective:
@@ -223,7 +239,8 @@ class Run:
         record.agent_pid = None
         if self.error is not None:
             record.error = self.error[:2000]
-        if self.status == "completed":
+        # An answer that did not match the schema ends the run `error`, its output kept.
+        if self.status == "completed" or self.answer is not None:
             outcome = self.outcome
             record.content_preview = outcome.output[:PREVIEW_CHARS]
             if outcome.usage is not None:
@@ -251,4 +268,5 @@ class Run:
             events_omitted=outcome.events_dropped,
             first_seq=self.record.first_seq,
             last_seq=self.record.last_seq,
+            answer=self.answer,
         )

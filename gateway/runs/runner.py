@@ -27,6 +27,7 @@ from gateway.errors import (
     AgentFailed,
     GatewayError,
     InvalidRequest,
+    OutputSchemaMismatch,
     RunCancelled,
     RunInterrupted,
     RunTimedOut,
@@ -39,6 +40,8 @@ from gateway.runs.childenv import check_request_env, child_environment
 from gateway.runs.concurrency import Slots
 from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
 from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
+from gateway.runs.schema import SchemaError
+from gateway.runs.schema import check as check_schema
 from gateway.runs.scratch import Scratch
 from gateway.runs.workspace import resolve_workspace
 from gateway.sessions.access import SecureAccess
@@ -138,6 +141,7 @@ class Runner:
         )
         env = check_request_env(request.env, self._config.request_env_allow)
         codex.check_credentials(self._config, env)
+        output_schema = check_schema(request.output_schema)
         target = self._target_session(request)
         system_prompt = self._system_prompt.combine(request.system_prompt)
         return Prepared(
@@ -149,6 +153,7 @@ class Runner:
             workspace=workspace,
             timeout_ms=timeout_ms,
             env=env,
+            output_schema=output_schema,
         )
 
     def _target_session(self, request: RunRequest) -> Session | None:
@@ -308,7 +313,7 @@ class Runner:
         deadline = loop.time() + run.prepared.timeout_ms / 1000
         if self._config.max_retries == 0:  # the common case needs no retry machinery
             run.record.attempts = 1
-            return await self._attempt(run, deadline)
+            return await self._conformed(run, await self._attempt(run, deadline), deadline)
 
         class _BudgetSpent(stop_base):
             def __call__(self, state: RetryCallState) -> bool:
@@ -333,16 +338,73 @@ class Runner:
                     and number <= self._config.max_retries
                 ):
                     raise _EmptyOutput
-        return outcome
+        return await self._conformed(run, outcome, deadline)
 
-    async def _attempt(self, run: Run, deadline: float) -> RunOutcome:
+    async def _conformed(self, run: Run, outcome: RunOutcome, deadline: float) -> RunOutcome:
+        """The outcome, once its answer matches the run's output schema (if it has one): an
+        answer that does not gets one repair turn, resuming the run's thread with what is
+        wrong; `OutputSchemaMismatch` when that does not help either."""
+        schema = run.prepared.output_schema
+        if schema is None:
+            return outcome
+        run.outcome = outcome  # kept, whatever the repair does
+        run.answer = answer = schema.judge(outcome.output)
+        if answer.valid:
+            return outcome
+        thread = outcome.thread_id or run.session.codex_session_id or run.resume_thread
+        repair_failed: str | None = None
+        if thread is None:
+            repair_failed = "codex reported no thread to resume for a repair turn"
+        else:
+            try:
+                outcome = await self._attempt(
+                    run,
+                    deadline,
+                    thread=thread,
+                    prompt_text=repair_prompt(answer.errors),
+                    outcome=outcome,
+                )
+            except AgentFailed as exc:
+                repair_failed = f"the repair turn failed: {exc.message}"
+            else:
+                run.outcome = outcome
+                run.answer = answer = schema.judge(outcome.output)
+                if answer.valid:
+                    return outcome
+        first = answer.errors[0]
+        raise OutputSchemaMismatch(
+            f"The answer does not match output_schema"
+            f"{' (' + repair_failed + ')' if repair_failed else ', even after a repair turn'}: "
+            f"{len(answer.errors)} error(s), first at {first.path or '(root)'}: {first.message}",
+            session_id=run.session.id,
+            run_id=run.id,
+            errors=[(error.path, error.message) for error in answer.errors],
+        )
+
+    async def _attempt(
+        self,
+        run: Run,
+        deadline: float,
+        *,
+        thread: str | None = None,
+        prompt_text: str | None = None,
+        outcome: RunOutcome | None = None,
+    ) -> RunOutcome:
+        """One codex process for the run: its prompt in a new thread or the run's resumed one;
+        a repair turn resumes `thread` with `prompt_text`, folding into the run's `outcome`."""
         session, prepared, run_log = run.session, run.prepared, run.log
-        resume_thread = run.resume_thread
+        resume_thread = thread or run.resume_thread
         agent = AgentProcess(
-            codex.argv(self._config, prepared.workspace, run.model, resume_thread),
+            codex.argv(
+                self._config,
+                prepared.workspace,
+                run.model,
+                resume_thread,
+                output_schema=run.schema_file(),
+            ),
             env=child_environment(self._config.child_env, prepared.env),
             cwd=prepared.workspace,
-            stdin_text=prepared.prompt_text,
+            stdin_text=prompt_text or prepared.prompt_text,
             max_line_bytes=self._config.max_line_bytes,
             stderr_tail_bytes=self._config.stderr_tail_bytes,
             nice=self._config.agent_nice,
@@ -351,7 +413,8 @@ class Runner:
             user=self._config.agent_user,
         )
         await agent.start()
-        outcome = RunOutcome()
+        if outcome is None:
+            outcome = RunOutcome()
         grace_s = self._config.stop_grace_ms / 1000
         try:
             # The run is on disk from here, with the pid that reconciliation after a crash needs.
@@ -459,6 +522,18 @@ def _last_line(text: str) -> str | None:
     return meaningful[-1][:2000] if meaningful else None
 
 
+def repair_prompt(errors: Sequence[SchemaError]) -> str:
+    """The repair turn's prompt: what is wrong with the answer, and what to answer instead."""
+    lines = [f"- {error.path or '(the whole answer)'}: {error.message}" for error in errors]
+    return (
+        "Your final answer does not match the required JSON schema (the output schema of this"
+        " run). Validation errors, by JSON pointer into your answer:\n"
+        + "\n".join(lines)
+        + "\n\nReply again with only the corrected JSON value that matches the schema: no"
+        " prose, no Markdown, no code fences.\n"
+    )
+
+
 def nudge_request(session: Session, given: RunRequest) -> RunRequest:
     """What a nudge runs: the given prompt or messages, else the session's last input, else its
     stored `nudge_prompt`; the given metadata is merged into the session's."""
@@ -478,6 +553,9 @@ def nudge_request(session: Session, given: RunRequest) -> RunRequest:
         raise InvalidRequest("No nudge prompt configured", field="prompt")
     merged = dict(session.metadata)
     merged.update(given.metadata or {})
+    output_schema = given.output_schema
+    if output_schema is None and isinstance(last.get("output_schema"), dict):
+        output_schema = last["output_schema"]
     return dataclasses.replace(
         given,
         source="nudge",
@@ -486,4 +564,5 @@ def nudge_request(session: Session, given: RunRequest) -> RunRequest:
         system_prompt=system_prompt,
         session_id=session.id,
         metadata=merged,
+        output_schema=output_schema,
     )

@@ -26,10 +26,11 @@ import jsonschema_rs
 from gateway.errors import InvalidRequest
 
 MAX_SCHEMA_BYTES: Final = 64 * 1024
-MAX_DEPTH: Final = 64
-"""Of objects and arrays. Over gRPC, protobuf's own decoding limit (100 nested messages; a Struct
-takes about three per level) already refuses a schema far shallower than this; a trigger file
-or a REST body reaches this check first."""
+MAX_DEPTH: Final = 32
+"""Of objects and arrays: about what protobuf carries (a Struct takes three nested messages per
+level of objects, and decoding stops at 100), so a schema accepted here can be shown in a
+Trigger message and read back by any client. Deeper ones never arrive over gRPC (the request
+does not decode); a REST body or a trigger file reaches this check first."""
 MAX_ANSWER_DEPTH: Final = 256
 MAX_ERRORS: Final = 20
 MAX_PATH_CHARS: Final = 128

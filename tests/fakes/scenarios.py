@@ -22,7 +22,7 @@ PATCH_REPLY = "I added hello.txt; done."
 REASONING_SUMMARY = "Thinking about the request."
 HELLO_PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n"
 
-_MARKER = re.compile(r"\[\[(scenario|reply|cmd|sleep|usage):(.*?)\]\]", re.DOTALL)
+_MARKER = re.compile(r"\[\[(scenario|reply|then|cmd|sleep|usage):(.*?)\]\]", re.DOTALL)
 _TOOL_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
 _HTTP_ERRORS: dict[str, tuple[int, str, str, str]] = {
     # scenario: (status, error.type, error.code, error.message)
@@ -130,7 +130,17 @@ class Exchange:
                 return output if isinstance(output, str) else json.dumps(output)
         return ""
 
+    @property
+    def follow_up(self) -> bool:
+        """Whether the latest user message carries no markers (a turn such as a repair prompt
+        that continues a scripted conversation)."""
+        texts = user_texts(self.items)
+        return bool(texts) and _MARKER.search(texts[-1]) is None
+
     def reply_text(self) -> str:
+        """`[[reply:...]]`; on a follow-up turn `[[then:...]]` when the history has one."""
+        if "then" in self.markers and self.follow_up:
+            return self.markers["then"]
         return self.markers.get("reply", DEFAULT_REPLY)
 
     def new_number(self) -> int:

@@ -124,6 +124,22 @@ def test_resume_replays_history_on_the_same_thread(codex: Codex, model_server: M
     assert second.events[-1]["usage"]["input_tokens"] == 200  # usage is cumulative per thread
 
 
+def test_then_answers_a_follow_up_turn_without_markers(
+    codex: Codex, model_server: ModelServer
+) -> None:
+    first = codex.run("[[reply:wrong]] [[then:right]] answer")
+    assert first.messages() == ["wrong"]
+    thread_id = first.events[0]["thread_id"]
+
+    follow_up = codex.run("that was wrong; again", "resume", thread_id)
+    assert follow_up.returncode == 0, follow_up.stderr
+    assert follow_up.messages() == ["right"]
+    # A later turn that carries markers of its own is scripted by them, not by `then`.
+    marked = codex.run("[[reply:marked]] again", "resume", thread_id)
+    assert marked.messages() == ["marked"]
+    assert model_server.requests[1].user_texts()[-1] == "that was wrong; again"
+
+
 def test_slow_keeps_codex_busy_for_the_sleep(codex: Codex) -> None:
     codex.configure(stream_idle_timeout_ms=10_000)
     started = time.monotonic()
