@@ -123,13 +123,20 @@ def parse_scalar(field: FieldDescriptor, text: str, *, what: str) -> ScalarValue
             return int(text)
         raise _bad_value(what, "one of " + ", ".join(field.enum_type.values_by_name), text)
     if kind == _T.TYPE_BYTES:
-        # Standard or URL-safe alphabet, padding optional, nothing else (grpc-gateway's rule).
-        standard = text.replace("-", "+").replace("_", "/")
-        try:
-            return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise _bad_value(what, "base64 bytes", text) from exc
+        decoded = _base64(text)
+        if decoded is None:
+            raise _bad_value(what, "base64 bytes", text)
+        return decoded
     raise InvalidRequest(f"Invalid {what}: not a scalar field")
+
+
+def _base64(text: str) -> bytes | None:
+    """Standard or URL-safe alphabet, padding optional, nothing else (grpc-gateway's rule)."""
+    standard = text.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -207,6 +214,9 @@ def _check_shape(value: dict[str, Any], message: Descriptor, path: str) -> None:
 
 
 def _check_field_shape(field: FieldDescriptor, value: Any, path: str) -> None:
+    if field.type == _T.TYPE_BYTES:
+        _check_bytes(field, value, path or "request body")
+        return
     target = field.message_type
     if target is None or target.full_name.startswith("google.protobuf.") or value is None:
         return
@@ -225,6 +235,25 @@ def _check_field_shape(field: FieldDescriptor, value: Any, path: str) -> None:
     if not isinstance(value, dict):
         raise InvalidRequest(f"Invalid value for field '{where}': expected a JSON object")
     _check_shape(value, target, f"{path}." if path else "")
+
+
+def _check_bytes(field: FieldDescriptor, value: Any, where: str) -> None:
+    """Strict base64 for bytes (json_format skips what is not in the alphabet, so that `!!!!`
+    would decode into something), and a message that names the field."""
+    if field.is_repeated and isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_bytes_value(item, f"{where}[{index}]")
+    else:
+        _check_bytes_value(value, where)
+
+
+def _check_bytes_value(value: Any, where: str) -> None:
+    if value is None:
+        return  # json_format's rules for null
+    # MIME-style line breaks are common in base64 text; any other character is an error.
+    if not isinstance(value, str) or _base64(value.replace("\r", "").replace("\n", "")) is None:
+        shown = value if isinstance(value, str) else json.dumps(value)[:_MAX_ECHO]
+        raise _bad_value(f"field '{where}'", "base64 bytes", shown)
 
 
 def _check_element(field: FieldDescriptor, item: Any, where: str) -> None:

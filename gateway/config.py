@@ -163,6 +163,9 @@ class Config:
     port: int = 4000
     grpc_port: int = 50051
     max_body_bytes: int = 1_048_576
+    # A run's images (README, "Images"): how many, and the size of each as decoded or read.
+    max_images: int = 16
+    max_image_bytes: int = 10 * 1_048_576
     max_concurrent: int = 2
     timeout_ms: int = 120_000
     max_timeout_ms: int = 1_800_000
@@ -202,6 +205,8 @@ class Config:
     shutdown_grace_ms: int = 10_000
     max_line_bytes: int = 1_048_576
     stderr_tail_bytes: int = 65_536
+    # Where runs' scratch directories go (gateway/runs/scratch.py); None: the system's temp dir.
+    scratch_root: Path | None = None
     # Agents run this many steps nicer than the gateway (capped at nice 19), so that a machine
     # busy with agents still answers health checks, cancels and tails at once. 0 leaves them
     # equal. (By default the lowest priority: they still take every CPU nothing else wants.)
@@ -266,6 +271,8 @@ class Config:
             port=env.integer("CODEX_GATEWAY_PORT"),
             grpc_port=grpc_port,
             max_body_bytes=env.integer("CODEX_GATEWAY_MAX_BODY_BYTES"),
+            max_images=env.integer("CODEX_GATEWAY_MAX_IMAGES"),
+            max_image_bytes=env.integer("CODEX_GATEWAY_MAX_IMAGE_BYTES"),
             max_concurrent=env.integer("CODEX_GATEWAY_MAX_CONCURRENT"),
             timeout_ms=min(env.integer("CODEX_GATEWAY_TIMEOUT_MS"), max_timeout_ms),
             max_timeout_ms=max_timeout_ms,

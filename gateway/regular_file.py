@@ -11,7 +11,8 @@ The functions here block on disk I/O: call them through `asyncio.to_thread` from
 Errors:
 
     OSError
-     └── NotRegularFile(path, reason)    a FIFO, socket, device, directory, or over the size cap
+     └── NotRegularFile(path, reason)    a FIFO, socket, device, directory, over the size cap,
+                                         or (read_confined) outside the allowed directories
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from gateway.errors import quote_path
+
+OUTSIDE = "outside the allowed directories"
 
 
 class NotRegularFile(OSError):
@@ -104,21 +108,45 @@ def read(path: Path, max_bytes: int, *, follow: bool = False) -> bytes:
     FileNotFoundError and other OSErrors pass through."""
     fd, info = _open(path, follow=follow)
     try:
-        if info.st_size > max_bytes:
-            raise NotRegularFile(path, f"larger than {max_bytes} bytes")
-        chunks = []
-        total = 0
-        while True:
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:  # it grew while being read
-                raise NotRegularFile(path, f"larger than {max_bytes} bytes")
-        return b"".join(chunks)
+        return _read_all(fd, info, path, max_bytes)
     finally:
         os.close(fd)
+
+
+def read_confined(path: Path, max_bytes: int, roots: Sequence[Path]) -> bytes:
+    """As `read` with symlinks followed, if the file opened lies inside one of `roots`
+    (resolved paths); NotRegularFile with the reason OUTSIDE otherwise.
+
+    What is checked is the opened file's own path (from /proc/self/fd), not a path resolved
+    earlier: a link or a directory swapped after an earlier check does not lead out.
+    """
+    fd, info = _open(path, follow=True)
+    try:
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))  # noqa: PTH115  # the fd's own path
+        except OSError:
+            raise NotRegularFile(path, "cannot be resolved") from None
+        if not real.is_absolute() or not any(real.is_relative_to(root) for root in roots):
+            raise NotRegularFile(path, OUTSIDE)
+        return _read_all(fd, info, path, max_bytes)
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int, info: os.stat_result, path: Path, max_bytes: int) -> bytes:
+    if info.st_size > max_bytes:
+        raise NotRegularFile(path, f"larger than {max_bytes} bytes")
+    chunks = []
+    total = 0
+    while True:
+        chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:  # it grew while being read
+            raise NotRegularFile(path, f"larger than {max_bytes} bytes")
+    return b"".join(chunks)
 
 
 def head(path: Path, max_bytes: int, *, follow: bool = False) -> Head:

@@ -40,6 +40,9 @@ MAX_ANSWER_BYTES_LIMIT = 48 * 1024 * 1024
 # as RESOURCE_EXHAUSTED.
 DEFAULT_MAX_ANSWER_BYTES = 3 * 1024 * 1024
 
+# A run's images are held in memory while they are checked and copied (one at a time).
+MAX_IMAGE_BYTES_LIMIT = 64 * 1024 * 1024
+
 # Read for defaults (codex's home, the state directory's), but not the gateway's own settings:
 # the README names them where they matter, not in its table.
 AMBIENT = frozenset({"HOME", "CODEX_HOME"})
@@ -147,6 +150,14 @@ SETTINGS: tuple[Setting, ...] = (
     _text("CODEX_GATEWAY_BIND", "`127.0.0.1`", lambda c: c.bind),
     _secret("CODEX_GATEWAY_API_TOKEN", lambda c: c.api_token),
     _integer("CODEX_GATEWAY_MAX_BODY_BYTES", 1_048_576, lambda c: c.max_body_bytes, minimum=1),
+    _integer("CODEX_GATEWAY_MAX_IMAGES", 16, lambda c: c.max_images, minimum=0, maximum=1000),
+    _integer(
+        "CODEX_GATEWAY_MAX_IMAGE_BYTES",
+        10 * 1_048_576,
+        lambda c: c.max_image_bytes,
+        minimum=1,
+        maximum=MAX_IMAGE_BYTES_LIMIT,
+    ),
     _list("CODEX_GATEWAY_ALLOWED_HOSTS", NONE, lambda c: list(c.bridge.allowed_hosts)),
     _flag("CODEX_GATEWAY_HOST_CHECK_WITH_TOKEN", True, lambda c: c.bridge.host_check_with_token),
     _integer(

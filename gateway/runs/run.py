@@ -23,7 +23,7 @@ from gateway.agent.events import (
     parse_line,
 )
 from gateway.clock import now_iso
-from gateway.runs.images import ImageInput
+from gateway.runs.images import CheckedImage, ImageInput
 from gateway.runs.prompt import Message
 from gateway.runs.schema import Answer, OutputSchema
 from gateway.runs.scratch import Scratch
@@ -103,6 +103,7 @@ class Prepared:
     timeout_ms: int
     env: dict[str, str]
     output_schema: OutputSchema | None = None
+    images: tuple[CheckedImage, ...] = ()
 
 
 class Run:
@@ -143,6 +144,7 @@ class Run:
         self._log: RunLog | None = None
         self._schema_file: Path | None = None
         self.answer: Answer | None = None  # the answer judged against the output schema
+        self.images: list[Path] = []  # copies in the scratch dir, passed on every attempt
         self.scratch = scratch or Scratch(
             run_id
         )  # files codex reads for this run; closed at its end

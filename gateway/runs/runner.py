@@ -36,6 +36,7 @@ from gateway.errors import (
     StorageFailed,
     quote,
 )
+from gateway.runs import images
 from gateway.runs.childenv import check_request_env, child_environment
 from gateway.runs.concurrency import Slots
 from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
@@ -139,6 +140,12 @@ class Runner:
             default=self._config.default_workspace,
             roots=self._config.workspace_roots,
         )
+        checked_images = images.check(
+            request.images,
+            workspace,
+            max_images=self._config.max_images,
+            max_bytes=self._config.max_image_bytes,
+        )
         env = check_request_env(request.env, self._config.request_env_allow)
         codex.check_credentials(self._config, env)
         output_schema = check_schema(request.output_schema)
@@ -154,6 +161,7 @@ class Runner:
             timeout_ms=timeout_ms,
             env=env,
             output_schema=output_schema,
+            images=checked_images,
         )
 
     def _target_session(self, request: RunRequest) -> Session | None:
@@ -229,7 +237,9 @@ class Runner:
                         default_model=self._config.default_model,
                         on_event=on_event,
                         on_started=on_started,
-                        scratch=Scratch(run_id, self._config.agent_user),
+                        scratch=Scratch(
+                            run_id, self._config.agent_user, self._config.scratch_root
+                        ),
                     )
                     try:
                         return await self._run_in_session(run)
@@ -262,6 +272,12 @@ class Runner:
         if run.on_started is not None:
             run.on_started(session, run.id, run.record.first_seq)
         try:
+            run.images = await images.copy_async(
+                run.prepared.images,
+                run.prepared.workspace,
+                run.scratch,
+                max_bytes=self._config.max_image_bytes,
+            )
             run.outcome = await self._attempts(run)
             run.status = "completed"
         except asyncio.CancelledError:
@@ -401,6 +417,7 @@ class Runner:
                 run.model,
                 resume_thread,
                 output_schema=run.schema_file(),
+                images=run.images,
             ),
             env=child_environment(self._config.child_env, prepared.env),
             cwd=prepared.workspace,

@@ -10,8 +10,17 @@ from pathlib import Path
 from gateway.errors import InvalidRequest, quote
 
 
-def confine(path: Path, roots: Sequence[Path], *, shown: str, field: str, where: str = "") -> Path:
-    """`path` with every symlink followed, if that lies inside one of `roots`; else 400.
+def confine(
+    path: Path,
+    roots: Sequence[Path],
+    *,
+    shown: str,
+    field: str,
+    where: str = "",
+    outside: str | None = None,
+) -> Path:
+    """`path` with every symlink followed, if that lies inside one of `roots`; else 400
+    ("<field> is outside <outside>", by default the allowed <where>roots).
 
     Checked before existence, so nothing about paths outside the roots is revealed. A symlink
     loop makes resolve() stop early and leave the rest of the path unresolved (after which
@@ -25,9 +34,8 @@ def confine(path: Path, roots: Sequence[Path], *, shown: str, field: str, where:
     except (OSError, RuntimeError):
         raise InvalidRequest(f"{field} cannot be resolved: {quote(shown)}", field=field) from None
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        raise InvalidRequest(
-            f"{field} is outside the allowed {where}roots: {quote(shown)}", field=field
-        )
+        outside = outside or f"the allowed {where}roots"
+        raise InvalidRequest(f"{field} is outside {outside}: {quote(shown)}", field=field)
     return resolved
 
 
