@@ -6,7 +6,9 @@
     ├── SecureAccessDenied       PERMISSION_DENIED  403
     ├── NotFound                 NOT_FOUND          404
     │   ├── SessionNotFound
-    │   └── TriggerNotFound
+    │   ├── TriggerNotFound
+    │   ├── RunNotFound
+    │   └── ChangesUnavailable   (a run whose changes were not recorded or are gone)
     ├── Conflict                 ABORTED            409
     │   └── SessionBusy
     ├── ConcurrencyLimitReached  RESOURCE_EXHAUSTED 429
@@ -123,6 +125,21 @@ class TriggerNotFound(NotFound):
 
     def __init__(self, trigger_id: str) -> None:
         super().__init__(f"Trigger {quote(trigger_id)} not found")
+
+
+class RunNotFound(NotFound):
+    reason = "RUN_NOT_FOUND"
+
+    def __init__(self, session_id: str, run_id: str | None) -> None:
+        super().__init__(
+            f"Session {quote(session_id)} has no run {quote(run_id)}"
+            if run_id is not None
+            else f"Session {quote(session_id)} has no run yet"
+        )
+
+
+class ChangesUnavailable(NotFound):
+    reason = "CHANGES_UNAVAILABLE"
 
 
 class Conflict(GatewayError):

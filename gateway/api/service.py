@@ -33,6 +33,7 @@ from gateway.api.forward import HERE, Placement, by_run_target, by_session_id, r
 from gateway.api.status import StatusReporter
 from gateway.api.views import (
     LAGGED_EVENT,
+    changes_message,
     detail_events,
     detail_with_files,
     first_within,
@@ -45,6 +46,7 @@ from gateway.api.views import (
 )
 from gateway.automation.scheduler import Scheduler
 from gateway.automation.triggers import TriggerFiles
+from gateway.changes.diff import clamp_max_diff_bytes
 from gateway.config import Config
 from gateway.errors import (
     MAX_DETAIL_CHARS,
@@ -52,6 +54,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     OutputSchemaMismatch,
+    RunNotFound,
     at_least_one,
     capped,
     quote,
@@ -64,7 +67,7 @@ from gateway.sessions import tailing
 from gateway.sessions.access import SecureAccess, offered_tokens
 from gateway.sessions.detail import read_files
 from gateway.sessions.feed import LiveFeed
-from gateway.sessions.model import Session
+from gateway.sessions.model import RunRecord, Session
 from gateway.sessions.search import Query, search_session
 from gateway.sessions.store import SessionStore
 from gateway.sessions.tailing import TailRequest
@@ -346,6 +349,39 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if run_id is not None:
             response.run_id = run_id
         return response
+
+    @routed(by_session_id)
+    async def GetSessionChanges(  # gRPC method names are the proto's
+        self, request: sessions_pb2.GetSessionChangesRequest, context: Any
+    ) -> sessions_pb2.GetSessionChangesResponse:
+        session = self._session(request.session_id, context)
+        run_id = request.run_id.strip() if request.HasField("run_id") else ""
+        record = await self._run_record(session, run_id or None)
+        found = await self._runner.changes.of_run(
+            session,
+            record,
+            self._runner.active(session.id),
+            with_diff=request.diff,
+            max_diff_bytes=clamp_max_diff_bytes(
+                request.max_diff_bytes if request.HasField("max_diff_bytes") else None
+            ),
+        )
+        return changes_message(session.id, record.run_id, found, self._config.max_answer_bytes)
+
+    async def _run_record(self, session: Session, run_id: str | None) -> RunRecord:
+        """The session's run `run_id` (archived ones too), or its last run."""
+        records = session.runs
+        if run_id is None:
+            if records:
+                return records[-1]
+            raise RunNotFound(session.id, None)
+        for record in reversed(records):
+            if record.run_id == run_id:
+                return record
+        for record in reversed(await self._store.run_history(session)):
+            if record.run_id == run_id:
+                return record
+        raise RunNotFound(session.id, run_id)
 
     @routed(by_session_id)
     def TailSession(  # gRPC method names are the proto's

@@ -20,6 +20,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
+from gateway.changes.diff import Summary
+from gateway.changes.tracker import RunChanges
 from gateway.clock import iso
 from gateway.runs.run import RunResult
 from gateway.runs.schema import MAX_DEPTH, depth
@@ -166,6 +168,58 @@ def run_record(record: RunRecord) -> sessions_pb2.RunRecord:
         _set_scalars(message.usage, record.usage)
     if record.metadata is not None:
         message.metadata.CopyFrom(to_struct(record.metadata))
+    changes = changes_summary(record.changes)
+    if changes is not None:
+        message.changes.CopyFrom(changes)
+    return message
+
+
+def changes_summary(value: dict[str, Any] | None) -> runs_pb2.ChangesSummary | None:
+    """A run record's `changes` (gateway/changes/) as its message; None when it has none."""
+    summary = Summary.from_json(value)
+    if summary is None:
+        return None
+    with contextlib.suppress(ValueError):  # a count out of the field's range
+        return runs_pb2.ChangesSummary(
+            source=summary.source,
+            files=summary.files,
+            additions=summary.additions,
+            deletions=summary.deletions,
+        )
+    return None
+
+
+def changes_message(
+    session_id: str, run_id: str, found: RunChanges, max_bytes: int
+) -> sessions_pb2.GetSessionChangesResponse:
+    """A run's changes as GetSessionChanges answers them: the summary counts every file, the
+    list holds those that fit in half of `max_bytes` (the diff is bounded by its own limit)."""
+    changes = found.changes
+    files = []
+    for change in changes.files:
+        file = sessions_pb2.FileChange(
+            path=change.path,
+            status=change.status,
+            additions=change.additions,
+            deletions=change.deletions,
+            binary=change.binary,
+        )
+        if change.old_path is not None:
+            file.old_path = change.old_path
+        files.append(file)
+    message = sessions_pb2.GetSessionChangesResponse(
+        session_id=session_id,
+        run_id=run_id,
+        source=changes.source,
+        files=first_within(files, max_bytes // 2),
+        summary=changes_summary(changes.summary.as_json()),
+        diff_truncated=changes.diff_truncated,
+        running=found.running,
+    )
+    if found.base_commit is not None:
+        message.base_commit = found.base_commit
+    if changes.diff is not None:
+        message.diff = changes.diff
     return message
 
 
@@ -387,6 +441,9 @@ def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
         structured = structured_value(answer.value, share)
         if structured is not None:
             message.structured.CopyFrom(structured)
+    changes = changes_summary(result.changes)
+    if changes is not None:
+        message.changes.CopyFrom(changes)
     return message
 
 

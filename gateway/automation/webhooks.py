@@ -373,6 +373,8 @@ def finished_payload(run: Run) -> dict[str, Any]:
         "last_seq": record.last_seq,
         # The answer parsed, when it matched the run's output_schema; else what was wrong.
         **_structured(run),
+        # What the run changed, in sum (GET /sessions/:id/changes?run_id= lists it).
+        "changes": record.changes,
     }
 
 

@@ -22,6 +22,7 @@ from gateway.agent.events import (
     canonical_thread_id,
     parse_line,
 )
+from gateway.changes.reported import ReportedChanges
 from gateway.clock import now_iso
 from gateway.runs.images import CheckedImage, ImageInput
 from gateway.runs.prompt import Message
@@ -88,6 +89,7 @@ class RunResult:
     first_seq: int | None = None  # the run's items in the session's log (sessions/journal.py)
     last_seq: int | None = None
     answer: Answer | None = None  # judged against the run's output_schema (valid: `structured`)
+    changes: dict[str, Any] | None = None  # the summary (gateway/changes/)
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Run:
         self._schema_file: Path | None = None
         self.answer: Answer | None = None  # the answer judged against the output schema
         self.images: list[Path] = []  # copies in the scratch dir, passed on every attempt
+        self.reported = ReportedChanges(prepared.workspace)  # codex's file_change items
         self.scratch = scratch or Scratch(
             run_id
         )  # files codex reads for this run; closed at its end
@@ -221,6 +224,7 @@ class Run:
         event = parse_line(line)
         if event is not None:
             self.log.event(event, line)
+            self.reported.observe(event)
         return event
 
     def stop(self, reason: str, detail: str | None = None) -> None:
@@ -271,4 +275,5 @@ class Run:
             first_seq=self.record.first_seq,
             last_seq=self.record.last_seq,
             answer=self.answer,
+            changes=self.record.changes,
         )

@@ -22,6 +22,7 @@ from tenacity.wait import wait_exponential
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id, is_thread_id
 from gateway.agent.process import AgentProcess
+from gateway.changes.tracker import ChangeTracker
 from gateway.config import MODEL_NAME, Config
 from gateway.errors import (
     AgentFailed,
@@ -89,6 +90,7 @@ class Runner:
         self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[RunResult]] = set()
         self._closing = False
+        self.changes = ChangeTracker(config)
 
     @property
     def running(self) -> int:
@@ -237,9 +239,7 @@ class Runner:
                         default_model=self._config.default_model,
                         on_event=on_event,
                         on_started=on_started,
-                        scratch=Scratch(
-                            run_id, self._config.agent_user, self._config.scratch_root
-                        ),
+                        scratch=Scratch(run_id, self._config.agent_user, self._config.scratch_root),
                     )
                     try:
                         return await self._run_in_session(run)
@@ -278,6 +278,7 @@ class Runner:
                 run.scratch,
                 max_bytes=self._config.max_image_bytes,
             )
+            await self.changes.begin(run)  # the workspace as the run found it
             run.outcome = await self._attempts(run)
             run.status = "completed"
         except asyncio.CancelledError:
@@ -299,12 +300,28 @@ class Runner:
             run.status, run.error = "error", exc.message
             raise
         finally:
+            await self._record_changes(run)
             self._active.pop(session.id, None)
             run.record.last_seq = run.log.end(run.status)
             run.log.close()
             self._finish(run)
             self._announce(run)
         return run.result()
+
+    async def _record_changes(self, run: Run) -> None:
+        """What the run changed, whatever its status; a cancel while it is recorded (the
+        gateway's shutdown past its grace) does not stop the run's end from being recorded."""
+        recording = asyncio.ensure_future(self.changes.end(run))
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:  # the recording goes on, shielded, and lands in the record
+            log.warning("run %s: cancelled while its changes were recorded", run.id)
+        except Exception:  # recording what changed must never break the run it reports
+            log.exception("run %s: could not record its changes", run.id)
+
+    def active(self, session_id: str) -> Run | None:
+        """The session's running run in this process, if any."""
+        return self._active.get(session_id)
 
     def _announce(self, run: Run) -> None:
         if self._on_finished is None:

@@ -1,0 +1,194 @@
+"""A snapshot of a git workspace: HEAD's commit and a tree object of its working tree as it is.
+
+Taken without touching the repository's own state: git works on a private copy of the
+repository's index (`GIT_INDEX_FILE`; a copy, so git's stat cache spares it re-reading unchanged
+files) and writes the objects it makes into a private object directory (`GIT_OBJECT_DIRECTORY`)
+that reads the repository's objects as alternates. `git add -A` + `git write-tree` there record
+tracked, modified and untracked-not-ignored files alike. No commit, no ref, no stash, no index
+change, no object is made in the workspace's .git.
+
+The private object directory belongs to the session (`changes.git` in its files: a bare
+repository of the gateway's that holds the snapshots of all its runs). Its trees may name blobs
+that only the workspace's repository holds: if that repository is removed (or a gc prunes blobs
+nothing of its own names), older changes cannot be shown any more.
+
+A workspace may be a subdirectory of its repository: a snapshot covers only the workspace's
+subtree (`git add -A -- .` from the workspace), and changes are reported relative to the
+workspace. The repository's git directories must lie inside the workspace roots (its
+.git could otherwise name any repository the gateway can read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.changes.git import Git, GitFailed, filter_overrides
+
+STORE_NAME = "changes.git"
+
+
+class NotARepository(GitFailed):
+    """The workspace is not in a git work tree (or its repository is not one we may read)."""
+
+
+@dataclass(frozen=True)
+class Repository:
+    """Where a workspace's repository is, as git found it and the gateway checked it."""
+
+    workspace: Path
+    toplevel: Path
+    git_dir: Path
+    common_dir: Path
+    prefix: str  # the workspace within the work tree, "" or "sub/dir/"
+
+    @property
+    def objects(self) -> Path:
+        return self.common_dir / "objects"
+
+    @property
+    def location(self) -> list[str]:
+        """The options that name this repository to git, whatever its config says."""
+        return ["--git-dir", str(self.git_dir), "--work-tree", str(self.toplevel)]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A working tree as a tree object in a session's store; `commit`: HEAD then, if any."""
+
+    tree: str
+    commit: str | None
+    prefix: str
+    objects: str  # the repository's objects, which the store reads as alternates
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tree": self.tree,
+            "commit": self.commit,
+            "prefix": self.prefix,
+            "objects": self.objects,
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> Snapshot | None:
+        if not isinstance(value, dict):
+            return None
+        tree, commit = value.get("tree"), value.get("commit")
+        prefix, objects = value.get("prefix"), value.get("objects")
+        if not (isinstance(tree, str) and isinstance(prefix, str) and isinstance(objects, str)):
+            return None
+        return cls(tree, commit if isinstance(commit, str) else None, prefix, objects)
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+async def discover(git: Git, workspace: Path, roots: Sequence[Path]) -> Repository:
+    """The workspace's repository; NotARepository when there is none we may read."""
+    try:
+        found = await git.run(
+            ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
+            cwd=workspace,
+        )
+    except GitFailed as exc:
+        raise NotARepository(str(exc)) from None
+    return _checked(found.data.decode(errors="surrogateescape").split("\n"), workspace, roots)
+
+
+def _checked(lines: list[str], workspace: Path, roots: Sequence[Path]) -> Repository:
+    """rev-parse's answer, resolved, if the repository is one the gateway may read."""
+    if len(lines) < 3:
+        raise NotARepository("git rev-parse printed no repository")
+    real_roots = [Path(os.path.realpath(root)) for root in roots]
+    toplevel = Path(os.path.realpath(lines[0]))
+    git_dir = Path(os.path.realpath(lines[1]))
+    common_dir = Path(os.path.realpath(workspace / lines[2]))
+    real_workspace = Path(os.path.realpath(workspace))
+    if not _inside(real_workspace, [toplevel]):
+        raise NotARepository(f"the workspace is outside its work tree {toplevel}")
+    for path in (git_dir, common_dir):
+        if not _inside(path, real_roots):
+            raise NotARepository(f"the repository's {path} lies outside the workspace roots")
+    prefix = real_workspace.relative_to(toplevel).as_posix()
+    return Repository(
+        real_workspace, toplevel, git_dir, common_dir, "" if prefix == "." else prefix + "/"
+    )
+
+
+def open_store(files_dir: Path) -> Path:
+    """The session's snapshot store (a bare repository of the gateway's), created if need be."""
+    store = files_dir / STORE_NAME
+    if not (store / "HEAD").is_file():
+        for sub in ("objects", "refs", "tmp"):
+            (store / sub).mkdir(parents=True, exist_ok=True)
+        (store / "HEAD").write_text("ref: refs/heads/main\n")
+    return store
+
+
+def _copy_index(source: Path, target: Path) -> None:
+    """The repository's index as the snapshot's starting point (none: an empty index)."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        with os.fdopen(fd, "rb", closefd=False) as src, target.open("xb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    finally:
+        os.close(fd)
+
+
+def store_env(store: Path, objects: str) -> dict[str, str]:
+    """git's view of a store: its objects first, the repository's as alternates."""
+    return {
+        "GIT_OBJECT_DIRECTORY": str(store / "objects"),
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES": objects,
+    }
+
+
+async def take(git: Git, workspace: Path, roots: Sequence[Path], files_dir: Path) -> Snapshot:
+    """A snapshot of `workspace` into the store in `files_dir`. GitFailed (NotARepository when
+    there is no git) or OSError when it cannot be taken."""
+    repo = await discover(git, workspace, roots)
+    names, head = await asyncio.gather(
+        git.run(
+            [*repo.location, "config", "-z", "--name-only", "--get-regexp", r"^filter\."],
+            cwd=repo.workspace,
+            ok_codes=(0, 1),  # 1: no such key
+        ),
+        git.run(
+            [*repo.location, "rev-parse", "-q", "--verify", "HEAD^{commit}"],
+            cwd=repo.workspace,
+            ok_codes=(0, 1),  # 1: no commit yet
+        ),
+    )
+    filters = filter_overrides(names.data)
+    commit = head.data.decode().strip() or None
+    store = await asyncio.to_thread(open_store, files_dir)
+    index = store / "tmp" / f"{uuid.uuid4().hex}.index"
+    env = {"GIT_INDEX_FILE": str(index), **store_env(store, str(repo.objects))}
+    try:
+        await asyncio.to_thread(_copy_index, repo.git_dir / "index", index)
+        await git.run(
+            [*repo.location, "add", "-A", "--", "."], cwd=repo.workspace, env=env, config=filters
+        )
+        written = await git.run(
+            [*repo.location, "write-tree"], cwd=repo.workspace, env=env, config=filters
+        )
+    finally:
+        for leftover in (index, index.with_name(index.name + ".lock")):
+            leftover.unlink(missing_ok=True)
+    tree = written.data.decode().strip()
+    if not tree:
+        raise GitFailed("git write-tree printed no tree")
+    return Snapshot(tree, commit, repo.prefix, str(repo.objects))
