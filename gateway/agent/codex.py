@@ -94,7 +94,14 @@ def argv(
     if output_schema is not None:
         args += ["--output-schema", str(output_schema)]
     for image in images:
-        args += ["--image", str(image)]
+        # `--image=F`, one per file: `--image <FILE>...` takes every value up to the next
+        # option, so `--image F resume ...` would swallow `resume` (exit 2); and codex splits a
+        # value on commas.
+        if "," in str(image):
+            from gateway.errors import AgentFailed  # see the imports
+
+            raise AgentFailed(f"an image path codex would split: {image}", exit_code=None)
+        args.append(f"--image={image}")
     args += config.extra_args
     stdin = ["-"] if prompt else []
     thread = resume_thread or fork_thread

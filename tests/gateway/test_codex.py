@@ -144,14 +144,17 @@ THREAD = "01a24a90-85ca-7253-b978-30b7501d449e"
             [
                 "--output-schema",
                 "/r/schema.json",
-                "--image",
-                "/r/a.png",
-                "--image",
-                "/r/b",
+                "--image=/r/a.png",
+                "--image=/r/b",
                 "--",
                 "-",
             ],
             id="schema-and-images-before-the-prompt",
+        ),
+        pytest.param(
+            {"images": [Path("/r/a.png")], "resume_thread": THREAD},
+            ["--image=/r/a.png", "resume", "--", THREAD, "-"],
+            id="an-image-before-resume-takes-one-value",
         ),
         pytest.param({"fork_thread": THREAD}, ["fork", "--", THREAD, "-"], id="fork"),
         pytest.param(
@@ -162,8 +165,15 @@ THREAD = "01a24a90-85ca-7253-b978-30b7501d449e"
 def test_argv_puts_exec_options_before_the_subcommand(
     config_for: Callable[..., Config], options: dict[str, Any], tail: list[str]
 ) -> None:
-    args = argv(config_for(sandbox="read-only"), Path("W"), None, None, **options)
+    options = dict(options)
+    resume = options.pop("resume_thread", None)
+    args = argv(config_for(sandbox="read-only"), Path("W"), None, resume, **options)
     assert args[args.index("W") + 1 :] == tail
+
+
+def test_argv_refuses_an_image_path_codex_would_split(config_for: Callable[..., Config]) -> None:
+    with pytest.raises(AgentFailed):
+        argv(config_for(), Path("W"), None, None, images=[Path("/tmp/a,b/image-1.png")])
 
 
 def test_argv_refuses_to_resume_and_fork_at_once(config_for: Callable[..., Config]) -> None:
