@@ -19,7 +19,7 @@ _HINTS: Final[Mapping[str, str]] = {
 }
 # The same by the error's reason (its ErrorInfo reason), where the status says too little.
 _REASON_HINTS: Final[Mapping[str, str]] = {
-    "OUTPUT_SCHEMA_MISMATCH": "the answer did not match the schema (schema clear: no schema)",
+    "OUTPUT_SCHEMA_MISMATCH": "schema clear runs without it",
 }
 LISTED_ERRORS: Final = 20
 """How many of an error's listed problems (a schema mismatch's) are shown."""

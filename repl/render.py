@@ -207,8 +207,9 @@ class Renderer:
             if "structured" not in watch and result.get("structured") is not None:
                 self.info("→ structured:", "bold")
                 self.json(result["structured"])
+            # Only when the run changed something: a line on every run would be noise.
             changes = changes_text(result.get("changes"))
-            if "changes" not in watch and changes:
+            if "changes" not in watch and changes and _int(result["changes"].get("files")):
                 self.info(f"→ changes: {changes}", "dim")
         if "model" not in watch and result.get("model"):
             self.info(f"→ model: {result['model']}", "dim")

@@ -22,6 +22,7 @@ from .client import (
     SHOW_TIMEOUT_S,
     Credentials,
     Json,
+    RunCompleted,
     RunRequest,
     StreamItem,
     prompt_body,
@@ -62,7 +63,8 @@ class GrpcClient:
         )
         try:
             async for message in call:
-                yield stream_item(_json(message))
+                item = stream_item(_json(message))
+                yield RunCompleted(_result(item.result)) if isinstance(item, RunCompleted) else item
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from exc
         finally:
@@ -81,7 +83,7 @@ class GrpcClient:
         request = runs_pb2.PromptSessionRequest(session_id=session_id, run=run)
         wait_s = run_wait_s(timeout_ms)
         response = await self._unary(self._stub.PromptSession, request, wait_s)
-        return _json(response.result)
+        return _result(_json(response.result))
 
     async def fork(
         self,
@@ -96,7 +98,7 @@ class GrpcClient:
         request = runs_pb2.ForkSessionRequest(session_id=session_id, run=run)
         wait_s = run_wait_s(timeout_ms)
         response = await self._unary(self._stub.ForkSession, request, wait_s)
-        return _json(response.result)
+        return _result(_json(response.result))
 
     async def changes(self, session_id: str, *, run_id: str | None, diff: bool) -> Json:
         request = sessions_pb2.GetSessionChangesRequest(session_id=session_id, diff=diff)
@@ -164,6 +166,24 @@ def _json(message: Message) -> Json:
     return json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+
+
+def _result(result: Json) -> Json:
+    """A run's result, its `structured` answer's integers as integers: a protobuf Value holds
+    every number as a double, which would print `7` as `7.0`."""
+    if "structured" in result:
+        result["structured"] = _integers(result["structured"])
+    return result
+
+
+def _integers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integers(item) for item in value]
+    return value
 
 
 def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:

@@ -277,7 +277,7 @@ def test_a_session_shows_its_parent_and_its_runs_changes() -> None:
                 },
             ),
             "422 Unprocessable Entity: The answer does not match the output schema"
-            " · the answer did not match the schema (schema clear: no schema)"
+            " · schema clear runs without it"
             " · the answer is kept: show s1 events\n"
             "  - /n: 'x' is not of type 'integer'\n"
             "  - 'm' is a required property\n"
@@ -360,3 +360,9 @@ def test_grpc_error_details_read_as_the_bridges_body_lists_them() -> None:
             "  - x: y",
         ]
     )
+
+
+def test_a_run_that_changed_nothing_prints_no_changes_line() -> None:
+    for source in ("git", "codex_events"):
+        result = {"changes": {"source": source, "files": 0}}
+        assert _printed(lambda r, x=result: r.result(x, full=False, streamed=True, watch=[])) == ""
