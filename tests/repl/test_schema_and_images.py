@@ -3,6 +3,7 @@ and their failures print as the gateway words them."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from gateway.config import Config
 from tests.fakes.model_server import ModelServer, RecordedRequest
+from tests.gateway.test_image_checks import ELF, png
 from tests.harness import running_bridge, running_gateway
 from tests.repl.terminal import piped, repl_env
 
@@ -21,7 +23,7 @@ SCHEMA = {
     "required": ["n"],
     "additionalProperties": False,
 }
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(17)
+PNG = png()  # decodable: codex drops an image it cannot decode
 
 
 def _where(protocol: str, target: str, url: str) -> list[str]:
@@ -80,7 +82,7 @@ async def test_images_reach_the_model_once_and_bad_ones_are_told(
     (tmp_path / "shot.png").write_bytes(PNG)
     config = config_for()
     (config.default_workspace / "in-workspace.png").write_bytes(PNG)
-    (config.default_workspace / "elf.png").write_bytes(b"\x7fELF" + bytes(40))
+    (config.default_workspace / "elf.png").write_bytes(ELF)
     async with running_gateway(config) as gw, running_bridge(gw.target) as url:
         script = "\n".join(
             [
@@ -104,10 +106,8 @@ async def test_images_reach_the_model_once_and_bad_ones_are_told(
     requests = model_server.requests
     assert len(requests) == 2, answer.stderr
     assert [len(_images(request)) for request in requests] == [2, 0]
-    assert all(
-        str(part.get("image_url", "")).startswith("data:image/png;base64,")
-        for part in _images(requests[0])
-    )
+    expected = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert [part.get("image_url") for part in _images(requests[0])] == [expected, expected]
     status = "400 Bad Request" if protocol == "rest" else "INVALID_ARGUMENT"
     refusals = answer.stderr.splitlines()
     assert len(refusals) == 2
