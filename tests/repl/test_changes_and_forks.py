@@ -65,15 +65,14 @@ async def test_changes_list_the_runs_files_and_its_diff(
         )
         answer = await piped([*where], script + "\n", repl_env(tmp_path))
     assert answer.returncode == 1  # the unknown run
-    table = answer.stdout.split("\n")
-    heads = [i for i, line in enumerate(table) if line.startswith("run ")]
-    assert len(heads) == 2
-    assert re.fullmatch(r"run [0-9a-f]{8}: 1 file\(s\), \+1 -0 · since [0-9a-f]{10}", table[0])
-    assert table[1].split() == ["added", "+1", "-0", "hello.txt"]
-    diff = answer.stdout.split(table[heads[1]])[1]
-    assert "+++ b/hello.txt\n" in diff and "\n+hello\n" in diff
-    assert "notes.txt" not in answer.stdout.split("run(s)")[0]  # not the run's change
-    assert "1 file(s) +1 -0" in answer.stdout  # show: the run's changes
+    head = r"run [0-9a-f]{8}: 1 file\(s\), \+1 -0 · since [0-9a-f]{10}\n"
+    listed, rest = re.split(head, answer.stdout)[1:]
+    with_diff, shown = rest.split(f"session       {session_id[1]}")
+    assert listed.split() == ["added", "+1", "-0", "hello.txt"]
+    assert with_diff.startswith(listed)
+    assert "--- /dev/null\n+++ b/hello.txt\n@@ -0,0 +1 @@\n+hello\n" in with_diff
+    assert "notes.txt" not in answer.stdout  # changed before the run: not the run's change
+    assert re.search(r"completed   completion .* 1 file\(s\) \+1 -0\n", shown)  # show
     assert answer.stderr.startswith("✗ 404 Not Found: " if protocol == "rest" else "✗ NOT_FOUND: ")
     assert _git(workspace, "status", "--porcelain").splitlines() == [" M notes.txt", "?? hello.txt"]
 
