@@ -59,6 +59,7 @@ from gateway.errors import (
     capped,
     quote,
 )
+from gateway.runs.fork import fork_request
 from gateway.runs.images import ImageInput
 from gateway.runs.prompt import Message
 from gateway.runs.run import RunRequest
@@ -273,6 +274,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         given = run_request(request.run, "nudge", secure_tokens(context))
         result = await self._runner.run(nudge_request(session, given))
         return runs_pb2.NudgeSessionResponse(
+            result=result_message(result, self._config.max_answer_bytes)
+        )
+
+    @routed(by_session_id)  # the fork runs where the parent's codex rollout is
+    async def ForkSession(  # gRPC method names are the proto's
+        self, request: runs_pb2.ForkSessionRequest, context: Any
+    ) -> runs_pb2.ForkSessionResponse:
+        parent = self._session(request.session_id, context)
+        given = run_request(request.run, "fork", secure_tokens(context))
+        result = await self._runner.run(fork_request(parent, given))
+        return runs_pb2.ForkSessionResponse(
             result=result_message(result, self._config.max_answer_bytes)
         )
 

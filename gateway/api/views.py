@@ -26,7 +26,7 @@ from gateway.clock import iso
 from gateway.runs.run import RunResult
 from gateway.runs.schema import MAX_DEPTH, depth
 from gateway.sessions.feed import FeedItem
-from gateway.sessions.model import RunRecord, Session
+from gateway.sessions.model import ForkOrigin, RunRecord, Session
 from gateway.sessions.search import Hit
 from gateway.sessions.tailing import Control
 
@@ -140,6 +140,17 @@ def summary(session: Session) -> sessions_pb2.SessionSummary:
         message.model = session.model
     if session.error:
         message.error = session.error
+    if session.forked_from is not None:
+        message.forked_from.CopyFrom(fork_origin(session.forked_from))
+    return message
+
+
+def fork_origin(origin: ForkOrigin) -> sessions_pb2.ForkOrigin:
+    message = sessions_pb2.ForkOrigin(session_id=origin.session_id)
+    if origin.codex_session_id:
+        message.codex_session_id = origin.codex_session_id
+    if origin.run_id:
+        message.run_id = origin.run_id
     return message
 
 
@@ -281,6 +292,8 @@ def detail(
         message.model = brief.model
     if session.workspace:
         message.workspace = session.workspace
+    if brief.HasField("forked_from"):
+        message.forked_from.CopyFrom(brief.forked_from)
     return message
 
 

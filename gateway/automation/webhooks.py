@@ -352,7 +352,7 @@ def finished_payload(run: Run) -> dict[str, Any]:
     users = [
         m.content for m in run.prepared.messages if m.role.lower() not in ("assistant", "system")
     ]
-    return {
+    payload = {
         "session_id": session.id,
         "gateway_session_id": session.id,
         "codex_session_id": session.codex_session_id,
@@ -376,6 +376,9 @@ def finished_payload(run: Run) -> dict[str, Any]:
         # What the run changed, in sum (GET /sessions/:id/changes?run_id= lists it).
         "changes": record.changes,
     }
+    if session.forked_from is not None:  # a fork's session names its parent
+        payload["forked_from"] = session.forked_from.as_dict()
+    return payload
 
 
 def _structured(run: Run) -> dict[str, Any]:

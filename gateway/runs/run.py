@@ -8,6 +8,7 @@ meta (its record in `runs`, the session's status). Saving is the runner's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from gateway.sessions import journal
 from gateway.sessions.feed import LiveFeed
 from gateway.sessions.files import PREVIEW_CHARS
 from gateway.sessions.logs import RunLog
-from gateway.sessions.model import RunRecord, RunStatus, Session, SessionStatus
+from gateway.sessions.model import ForkOrigin, RunRecord, RunStatus, Session, SessionStatus
 
 EventSink = Callable[[JsonObject, int], None]
 """Told about each codex event of a run as it is recorded, with its seq in the session's log."""
@@ -61,6 +62,7 @@ class RunRequest:
     secure_tokens: Sequence[str] = ()
     output_schema: dict[str, Any] | None = None  # as the wire gave it; checked by the runner
     images: list[ImageInput] = field(default_factory=list)
+    fork_of: str | None = None  # ForkSession: the session whose thread a new session forks
 
     @property
     def resume_thread(self) -> str | None:
@@ -106,6 +108,7 @@ class Prepared:
     env: dict[str, str]
     output_schema: OutputSchema | None = None
     images: tuple[CheckedImage, ...] = ()
+    parent: Session | None = None  # a fork's parent (gateway/runs/fork.py)
 
 
 class Run:
@@ -122,6 +125,7 @@ class Run:
         on_event: EventSink | None = None,
         on_started: StartedSink | None = None,
         scratch: Scratch | None = None,
+        parent_hold: contextlib.AsyncExitStack | None = None,
     ) -> None:
         self.prepared = prepared
         self.request = prepared.request
@@ -132,9 +136,16 @@ class Run:
         self.id = run_id
         self.model = prepared.model or session.model or default_model
         self.resume_thread = session.codex_session_id or self.request.resume_thread
-        # Usage is cumulative per codex thread: this run's share is the difference.
-        self.usage_before = (
-            Usage.from_event(session.thread_usage) if self.resume_thread else Usage()
+        # A fork (its parent held by `parent_hold` until codex started the fork's thread).
+        parent = prepared.parent
+        self.fork = ForkOrigin.of(parent) if parent is not None else None
+        self.fork_thread = self.fork.codex_session_id if self.fork else None
+        self._parent_hold = parent_hold
+        # Usage is cumulative per codex thread, and a fork's thread starts with its parent's:
+        # this run's share is the difference.
+        self.inherited_usage = dict(parent.thread_usage or {}) if parent is not None else None
+        self.usage_before = Usage.from_event(
+            session.thread_usage if self.resume_thread else self.inherited_usage
         )
         self.record = RunRecord(run_id=self.id)
         self.started = time.monotonic()
@@ -199,11 +210,20 @@ class Run:
             session.last_input["output_schema"] = prepared.output_schema.schema
         if request.source == "nudge" and request.metadata is not None:
             session.metadata = request.metadata  # already merged with the session's
+        if self.fork is not None and session.forked_from is None:
+            session.forked_from = self.fork
+            session.thread_usage = self.inherited_usage or None
         if request.objective and not session.objective:
             session.objective = request.objective.strip()
         if request.nudge_prompt and request.nudge_prompt.strip():
             session.nudge_prompt = request.nudge_prompt.strip()
         self.started = time.monotonic()
+
+    async def release_parent(self) -> None:
+        """A fork's thread exists (or never will): its parent may run again."""
+        hold, self._parent_hold = self._parent_hold, None
+        if hold is not None:
+            await hold.aclose()
 
     async def open_log(self, feed: LiveFeed | None) -> None:
         """OSError when the session's log files cannot be opened."""

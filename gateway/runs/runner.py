@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -40,6 +41,7 @@ from gateway.errors import (
 from gateway.runs import images
 from gateway.runs.childenv import check_request_env, child_environment
 from gateway.runs.concurrency import Slots
+from gateway.runs.fork import check_forkable
 from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
 from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
 from gateway.runs.schema import SchemaError
@@ -120,9 +122,10 @@ class Runner:
 
     def _prepare(self, request: RunRequest) -> Prepared:
         messages = messages_or_prompt(request.messages, request.prompt)
-        if not messages:
+        parent = self._fork_parent(request) if request.fork_of is not None else None
+        if not messages and parent is None:  # a fork without a prompt runs no turn
             raise InvalidRequest("messages or prompt is required", field="messages")
-        if not any(message.content.strip() for message in messages):
+        if messages and not any(message.content.strip() for message in messages):
             raise InvalidRequest("messages hold no text: give one a content", field="messages")
         if len(messages) > MAX_MESSAGES:
             raise InvalidRequest(f"at most {MAX_MESSAGES} messages", field="messages")
@@ -157,14 +160,25 @@ class Runner:
             request=request,
             target=target,
             messages=messages,
-            prompt_text=build_prompt(system_prompt, messages),
+            prompt_text=build_prompt(system_prompt, messages) if messages else "",
             model=model,
             workspace=workspace,
             timeout_ms=timeout_ms,
             env=env,
             output_schema=output_schema,
             images=checked_images,
+            parent=parent,
         )
+
+    def _fork_parent(self, request: RunRequest) -> Session:
+        """The session a fork forks: readable with the request's tokens, holding a thread, and
+        not running (a turn under way is not one to copy)."""
+        parent = self._store.resolve(request.fork_of or "")
+        self._access.check(parent, request.secure_tokens)
+        if self._store.busy(parent):
+            raise SessionBusy(parent.id)
+        check_forkable(parent)
+        return parent
 
     def _target_session(self, request: RunRequest) -> Session | None:
         if request.secure and not self._access.configured:
@@ -213,9 +227,15 @@ class Runner:
         on_started: StartedSink | None,
     ) -> RunResult:
         run_id = str(uuid.uuid4())  # first: the slot is taken for it
-        async with self._slots.slot(run_id, wait=wait_for_slot):
+        async with self._slots.slot(run_id, wait=wait_for_slot), AsyncExitStack() as parent_hold:
             if self._closing:
                 raise ShuttingDown
+            if prepared.parent is not None:
+                # Held as a run holds its session (409 while it runs) until codex has forked
+                # its thread: no turn of the parent is under way while its rollout is copied.
+                await parent_hold.enter_async_context(
+                    self._store.exclusive(prepared.parent, run_id)
+                )
             session = prepared.target
             if session is None:
                 session = self._store.create(
@@ -240,6 +260,7 @@ class Runner:
                         on_event=on_event,
                         on_started=on_started,
                         scratch=Scratch(run_id, self._config.agent_user, self._config.scratch_root),
+                        parent_hold=parent_hold,
                     )
                     try:
                         return await self._run_in_session(run)
@@ -435,6 +456,8 @@ class Runner:
                 resume_thread,
                 output_schema=run.schema_file(),
                 images=run.images,
+                fork_thread=run.fork_thread if thread is None else None,
+                prompt=bool(prepared.messages),
             ),
             env=child_environment(self._config.child_env, prepared.env),
             cwd=prepared.workspace,
@@ -461,7 +484,9 @@ class Runner:
                         if event is not None:
                             outcome.observe(event)
                             if event["type"] == "thread.started":
-                                self._learn_thread(session, outcome.thread_id)
+                                if not _same_thread(outcome.thread_id, run.fork_thread):
+                                    self._learn_thread(session, outcome.thread_id)
+                                await run.release_parent()
                             if run.on_event is not None:
                                 run.on_event(event, run_log.last_seq or 0)
                         if index % LINES_PER_TURN == 0:
@@ -489,6 +514,14 @@ class Runner:
         if resume_thread and outcome.thread_id and outcome.thread_id != resume_thread:
             raise AgentFailed(
                 f"codex started thread {outcome.thread_id} instead of resuming {resume_thread}",
+                exit_code=code,
+            )
+        if run.fork_thread and (
+            outcome.thread_id is None or _same_thread(outcome.thread_id, run.fork_thread)
+        ):
+            raise AgentFailed(
+                f"codex did not fork thread {run.fork_thread} into a new one "
+                f"(it reported {outcome.thread_id or 'no thread'})",
                 exit_code=code,
             )
         return outcome
@@ -548,6 +581,10 @@ def _settled(task: asyncio.Task[Any]) -> None:
     so retrieve it here rather than have asyncio report it as never retrieved."""
     if not task.cancelled():
         task.exception()
+
+
+def _same_thread(thread_id: str | None, other: str | None) -> bool:
+    return other is not None and canonical_thread_id(thread_id) == other
 
 
 def _last_line(text: str) -> str | None:

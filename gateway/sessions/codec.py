@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent.events import canonical_thread_id
-from gateway.sessions.model import JsonObject, RunRecord, RunStatus, Session, SessionStatus
+from gateway.sessions.model import (
+    ForkOrigin,
+    JsonObject,
+    RunRecord,
+    RunStatus,
+    Session,
+    SessionStatus,
+)
 
 
 def _text(value: object) -> str:
@@ -69,6 +76,20 @@ _RUN_STATUSES: dict[str, RunStatus] = {s.value: s for s in RunStatus}
 # (A dict lookup: calling the enum costs more than the rest of a session's decoding.)
 
 
+def _fork_origin(value: object) -> ForkOrigin | None:
+    if not isinstance(value, dict) or not isinstance(value.get("session_id"), str):
+        return None
+    return ForkOrigin(
+        value["session_id"],
+        canonical_thread_id(value.get("codex_session_id")),
+        _text_or_none(value.get("run_id")),
+    )
+
+
+def _fork_origin_json(value: ForkOrigin | None) -> JsonObject | None:
+    return None if value is None else value.as_dict()
+
+
 def _session_status(value: object) -> SessionStatus | str:
     if not isinstance(value, str):
         return ""
@@ -87,6 +108,8 @@ class _Key:
     decode: Callable[[object], Any]
     optional: bool = False
     """Absent from the document while its field is None."""
+    encode: Callable[[Any], Any] | None = None
+    """The field's JSON value, when the field is not JSON already."""
 
 
 _RUN_KEYS = (
@@ -129,6 +152,7 @@ _SESSION_KEYS = (
     _Key("last_input", _object_or_none),
     _Key("thread_usage", _object_or_none),
     _Key("runs_archived", _count),
+    _Key("forked_from", _fork_origin, optional=True, encode=_fork_origin_json),
 )
 """meta.json's typed keys but `session_id` (the id), `runs` and `secure` (read only, below)."""
 
@@ -214,5 +238,5 @@ def _overlay(typed: object, keys: tuple[_Key, ...], stored: JsonObject | None) -
                 continue
         elif (key.optional or stored is not None) and key.decode(None) == value:
             continue  # absent means this value: left absent
-        document[key.name] = value
+        document[key.name] = value if key.encode is None else key.encode(value)
     return document

@@ -42,6 +42,29 @@ class RunStatus(enum.StrEnum):
 JsonObject = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ForkOrigin:
+    """Where a forked session came from: its parent session, the parent's codex thread that was
+    forked, and the parent's last run then (meta.json's `forked_from`)."""
+
+    session_id: str
+    codex_session_id: str | None = None
+    run_id: str | None = None
+
+    @classmethod
+    def of(cls, parent: Session) -> ForkOrigin:
+        """A fork of `parent` now: its thread and its last run."""
+        runs = parent.runs
+        return cls(parent.id, parent.codex_session_id, runs[-1].run_id if runs else None)
+
+    def as_dict(self) -> JsonObject:
+        return {
+            "session_id": self.session_id,
+            "codex_session_id": self.codex_session_id,
+            "run_id": self.run_id,
+        }
+
+
 @dataclass(eq=False)
 class RunRecord:
     """One run of a session, as its record in meta.json's `runs` (or runs.jsonl) holds it.
@@ -109,6 +132,8 @@ class Session:
     """The codex thread's cumulative usage after the last run (a run's share is the difference)."""
     runs_archived: int = 0
     """Run records archived (runs.jsonl), older than those in `runs`."""
+    forked_from: ForkOrigin | None = None
+    """Set on a session started by a fork of another session's thread."""
     stored: JsonObject | None = field(default=None, repr=False)
     """meta.json's object as last read or written (it keeps the keys not typed here)."""
     _runs: list[RunRecord] | None = field(default=None, repr=False)

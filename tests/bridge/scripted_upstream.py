@@ -141,6 +141,10 @@ class ScriptedUpstream(gateway_pb2_grpc.GatewayServiceServicer):
         self._record("NudgeSession", request, context)
         return runs_pb2.NudgeSessionResponse(result=_result(request.run))
 
+    async def ForkSession(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._record("ForkSession", request, context)
+        return runs_pb2.ForkSessionResponse(result=_result(request.run))
+
     async def CancelSession(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._record("CancelSession", request, context)
         await _abort_if_status_name(request.session_id, context)

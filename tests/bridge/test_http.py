@@ -105,6 +105,7 @@ async def test_response_body_field_is_the_http_body(http: httpx.AsyncClient) -> 
             "runs": 0,
             "execution_timeout_ms": 120000,
             "error": None,
+            "forked_from": None,
         }
     ]
 
