@@ -303,6 +303,44 @@ def test_json_that_does_not_fit_is_refused_naming_the_field(
     assert mentions in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param("aGVsbG8=", b"hello", id="padded"),
+        pytest.param("aGVsbG8", b"hello", id="unpadded"),
+        pytest.param("aGVs\r\nbG8=", b"hello", id="mime-line-break"),
+        pytest.param("_-_-", b"\xff\xef\xfe", id="url-safe"),
+        pytest.param(None, b"", id="null"),
+    ],
+)
+def test_bytes_in_a_body_are_base64(data: str | None, expected: bytes) -> None:
+    body = json.dumps({"images": [{"data": data}]}).encode()
+    request = build_request(BINDINGS["Complete"], path_params={}, query=[], body=body)
+    assert request.run.images[0].data == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param("!!!!not base64", id="outside-the-alphabet"),
+        pytest.param("aGVs bG8=", id="a-space"),
+        pytest.param("a", id="one-character-too-many"),
+        pytest.param("aGVsbG8=x", id="after-the-padding"),
+        pytest.param(123, id="a-number"),
+        pytest.param({"a": 1}, id="an-object"),
+    ],
+)
+def test_bytes_that_are_not_base64_are_refused_naming_the_field(data: Any) -> None:
+    """json_format skips characters outside the alphabet (`!!!!` decodes to something) and
+    names no field; the bridge refuses them and names the image's field."""
+    body = json.dumps({"images": [{"path": "a.png"}, {"data": data}]}).encode()
+    with pytest.raises(InvalidRequest) as caught:
+        build_request(BINDINGS["Complete"], path_params={}, query=[], body=body)
+    assert caught.value.message.startswith(
+        "Invalid value for field 'images[1].data': expected base64 bytes, got "
+    )
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: (

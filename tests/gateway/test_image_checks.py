@@ -19,9 +19,13 @@ from gateway.runs.images import ImageInput, check, copy, sniff
 from gateway.runs.scratch import Scratch, ScratchClosed
 
 
-def png(width: int = 2, height: int = 2) -> bytes:
-    """A real (decodable) PNG of a red rectangle."""
-    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+def png(width: int = 2, height: int = 2, *, noise: bool = False) -> bytes:
+    """A real (decodable) PNG of a red rectangle, or of random pixels (which do not compress:
+    about 3 bytes a pixel)."""
+    raw = b"".join(
+        b"\x00" + (os.urandom(3 * width) if noise else b"\xff\x00\x00" * width)
+        for _ in range(height)
+    )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (

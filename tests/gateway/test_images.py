@@ -22,6 +22,7 @@ from google.protobuf import json_format
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config
+from gateway.server import drain
 from tests.fakes.model_server import ModelServer
 from tests.gateway.test_image_checks import ELF, png
 from tests.gateway.test_limits import error_info
@@ -296,4 +297,115 @@ async def test_a_path_whose_bytes_are_not_an_image_is_refused_at_run_start(
     assert answer["field"] == "images[1]"
     assert "not a PNG, JPEG, GIF or WebP image" in answer["error"]
     assert model_server.requests == []
+    assert served.scratch_dirs() == []
+
+
+async def test_every_attempt_gets_the_images_and_a_failed_run_leaves_no_copies(
+    config_for: Callable[..., Config], tmp_path: Path, model_server: ModelServer
+) -> None:
+    config = config_for(
+        scratch_root=tmp_path / "scratch", max_retries=1, retry_delay_ms=0, timeout_ms=60_000
+    )
+    picture = png(7, 7)
+    async with (
+        running_gateway(config) as gw,
+        running_bridge(gw.target) as url,
+        httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http,
+    ):
+        served = Served(gw, http, tmp_path / "scratch", config.default_workspace)
+        status, answer = await served.call(
+            "rest", "Complete", {"prompt": "[[scenario:http500]]", "images": [inline(picture)]}
+        )
+        assert status == 500, answer
+        assert [images_sent(r) for r in model_server.requests] == [[picture], [picture]]
+        assert served.scratch_dirs() == []
+
+
+async def test_a_timed_out_run_leaves_no_copies(served: Served, model_server: ModelServer) -> None:
+    status, answer = await served.call(
+        "grpc",
+        "Complete",
+        {
+            "prompt": "[[scenario:stall]]",
+            "timeout_ms": 1000,
+            "images": [inline(png())],
+        },
+    )
+    assert status == 408, answer
+    assert served.scratch_dirs() == []
+
+
+async def _stalled_run_with_an_image(
+    served: Served, model_server: ModelServer, picture: bytes
+) -> tuple[asyncio.Future[Any], str]:
+    """A run that never ends, once codex has asked the model: (its call, its session id), its
+    copy of the image checked to be in the scratch dir meanwhile."""
+    body = {"prompt": "[[scenario:stall]]", "images": [inline(picture)]}
+    call = asyncio.ensure_future(
+        served.gw.stub.Complete(
+            runs_pb2.CompleteRequest(run=json_format.ParseDict(body, runs_pb2.RunInput()))
+        )
+    )
+    await asyncio.to_thread(model_server.wait_for_requests, 1, 30)
+    (scratch,) = served.scratch_dirs()
+    assert (scratch / "image-1.png").read_bytes() == picture
+    listed = await served.gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())
+    return call, listed.sessions[0].session_id
+
+
+async def test_a_cancelled_run_leaves_no_copies(served: Served, model_server: ModelServer) -> None:
+    call, session = await _stalled_run_with_an_image(served, model_server, png(8, 8))
+    response = await served.http.post(f"/sessions/{session}/cancel", json={})
+    assert response.status_code == 200 and response.json()["cancelled"], response.text
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.CANCELLED
+    assert served.scratch_dirs() == []
+
+
+async def test_a_run_interrupted_by_shutdown_leaves_no_copies(
+    config_for: Callable[..., Config], tmp_path: Path, model_server: ModelServer
+) -> None:
+    config = config_for(scratch_root=tmp_path / "scratch", shutdown_grace_ms=200)
+    async with (
+        running_gateway(config) as gw,
+        running_bridge(gw.target) as url,
+        httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http,
+    ):
+        served = Served(gw, http, tmp_path / "scratch", config.default_workspace)
+        call, _ = await _stalled_run_with_an_image(served, model_server, png(9, 9))
+        await drain(gw.gateway, gw.grpc_server)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert served.scratch_dirs() == []
+
+
+async def test_an_inline_image_counts_against_the_request_limit_of_each_protocol(
+    config_for: Callable[..., Config], tmp_path: Path, model_server: ModelServer
+) -> None:
+    """An inline image travels in the request: over REST as base64 (a third larger) in a body
+    of at most CODEX_GATEWAY_MAX_BODY_BYTES (413 above it); over gRPC as bytes in a message of
+    that limit plus 64 KiB. So an image of 1.1 MB under a 1.2 MB limit goes over gRPC but not
+    over REST, and one of 800 kB over both, as the README says."""
+    config = config_for(scratch_root=tmp_path / "scratch", max_body_bytes=1_200_000)
+    big, fits = png(600, 600, noise=True), png(500, 500, noise=True)
+    assert 1_050_000 < len(big) < 1_150_000 and 700_000 < len(fits) < 800_000
+    async with (
+        running_gateway(config) as gw,
+        running_bridge(gw.target, max_body_bytes=config.max_body_bytes) as url,
+        httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http,
+    ):
+        served = Served(gw, http, tmp_path / "scratch", config.default_workspace)
+        response = await http.post("/completion", json={"prompt": "x", "images": [inline(big)]})
+        assert response.status_code == 413, response.text
+        status, answer = await served.call(
+            "grpc", "Complete", {"prompt": "x", "images": [inline(big)]}
+        )
+        assert status == 200, answer
+        status, answer = await served.call(
+            "rest", "Complete", {"prompt": "x", "images": [inline(fits)]}
+        )
+        assert status == 200, answer
+    assert [images_sent(r) for r in model_server.requests] == [[big], [fits]]
     assert served.scratch_dirs() == []
