@@ -420,9 +420,9 @@ def _runs(detail: JsonObject) -> list[JsonObject]:
 
 
 def _short_changes(summary: Any) -> str:
-    if not isinstance(summary, Mapping):
+    files = _int(summary.get("files")) if isinstance(summary, Mapping) else 0
+    if not files:
         return ""
-    files = _int(summary.get("files"))
     if summary.get("source") == "codex_events":
         return f"{files} file(s)"
     return f"{files} file(s) +{_int(summary.get('additions'))} -{_int(summary.get('deletions'))}"
