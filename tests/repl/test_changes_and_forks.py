@@ -13,7 +13,7 @@ import pytest
 from gateway.config import Config
 from tests.fakes.model_server import ModelServer
 from tests.harness import running_bridge, running_gateway
-from tests.repl.terminal import UUID, piped, repl_env
+from tests.repl.terminal import UUID, Terminal, piped, repl_env
 
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
@@ -124,3 +124,32 @@ async def test_fork_continues_the_parents_history_in_a_new_pinned_session(
         )
     assert re.search(rf"forked from +{parent[1]}", shown.stdout)
     assert re.search(r"completed +fork ", shown.stdout)
+
+
+async def test_at_a_terminal_the_diff_is_coloured_and_ctrl_c_stops_waiting_for_a_fork(
+    config_for: Callable[..., Config], spawn: Callable[..., Terminal]
+) -> None:
+    config = config_for()
+    _git(config.default_workspace, "init", "-q")
+    async with running_gateway(config) as gw, running_bridge(gw.target) as url:
+        term = spawn(url, "--mode", "compact")
+        await term.line("run [[scenario:patch]] add it")
+        await term.expect("→ changes: 1 file(s), +1 -0")
+        session_id = (await term.match(rf"→ pinned session ({UUID})"))[1]
+        await term.send("chan\t")
+        await term.expect("changes")
+        await term.send(f" {session_id[:6]}\t")
+        await term.expect(session_id)
+        await term.send(" di\t")
+        await term.expect("diff")
+        await term.send("\r")
+        await term.expect("+hello")
+        assert re.search(r"\x1b\[[0-9;]*32m\+hello", term.raw)  # green, as git colours it
+        await term.line(f"fork {session_id} [[scenario:tool]] [[cmd:sleep 30]]")
+        await term.expect("forking and running")
+        await term.interrupt()
+        await term.match(r"Stopped waiting after \d+\.\ds: the gateway finishes the fork")
+        await term.expect(f"codex ({session_id[:8]})>")  # still the parent pinned
+        await term.line("exit")
+        assert await term.exit_status() == 0
+        assert "Traceback" not in term.screen
