@@ -184,6 +184,14 @@ _ERROR_SCHEMA: Final[Schema] = {
         "code": {"type": "string"},
         "reason": {"type": "string"},
         "retry_after": {"type": "integer"},
+        # 422: a run's answer that did not match its output_schema, error by error.
+        "schema_errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
     },
     "required": ["error"],
 }

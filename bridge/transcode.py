@@ -145,7 +145,9 @@ def parse_json_body(raw: bytes) -> Any:
         return {}
     try:
         return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, digits
+    except RecursionError as exc:  # json's own stack guard: an attack, or a very odd client
+        raise InvalidRequest("Invalid JSON payload: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digits
         raise InvalidRequest("Invalid JSON payload") from exc
 
 

@@ -48,6 +48,9 @@ class _Undecodable:
 
 
 _UNDECODABLE = _Undecodable()
+# protobuf stops decoding at 100 nested messages (upb's MaxDepth): a Struct such as
+# output_schema takes about three per level of JSON objects.
+_TOO_DEEP = _Undecodable()
 _PASS_THROUGH = (asyncio.CancelledError, grpc.aio.AbortError)
 
 
@@ -95,8 +98,8 @@ class ServicerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # st
         self, name: str, method: Callable[[Any, Context], Awaitable[Any]]
     ) -> Callable[[Any, Context], Awaitable[Any]]:
         async def guarded(request: Any, context: Context) -> Any:
-            if request is _UNDECODABLE:
-                await abort(context, _undecodable())
+            if isinstance(request, _Undecodable):
+                await abort(context, _undecodable(request))
             try:
                 return await method(request, context)
             except _PASS_THROUGH:
@@ -113,8 +116,8 @@ class ServicerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # st
         self, name: str, method: Callable[[Any, Context], AsyncIterator[Any]]
     ) -> Callable[[Any, Context], AsyncIterator[Any]]:
         async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is _UNDECODABLE:
-                await abort(context, _undecodable())
+            if isinstance(request, _Undecodable):
+                await abort(context, _undecodable(request))
             try:
                 async for message in method(request, context):
                     yield message
@@ -149,13 +152,18 @@ def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
             return data
         try:
             return deserializer(data)
-        except Exception:  # DecodeError, and whatever else bytes off the wire can cause
-            return _UNDECODABLE
+        except Exception as exc:  # DecodeError, and whatever else bytes off the wire can cause
+            return _TOO_DEEP if "maxdepth" in str(exc).lower() else _UNDECODABLE
 
     return decode
 
 
-def _undecodable() -> InvalidRequest:
+def _undecodable(why: _Undecodable) -> InvalidRequest:
+    if why is _TOO_DEEP:
+        return InvalidRequest(
+            "the request message cannot be decoded: nested too deeply (protobuf decodes at most"
+            " 100 levels of messages; a JSON value such as output_schema takes three per level)"
+        )
     return InvalidRequest("the request message cannot be decoded (not valid protobuf)")
 
 

@@ -50,6 +50,7 @@ from gateway.automation.triggers import (
     find,
     normalise,
     parse_entries,
+    trigger_images,
 )
 from gateway.clock import Clock, iso, system_clock
 from gateway.config import TriggerConfig
@@ -387,6 +388,8 @@ class Scheduler:
             timeout_ms=entry.get("timeout_ms"),
             session_id=session_id if isinstance(session_id, str) else None,
             metadata={"trigger_id": trigger.id, "trigger_title": str(entry.get("title", ""))},
+            output_schema=entry.get("output_schema"),  # checked again by the runner
+            images=trigger_images(entry.get("images")),
         )
         try:
             result = await self._runner.run(request, wait_for_slot=True)

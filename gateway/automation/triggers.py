@@ -11,6 +11,8 @@ file.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import fcntl
 import json
@@ -32,6 +34,8 @@ from gateway.config import TriggerConfig
 from gateway.errors import InvalidRequest, StorageFailed, TriggerNotFound, quote, quote_path
 from gateway.regular_file import NotRegularFile
 from gateway.runs.childenv import check_request_env
+from gateway.runs.images import ImageInput
+from gateway.runs.schema import check as check_schema
 from gateway.runs.workspace import confine
 
 # Fields the gateway owns, in the reference's order; anything else in an entry is kept as is.
@@ -50,6 +54,9 @@ MAX_PATH_PARTS = 32
 # Whole numbers arrive as JSON numbers, and as doubles through google.protobuf.Value: a double is
 # exact up to 2**53.
 MAX_WHOLE = 2**53
+# Images of one trigger, as a structure; their count and sizes as runs take them are the
+# runner's limits, checked when the trigger fires.
+MAX_TRIGGER_IMAGES = 1000
 # The part of a trigger file's byte cap that API writes may fill.
 API_SHARE = 0.9
 
@@ -204,6 +211,15 @@ def normalise(raw: object, *, where: str = "", now: str | None = None) -> Trigge
     system_prompt = entry.get("system_prompt", "")
     if not isinstance(system_prompt, str):
         raise fail("system_prompt", "system_prompt must be a string")
+    if entry.get("output_schema") is not None:
+        try:
+            check_schema(entry["output_schema"])
+        except InvalidRequest as exc:
+            raise fail("output_schema", exc.message) from None
+    if entry.get("images") is not None:
+        problem = images_problem(entry["images"])
+        if problem is not None:
+            raise fail(problem[0], problem[1])
     normal: dict[str, Any] = {
         "id": identifier,
         "title": title.strip() if isinstance(title, str) and title.strip() else identifier,
@@ -232,6 +248,54 @@ def normalise(raw: object, *, where: str = "", now: str | None = None) -> Trigge
     entry.pop("max_duration_ms", None)
     entry.update(normal)
     return Trigger(entry, schedule)
+
+
+def images_problem(images: object) -> tuple[str, str] | None:
+    """What is wrong with a trigger's `images` as a structure (field, message), if anything: a
+    list of objects, each a `path` or `data` (base64) with its `media_type`. The runner checks
+    them fully when the trigger fires (size, media type against the bytes, confinement)."""
+    if not isinstance(images, list):
+        return "images", "images must be an array"
+    if len(images) > MAX_TRIGGER_IMAGES:
+        return "images", f"a trigger holds at most {MAX_TRIGGER_IMAGES} images"
+    for index, image in enumerate(images):
+        name = f"images[{index}]"
+        if not isinstance(image, dict):
+            return name, f"{name} must be an object with path, or data and media_type"
+        unknown = set(image) - {"path", "data", "media_type"}
+        if unknown:
+            return name, f"{name} has unknown keys: {quote(', '.join(sorted(unknown)))}"
+        for key in ("path", "data", "media_type"):
+            if key in image and not isinstance(image[key], str):
+                return f"{name}.{key}", f"{name}.{key} must be a string"
+        if "path" in image:
+            if "data" in image or "media_type" in image:
+                return name, f"{name} gives a path or data with media_type, not both"
+            if not image["path"].strip():
+                return f"{name}.path", f"{name}.path is empty"
+        elif "data" in image and "media_type" in image:
+            try:
+                base64.b64decode(image["data"], validate=True)
+            except (binascii.Error, ValueError):
+                return f"{name}.data", f"{name}.data is not base64"
+        else:
+            return name, f"{name} needs path, or data and media_type"
+    return None
+
+
+def trigger_images(images: object) -> list[ImageInput]:
+    """A trigger's `images` (checked by `images_problem`) as a run takes them."""
+    if not isinstance(images, list):
+        return []
+    return [
+        ImageInput(
+            data=base64.b64decode(image["data"]) if "data" in image else None,
+            media_type=image.get("media_type"),
+            path=image.get("path"),
+        )
+        for image in images
+        if isinstance(image, dict)
+    ]
 
 
 @dataclass

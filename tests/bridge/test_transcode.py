@@ -262,11 +262,22 @@ def test_an_empty_body_is_an_empty_object(body: bytes) -> None:
         pytest.param(b'{"a": 1e999}', id="overflowing-number"),
         pytest.param(b'{"a": ' + b"9" * 5000 + b"}", id="huge-integer"),
         pytest.param(b"\xff\xfe{}", id="not-utf-8"),
-        pytest.param(b"[" * 100_000, id="deep-nesting"),
     ],
 )
 def test_invalid_json_is_refused(body: bytes) -> None:
     with pytest.raises(InvalidRequest, match=r"^Invalid JSON payload$"):
+        build_request(BINDINGS["Complete"], path_params={}, query=[], body=body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 100_000, id="unclosed"),
+        pytest.param(b'{"output_schema": ' + b'{"a": ' * 100_000, id="deep-schema"),
+    ],
+)
+def test_json_nested_too_deeply_is_refused_saying_so(body: bytes) -> None:
+    with pytest.raises(InvalidRequest, match=r"^Invalid JSON payload: nested too deeply$"):
         build_request(BINDINGS["Complete"], path_params={}, query=[], body=body)
 
 
