@@ -40,7 +40,7 @@ MAX_ANSWER_BYTES_LIMIT = 48 * 1024 * 1024
 # as RESOURCE_EXHAUSTED.
 DEFAULT_MAX_ANSWER_BYTES = 3 * 1024 * 1024
 
-# A run's images are held in memory while they are checked and copied (one at a time).
+# An image is held whole in memory while it is checked and copied (a path image is read whole).
 MAX_IMAGE_BYTES_LIMIT = 64 * 1024 * 1024
 
 # Read for defaults (codex's home, the state directory's), but not the gateway's own settings:

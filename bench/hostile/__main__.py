@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=None,
         help="only the classes whose name starts with these words (timestamps, echoed, numbers, "
-        "files, content, grpc, memory)",
+        "files, content, grpc, images, memory)",
     )
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep the logs")
     args = parser.parse_args(argv)

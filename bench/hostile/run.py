@@ -8,6 +8,7 @@ from pathlib import Path
 from bench.hostile.calls import DAILY
 from bench.hostile.census import Census, Probe, Tally, Target
 from bench.hostile.files import file_probes, make_hostile_files
+from bench.hostile.images import image_probes, make_hostile_images
 from bench.hostile.inputs import echo_probes, number_probes, timestamp_probes
 from bench.hostile.memory import memory_attack
 from bench.hostile.wire import content_probes, grpc_probes
@@ -25,6 +26,7 @@ CLASSES: list[tuple[str, Callable[[bool], list[Probe]], float]] = [
     ("files: FIFO, socket, symlink, device, huge", file_probes, 0.0),
     ("content types, bodies, hosts", content_probes, 0.0),
     ("gRPC: undecodable, NaN Struct, 20 KB strings", grpc_probes, 0.0),
+    ("images: not base64, not images, paths out, FIFO, thousands", image_probes, 0.0),
 ]
 
 
@@ -38,6 +40,7 @@ async def prepare(target: Target) -> None:
     )
     created.raise_for_status()
     make_hostile_files(target)
+    make_hostile_images(target)
 
 
 async def run_census(

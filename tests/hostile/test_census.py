@@ -25,6 +25,7 @@ CLASS_IDS = {
     "files": CLASSES[3][0],
     "content-hosts": CLASSES[4][0],
     "grpc-wire": CLASSES[5][0],
+    "images": CLASSES[6][0],
     "memory": "memory",
 }
 
