@@ -26,7 +26,9 @@ from tests.fakes.webhook_receiver import Receiver
 from tests.gitrepos import git_state, make_repo, set_config, sh
 from tests.harness import RunningGateway, running_bridge, running_gateway
 
-EDIT = "[[scenario:tool]] [[cmd:printf 'four\\n' >> tracked.txt && printf 'x\\ny\\n' > created.txt]]"
+EDIT = (
+    "[[scenario:tool]] [[cmd:printf 'four\\n' >> tracked.txt && printf 'x\\ny\\n' > created.txt]]"
+)
 
 
 def changes_request(session_id: str, **fields: object) -> sessions_pb2.GetSessionChangesRequest:
@@ -78,7 +80,10 @@ async def test_the_changes_of_a_run_are_exactly_its_edits_on_both_protocols(
         session_id = result.session_id
         on_grpc = await gw.stub.GetSessionChanges(changes_request(session_id))
         assert on_grpc.run_id == result.run_id and on_grpc.source == "git"
-        assert files_of(on_grpc) == {("tracked.txt", "modified", 1, 0), ("created.txt", "added", 2, 0)}
+        assert files_of(on_grpc) == {
+            ("tracked.txt", "modified", 1, 0),
+            ("created.txt", "added", 2, 0),
+        }
         assert on_grpc.base_commit == head and not on_grpc.running
         assert not on_grpc.HasField("diff") and not on_grpc.diff_truncated
         assert on_grpc.summary == result.changes
@@ -162,9 +167,7 @@ async def test_outside_git_the_changes_are_the_files_codex_reported(
     ).result
     assert result.status == "completed", result.error
     assert result.changes == runs_pb2.ChangesSummary(source="codex_events", files=1)
-    on_grpc = await gateway.stub.GetSessionChanges(
-        changes_request(result.session_id, diff=True)
-    )
+    on_grpc = await gateway.stub.GetSessionChanges(changes_request(result.session_id, diff=True))
     assert on_grpc.source == "codex_events"
     assert files_of(on_grpc) == {("hello.txt", "added", 0, 0)}
     assert not on_grpc.HasField("base_commit") and not on_grpc.HasField("diff")
@@ -216,9 +219,9 @@ async def test_a_run_in_progress_shows_its_changes_so_far_and_a_timeout_keeps_th
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await run
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        session_id = (await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())).sessions[
-            0
-        ].session_id
+        session_id = (
+            (await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())).sessions[0].session_id
+        )
         after = await gw.stub.GetSessionChanges(changes_request(session_id))
         assert not after.running and files_of(after) == {("during.txt", "added", 1, 0)}
         detail = await gw.stub.GetSession(sessions_pb2.GetSessionRequest(session_id=session_id))
@@ -283,3 +286,45 @@ def test_the_wire_names_are_snake_case() -> None:
     message = sessions_pb2.GetSessionChangesResponse(base_commit="c", diff_truncated=True)
     shown = json_format.MessageToDict(message, preserving_proto_field_name=True)
     assert shown == {"base_commit": "c", "diff_truncated": True}
+
+
+async def test_a_secure_sessions_changes_need_its_token(
+    config_for: Callable[..., Config],
+) -> None:
+    config = config_for(codex_bin=AGENTS_DIR / "counter_agent.py", secure_token="s3cret")
+    make_repo(config.default_workspace)
+    token = (("x-secure-token", "s3cret"),)
+    async with (
+        running_gateway(config) as gw,
+        running_bridge(gw.target) as url,
+        httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as rest,
+    ):
+        result = (
+            await gw.stub.Complete(
+                runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="go", secure=True)),
+                metadata=token,
+            )
+        ).result
+        request = changes_request(result.session_id)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gw.stub.GetSessionChanges(request)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert (await gw.stub.GetSessionChanges(request, metadata=token)).source == "git"
+        path = f"/sessions/{result.session_id}/changes"
+        assert (await rest.get(path)).status_code == 403
+        allowed = await rest.get(path, headers={"x-secure-token": "s3cret"})
+        assert allowed.status_code == 200, allowed.text
+
+
+async def test_a_broken_repository_never_fails_the_run(config_for: Callable[..., Config]) -> None:
+    config = config_for(codex_bin=AGENTS_DIR / "counter_agent.py")
+    repo = make_repo(config.default_workspace)
+    (repo / ".git" / "index").write_bytes(b"DIRC not an index")
+    async with running_gateway(config) as gw:
+        result = (
+            await gw.stub.Complete(runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="go")))
+        ).result
+        assert result.status == "completed", result.error
+        assert result.changes == runs_pb2.ChangesSummary(source="codex_events")
+        found = await gw.stub.GetSessionChanges(changes_request(result.session_id))
+    assert found.source == "codex_events" and not found.files
