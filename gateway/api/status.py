@@ -201,6 +201,7 @@ def endpoints() -> dict[str, Any]:
             "prompt": pick("PromptSession"),
             "nudge": pick("NudgeSession"),
             "cancel": pick("CancelSession"),
+            "fork": pick("ForkSession"),
             "tail": pick("TailSession"),
         },
         "triggers": {
