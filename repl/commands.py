@@ -67,7 +67,8 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command(
         "fork",
         "fork <id> [prompt]",
-        "a new session on a fork of this one's thread (the prompt continues it); pins it",
+        "a new session on a fork of this one's thread (the prompt continues it); pins it"
+        " (Ctrl-C stops waiting: the fork runs on)",
         (SESSION,),
     ),
     Command(
