@@ -230,6 +230,18 @@ async def test_a_wrong_answer_is_failed_precondition_with_details_over_grpc(
     assert json_format.MessageToDict(result.structured) == ADA
 
 
+async def test_a_streamed_run_whose_answer_stays_wrong_ends_with_the_errors(
+    served: Served,
+) -> None:
+    body = {"prompt": f"[[reply:{WRONG}]] who?", "output_schema": PERSON}
+    async with served.http.stream("POST", "/completion/stream", json=body) as stream:
+        assert stream.status_code == 200  # sent before the run ended
+        lines = [json.loads(line) async for line in stream.aiter_lines() if line.strip()]
+    error = lines[-1]["error"]
+    assert error["http_status"] == 422 and error["code"] == "FAILED_PRECONDITION"
+    assert error["schema_errors"] == [{"path": "/age", "message": '"old" is not of type "integer"'}]
+
+
 @pytest.mark.parametrize(
     "reply",
     [

@@ -263,3 +263,19 @@ def test_judging_any_output_never_raises(value: object) -> None:
     for output in (json.dumps(value), json.dumps(value)[:-1], str(value)):
         answer = schema.judge(output)
         assert answer.valid == (answer.value is not None or answer.errors == ())
+
+
+def test_the_grpc_violations_stay_within_their_byte_budget() -> None:
+    """Trailing metadata past grpcio's 8 KiB soft limit is refused at random by clients."""
+    from gateway.api.service import MAX_VIOLATION_BYTES, schema_violations
+
+    few = schema_violations([("/a", "wrong"), ("", "missing")])
+    assert [(v.type, v.subject, v.description) for v in few.violations] == [
+        ("OUTPUT_SCHEMA", "/a", "wrong"),
+        ("OUTPUT_SCHEMA", "", "missing"),
+    ]
+    many = schema_violations([("/" + "p" * 300, "m" * 300)] * MAX_ERRORS)
+    assert many.ByteSize() <= MAX_VIOLATION_BYTES + 64
+    assert 1 < len(many.violations) < MAX_ERRORS
+    assert many.violations[-1].description == f"and {MAX_ERRORS - len(many.violations) + 1} more"
+    assert all(len(v.subject) <= 256 and len(v.description) <= 256 for v in many.violations)
