@@ -10,6 +10,8 @@ import os
 import socket
 from typing import Any
 
+from google.protobuf import json_format
+
 from bench.hostile.calls import grpc_probe, rest_probe
 from bench.hostile.census import Probe, Target
 from codex_gateway.v1 import runs_pb2
@@ -80,16 +82,7 @@ def image_probes(reduced: bool) -> list[Probe]:
     for label, images in cases:
         body = {"prompt": "i", "images": images}
         probes.append(rest_probe(f"{label}/rest", "POST", "/completion", label, json=body))
-        request = runs_pb2.CompleteRequest(
-            run=runs_pb2.RunInput(
-                prompt="i",
-                images=[
-                    runs_pb2.ImageInput(
-                        **{k: base64.b64decode(v) if k == "data" else v for k, v in image.items()}
-                    )
-                    for image in images
-                ],
-            )
-        )
+        # The JSON mapping decodes `data` from base64: gRPC carries the bytes themselves.
+        request = runs_pb2.CompleteRequest(run=json_format.ParseDict(body, runs_pb2.RunInput()))
         probes.append(grpc_probe(label, f"{label}/grpc", "Complete", request))
     return probes

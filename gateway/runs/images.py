@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway import regular_file
-from gateway.errors import InvalidRequest, quote
+from gateway.errors import InvalidRequest, StorageFailed, quote
 from gateway.regular_file import NotRegularFile
 from gateway.runs.scratch import Scratch
 from gateway.runs.workspace import confine
@@ -185,7 +185,10 @@ def copy(
         if media_type is None:  # checked inline data always has one
             raise _refused(image.index, "data needs its media_type")
         name = f"image-{image.index + 1}.{MEDIA_TYPES[media_type]}"
-        copies.append(scratch.write(name, data))
+        try:
+            copies.append(scratch.write(name, data))
+        except OSError as exc:  # the temp dir full or unwritable: the gateway's, not the client's
+            raise StorageFailed(f"Cannot write the run's images: {exc.strerror or exc}") from exc
     return copies
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway import regular_file
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, StorageFailed
 from gateway.regular_file import NotRegularFile
 from gateway.runs.images import ImageInput, check, copy, sniff
 from gateway.runs.scratch import Scratch, ScratchClosed
@@ -294,3 +294,16 @@ def test_scratch_refuses_writes_after_close(tmp_path: Path) -> None:
     with pytest.raises(ScratchClosed):
         scratch.path  # noqa: B018  # the property raises
     scratch.close()  # twice is fine
+
+
+def test_copy_into_an_unwritable_scratch_root_is_a_storage_failure(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """The temp dir full or unwritable is the gateway's failure (500 naming it), not a bug."""
+    checked = check(
+        [ImageInput(data=GIF, media_type="image/gif")], workspace, max_images=16, max_bytes=MAX
+    )
+    root = tmp_path / "not-a-directory"
+    root.write_bytes(b"")
+    with pytest.raises(StorageFailed, match="Cannot write the run's images"):
+        copy(checked, workspace, Scratch("run-4", root=root), max_bytes=MAX)
