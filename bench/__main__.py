@@ -26,7 +26,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, completion, memory, responsiveness, resume, search, sessions, tail
+from bench import (
+    changes,
+    cluster,
+    completion,
+    memory,
+    responsiveness,
+    resume,
+    search,
+    sessions,
+    tail,
+)
 from bench.results import Result, failed, table
 from bench.sizes import Context, sizes_for
 from tests.fakes.agents.build import build_tiny_agent
@@ -46,6 +56,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "health-codex": responsiveness.health_under_codex,
     "health-stress": responsiveness.health_under_load,
     "triggers": responsiveness.health_under_triggers,  # /health while 10k cron triggers load
+    "changes": changes.changes_of_a_run,  # a run's changes in 10,000 files, the snapshot before
     # Cluster mode on a local PostgreSQL, each beside its embedded baseline (bench/cluster.py).
     "cluster-overhead": cluster.overhead,
     "cluster-list": cluster.listing,  # 10k sessions in the database, through a replica of none

@@ -7,10 +7,11 @@ the gateway starts:
   an environment of its own (PATH, locale, time zone, HOME: nothing else of the gateway's, so no
   secret);
 - overrides, on its command line (which beats every config file), whatever would run a program:
-  the fsmonitor hook, hooks, every filter driver the repository's config names (`clean`, `smudge`,
-  `process` emptied, `required` off), external diff and textconv drivers (`--no-ext-diff
-  --no-textconv` on diffs too), pagers, askpass, ssh, and any transport (`protocol.allow=never`:
-  no network);
+  the fsmonitor hook, hooks, external diff and textconv drivers (`--no-ext-diff --no-textconv` on
+  diffs too), pagers, askpass, ssh, and any transport (`protocol.allow=never`: no network);
+- reads the workspace's repository itself only to find it and its HEAD: the commands that read
+  work tree files (and so could run a filter driver) run with the gateway's own store as their
+  git directory (gateway/changes/snapshot.py), whose config names no filter;
 - never asks (`GIT_TERMINAL_PROMPT=0`), ignores replace refs (they would change what a tree
   means), runs no automatic gc or maintenance, and leaves optional locks alone;
 - runs as a subprocess of the event loop with a deadline and a bound on what it may print; a
@@ -77,23 +78,6 @@ def git_environment(child_env: Mapping[str, str]) -> dict[str, str]:
         }
     )
     return env
-
-
-def filter_overrides(config_names: bytes) -> list[str]:
-    """`-c` settings that disarm every filter driver named in `git config -z --name-only` output."""
-    drivers = set()
-    for raw in config_names.split(b"\0"):
-        name = raw.decode(errors="surrogateescape").strip()
-        if not name.lower().startswith("filter."):
-            continue
-        driver, _, _ = name[len("filter.") :].rpartition(".")
-        if driver:
-            drivers.add(driver)
-    overrides = []
-    for driver in sorted(drivers):
-        for key, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")):
-            overrides.append(f"filter.{driver}.{key}={value}")
-    return overrides
 
 
 @dataclass(frozen=True)

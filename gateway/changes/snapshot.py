@@ -7,6 +7,12 @@ that reads the repository's objects as alternates. `git add -A` + `git write-tre
 tracked, modified and untracked-not-ignored files alike. No commit, no ref, no stash, no index
 change, no object is made in the workspace's .git.
 
+Those two run with the gateway's store as their git directory and the workspace as their work
+tree, so they never read the workspace's .git/config, which the agent can write: no filter
+driver, fsmonitor hook or hook named there can run (gateway/changes/git.py disarms the rest).
+What the repository's config would change of a snapshot is not applied (core.autocrlf, say):
+only files the run touched are read again, and they are recorded as they are on disk.
+
 The private object directory belongs to the session (`changes.git` in its files: a bare
 repository of the gateway's that holds the snapshots of all its runs). Its trees may name blobs
 that only the workspace's repository holds: if that repository is removed (or a gc prunes blobs
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.changes.git import Git, GitFailed, filter_overrides
+from gateway.changes.git import Git, GitFailed
 
 STORE_NAME = "changes.git"
 
@@ -90,8 +96,23 @@ def _inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+def _may_be_in_git(workspace: Path, roots: Sequence[Path]) -> bool:
+    """Whether a `.git` is in the workspace or above it, up to its workspace root (a repository
+    must lie inside the roots): most runs outside git are told so with a few stats, not two git
+    processes."""
+    tops = {Path(os.path.realpath(root)) for root in roots}
+    for directory in (workspace, *workspace.parents):
+        if os.path.lexists(directory / ".git"):
+            return True
+        if directory in tops:
+            return False
+    return False
+
+
 async def discover(git: Git, workspace: Path, roots: Sequence[Path]) -> Repository:
     """The workspace's repository; NotARepository when there is none we may read."""
+    if not _may_be_in_git(workspace, roots):
+        raise NotARepository("no .git in the workspace or above it within its root")
     try:
         found = await git.run(
             ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
@@ -144,6 +165,10 @@ def _copy_index(source: Path, target: Path) -> None:
         with os.fdopen(fd, "rb", closefd=False) as src, target.open("xb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
+        # The original's times: git tells racily clean entries (changed in the second the
+        # index was written) by the index file's mtime, and must re-check them as it would.
+        info = os.fstat(fd)
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
     finally:
         os.close(fd)
 
@@ -159,31 +184,35 @@ def store_env(store: Path, objects: str) -> dict[str, str]:
 async def take(git: Git, workspace: Path, roots: Sequence[Path], files_dir: Path) -> Snapshot:
     """A snapshot of `workspace` into the store in `files_dir`. GitFailed (NotARepository when
     there is no git) or OSError when it cannot be taken."""
-    repo = await discover(git, workspace, roots)
-    names, head = await asyncio.gather(
+    if not _may_be_in_git(workspace, roots):
+        raise NotARepository("no .git in the workspace or above it within its root")
+    found, head = await asyncio.gather(
+        discover(git, workspace, roots),
+        # Beside the discovery (whose failure is the one told): 1, no commit yet; 128, no git.
         git.run(
-            [*repo.location, "config", "-z", "--name-only", "--get-regexp", r"^filter\."],
-            cwd=repo.workspace,
-            ok_codes=(0, 1),  # 1: no such key
-        ),
-        git.run(
-            [*repo.location, "rev-parse", "-q", "--verify", "HEAD^{commit}"],
-            cwd=repo.workspace,
-            ok_codes=(0, 1),  # 1: no commit yet
+            ["rev-parse", "-q", "--verify", "HEAD^{commit}"], cwd=workspace, ok_codes=(0, 1, 128)
         ),
     )
-    filters = filter_overrides(names.data)
-    commit = head.data.decode().strip() or None
+    repo = found
+    commit = head.data.decode(errors="replace").strip() or None
     store = await asyncio.to_thread(open_store, files_dir)
     index = store / "tmp" / f"{uuid.uuid4().hex}.index"
     env = {"GIT_INDEX_FILE": str(index), **store_env(store, str(repo.objects))}
+    # The store is git's repository here, the workspace its work tree: git reads the store's
+    # config (none), hooks (none) and info/ (none), never the workspace's .git/config, so no
+    # filter, fsmonitor or hook the agent wrote there can run. Of that repository only its
+    # index (copied), its objects (alternates) and its excludes are read.
+    location = ["--git-dir", str(store), "--work-tree", str(repo.toplevel)]
+    excludes = [f"core.excludesFile={repo.common_dir / 'info' / 'exclude'}"]
     try:
         await asyncio.to_thread(_copy_index, repo.git_dir / "index", index)
         await git.run(
-            [*repo.location, "add", "-A", "--", "."], cwd=repo.workspace, env=env, config=filters
+            [*location, "add", "-A", "--", "."], cwd=repo.workspace, env=env, config=excludes
         )
+        # Every blob is the repository's or was just written by add: not looked up again (a
+        # lookup per file, most of write-tree's time in a big tree of loose objects).
         written = await git.run(
-            [*repo.location, "write-tree"], cwd=repo.workspace, env=env, config=filters
+            [*location, "write-tree", "--missing-ok"], cwd=repo.workspace, env=env
         )
     finally:
         for leftover in (index, index.with_name(index.name + ".lock")):

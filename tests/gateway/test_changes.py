@@ -22,7 +22,7 @@ from gateway.changes.diff import (
     parse_numstat,
     summary_between,
 )
-from gateway.changes.git import Git, filter_overrides, git_environment
+from gateway.changes.git import Git, git_environment
 from gateway.changes.reported import MAX_REPORTED_FILES, ReportedChanges
 from gateway.changes.snapshot import STORE_NAME, NotARepository, Snapshot, take
 from tests.gitrepos import git_state, make_repo, set_config, sh
@@ -150,20 +150,6 @@ async def test_nothing_the_repository_config_names_is_run(tmp_path: Path, git: G
     assert {f.path for f in changes.files} == {"tracked.txt", "readme.md"}
     assert changes.diff is not None and "+more" in changes.diff
     assert not marker.exists(), marker.read_text()
-
-
-def test_every_filter_driver_of_the_config_is_disarmed() -> None:
-    names = b"filter.lfs.clean\0filter.lfs.process\0Filter.My.Dotted.required\0filter.x\0"
-    assert filter_overrides(names) == [
-        "filter.My.Dotted.clean=",
-        "filter.My.Dotted.smudge=",
-        "filter.My.Dotted.process=",
-        "filter.My.Dotted.required=false",
-        "filter.lfs.clean=",
-        "filter.lfs.smudge=",
-        "filter.lfs.process=",
-        "filter.lfs.required=false",
-    ]
 
 
 async def test_the_diff_is_cut_at_its_bound_with_a_marker(tmp_path: Path, git: Git) -> None:
@@ -294,3 +280,13 @@ def test_reported_changes_skip_failed_patches_and_other_items_and_stay_bounded()
         reported.observe(_file_change(f"/ws/f{n}", "add"))
     assert len(reported.files) == MAX_REPORTED_FILES and reported.omitted == 5
     assert reported.as_json()[0] == {"path": "f0", "status": "added"}
+
+
+async def test_a_repository_above_the_workspace_root_is_not_looked_for(
+    tmp_path: Path, git: Git
+) -> None:
+    outer = make_repo(tmp_path / "outer")
+    root = outer / "roots" / "ws"
+    root.mkdir(parents=True)
+    with pytest.raises(NotARepository, match="within its root"):
+        await take(git, root, [root], tmp_path / "session")
