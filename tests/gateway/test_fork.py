@@ -20,6 +20,7 @@ from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config, WebhookConfig
 from gateway.sessions.codec import decode_session, encode_session
 from gateway.sessions.model import ForkOrigin
+from tests.fakes import AGENTS_DIR
 from tests.fakes.model_server import ModelServer, write_codex_home
 from tests.fakes.webhook_receiver import Receiver
 from tests.harness import RunningGateway, running_bridge, running_gateway
@@ -405,3 +406,26 @@ def test_forked_from_is_read_leniently_and_written_as_an_object(
     }
     fresh = decode_session("t", tmp_path, {"session_id": "t"}, secure=False)
     assert fresh.forked_from is None and "forked_from" not in encode_session(fresh)
+
+
+async def test_a_fork_that_reports_the_parents_thread_fails_and_leaves_the_thread_alone(
+    config_for: Callable[..., Config],
+) -> None:
+    """codex must start a new thread for a fork: one that announces the parent's (a fake agent
+    here: the real codex always forks) is an agent failure, and the thread still leads to the
+    parent."""
+    async with running_gateway(config_for(codex_bin=AGENTS_DIR / "thread_agent.py")) as gw:
+        parent = (await gw.stub.Complete(complete("hi"))).result
+        good = (await gw.stub.ForkSession(fork(parent.session_id, "go"))).result
+        assert json.loads(good.output)["argv"][-4:] == ["fork", "--", parent.codex_session_id, "-"]
+        quiet = (await gw.stub.ForkSession(fork(parent.session_id))).result
+        assert json.loads(quiet.output)["argv"][-3:] == ["fork", "--", parent.codex_session_id]
+
+        same = fork(parent.session_id, "go", env={"FAKE_AGENT_THREAD_ID": parent.codex_session_id})
+        failed = await rpc_error(gw.stub.ForkSession(same))
+        assert failed.code() == grpc.StatusCode.INTERNAL
+        assert f"did not fork thread {parent.codex_session_id}" in (failed.details() or "")
+        assert (await detail(gw, parent.codex_session_id)).session_id == parent.session_id
+        listed = (await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())).sessions
+        broken = [s for s in listed if s.HasField("forked_from") and s.status == "error"]
+        assert len(broken) == 1 and not broken[0].HasField("codex_session_id")
