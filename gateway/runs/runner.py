@@ -472,6 +472,7 @@ class Runner:
         await agent.start()
         if outcome is None:
             outcome = RunOutcome()
+        started: str | None = None  # the thread this process reported
         grace_s = self._config.stop_grace_ms / 1000
         try:
             # The run is on disk from here, with the pid that reconciliation after a crash needs.
@@ -484,6 +485,7 @@ class Runner:
                         if event is not None:
                             outcome.observe(event)
                             if event["type"] == "thread.started":
+                                started = canonical_thread_id(event.get("thread_id"))
                                 if not _same_thread(outcome.thread_id, run.fork_thread):
                                     self._learn_thread(session, outcome.thread_id)
                                 await run.release_parent()
@@ -511,9 +513,10 @@ class Runner:
                 exit_code=code,
                 stderr_tail=agent.stderr_tail(),
             )
-        if resume_thread and outcome.thread_id and outcome.thread_id != resume_thread:
+        started = started or outcome.thread_id  # a repair turn folds into the run's outcome
+        if resume_thread and started and started != resume_thread:
             raise AgentFailed(
-                f"codex started thread {outcome.thread_id} instead of resuming {resume_thread}",
+                f"codex started thread {started} instead of resuming {resume_thread}",
                 exit_code=code,
             )
         if run.fork_thread and (
