@@ -1,16 +1,24 @@
 """Outside git: the files codex said it changed, from the `file_change` items of a run.
 
 Only what codex's own patch tool did is reported (a shell command's writes are not), and without
-line counts: this is codex's account, marked `source: codex_events`, not a diff.
+line counts: this is codex's account, marked `source: codex_events`, not a diff. The list is
+kept in a file of the session's (not in its run record, which every save of the session
+rewrites), at most MAX_REPORTED_FILES paths of at most MAX_PATH_CHARS characters.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+from gateway import regular_file
+from gateway.atomic import write_atomic
+
 MAX_REPORTED_FILES = 1000
+MAX_PATH_CHARS = 4096
+_MAX_FILE_BYTES = 2 * MAX_REPORTED_FILES * (MAX_PATH_CHARS + 64)
 _KINDS = {"add": "added", "update": "modified", "delete": "deleted"}
 
 
@@ -44,8 +52,13 @@ class ReportedChanges:
             if not isinstance(change, dict):
                 continue
             path, kind = change.get("path"), _KINDS.get(str(change.get("kind")))
-            if isinstance(path, str) and path and kind is not None:
-                self._note(self._shown(path), kind)
+            if not (isinstance(path, str) and path and kind is not None):
+                continue
+            shown = self._shown(path)
+            if len(shown) > MAX_PATH_CHARS:
+                self.omitted += 1
+            else:
+                self._note(shown, kind)
 
     def _shown(self, path: str) -> str:
         """Relative to the workspace when inside it (as git's changes are), else as given."""
@@ -70,3 +83,30 @@ class ReportedChanges:
 
     def as_json(self) -> list[dict[str, str]]:
         return [{"path": path, "status": status} for path, status in sorted(self.files.items())]
+
+
+def _path(directory: Path, run_id: str) -> Path:
+    return directory / f"{run_id}.json"
+
+
+def save(directory: Path, run_id: str, files: list[dict[str, str]]) -> None:
+    """The files a run reported, into `directory` (the session's changes store)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(_path(directory, run_id), json.dumps(files, separators=(",", ":")).encode())
+
+
+def load(directory: Path, run_id: str) -> list[dict[str, str]] | None:
+    """The files a run reported, as saved; None when nothing was saved (or it is unreadable)."""
+    try:
+        data = json.loads(regular_file.read(_path(directory, run_id), _MAX_FILE_BYTES))
+    except (OSError, ValueError, regular_file.NotRegularFile):
+        return None
+    if not isinstance(data, list):
+        return None
+    return [
+        {"path": entry["path"], "status": entry["status"]}
+        for entry in data
+        if isinstance(entry, dict)
+        and isinstance(entry.get("path"), str)
+        and isinstance(entry.get("status"), str)
+    ]

@@ -53,6 +53,7 @@ class Repository:
     git_dir: Path
     common_dir: Path
     prefix: str  # the workspace within the work tree, "" or "sub/dir/"
+    head: str | None = None  # HEAD's commit (None: no commit yet)
 
     @property
     def objects(self) -> Path:
@@ -115,8 +116,17 @@ async def discover(git: Git, workspace: Path, roots: Sequence[Path]) -> Reposito
         raise NotARepository("no .git in the workspace or above it within its root")
     try:
         found = await git.run(
-            ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
+            [
+                "rev-parse",
+                "--show-toplevel",
+                "--absolute-git-dir",
+                "--git-common-dir",
+                "--verify",  # and HEAD's commit, in the same process
+                "-q",
+                "HEAD^{commit}",
+            ],
             cwd=workspace,
+            ok_codes=(0, 1),  # 1: no commit yet
         )
     except GitFailed as exc:
         raise NotARepository(str(exc)) from None
@@ -138,8 +148,9 @@ def _checked(lines: list[str], workspace: Path, roots: Sequence[Path]) -> Reposi
         if not _inside(path, real_roots):
             raise NotARepository(f"the repository's {path} lies outside the workspace roots")
     prefix = real_workspace.relative_to(toplevel).as_posix()
+    head = lines[3].strip() if len(lines) > 3 and lines[3].strip() else None
     return Repository(
-        real_workspace, toplevel, git_dir, common_dir, "" if prefix == "." else prefix + "/"
+        real_workspace, toplevel, git_dir, common_dir, "" if prefix == "." else prefix + "/", head
     )
 
 
@@ -173,6 +184,12 @@ def _copy_index(source: Path, target: Path) -> None:
         os.close(fd)
 
 
+def _prepare(files_dir: Path, source: Path, index: Path) -> None:
+    """The store ready and the repository's index copied (one trip to a worker thread)."""
+    open_store(files_dir)
+    _copy_index(source, index)
+
+
 def store_env(store: Path, objects: str) -> dict[str, str]:
     """git's view of a store: its objects first, the repository's as alternates."""
     return {
@@ -184,18 +201,9 @@ def store_env(store: Path, objects: str) -> dict[str, str]:
 async def take(git: Git, workspace: Path, roots: Sequence[Path], files_dir: Path) -> Snapshot:
     """A snapshot of `workspace` into the store in `files_dir`. GitFailed (NotARepository when
     there is no git) or OSError when it cannot be taken."""
-    if not _may_be_in_git(workspace, roots):
-        raise NotARepository("no .git in the workspace or above it within its root")
-    found, head = await asyncio.gather(
-        discover(git, workspace, roots),
-        # Beside the discovery (whose failure is the one told): 1, no commit yet; 128, no git.
-        git.run(
-            ["rev-parse", "-q", "--verify", "HEAD^{commit}"], cwd=workspace, ok_codes=(0, 1, 128)
-        ),
-    )
-    repo = found
-    commit = head.data.decode(errors="replace").strip() or None
-    store = await asyncio.to_thread(open_store, files_dir)
+    repo = await discover(git, workspace, roots)
+    commit = repo.head
+    store = files_dir / STORE_NAME
     index = store / "tmp" / f"{uuid.uuid4().hex}.index"
     env = {"GIT_INDEX_FILE": str(index), **store_env(store, str(repo.objects))}
     # The store is git's repository here, the workspace its work tree: git reads the store's
@@ -205,7 +213,7 @@ async def take(git: Git, workspace: Path, roots: Sequence[Path], files_dir: Path
     location = ["--git-dir", str(store), "--work-tree", str(repo.toplevel)]
     excludes = [f"core.excludesFile={repo.common_dir / 'info' / 'exclude'}"]
     try:
-        await asyncio.to_thread(_copy_index, repo.git_dir / "index", index)
+        await asyncio.to_thread(_prepare, files_dir, repo.git_dir / "index", index)
         await git.run(
             [*location, "add", "-A", "--", "."], cwd=repo.workspace, env=env, config=excludes
         )

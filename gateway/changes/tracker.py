@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.changes import reported
 from gateway.changes.diff import Changes, FileChange, Summary, changes_between, summary_between
 from gateway.changes.git import Git, GitFailed, git_environment
 from gateway.changes.snapshot import STORE_NAME, NotARepository, Snapshot, take
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # the run imports nothing of this module; only its type is ne
 
 log = logging.getLogger(__name__)
 
+REPORTED_DIR = "reported"  # in the session's store: codex's reports, a file per run
 BASE_TIMEOUT_S = 20.0
 AFTER_TIMEOUT_S = 60.0
 
@@ -40,10 +42,35 @@ class RunChanges:
     running: bool = False
 
 
+PROTECTED_HARDLINKS = Path("/proc/sys/fs/protected_hardlinks")
+
+
+def hardlinks_protected(setting: Path = PROTECTED_HARDLINKS) -> bool:
+    """Whether a user may only hard-link files it could read (fs.protected_hardlinks = 1)."""
+    try:
+        return setting.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 class ChangeTracker:
+    """Git runs as the gateway's user, not the agent's (CODEX_GATEWAY_AGENT_USER): it writes into
+    the session's store, which the agent must not reach. So it reads the workspace with the
+    gateway's rights: symlinks are recorded as links, devices and FIFOs are refused, and a hard
+    link to a file the agent could not read is what the kernel's fs.protected_hardlinks
+    forbids. Without that protection, and with an agent user, the gateway takes no snapshot
+    (codex's reports instead) rather than read such a link for the agent.
+    """
+
     def __init__(self, config: Config) -> None:
         self._git = Git(git_environment(config.child_env))
         self._roots: Sequence[Path] = (*config.workspace_roots, config.default_workspace)
+        self.enabled = config.agent_user is None or hardlinks_protected()
+        if not self.enabled:
+            log.warning(
+                "fs.protected_hardlinks is off: with CODEX_GATEWAY_AGENT_USER set, runs' changes "
+                "come from codex's reports, not git snapshots"
+            )
 
     async def _snapshot(self, workspace: Path, files_dir: Path, timeout_s: float) -> Snapshot:
         async with asyncio.timeout(timeout_s):
@@ -52,6 +79,8 @@ class ChangeTracker:
     async def begin(self, run: Run) -> None:
         """The base: the workspace as the run found it, uncommitted changes included."""
         workspace = run.prepared.workspace
+        if not self.enabled:
+            return
         try:
             base = await self._snapshot(workspace, run.session.files_dir, BASE_TIMEOUT_S)
         except (GitFailed, OSError, TimeoutError) as exc:
@@ -74,8 +103,16 @@ class ChangeTracker:
                 record.changes_snapshot = {**record.changes_snapshot, "after": after.tree}
                 record.changes = summary.as_json()
                 return
-        record.changes_reported = run.reported.as_json()
-        record.changes = Summary("codex_events", len(record.changes_reported)).as_json()
+        files = run.reported.as_json()
+        record.changes = Summary("codex_events", len(files)).as_json()
+        if not files:
+            return  # nothing to keep (most runs outside git: no file written for them)
+        try:
+            directory = run.session.files_dir / STORE_NAME / REPORTED_DIR
+            await asyncio.to_thread(reported.save, directory, run.id, files)
+        except OSError as exc:
+            log.warning("run %s: could not record the files codex reported: %s", run.id, exc)
+            record.changes = None
 
     async def of_run(
         self,
@@ -115,16 +152,19 @@ class ChangeTracker:
                 f"The changes of run {record.run_id} cannot be read any more (its repository "
                 "or its snapshots are gone)"
             ) from None
-        reported = live.reported.as_json() if running and live is not None else None
-        if reported is None:
-            reported = record.changes_reported
-        if reported is None:
+        listed = live.reported.as_json() if running and live is not None else None
+        summary = Summary.from_json(record.changes)
+        if listed is None and summary is not None and summary.source == "codex_events":
+            listed = (
+                await asyncio.to_thread(
+                    reported.load, session.files_dir / STORE_NAME / REPORTED_DIR, record.run_id
+                )
+                if summary.files
+                else []
+            )
+        if listed is None:
             raise ChangesUnavailable(f"No changes were recorded for run {record.run_id}")
-        files = [
-            FileChange(str(entry.get("path")), str(entry.get("status")))
-            for entry in reported
-            if isinstance(entry, dict)
-        ]
+        files = [FileChange(entry["path"], entry["status"]) for entry in listed]
         return RunChanges(Changes("codex_events", files), None, running)
 
 

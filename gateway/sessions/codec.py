@@ -67,10 +67,6 @@ def _object_or_none(value: object) -> JsonObject | None:
     return value if isinstance(value, dict) else None
 
 
-def _list_or_none(value: object) -> list[Any] | None:
-    return value if isinstance(value, list) else None
-
-
 _SESSION_STATUSES: dict[str, SessionStatus] = {s.value: s for s in SessionStatus}
 _RUN_STATUSES: dict[str, RunStatus] = {s.value: s for s in RunStatus}
 # (A dict lookup: calling the enum costs more than the rest of a session's decoding.)
@@ -133,7 +129,6 @@ _RUN_KEYS = (
     _Key("last_seq", _number_or_none, optional=True),
     _Key("changes", _object_or_none, optional=True),
     _Key("changes_snapshot", _object_or_none, optional=True),
-    _Key("changes_reported", _list_or_none, optional=True),
 )
 """A run record's keys, in the order a new record writes them (the field names are theirs)."""
 

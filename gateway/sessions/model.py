@@ -96,8 +96,6 @@ class RunRecord:
     """What the run changed, in sum (gateway/changes/): source, files, additions, deletions."""
     changes_snapshot: JsonObject | None = None
     """git: the snapshot before the run (tree, commit, ...) and, once it ended, `after`."""
-    changes_reported: list[Any] | None = None
-    """Outside git: the files codex reported changing ({path, status})."""
     stored: JsonObject | None = field(default=None, repr=False)
     """The JSON object as last read or written; None for a record not written yet."""
 

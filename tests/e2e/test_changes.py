@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import pwd
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import pytest
 from google.protobuf import json_format
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
-from gateway.config import Config, WebhookConfig
+from gateway.config import AgentUser, Config, WebhookConfig
 from tests.fakes import AGENTS_DIR
 from tests.fakes.webhook_receiver import Receiver
 from tests.gitrepos import git_state, make_repo, set_config, sh
@@ -328,3 +331,43 @@ async def test_a_broken_repository_never_fails_the_run(config_for: Callable[...,
         assert result.changes == runs_pb2.ChangesSummary(source="codex_events")
         found = await gw.stub.GetSessionChanges(changes_request(result.session_id))
     assert found.source == "codex_events" and not found.files
+
+
+def _runnable_by_anyone(path: Path) -> bool:
+    folders = path.resolve().parents
+    return all(f.stat().st_mode & stat.S_IXOTH for f in folders) and bool(
+        path.stat().st_mode & stat.S_IXOTH
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs as root)")
+@pytest.mark.skipif(
+    not Path("/usr/bin/python3").exists() or not _runnable_by_anyone(AGENTS_DIR / "probe_agent.py"),
+    reason="no interpreter or agent another user can run",
+)
+async def test_with_an_agent_user_the_changes_are_recorded_and_its_git_stays_its_own(
+    config_for: Callable[..., Config], tmp_path: Path
+) -> None:
+    nobody = pwd.getpwnam("nobody")
+    user = AgentUser(nobody.pw_name, nobody.pw_uid, nobody.pw_gid, Path(nobody.pw_dir))
+    config = config_for(
+        codex_bin=AGENTS_DIR / "probe_agent.py",
+        agent_user=user,
+        child_env={"PATH": "/usr/bin:/bin", "HOME": nobody.pw_dir, "LANG": "C.UTF-8"},
+    )
+    repo = make_repo(config.default_workspace)
+    for path in (repo, *repo.rglob("*")):
+        os.lchown(path, nobody.pw_uid, nobody.pw_gid)  # the agent user's repository
+    before = git_state(repo)
+    async with running_gateway(config) as gw:
+        result = (
+            await gw.stub.Complete(
+                runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="write:made.txt"))
+            )
+        ).result
+        assert result.status == "completed", result.error
+        found = await gw.stub.GetSessionChanges(changes_request(result.session_id))
+    assert (repo / "made.txt").stat().st_uid == nobody.pw_uid
+    assert files_of(found) == {("made.txt", "added", 1, 0)}
+    assert git_state(repo) == before
+    assert {p.stat().st_uid for p in (repo / ".git").rglob("*")} == {nobody.pw_uid}

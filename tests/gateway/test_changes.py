@@ -23,8 +23,15 @@ from gateway.changes.diff import (
     summary_between,
 )
 from gateway.changes.git import Git, git_environment
-from gateway.changes.reported import MAX_REPORTED_FILES, ReportedChanges
+from gateway.changes.reported import (
+    MAX_PATH_CHARS,
+    MAX_REPORTED_FILES,
+    ReportedChanges,
+    load,
+    save,
+)
 from gateway.changes.snapshot import STORE_NAME, NotARepository, Snapshot, take
+from gateway.changes.tracker import hardlinks_protected
 from tests.gitrepos import git_state, make_repo, set_config, sh
 
 
@@ -290,3 +297,39 @@ async def test_a_repository_above_the_workspace_root_is_not_looked_for(
     root.mkdir(parents=True)
     with pytest.raises(NotARepository, match="within its root"):
         await take(git, root, [root], tmp_path / "session")
+
+
+def test_reported_files_are_kept_per_run_and_read_back(tmp_path: Path) -> None:
+    directory = tmp_path / "reported"
+    files = [{"path": "a.txt", "status": "added"}, {"path": "b/c", "status": "deleted"}]
+    save(directory, "run-1", files)
+    assert load(directory, "run-1") == files
+    assert load(directory, "run-2") is None
+    (directory / "run-3.json").write_text("{not json")
+    assert load(directory, "run-3") is None
+    (directory / "run-4.json").write_text('[{"path": 1}, {"path": "x", "status": "added"}, 7]')
+    assert load(directory, "run-4") == [{"path": "x", "status": "added"}]
+
+
+def test_an_overlong_reported_path_is_left_out() -> None:
+    reported = ReportedChanges(Path("/ws"))
+    reported.observe(_file_change("/ws/" + "p" * (MAX_PATH_CHARS + 1), "add"))
+    reported.observe(_file_change("/ws/short", "add"))
+    assert reported.files == {"short": "added"} and reported.omitted == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param("1\n", True, id="protected"),
+        pytest.param("0\n", False, id="off"),
+        pytest.param(None, False, id="unknown"),
+    ],
+)
+def test_snapshots_with_an_agent_user_need_protected_hardlinks(
+    tmp_path: Path, content: str | None, expected: bool
+) -> None:
+    setting = tmp_path / "protected_hardlinks"
+    if content is not None:
+        setting.write_text(content)
+    assert hardlinks_protected(setting) is expected
