@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .attachments import Attachments
+
 Json = dict[str, Any]
 
 LIST_TIMEOUT_S = 10.0
 SHOW_TIMEOUT_S = 15.0
 SEARCH_TIMEOUT_S = 20.0
+CHANGES_TIMEOUT_S = 30.0
 CANCEL_TIMEOUT_S = 15.0
 RUN_GRACE_S = 30.0
 """How much longer than the run's own timeout a client waits for its answer: the gateway stops a
@@ -38,6 +41,7 @@ class RunRequest:
     timeout_ms: int
     session_id: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    attachments: Attachments = field(default_factory=Attachments)
 
     def body(self) -> Json:
         """The JSON body of `POST /completion` (and the fields of `RunInput`)."""
@@ -50,7 +54,7 @@ class RunRequest:
             body["session_id"] = self.session_id
         if self.env:
             body["env"] = dict(self.env)
-        return body
+        return body | self.attachments.fields()
 
     @property
     def wait_s(self) -> float:
@@ -96,9 +100,32 @@ class GatewayClient(Protocol):
         ...
 
     async def prompt(
-        self, session_id: str, text: str, *, timeout_ms: int, env: Mapping[str, str]
+        self,
+        session_id: str,
+        text: str,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
     ) -> Json:
         """Continue a session and wait for the result."""
+        ...
+
+    async def fork(
+        self,
+        session_id: str,
+        text: str | None,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
+    ) -> Json:
+        """Start a new session on a fork of this one's thread (a run of `text` when given) and
+        wait for the result, whose session is the new one."""
+        ...
+
+    async def changes(self, session_id: str, *, run_id: str | None, diff: bool) -> Json:
+        """What a run of the session changed (default: its last run), with the diff if asked."""
         ...
 
     async def list_sessions(self) -> list[Json]: ...
@@ -117,12 +144,17 @@ def run_wait_s(timeout_ms: int) -> float:
     return timeout_ms / 1000 + RUN_GRACE_S
 
 
-def prompt_body(text: str, timeout_ms: int, env: Mapping[str, str]) -> Json:
-    """The body of `POST /sessions/:id/prompt` (and the fields of its `RunInput`)."""
-    body: Json = {"prompt": text, "timeout_ms": timeout_ms}
+def prompt_body(
+    text: str | None, timeout_ms: int, env: Mapping[str, str], attachments: Attachments
+) -> Json:
+    """The body of `POST /sessions/:id/prompt` and `/fork` (the fields of their `RunInput`);
+    a fork without `text` runs no turn."""
+    body: Json = {"timeout_ms": timeout_ms}
+    if text is not None:
+        body["prompt"] = text
     if env:
         body["env"] = dict(env)
-    return body
+    return body | attachments.fields()
 
 
 def stream_item(message: Mapping[str, Any]) -> StreamItem:

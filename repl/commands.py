@@ -23,6 +23,8 @@ WATCH_KEYS: Final = (
     "tool_calls",
     "session_url",
     "logs_path",
+    "structured",
+    "changes",
 )
 
 
@@ -62,6 +64,19 @@ COMMANDS: Final[tuple[Command, ...]] = (
         (SESSION,),
     ),
     Command("prompt", "prompt <id> <text>", "continue a session", (SESSION,)),
+    Command(
+        "fork",
+        "fork <id> [prompt]",
+        "a new session on a fork of this one's thread (the prompt continues it); pins it"
+        " (Ctrl-C stops waiting: the fork runs on)",
+        (SESSION,),
+    ),
+    Command(
+        "changes",
+        "changes <id> [run_id] [diff]",
+        "the files a run changed (default: the last run); diff: the unified diff too",
+        (SESSION, ("diff",)),
+    ),
     Command("use", "use <id>|clear", "pin a session for the next runs (clear: unpin)", (SESSION,)),
     Command("timeout", "timeout <seconds>", "set the run timeout"),
     Command("mode", "mode <full|compact>", "full JSON or compact output", (("full", "compact"),)),
@@ -71,6 +86,18 @@ COMMANDS: Final[tuple[Command, ...]] = (
         "result keys to print after each run (clear: none)",
         (("clear", *WATCH_KEYS),),
         repeat=True,
+    ),
+    Command(
+        "schema",
+        "schema <file.json>|clear",
+        "the JSON Schema the next runs' answers must match (kept until clear)",
+        (("clear",),),
+    ),
+    Command(
+        "image",
+        "image <file>|ws:<path>|clear",
+        "an image for the next run only (repeat for more; ws: a file in the run's workspace)",
+        (("clear",),),
     ),
     Command(
         "setenv",

@@ -17,6 +17,12 @@ _HINTS: Final[Mapping[str, str]] = {
     "PERMISSION_DENIED": "pass --secure-token or set CODEX_GATEWAY_SECURE_TOKEN",
     "DEADLINE_EXCEEDED": "raise the run timeout with: timeout <seconds>",
 }
+# The same by the error's reason (its ErrorInfo reason), where the status says too little.
+_REASON_HINTS: Final[Mapping[str, str]] = {
+    "OUTPUT_SCHEMA_MISMATCH": "schema clear runs without it",
+}
+LISTED_ERRORS: Final = 20
+"""How many of an error's listed problems (a schema mismatch's) are shown."""
 
 
 class ReplError(Exception):
@@ -72,6 +78,43 @@ class GatewayError(ReplError):
         notes = []
         if self.retry_after is not None:
             notes.append(f"retry after {self.retry_after} s")
+        if self.field and self.field not in self.message:
+            notes.append(f"field {self.field}")
         if self.code in _HINTS:
             notes.append(_HINTS[self.code])
-        return " · ".join([line, *notes])
+        if self.reason in _REASON_HINTS:
+            notes.append(_REASON_HINTS[self.reason])
+            if isinstance(session := self.details.get("session_id"), str) and session:
+                notes.append(f"the answer is kept: show {session} events")
+        listed = self.listed
+        shown = [f"  - {problem}" for problem in listed[:LISTED_ERRORS]]
+        if len(listed) > LISTED_ERRORS:
+            shown.append(f"  ... and {len(listed) - LISTED_ERRORS} more")
+        return "\n".join([" · ".join([line, *notes]), *shown])
+
+    @property
+    def reason(self) -> str:
+        reason = self.details.get("reason")
+        return reason if isinstance(reason, str) else ""
+
+    @property
+    def field(self) -> str:
+        """The request field the error is about (`images[2]`), when the gateway names one."""
+        field = self.details.get("field")
+        return field if isinstance(field, str) else ""
+
+    @property
+    def listed(self) -> list[str]:
+        """The problems the error lists: a schema mismatch's `schema_errors` (`path: message`,
+        the path a JSON pointer), then any other precondition `violations`."""
+        lines: list[str] = []
+        for key, subject, description in (
+            ("schema_errors", "path", "message"),
+            ("violations", "subject", "description"),
+        ):
+            items = self.details.get(key)
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, Mapping):
+                    where, what = item.get(subject), str(item.get(description) or "")
+                    lines.append(f"{where}: {what}" if where else what)  # no path: the root
+        return [line for line in lines if line]

@@ -109,6 +109,34 @@ def usage_text(usage: Any) -> str | None:
     return f"{tokens_in} in / {tokens_out} out (total {total})"
 
 
+def changes_text(summary: Any) -> str | None:
+    """`3 file(s), +12 -4` (a `changes` summary), or None when there is none."""
+    if not isinstance(summary, Mapping):
+        return None
+    files = _int(summary.get("files"))
+    if summary.get("source") == "codex_events":
+        return f"{files} file(s) (as codex reported them, no line counts)"
+    return f"{files} file(s), +{_int(summary.get('additions'))} -{_int(summary.get('deletions'))}"
+
+
+def diff_lines(diff: str) -> list[Text]:
+    """A unified diff, coloured as git colours it."""
+    lines = []
+    for line in diff.splitlines():
+        if line.startswith(("diff --git", "+++", "---", "index ", "new file", "deleted file")):
+            style = "bold"
+        elif line.startswith("+"):
+            style = "green"
+        elif line.startswith("-"):
+            style = "red"
+        elif line.startswith("@@"):
+            style = "cyan"
+        else:
+            style = ""
+        lines.append(Text(line, style=style))
+    return lines
+
+
 def watched(result: JsonObject, key: str) -> Any:
     """The value of `key` in a result; dots go into objects (`usage.total_tokens`)."""
     value: Any = result
@@ -171,9 +199,18 @@ class Renderer:
         then the model, the usage and the watched keys."""
         if full:
             self.json(result)
-        elif not streamed:
-            events = result.get("events")
-            self.lines(summary_lines(events if isinstance(events, list) else []))
+        else:
+            if not streamed:
+                events = result.get("events")
+                self.lines(summary_lines(events if isinstance(events, list) else []))
+            # REST prints an unset `structured` as null, as the documented keys are printed.
+            if "structured" not in watch and result.get("structured") is not None:
+                self.info("→ structured:", "bold")
+                self.json(result["structured"])
+            # Only when the run changed something: a line on every run would be noise.
+            changes = changes_text(result.get("changes"))
+            if "changes" not in watch and changes and _int(result["changes"].get("files")):
+                self.info(f"→ changes: {changes}", "dim")
         if "model" not in watch and result.get("model"):
             self.info(f"→ model: {result['model']}", "dim")
         usage = usage_text(result.get("usage"))
@@ -219,6 +256,54 @@ class Renderer:
             table.add_row(*row)
         self.out.print(table)
 
+    def changes(self, answer: JsonObject, *, full: bool) -> None:
+        """`changes`: the answer as JSON (full) or a table of the files (compact), then the
+        diff, coloured, whatever the mode."""
+        diff = answer.get("diff")
+        if full:
+            self.json({key: value for key, value in answer.items() if key != "diff"})
+        else:
+            self._changes_table(answer)
+        if isinstance(diff, str):
+            self.lines(diff_lines(diff))
+            if answer.get("diff_truncated"):
+                self.info("(the diff is cut here: it is longer than the gateway sends)", "yellow")
+
+    def _changes_table(self, answer: JsonObject) -> None:
+        files = answer.get("files")
+        files = [f for f in files if isinstance(f, Mapping)] if isinstance(files, list) else []
+        source = str(answer.get("source") or "")
+        head = f"run {str(answer.get('run_id') or '?')[:8]}: "
+        head += changes_text(answer.get("summary") or {"source": source}) or "no changes"
+        if source == "git" and answer.get("base_commit"):
+            head += f" · since {str(answer['base_commit'])[:10]}"
+        if answer.get("running"):
+            head += " · still running: the changes so far"
+        self.info(head, "bold")
+        if not files:
+            return
+        table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
+        table.add_column(no_wrap=True)
+        table.add_column(justify="right", no_wrap=True, style="green")
+        table.add_column(justify="right", no_wrap=True, style="red")
+        table.add_column(overflow="fold")
+        for change in files:
+            status = str(change.get("status") or "?")
+            path = str(change.get("path") or "?")
+            if change.get("old_path"):
+                path = f"{change['old_path']} → {path}"
+            if change.get("binary"):
+                adds, dels = "binary", ""
+            elif source == "codex_events":
+                adds, dels = "", ""
+            else:
+                adds, dels = (
+                    f"+{_int(change.get('additions'))}",
+                    f"-{_int(change.get('deletions'))}",
+                )
+            table.add_row(Text(status, style=_CHANGE_STYLES.get(status, "")), adds, dels, path)
+        self.out.print(table)
+
     def session(self, detail: JsonObject, *, full: bool, events: bool) -> None:
         """`show`: the detail as JSON (full) or a summary (compact), then each run's usage."""
         if full:
@@ -241,10 +326,13 @@ class Renderer:
             ("model", "model"),
             ("objective", "objective"),
             ("workspace", "workspace"),
+            ("forked from", "forked_from"),
             ("created", "created_at"),
             ("updated", "updated_at"),
         ):
             value = detail.get(key)
+            if isinstance(value, Mapping):  # forked_from: the parent session
+                value = value.get("session_id")
             if value:
                 text = _when(value) if key.endswith("_at") else str(value)
                 facts.add_row(
@@ -265,15 +353,21 @@ class Renderer:
             table.add_column("source", no_wrap=True)
             table.add_column("started", no_wrap=True, style="dim")
             table.add_column("took", no_wrap=True, justify="right")
+            with_changes = any(isinstance(run.get("changes"), Mapping) for run in runs)
+            if with_changes:
+                table.add_column("changes", no_wrap=True, style="dim")
             for run in runs:
                 duration = run.get("duration_ms")
-                table.add_row(
+                row = [
                     Text(str(run.get("run_id", ""))[:8]),
                     Text(str(run.get("status", "")), style=_status_style(run.get("status"))),
                     Text(str(run.get("source", ""))),
                     Text(_when(run.get("started_at"))),
                     Text(f"{_int(duration) / 1000:.1f}s" if duration is not None else ""),
-                )
+                ]
+                if with_changes:
+                    row.append(Text(_short_changes(run.get("changes"))))
+                table.add_row(*row)
             self.out.print(table)
         if events:
             found = detail.get("events")
@@ -312,8 +406,8 @@ class Renderer:
         table = Table(show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
-        for usage, summary in rows:
-            table.add_row(usage, summary)
+        for usage, summary in rows:  # as Text: `[prompt]` is no rich markup
+            table.add_row(Text(usage), Text(summary))
         table.add_row("", "")
         for key, summary in keys:
             table.add_row(Text(key, style="bold"), summary)
@@ -323,6 +417,23 @@ class Renderer:
 def _runs(detail: JsonObject) -> list[JsonObject]:
     runs = detail.get("run_history")
     return [run for run in runs if isinstance(run, Mapping)] if isinstance(runs, list) else []
+
+
+def _short_changes(summary: Any) -> str:
+    files = _int(summary.get("files")) if isinstance(summary, Mapping) else 0
+    if not files:
+        return ""
+    if summary.get("source") == "codex_events":
+        return f"{files} file(s)"
+    return f"{files} file(s) +{_int(summary.get('additions'))} -{_int(summary.get('deletions'))}"
+
+
+_CHANGE_STYLES: Final = {
+    "added": "green",
+    "modified": "yellow",
+    "deleted": "red",
+    "renamed": "cyan",
+}
 
 
 def _status_style(status: Any) -> str:

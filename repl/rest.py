@@ -11,8 +11,10 @@ from urllib.parse import quote
 
 import httpx
 
+from .attachments import Attachments
 from .client import (
     CANCEL_TIMEOUT_S,
+    CHANGES_TIMEOUT_S,
     LIST_TIMEOUT_S,
     SEARCH_TIMEOUT_S,
     SHOW_TIMEOUT_S,
@@ -65,12 +67,39 @@ class RestClient:
             raise self._transport_error(exc) from exc
 
     async def prompt(
-        self, session_id: str, text: str, *, timeout_ms: int, env: Mapping[str, str]
+        self,
+        session_id: str,
+        text: str,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
     ) -> Json:
-        body = prompt_body(text, timeout_ms, env)
+        body = prompt_body(text, timeout_ms, env, attachments)
         wait_s = run_wait_s(timeout_ms)
         path = f"/sessions/{_segment(session_id)}/prompt"
         return _object(await self._call("POST", path, json=body, wait_s=wait_s))
+
+    async def fork(
+        self,
+        session_id: str,
+        text: str | None,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
+    ) -> Json:
+        body = prompt_body(text, timeout_ms, env, attachments)
+        wait_s = run_wait_s(timeout_ms)
+        path = f"/sessions/{_segment(session_id)}/fork"
+        return _object(await self._call("POST", path, json=body, wait_s=wait_s))
+
+    async def changes(self, session_id: str, *, run_id: str | None, diff: bool) -> Json:
+        params = {"run_id": run_id} if run_id else {}
+        if diff:
+            params["diff"] = "true"
+        path = f"/sessions/{_segment(session_id)}/changes"
+        return _object(await self._call("GET", path, params=params, wait_s=CHANGES_TIMEOUT_S))
 
     async def list_sessions(self) -> list[Json]:
         answer = await self._call("GET", "/sessions", wait_s=LIST_TIMEOUT_S)

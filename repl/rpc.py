@@ -13,13 +13,16 @@ from google.rpc import error_details_pb2, status_pb2
 
 from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, sessions_pb2
 
+from .attachments import Attachments
 from .client import (
     CANCEL_TIMEOUT_S,
+    CHANGES_TIMEOUT_S,
     LIST_TIMEOUT_S,
     SEARCH_TIMEOUT_S,
     SHOW_TIMEOUT_S,
     Credentials,
     Json,
+    RunCompleted,
     RunRequest,
     StreamItem,
     prompt_body,
@@ -60,21 +63,49 @@ class GrpcClient:
         )
         try:
             async for message in call:
-                yield stream_item(_json(message))
+                item = stream_item(_json(message))
+                yield RunCompleted(_result(item.result)) if isinstance(item, RunCompleted) else item
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from exc
         finally:
             call.cancel()
 
     async def prompt(
-        self, session_id: str, text: str, *, timeout_ms: int, env: Mapping[str, str]
+        self,
+        session_id: str,
+        text: str,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
     ) -> Json:
-        request = runs_pb2.PromptSessionRequest(
-            session_id=session_id, run=_run_input(prompt_body(text, timeout_ms, env))
-        )
+        run = _run_input(prompt_body(text, timeout_ms, env, attachments))
+        request = runs_pb2.PromptSessionRequest(session_id=session_id, run=run)
         wait_s = run_wait_s(timeout_ms)
         response = await self._unary(self._stub.PromptSession, request, wait_s)
-        return _json(response.result)
+        return _result(_json(response.result))
+
+    async def fork(
+        self,
+        session_id: str,
+        text: str | None,
+        *,
+        timeout_ms: int,
+        env: Mapping[str, str],
+        attachments: Attachments,
+    ) -> Json:
+        run = _run_input(prompt_body(text, timeout_ms, env, attachments))
+        request = runs_pb2.ForkSessionRequest(session_id=session_id, run=run)
+        wait_s = run_wait_s(timeout_ms)
+        response = await self._unary(self._stub.ForkSession, request, wait_s)
+        return _result(_json(response.result))
+
+    async def changes(self, session_id: str, *, run_id: str | None, diff: bool) -> Json:
+        request = sessions_pb2.GetSessionChangesRequest(session_id=session_id, diff=diff)
+        if run_id:
+            request.run_id = run_id
+        response = await self._unary(self._stub.GetSessionChanges, request, CHANGES_TIMEOUT_S)
+        return _json(response)
 
     async def list_sessions(self) -> list[Json]:
         request = sessions_pb2.ListSessionsRequest()
@@ -137,8 +168,28 @@ def _json(message: Message) -> Json:
     )
 
 
+def _result(result: Json) -> Json:
+    """A run's result, its `structured` answer's integers as integers: a protobuf Value holds
+    every number as a double, which would print `7` as `7.0`."""
+    if "structured" in result:
+        result["structured"] = _integers(result["structured"])
+    return result
+
+
+def _integers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integers(item) for item in value]
+    return value
+
+
 def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
-    """`retry_after` and the ErrorInfo metadata (`active`, `max`, ...) of a serialized status."""
+    """`retry_after`, the ErrorInfo metadata (`active`, `max`, ...) and the PreconditionFailure
+    violations (`schema_errors`, `violations`) of a serialized status, as the bridge's body has
+    them."""
     details: dict[str, Any] = {}
     for value in values:
         if not isinstance(value, bytes):
@@ -154,6 +205,22 @@ def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
                 details.update(info.metadata)
                 if info.reason:
                     details["reason"] = info.reason
+            elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                failure = error_details_pb2.PreconditionFailure()
+                detail.Unpack(failure)
+                for violation in failure.violations:
+                    # As the bridge lists them: a schema mismatch's errors by their JSON pointer.
+                    if violation.type == "OUTPUT_SCHEMA":
+                        key = "schema_errors"
+                        item = {"path": violation.subject, "message": violation.description}
+                    else:
+                        key = "violations"
+                        item = {
+                            "type": violation.type,
+                            "subject": violation.subject,
+                            "description": violation.description,
+                        }
+                    details.setdefault(key, []).append(item)
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)

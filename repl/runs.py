@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Mapping
 from typing import Final
 
+from .attachments import Attachments
 from .client import GatewayClient, Json, RunCompleted, RunEvent, RunRequest, RunStarted
 from .errors import GatewayError
 from .interrupts import Interrupts, Leave
@@ -54,6 +55,7 @@ async def prompt_run(
     *,
     timeout_ms: int,
     env: Mapping[str, str],
+    attachments: Attachments,
     view: RunView,
     interrupts: Interrupts,
 ) -> Json | None:
@@ -61,8 +63,32 @@ async def prompt_run(
     session: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     session.set_result(session_id)
     view.started(session_id)
-    call = client.prompt(session_id, text, timeout_ms=timeout_ms, env=env)
+    call = client.prompt(session_id, text, timeout_ms=timeout_ms, env=env, attachments=attachments)
     return await _cancellable(call, session, client, view, interrupts)
+
+
+async def fork_run(
+    client: GatewayClient,
+    session_id: str,
+    text: str | None,
+    *,
+    timeout_ms: int,
+    env: Mapping[str, str],
+    attachments: Attachments,
+    interrupts: Interrupts,
+) -> Json | None:
+    """Fork a session (and run `text` on the fork); its result, or None when Ctrl-C stopped the
+    wait. The fork's session is named only by its result, so there is nothing to cancel by: the
+    gateway finishes the run and `list` shows it."""
+    call = asyncio.ensure_future(
+        client.fork(session_id, text, timeout_ms=timeout_ms, env=env, attachments=attachments)
+    )
+    try:
+        if not await interrupts.before(call):
+            return call.result()
+        return None
+    finally:
+        call.cancel()
 
 
 async def _cancellable(

@@ -1,5 +1,5 @@
-"""The shell: the REPL's state (pinned session, timeout, mode, watched keys, env overrides) and
-what each command does with it."""
+"""The shell: the REPL's state (pinned session, timeout, mode, watched keys, env overrides, output
+schema, images) and what each command does with it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Final
 
+from .attachments import Attachments, Image, load_image, load_schema
 from .client import GatewayClient, Json, RunRequest
 from .commands import COMMANDS, Invocation, parse, usage
 from .completion import KnownSessions
@@ -18,7 +19,7 @@ from .errors import ReplError, UsageError
 from .interrupts import Interrupts, catching_interrupts
 from .live import RunView
 from .render import Renderer, created_triggers
-from .runs import prompt_run, stream_run
+from .runs import fork_run, prompt_run, stream_run
 
 DEFAULT_TIMEOUT_MS: Final = 300_000
 SHOW_TAIL_LINES: Final = 200
@@ -49,6 +50,13 @@ class State:
     full: bool = True
     watch: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    schema: Json | None = None
+    schema_file: str = ""
+    images: list[Image] = field(default_factory=list)
+    """For the next run only: cleared once a run was sent with them, whatever its outcome."""
+
+    def attachments(self) -> Attachments:
+        return Attachments(self.schema, tuple(self.images))
 
 
 class Shell:
@@ -95,8 +103,15 @@ class Shell:
             return await self._run(invocation, interrupts)
         if name == "prompt":
             return await self._prompt(invocation, interrupts)
-        if name in ("list", "show", "search"):
-            handler = {"list": self._list, "show": self._show, "search": self._search}[name]
+        if name == "fork":
+            return await self._fork(invocation, interrupts)
+        if name in ("list", "show", "search", "changes"):
+            handler = {
+                "list": self._list,
+                "show": self._show,
+                "search": self._search,
+                "changes": self._changes,
+            }[name]
             return await self._interruptible(handler(invocation), interrupts)
         if name == "exit":
             return Outcome.EXIT
@@ -106,6 +121,8 @@ class Shell:
             "mode": self._mode,
             "watch": self._watch,
             "setenv": self._setenv,
+            "schema": self._schema,
+            "image": self._image,
             "help": self._help,
             "clear": self._clear,
         }[name](invocation)
@@ -126,20 +143,62 @@ class Shell:
         if not invocation.rest:
             raise usage(invocation.command)
         state = self.state
-        request = RunRequest(invocation.rest, state.timeout_ms, state.pinned, dict(state.env))
+        request = RunRequest(
+            invocation.rest, state.timeout_ms, state.pinned, dict(state.env), self._attach()
+        )
         with RunView(self.renderer.out, full=state.full) as view:
             result = await stream_run(self.client, request, view, interrupts)
         if result is None:
             self._cancelled(view)
             return Outcome.INTERRUPTED
         self.renderer.result(result, full=state.full, streamed=True, watch=state.watch)
+        self._pin(result)
+        return Outcome.DONE
+
+    async def _fork(self, invocation: Invocation, interrupts: Interrupts) -> Outcome:
+        parts = invocation.split(2)
+        if not parts:
+            raise usage(invocation.command)
+        parent, text = parts[0], (parts[1] if len(parts) == 2 else None)
+        state = self.state
+        label = "forking" if text is None else "forking and running"
+        with RunView(self.renderer.out, full=state.full, label=label) as view:
+            result = await fork_run(
+                self.client,
+                parent,
+                text,
+                timeout_ms=state.timeout_ms,
+                env=dict(state.env),
+                attachments=self._attach(),
+                interrupts=interrupts,
+            )
+        if result is None:
+            self.renderer.info(
+                f"Stopped waiting after {view.elapsed_s:.1f}s: the gateway finishes the fork"
+                " (list shows its session).",
+                "yellow",
+            )
+            return Outcome.INTERRUPTED
+        self.renderer.result(result, full=state.full, streamed=False, watch=state.watch)
+        self._pin(result, forked_from=parent)
+        return Outcome.DONE
+
+    def _attach(self) -> Attachments:
+        """The attachments for the run about to be sent; its images go with it alone."""
+        attachments = self.state.attachments()
+        self.state.images = []
+        return attachments
+
+    def _pin(self, result: Json, *, forked_from: str | None = None) -> None:
+        """Pin the result's session (a new one: a run that started one, or a fork)."""
+        state = self.state
         session_id = result.get("gateway_session_id") or result.get("session_id")
         if isinstance(session_id, str) and session_id:
             self.sessions.add(session_id, str(result.get("status") or ""))
             if session_id != state.pinned:
                 state.pinned = session_id
-                self.renderer.info(f"→ pinned session {session_id}", "green")
-        return Outcome.DONE
+                origin = f" (a fork of {forked_from})" if forked_from else ""
+                self.renderer.info(f"→ pinned session {session_id}{origin}", "green")
 
     async def _prompt(self, invocation: Invocation, interrupts: Interrupts) -> Outcome:
         parts = invocation.split(2)
@@ -154,6 +213,7 @@ class Shell:
                 text,
                 timeout_ms=state.timeout_ms,
                 env=dict(state.env),
+                attachments=self._attach(),
                 view=view,
                 interrupts=interrupts,
             )
@@ -196,6 +256,15 @@ class Shell:
         fuzzy = "--f" in args[1:]
         answer = await self.client.search(args[0], " ".join(words), fuzzy=fuzzy)
         self.renderer.search(answer, full=self.state.full)
+
+    async def _changes(self, invocation: Invocation) -> None:
+        args = invocation.args
+        rest = [arg for arg in args[1:] if arg.lower() != "diff"]
+        if not args or len(rest) > 1:
+            raise usage(invocation.command)
+        diff = len(rest) < len(args) - 1
+        answer = await self.client.changes(args[0], run_id=rest[0] if rest else None, diff=diff)
+        self.renderer.changes(answer, full=self.state.full)
 
     # -- settings
 
@@ -259,6 +328,28 @@ class Shell:
                 env[parts[0]] = parts[1]
         shown = " ".join(f"{key}={value}" for key, value in env.items())
         self.renderer.info(f"env overrides: {shown or 'none'}")
+
+    def _schema(self, invocation: Invocation) -> None:
+        state = self.state
+        name = invocation.rest
+        if name == "clear":
+            state.schema, state.schema_file = None, ""
+        elif name:
+            state.schema, state.schema_file = load_schema(name), name
+        if state.schema is None:
+            self.renderer.info("output schema: none")
+        else:
+            self.renderer.info(f"output schema: {state.schema_file} (sent with every run)")
+
+    def _image(self, invocation: Invocation) -> None:
+        state = self.state
+        name = invocation.rest
+        if name == "clear":
+            state.images = []
+        elif name:
+            state.images.append(load_image(name))
+        shown = ", ".join(image.describe() for image in state.images)
+        self.renderer.info(f"images for the next run: {shown or 'none'}")
 
     def _help(self, invocation: Invocation) -> None:
         self.renderer.help(((c.usage, c.summary) for c in COMMANDS), _KEYS_HELP)

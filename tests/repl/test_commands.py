@@ -21,6 +21,8 @@ from repl.errors import UsageError
         pytest.param("run\nline one\nline two", "run", "line one\nline two", id="pasted"),
         pytest.param("quit", "exit", "", id="alias"),
         pytest.param("search abc two words --f", "search", "abc two words --f", id="search"),
+        pytest.param("fork abc go on from here", "fork", "abc go on from here", id="fork"),
+        pytest.param("image ws:shots/a b.png", "image", "ws:shots/a b.png", id="image-spaces"),
     ],
 )
 def test_parse(line: str, name: str, rest: str) -> None:
@@ -54,12 +56,16 @@ def _completions(text: str, sessions: KnownSessions | None = None) -> list[str]:
     ("text", "expected"),
     [
         pytest.param("", [*(c.name for c in COMMANDS), "quit"], id="everything"),
-        pytest.param("s", ["search", "setenv", "show"], id="prefix"),
+        pytest.param("s", ["schema", "search", "setenv", "show"], id="prefix"),
         pytest.param("SH", ["show"], id="any-case"),
         pytest.param("mode ", ["full", "compact"], id="fixed-words"),
         pytest.param("mode c", ["compact"], id="fixed-prefix"),
         pytest.param("show abc ", ["events", "triggers"], id="second-argument"),
         pytest.param("watch usage m", ["model"], id="repeating"),
+        pytest.param("watch s", ["status", "session_id", "session_url", "structured"], id="watch"),
+        pytest.param("changes abc ", ["diff"], id="changes-diff"),
+        pytest.param("image c", ["clear"], id="image-clear"),
+        pytest.param("schema ", ["clear"], id="schema-clear"),
         pytest.param("timeout ", [], id="free-text"),
         pytest.param("bogus ", [], id="unknown-command"),
     ],
@@ -77,3 +83,5 @@ def test_session_ids_complete_newest_first() -> None:
     assert _completions("prompt ab", sessions) == ["abd-new", "abc-older"]
     assert _completions("use ", sessions)[0] == "aaa-old"
     assert _completions("show aaa-old ", sessions) == ["events", "triggers"]
+    assert _completions("fork ab", sessions) == ["abd-new", "abc-older"]
+    assert _completions("changes aa", sessions) == ["aaa-old"]

@@ -96,3 +96,60 @@ async def test_mistakes_are_one_line_each(tmp_path: Path) -> None:
         "✗ usage: search <id> <phrase> [--f]",
         "✗ usage: prompt <id> <text>",
     ]
+
+
+async def test_schema_and_image_settings_answer_without_a_gateway(tmp_path: Path) -> None:
+    (tmp_path / "schema.json").write_text('{"type": "object"}')
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "shot.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(8))
+    (tmp_path / "fake.png").write_bytes(b"\x7fELF" + bytes(8))
+    script = "\n".join(
+        [
+            "schema",
+            f"schema {tmp_path}/schema.json",
+            f"schema {tmp_path}/bad.json",
+            "schema",
+            "schema clear",
+            "image",
+            f"image {tmp_path}/shot.png",
+            "image ws:docs/a b.png",
+            f"image {tmp_path}/fake.png",
+            "image",
+            "image clear",
+            "help",
+            "changes",
+            "changes a r1 r2",
+            "fork",
+        ]
+    )
+    answer = await piped([f"http://127.0.0.1:{free_port()}"], script + "\n", repl_env(tmp_path))
+    assert answer.returncode == 1
+    assert answer.stdout.splitlines()[:9] == [
+        "output schema: none",
+        f"output schema: {tmp_path}/schema.json (sent with every run)",
+        f"output schema: {tmp_path}/schema.json (sent with every run)",
+        "output schema: none",
+        "images for the next run: none",
+        f"images for the next run: {tmp_path}/shot.png (image/png, 16 B)",
+        f"images for the next run: {tmp_path}/shot.png (image/png, 16 B),"
+        " ws:docs/a b.png (in the workspace)",
+        f"images for the next run: {tmp_path}/shot.png (image/png, 16 B),"
+        " ws:docs/a b.png (in the workspace)",
+        "images for the next run: none",
+    ]
+    for usage in (
+        "fork <id> [prompt]",
+        "changes <id> [run_id] [diff]",
+        "schema <file.json>|clear",
+        "image <file>|ws:<path>|clear",
+        "show <id> [events|triggers]",  # brackets are text, not markup
+    ):
+        assert usage in answer.stdout  # help
+    assert answer.stderr.splitlines() == [
+        f"✗ the schema file {tmp_path}/bad.json is not JSON: Expecting property name enclosed in"
+        " double quotes (line 1, column 2)",
+        f"✗ not a PNG, JPEG, GIF or WebP image: {tmp_path}/fake.png",
+        "✗ usage: changes <id> [run_id] [diff]",
+        "✗ usage: changes <id> [run_id] [diff]",
+        "✗ usage: fork <id> [prompt]",
+    ]
