@@ -1,4 +1,4 @@
-"""Runs: validate a run request, hold a slot and the session, drive codex, record the result.
+"""Runs: admit a run request, hold a slot and the session, drive codex, record the result.
 
 Every run source (completion, prompt, nudge, trigger, watcher) goes through `Runner.run`. A run
 belongs to the runner, not to the request that asked for it: it survives its client going away
@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -21,10 +21,10 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
 from gateway.agent import codex
-from gateway.agent.events import RunOutcome, canonical_thread_id, is_thread_id
+from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
 from gateway.changes.tracker import ChangeTracker
-from gateway.config import MODEL_NAME, Config
+from gateway.config import Config
 from gateway.errors import (
     AgentFailed,
     GatewayError,
@@ -33,21 +33,17 @@ from gateway.errors import (
     RunCancelled,
     RunInterrupted,
     RunTimedOut,
-    SessionBusy,
     ShuttingDown,
     StorageFailed,
-    quote,
 )
 from gateway.runs import images
-from gateway.runs.childenv import check_request_env, child_environment
+from gateway.runs.admission import Admission
+from gateway.runs.childenv import child_environment
 from gateway.runs.concurrency import Slots
-from gateway.runs.fork import check_forkable
-from gateway.runs.prompt import GlobalSystemPrompt, Message, build_prompt, messages_or_prompt
+from gateway.runs.prompt import GlobalSystemPrompt, Message, messages_or_prompt
 from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
-from gateway.runs.schema import SchemaError
-from gateway.runs.schema import check as check_schema
+from gateway.runs.schema import repair_prompt
 from gateway.runs.scratch import Scratch
-from gateway.runs.workspace import resolve_workspace
 from gateway.sessions.access import SecureAccess
 from gateway.sessions.feed import LiveFeed
 from gateway.sessions.model import Session
@@ -55,13 +51,11 @@ from gateway.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
 
-MIN_TIMEOUT_MS = 1000
 THREAD_SAVE_DELAY_S = 0.25
 LINES_PER_TURN = 32
 SETTLE_S = 2.0
 """How long a run's caller waits for its end to be durable where every reader reads it (the
 store's `settle`); past that (a database that is down) it is answered and the write lands later."""
-MAX_MESSAGES = 10_000
 # Told about every finished run (webhooks). Must not block.
 FinishedSink = Callable[[Run], None]
 
@@ -86,8 +80,7 @@ class Runner:
         self._on_finished = on_finished
         self._store = store
         self._slots = slots
-        self._access = access
-        self._system_prompt = system_prompt
+        self._admission = Admission(config, store, access, system_prompt)
         self._active: dict[str, Run] = {}
         self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[RunResult]] = set()
@@ -113,117 +106,12 @@ class Runner:
         """Validate, then run in a task of the runner's own; the caller may leave early."""
         if self._closing:
             raise ShuttingDown
-        prepared = self._prepare(request)
+        prepared = self._admission.prepare(request)
         task = asyncio.create_task(self._run(prepared, wait_for_slot, on_event, on_started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_settled)
         return await asyncio.shield(task)
-
-    def _prepare(self, request: RunRequest) -> Prepared:
-        messages = messages_or_prompt(request.messages, request.prompt)
-        parent = self._fork_parent(request) if request.fork_of is not None else None
-        if not messages and parent is None:  # a fork without a prompt runs no turn
-            raise InvalidRequest("messages or prompt is required", field="messages")
-        if messages and not any(message.content.strip() for message in messages):
-            raise InvalidRequest("messages hold no text: give one a content", field="messages")
-        if len(messages) > MAX_MESSAGES:
-            raise InvalidRequest(f"at most {MAX_MESSAGES} messages", field="messages")
-        model = request.model.strip() if request.model and request.model.strip() else None
-        if model is not None and not MODEL_NAME.fullmatch(model):
-            raise InvalidRequest(f"model is not a valid model name: {quote(model)}", field="model")
-        timeout_ms = self._config.timeout_ms if request.timeout_ms is None else request.timeout_ms
-        timeout_ms = min(max(timeout_ms, MIN_TIMEOUT_MS), self._config.max_timeout_ms)
-        if request.resume_session_id is not None and not is_thread_id(
-            request.resume_session_id.strip()
-        ):  # canonical from here on: _resume_thread
-            raise InvalidRequest(
-                "resume_session_id must be a codex thread id (a UUID)", field="resume_session_id"
-            )
-        workspace = resolve_workspace(
-            request.workspace,
-            default=self._config.default_workspace,
-            roots=self._config.workspace_roots,
-        )
-        checked_images = images.check(
-            request.images,
-            workspace,
-            max_images=self._config.max_images,
-            max_bytes=self._config.max_image_bytes,
-        )
-        env = check_request_env(request.env, self._config.request_env_allow)
-        codex.check_credentials(self._config, env)
-        output_schema = check_schema(request.output_schema)
-        if not messages and (output_schema is not None or checked_images):
-            # A fork without a prompt runs no turn: nothing would see them.
-            raise InvalidRequest(
-                "output_schema and images need a prompt: a fork without one runs no turn",
-                field="prompt",
-            )
-        target = self._target_session(request)
-        system_prompt = self._system_prompt.combine(request.system_prompt)
-        return Prepared(
-            request=request,
-            target=target,
-            messages=messages,
-            prompt_text=build_prompt(system_prompt, messages) if messages else "",
-            model=model,
-            workspace=workspace,
-            timeout_ms=timeout_ms,
-            env=env,
-            output_schema=output_schema,
-            images=checked_images,
-            parent=parent,
-        )
-
-    def _fork_parent(self, request: RunRequest) -> Session:
-        """The session a fork forks: readable with the request's tokens, holding a thread, and
-        not running (a turn under way is not one to copy)."""
-        parent = self._store.resolve(request.fork_of or "")
-        self._access.check(parent, request.secure_tokens)
-        if self._store.busy(parent):
-            raise SessionBusy(parent.id)
-        check_forkable(parent)
-        return parent
-
-    def _target_session(self, request: RunRequest) -> Session | None:
-        if request.secure and not self._access.configured:
-            raise InvalidRequest(
-                "secure sessions need CODEX_GATEWAY_SECURE_TOKEN to be configured", field="secure"
-            )
-        session = None
-        if request.session_id is not None and request.session_id.strip():
-            session = self._store.resolve(request.session_id)
-            if request.secure and not session.secure:
-                raise InvalidRequest(
-                    "an existing session cannot be made secure; start a new one", field="secure"
-                )
-            self._access.check(session, request.secure_tokens)
-            if self._store.busy(session):
-                raise SessionBusy(session.id)
-        elif request.secure:
-            self._access.require(request.secure_tokens)
-        if request.resume_session_id is not None:
-            secure = request.secure or (session is not None and session.secure)
-            self._check_resume(request.resume_thread or "", secure, request.secure_tokens)
-        return session
-
-    def _check_resume(self, thread: str, secure: bool, tokens: Sequence[str]) -> None:
-        """A secure session's thread is resumed only with the secure token, into a secure
-        session; a secure run does not continue a non-secure session's thread (its content
-        would then be readable there without the token)."""
-        if self._store.thread_is_secure(thread):
-            self._access.require(tokens)
-            if not secure:
-                raise InvalidRequest(
-                    "this thread belongs to a secure session: resume it with secure: true",
-                    field="resume_session_id",
-                )
-        elif secure and self._store.thread_owner(thread) is not None:
-            raise InvalidRequest(
-                "a secure session cannot resume the thread of a session that is not secure",
-                field="resume_session_id",
-            )
 
     async def _run(
         self,
@@ -601,18 +489,6 @@ def _last_line(text: str) -> str | None:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     meaningful = [line for line in lines if not line.startswith("Reading additional input")]
     return meaningful[-1][:2000] if meaningful else None
-
-
-def repair_prompt(errors: Sequence[SchemaError]) -> str:
-    """The repair turn's prompt: what is wrong with the answer, and what to answer instead."""
-    lines = [f"- {error.path or '(the whole answer)'}: {error.message}" for error in errors]
-    return (
-        "Your final answer does not match the required JSON schema (the output schema of this"
-        " run). Validation errors, by JSON pointer into your answer:\n"
-        + "\n".join(lines)
-        + "\n\nReply again with only the corrected JSON value that matches the schema: no"
-        " prose, no Markdown, no code fences.\n"
-    )
 
 
 def nudge_request(session: Session, given: RunRequest) -> RunRequest:

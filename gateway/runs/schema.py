@@ -17,7 +17,7 @@ An answer is the final agent message parsed as strict JSON (surrounding whitespa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -163,3 +163,15 @@ def _first_line(text: str) -> str:
 
 def _capped(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def repair_prompt(errors: Sequence[SchemaError]) -> str:
+    """The repair turn's prompt: what is wrong with the answer, and what to answer instead."""
+    lines = [f"- {error.path or '(the whole answer)'}: {error.message}" for error in errors]
+    return (
+        "Your final answer does not match the required JSON schema (the output schema of this"
+        " run). Validation errors, by JSON pointer into your answer:\n"
+        + "\n".join(lines)
+        + "\n\nReply again with only the corrected JSON value that matches the schema: no"
+        " prose, no Markdown, no code fences.\n"
+    )
