@@ -202,6 +202,7 @@ def endpoints() -> dict[str, Any]:
             "nudge": pick("NudgeSession"),
             "cancel": pick("CancelSession"),
             "fork": pick("ForkSession"),
+            "changes": pick("GetSessionChanges"),
             "tail": pick("TailSession"),
         },
         "triggers": {

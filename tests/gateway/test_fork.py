@@ -161,6 +161,7 @@ async def test_a_fork_without_a_prompt_runs_no_turn_and_is_prompted_later_over_r
 
     endpoints = (await http.get("/")).json()["endpoints"]["sessions"]
     assert endpoints["fork"] == {"path": "/sessions/:id/fork", "method": "POST"}
+    assert endpoints["changes"] == {"path": "/sessions/:id/changes", "method": "GET"}
     response = await http.post(f"/sessions/{parent['session_id']}/fork", json={})
     assert response.status_code == 200, response.text
     forked = response.json()
