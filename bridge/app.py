@@ -24,6 +24,17 @@ from .connections import (
     RateLimitedLog,
     limited_protocol,
 )
+from .docs import (
+    DOCS_OPENAPI_PATH,
+    DOCS_PATH,
+    SCRIPT_NAME,
+    STATIC_PATH,
+    SwaggerBundle,
+    openapi_30,
+    page_endpoint,
+    script_endpoint,
+    static_endpoint,
+)
 from .endpoint import BindingEndpoint
 from .errors import BridgeError, ErrorResponse, send_error
 from .guard import HostPolicy, RequestGuard
@@ -72,16 +83,17 @@ def create_app(
         )
         for binding in bindings
     ]
-    document = encode_json(openapi_document(service))
+    document = openapi_document(service)
     probe = next(binding for binding in bindings if binding.method.name == _AUTH_PROBE_RPC)
     routes.append(
         TemplateRoute(
             "openapi",
             PathTemplate.parse(OPENAPI_PATH),
             {"GET", "HEAD"},
-            _authorized_static(document, client, probe),
+            _authorized_static(encode_json(document), client, probe),
         )
     )
+    routes.extend(_docs_routes(encode_json(openapi_30(document)), client, probe))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +105,8 @@ def create_app(
 
     app = FastAPI(
         title="Codex Gateway",
-        # The documentation is served from the descriptors (OPENAPI_PATH), not FastAPI's models.
+        # The documentation is served from the descriptors (OPENAPI_PATH, DOCS_PATH), not
+        # FastAPI's models, and FastAPI's own pages would load Swagger UI from a CDN.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -104,6 +117,34 @@ def create_app(
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(RequestGuard, policy=host_policy or HostPolicy(None))
     return app
+
+
+def _docs_routes(document_30: bytes, client: Upstream, probe: Binding) -> list[TemplateRoute]:
+    """GET /docs (bridge/docs.py): the page and its files are public, the document it shows
+    (in OpenAPI 3.0, for the bundled Swagger UI) needs the API token as OPENAPI_PATH does."""
+    bundle = SwaggerBundle.installed()
+    read = {"GET", "HEAD"}
+    return [
+        TemplateRoute("docs", PathTemplate.parse(DOCS_PATH), read, page_endpoint(bundle)),
+        TemplateRoute(
+            "docs-script",
+            PathTemplate.parse(f"{STATIC_PATH}/{SCRIPT_NAME}"),
+            read,
+            script_endpoint(),
+        ),
+        TemplateRoute(
+            "docs-static",
+            PathTemplate.parse(f"{STATIC_PATH}/{{version}}/{{name}}"),
+            read,
+            static_endpoint(bundle),
+        ),
+        TemplateRoute(
+            "docs-openapi",
+            PathTemplate.parse(DOCS_OPENAPI_PATH),
+            read,
+            _authorized_static(document_30, client, probe),
+        ),
+    ]
 
 
 def _authorized_static(

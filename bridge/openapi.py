@@ -31,6 +31,17 @@ Schema = dict[str, Any]
 
 OPENAPI_VERSION: Final = "3.1.0"
 SECURE_TOKEN_QUERY_PARAM: Final = "secure_token"  # noqa: S105 - a parameter name, not a secret
+# The API token (CODEX_GATEWAY_API_TOKEN) as a security scheme: what Swagger UI's "Authorize"
+# sends. Optional (`{}`): a gateway without a token takes requests without one.
+BEARER_SCHEME: Final = "bearer"
+_SECURITY_SCHEMES: Final[dict[str, Schema]] = {
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The gateway's API token (CODEX_GATEWAY_API_TOKEN), when it has one.",
+    }
+}
+_SECURITY: Final[list[dict[str, list[str]]]] = [{BEARER_SCHEME: []}, {}]
 
 _T = FieldDescriptor
 _INT32: Final[Schema] = {"type": "integer", "format": "int32", "minimum": -(2**31)}
@@ -216,8 +227,10 @@ def openapi_document(
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version},
         "paths": paths,
+        "security": _SECURITY,
         "components": {
-            "schemas": {"Error": _ERROR_SCHEMA, "TriggerInput": _TRIGGER_INPUT, **builder.schemas}
+            "schemas": {"Error": _ERROR_SCHEMA, "TriggerInput": _TRIGGER_INPUT, **builder.schemas},
+            "securitySchemes": _SECURITY_SCHEMES,
         },
     }
 
@@ -271,6 +284,8 @@ class _Builder:
                 "default": _error("Error"),
             },
         }
+        if method.name == "Health":
+            operation["security"] = []  # never needs the token
         if rule.body:
             required = REQUIRED_BODIES.get(method.name)
             body_schema: Schema
