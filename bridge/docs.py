@@ -136,11 +136,13 @@ PAGE_SCRIPT: Final = b"""\
       deepLinking: true,
       presets: [SwaggerUIBundle.presets.apis],
       layout: "BaseLayout",
-      validatorUrl: null,
+      validatorUrl: null, // its default is a badge from the internet
+      onComplete: function () {
+        if (token) {
+          ui.preauthorizeApiKey("@BEARER_SCHEME@", token);
+        }
+      },
     });
-    if (token) {
-      ui.preauthorizeApiKey("@BEARER_SCHEME@", token);
-    }
   }
 
   function load(token) {

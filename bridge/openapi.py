@@ -9,7 +9,8 @@ nullable, `Struct` as an object and `Value` as any JSON. Streaming RPCs answer N
 What the descriptors cannot say, the gateway's own checks, is stated from two tables here
 (`FIELD_CONSTRAINTS`, `REQUIRED_BODIES`), so that a schema-valid request is one the gateway
 accepts; every operation also lists the errors the bridge itself answers (401, 413, 415, 421,
-431) besides 400.
+431) besides 400. The API token is the `bearer` security scheme (what Swagger UI's "Authorize"
+at /docs sends; bridge/docs.py).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from bridge.bindings import bindings_from_service, service_descriptor
+from bridge.docs import DOCS_PATH
 from codex_gateway.v1 import status_pb2 as pb
 from gateway import settings
 from gateway.automation.scheduler import Scheduler
@@ -192,6 +193,7 @@ def endpoints() -> dict[str, Any]:
     return {
         "health": pick("Health")["path"],
         "status": pick("GetStatus")["path"],
+        "docs": DOCS_PATH,  # the REST bridge's API documentation (no RPC)
         "completion": pick("Complete"),
         "completion_stream": pick("StreamCompletion"),
         "sessions": {

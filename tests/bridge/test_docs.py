@@ -409,5 +409,6 @@ async def test_the_page_is_public_and_the_document_needs_the_token(
             assert served.status_code == 200, document_url
             assert BEARER_SCHEME in served.json()["components"]["securitySchemes"]
         # Try-it-out sends what "Authorize" holds: the bearer token, on the same origin.
-        status = await client.get("/status", headers={"Authorization": "Bearer tok"})
-        assert status.status_code == 200
+        info = await client.get("/", headers={"Authorization": "Bearer tok"})
+        assert info.status_code == 200
+        assert info.json()["endpoints"]["docs"] == "/docs"
