@@ -26,7 +26,7 @@ from bench.collector import Collector
 from bridge import tracing as otel
 from codex_gateway.v1 import runs_pb2, sessions_pb2, status_pb2
 from gateway.config import Config, WebhookConfig
-from tests.fakes import CODEX_BIN
+from tests.fakes import AGENTS_DIR, CODEX_BIN
 from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import running_bridge, running_gateway, start_gateway_process
 
@@ -183,6 +183,23 @@ async def test_a_gateway_without_tracing_records_nothing_even_in_a_traced_proces
     assert "trace_id" not in payload and "traceparent" not in hook.accepted()[0].headers
     spans.force_flush()
     assert _exporter.get_finished_spans() == ()
+
+
+async def test_the_agent_gets_the_attempts_traceparent_only_when_tracing_is_on(
+    config_for: Callable[..., Config],
+) -> None:
+    """codex continues the trace in its own export (its `[otel]` config) from TRACEPARENT."""
+    spans = provider()
+    request = runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="env"))
+    metadata = (("traceparent", TRACEPARENT),)
+    agent = AGENTS_DIR / "env_agent.py"
+    async with running_gateway(config_for(codex_bin=agent, tracing=SETTINGS)) as gw:
+        traced = json.loads((await gw.stub.Complete(request, metadata=metadata)).result.output)
+    async with running_gateway(config_for(codex_bin=agent)) as gw:
+        plain = json.loads((await gw.stub.Complete(request, metadata=metadata)).result.output)
+    (attempt,) = named(finished(spans, CLIENT_TRACE), "attempt")
+    assert traced["TRACEPARENT"] == f"00-{CLIENT_TRACE}-{span_id(attempt)}-01"
+    assert "TRACEPARENT" not in plain and "OTEL_EXPORTER_OTLP_ENDPOINT" not in traced
 
 
 def test_without_the_variables_no_provider_is_installed(tmp_path: Path) -> None:
