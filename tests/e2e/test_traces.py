@@ -300,3 +300,28 @@ async def test_an_rpc_without_a_callers_context_starts_a_trace_of_its_own(
     spans.force_flush()
     (info,) = [s for s in _exporter.get_finished_spans() if s.name.endswith("/GetInfo")]
     assert info.parent is None and info.kind is trace.SpanKind.SERVER
+
+
+async def test_a_streamed_completion_is_one_trace_too(config_for: Callable[..., Config]) -> None:
+    """Server streaming through the interceptor: the stream arrives whole, in the client's trace."""
+    spans = provider()
+    async with (
+        running_gateway(config_for(tracing=SETTINGS)) as gw,
+        running_bridge(gw.target, tracing=True) as url,
+        httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as client,
+        client.stream(
+            "POST",
+            "/completion/stream",
+            json={"prompt": "[[reply:done]] go"},
+            headers={"traceparent": TRACEPARENT, "content-type": "application/json"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = [json.loads(line) async for line in response.aiter_lines() if line]
+    assert next(iter(lines[-1]["result"])) == "completed"
+    in_trace = finished(spans, CLIENT_TRACE)
+    (request,) = named(in_trace, "POST StreamCompletion")
+    (rpc,) = [s for s in in_trace if s.name.endswith("/StreamCompletion")]
+    (run,) = named(in_trace, "run")
+    assert parent_id(request) == CLIENT_SPAN
+    assert parent_id(rpc) == span_id(request) and parent_id(run) == span_id(rpc)
