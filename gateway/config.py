@@ -18,9 +18,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from bridge.tracing import TracingSettings
 from gateway.agent import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 
@@ -28,6 +27,9 @@ from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 from gateway.settings import DEFAULT_MAX_ANSWER_BYTES as DEFAULT_MAX_ANSWER_BYTES
 from gateway.settings import DEFAULT_REQUEST_ENV_ALLOW as DEFAULT_REQUEST_ENV_ALLOW
 from gateway.settings import SECRET_VARIABLES as SECRET_VARIABLES
+
+if TYPE_CHECKING:
+    from bridge.tracing import TracingSettings
 
 # CODEX_GATEWAY_LOG_LEVEL 0..3.
 _LOGGING_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -330,6 +332,10 @@ def _tracing(env: _Env) -> TracingSettings | None:
     service_name = env.text("OTEL_SERVICE_NAME") or "codex-gateway"
     if endpoint is None and traces_endpoint is None:
         return None
+    # Imported here: only tracing needs OpenTelemetry (the configuration is also read by tools
+    # that run without the gateway's dependencies).
+    from bridge.tracing import TracingSettings
+
     try:
         return TracingSettings(endpoint, traces_endpoint, service_name)
     except ValueError as exc:
