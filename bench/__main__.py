@@ -36,6 +36,7 @@ from bench import (
     search,
     sessions,
     tail,
+    tracing,
 )
 from bench.results import Result, failed, table
 from bench.sizes import Context, sizes_for
@@ -47,6 +48,7 @@ Benchmark = Callable[[Context], Awaitable[list[Result]]]
 BENCHMARKS: dict[str, Benchmark] = {
     "overhead": completion.overhead,
     "throughput": completion.load,  # also the gateway's idle and peak RSS
+    "tracing": tracing.tracing_overhead,  # tracing exporting to a local collector vs off
     "codex-memory": memory.codex_memory,
     "sessions": sessions.session_store,  # startup, listing and detail throughput at 10k
     "history": sessions.session_history,  # prompt latency with 1,500 runs behind it

@@ -18,6 +18,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from . import tracing as otel
 from .app import DEFAULT_MAX_BODY_BYTES, serve_bridge
 from .connections import (
     DEFAULT_HEADER_TIMEOUT_S,
@@ -74,20 +75,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        # The standard OpenTelemetry variables (the gateway passes its own on): bridge/tracing.py.
+        tracing = otel.TracingSettings.from_environ(os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
-    asyncio.run(
-        _run(
-            args.upstream,
-            args.host,
-            args.port,
-            sock,
-            args.supervised,
-            max_body_bytes=args.max_body_bytes,
-            limits=limits,
-            check_host=not args.no_host_check,
-            allowed_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
+    bridge_name = None if tracing is None else tracing.service_name + otel.BRIDGE_SUFFIX
+    provider = otel.install(tracing, service_name=bridge_name)
+    try:
+        asyncio.run(
+            _run(
+                args.upstream,
+                args.host,
+                args.port,
+                sock,
+                args.supervised,
+                max_body_bytes=args.max_body_bytes,
+                limits=limits,
+                check_host=not args.no_host_check,
+                allowed_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
+                tracing=tracing is not None,
+            )
         )
-    )
+    finally:
+        otel.shutdown(provider)
 
 
 async def _run(
@@ -101,6 +113,7 @@ async def _run(
     limits: ConnectionLimits,
     check_host: bool,
     allowed_hosts: list[str],
+    tracing: bool,
 ) -> None:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,6 +144,7 @@ async def _run(
         limits=limits,
         check_host=check_host,
         allowed_hosts=allowed_hosts,
+        tracing=tracing,
     )
 
 

@@ -42,6 +42,7 @@ from .listener import bind_listener
 from .openapi import openapi_document
 from .responses import encode_json, json_response
 from .routes import FallbackRoute, TemplateRoute
+from .tracing import RequestSpans
 from .transcode import parse_query
 from .upstream import Upstream, forwarded_metadata
 
@@ -62,16 +63,19 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     channel: grpc.aio.Channel | None = None,
     host_policy: HostPolicy | None = None,
+    tracing: bool = False,
 ) -> FastAPI:
     """The REST bridge in front of the gRPC gateway at `upstream` ("host:port").
 
     The channel is created in the running loop at startup (or at the first request when the
     app runs without lifespan events) and closed at shutdown; a given `channel` is used as is
-    and left open. `host_policy` (default: any host) is enforced by a `RequestGuard`.
+    and left open. `host_policy` (default: any host) is enforced by a `RequestGuard`. With
+    `tracing` (an SDK provider installed: bridge/tracing.py) every request gets a span whose
+    context goes on to the gateway with the call.
     """
     if max_body_bytes < 0:
         raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
-    client = Upstream(upstream, channel)
+    client = Upstream(upstream, channel, tracing=tracing)
     service = service_descriptor()
     bindings = bindings_from_service(service)
     routes = [
@@ -112,10 +116,15 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry layer would add a second span per request (and metrics
+        # and log records) to whatever provider the process has: RequestSpans is the bridge's.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.routes.extend([*routes, FallbackRoute(routes)])
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(RequestGuard, policy=host_policy or HostPolicy(None))
+    if tracing:  # outermost: the span covers a refusal by the guard too
+        app.add_middleware(RequestSpans)
     return app
 
 
@@ -189,6 +198,7 @@ async def serve_bridge(
     limits: ConnectionLimits | None = None,
     check_host: bool = True,
     allowed_hosts: Iterable[str] = (),
+    tracing: bool = False,
 ) -> None:
     """Serve the bridge on `host:port` (0 picks a port), or on the listening `sock` given
     (host and port are then ignored), until `shutdown` is set.
@@ -196,11 +206,11 @@ async def serve_bridge(
     `ready` is called with the bound port once the server accepts connections. The socket is
     bound here, so a port in use raises OSError instead of uvicorn's exit. With `check_host`,
     only requests for the bound address, a loopback name or one of `allowed_hosts` (`*`: any)
-    are served (bridge/guard.py).
+    are served (bridge/guard.py). `tracing`: see `create_app`.
     """
     sock = sock if sock is not None else bind_listener(host, port)
     policy = HostPolicy.of(check=check_host, bound=str(sock.getsockname()[0]), extra=allowed_hosts)
-    app = create_app(upstream, max_body_bytes=max_body_bytes, host_policy=policy)
+    app = create_app(upstream, max_body_bytes=max_body_bytes, host_policy=policy, tracing=tracing)
     limits = limits or ConnectionLimits()
     log = RateLimitedLog(logger)
     config = uvicorn.Config(

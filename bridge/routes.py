@@ -57,6 +57,7 @@ class TemplateRoute(BaseRoute):
         return Match.FULL, {PATH_PARAMS_SCOPE_KEY: params}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self  # as Starlette's router does; names the request's span (tracing)
         await self.endpoint(scope, receive, send)
 
     def __repr__(self) -> str:

@@ -27,6 +27,7 @@ from tenacity import (
 
 from .bindings import Binding
 from .errors import InvalidRequest
+from .tracing import with_trace_context
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,12 @@ class OpenedStream:
 class Upstream:
     """The channel to the gateway (created inside the running loop) and the calls made on it."""
 
-    def __init__(self, target: str, channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(
+        self, target: str, channel: grpc.aio.Channel | None = None, *, tracing: bool = False
+    ) -> None:
         self.target = target
+        # Calls carry the current span's W3C trace context (bridge/tracing.py) in their metadata.
+        self._tracing = tracing
         self._channel = channel
         self._stream_channel = channel
         self._owns_channel = channel is None
@@ -142,6 +147,8 @@ class Upstream:
             self._channel = self._stream_channel = None
 
     async def unary(self, binding: Binding, request: Message, metadata: Metadata) -> Message:
+        if self._tracing:
+            metadata = with_trace_context(metadata)
         multicallable = self.open().unary_unary(
             binding.rpc_path,
             request_serializer=binding.request_class.SerializeToString,
@@ -162,6 +169,8 @@ class Upstream:
         An error that arrives in that window is raised (and, for idempotent bindings, an
         UNAVAILABLE one retried), so it can still be answered with its own HTTP status.
         """
+        if self._tracing:
+            metadata = with_trace_context(metadata)
         multicallable = self.open(streaming=True).unary_stream(
             binding.rpc_path,
             request_serializer=binding.request_class.SerializeToString,

@@ -47,17 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change otherwise
-    if command == "bridge":
-        return asyncio.run(_bridge(config, args.upstream))
-    _warn_about_agent_user_access(config)
-    from gateway.server import serve
+    from bridge import tracing
 
+    # Traces (OTEL_EXPORTER_OTLP_ENDPOINT): an SDK provider for this process, flushed at exit.
+    provider = tracing.install(config.tracing)
     try:
-        asyncio.run(serve(config, with_bridge=command == "serve"))
-    except StartupError as exc:
-        print(f"codex-gateway: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        if command == "bridge":
+            return asyncio.run(_bridge(config, args.upstream))
+        _warn_about_agent_user_access(config)
+        from gateway.server import serve
+
+        try:
+            asyncio.run(serve(config, with_bridge=command == "serve"))
+        except StartupError as exc:
+            print(f"codex-gateway: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    finally:
+        tracing.shutdown(provider)
 
 
 def _check_agent_user_switch(config: Config) -> None:
@@ -133,6 +140,7 @@ async def _bridge(config: Config, upstream: str) -> int:
         ),
         check_host=guards.check_host(config.api_token),
         allowed_hosts=guards.allowed_hosts,
+        tracing=config.tracing is not None,
     )
     return 0
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from bridge.listener import READY_LINE_PREFIX
+from bridge.tracing import TracingSettings
 from gateway.config import SECRET_VARIABLES, BridgeConfig, StartupError
 from gateway.handover import HANDOVER_VARIABLE
 
@@ -52,6 +53,7 @@ class BridgeProcess:
         log_level: int,
         guards: BridgeConfig | None = None,
         check_host: bool = True,
+        tracing: TracingSettings | None = None,
     ) -> None:
         self.upstream = upstream
         self.sock = sock
@@ -59,6 +61,7 @@ class BridgeProcess:
         self.log_level = log_level
         self.guards = guards or BridgeConfig()
         self.check_host = check_host
+        self.tracing = tracing
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pid: int | None = None
 
@@ -94,8 +97,12 @@ class BridgeProcess:
                     pass_fds=(self.sock.fileno(),),
                     # Nothing secret in its environment block (nor in its argv, above): the
                     # bridge needs none, and /proc/<pid>/environ is readable by its uid. Only
-                    # what it needs to start (BRIDGE_ENV_NAMES) is passed.
-                    env=_bridge_environment(),
+                    # what it needs to start (BRIDGE_ENV_NAMES) is passed, and the tracing
+                    # variables as the gateway's Config has them (bridge/tracing.py).
+                    env={
+                        **_bridge_environment(),
+                        **(self.tracing.environment() if self.tracing else {}),
+                    },
                     # Out of the terminal's process group: Ctrl-C is the gateway's to handle.
                     # (A session of its own is also a scheduling group of its own, with the
                     # weight of the gateway's: the two are not one share between them.)

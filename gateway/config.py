@@ -18,7 +18,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from gateway.agent import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
@@ -27,6 +27,9 @@ from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 from gateway.settings import DEFAULT_MAX_ANSWER_BYTES as DEFAULT_MAX_ANSWER_BYTES
 from gateway.settings import DEFAULT_REQUEST_ENV_ALLOW as DEFAULT_REQUEST_ENV_ALLOW
 from gateway.settings import SECRET_VARIABLES as SECRET_VARIABLES
+
+if TYPE_CHECKING:
+    from bridge.tracing import TracingSettings
 
 # CODEX_GATEWAY_LOG_LEVEL 0..3.
 _LOGGING_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -219,6 +222,8 @@ class Config:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     # None: the embedded file mode.
     cluster: ClusterConfig | None = None
+    # None: tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT): no SDK, no exporter, no spans.
+    tracing: TracingSettings | None = None
     # The values as set of the variables GET / shows so: the reference's "env" block echoes
     # some, and a few have no effective value of their own (gateway/settings.py, RAW).
     raw_env: Mapping[str, str] = field(default_factory=dict)
@@ -316,8 +321,25 @@ class Config:
             agent_user=agent_user,
             bridge=_bridge(env),
             cluster=_cluster(env, bind, grpc_port),
+            tracing=_tracing(env),
             raw_env={name: env.raw(name) for name in RAW},
         )
+
+
+def _tracing(env: _Env) -> TracingSettings | None:
+    endpoint = env.text("OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces_endpoint = env.text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    service_name = env.text("OTEL_SERVICE_NAME") or "codex-gateway"
+    if endpoint is None and traces_endpoint is None:
+        return None
+    # Imported here: only tracing needs OpenTelemetry (the configuration is also read by tools
+    # that run without the gateway's dependencies).
+    from bridge.tracing import TracingSettings
+
+    try:
+        return TracingSettings(endpoint, traces_endpoint, service_name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")

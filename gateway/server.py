@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from gateway import tracing
 from gateway.agent import codex
 from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.api.forward import HERE, ClusterPlacement, Placement
@@ -120,7 +121,7 @@ class Gateway:
                 signals=node.signals,
                 replicas=node.replicas,
             )
-        webhooks = WebhookSender(config.webhook, outbox)
+        webhooks = WebhookSender(config.webhook, outbox, tracer=tracing.tracer(config))
         access = SecureAccess(config.secure_token)
         runner = Runner(
             config,
@@ -315,6 +316,8 @@ async def start_grpc(
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]  # stubs only
         MetadataGuard(_OPEN_METHODS)  # first: an oversized token is a 400, not a 401
     ]
+    if config.tracing is not None:  # a span per RPC, continuing the caller's trace
+        interceptors.insert(0, tracing.server_interceptor())
     if gateway.token_check is not None:
         interceptors.append(gateway.token_check)
     interceptors.append(ServicerGuard())  # after the token check: a 401 stays a 401
@@ -465,6 +468,7 @@ async def serve(
                     log_level=config.logging_level,
                     guards=config.bridge,
                     check_host=config.bridge.check_host(config.api_token),
+                    tracing=config.tracing,
                 )
                 gateway.reporter.bridge_pid = lambda: bridge.pid
                 group.create_task(bridge.run(bridge_stop))

@@ -308,6 +308,22 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1000,
         maximum=3_600_000,
     ),
+    # Traces (bridge/tracing.py, gateway/tracing.py): the standard OpenTelemetry variables.
+    _text(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        NONE,
+        lambda c: (c.tracing.endpoint or "") if c.tracing else "",
+    ),
+    _text(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        NONE,
+        lambda c: c.tracing.traces_url if c.tracing else "",
+    ),
+    _text(
+        "OTEL_SERVICE_NAME",
+        "`codex-gateway`",
+        lambda c: c.tracing.service_name if c.tracing else "codex-gateway",
+    ),
     _secret("SESSION_WEBHOOK_URL", lambda c: c.webhook.url),
     _integer("SESSION_WEBHOOK_TIMEOUT_MS", 5000, lambda c: c.webhook.timeout_ms, minimum=1),
     _secret("SESSION_WEBHOOK_AUTH_BEARER", lambda c: c.webhook.auth_bearer),

@@ -54,8 +54,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from opentelemetry import trace
 from tenacity import RetryCallState, wait_random_exponential
 
+from gateway import tracing
 from gateway.agent.events import Usage
 from gateway.automation.outbox import FAILED_DIR, Delivery, DirectoryOutbox, Outbox, Unreadable
 from gateway.automation.outbox import encode as _encode
@@ -108,8 +110,11 @@ class WebhookSender:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         concurrency: int = CONCURRENCY,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._config = config
+        # A span per delivery attempt, in the run's trace (a no-op tracer: traces off).
+        self._tracer = tracer or trace.NoOpTracer()
         self._outbox = outbox if isinstance(outbox, Outbox) else DirectoryOutbox(outbox)
         self._outbox.wake = self._wake_loop
         self._transport = transport
@@ -261,7 +266,16 @@ class WebhookSender:
             if delivery.attempts >= self._config.max_attempts:
                 # The last attempt was cut short by a stop; it may well have arrived.
                 raise _Permanent("no attempts left after a restart")
-            await self._attempt(client, delivery, _encode(payload))
+            with self._tracer.start_as_current_span(
+                "webhook delivery",
+                context=tracing.linked_context(payload.get("trace_id"), payload.get("span_id")),
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "codex_gateway.delivery_id": delivery.id,
+                    tracing.ATTEMPT: delivery.attempts + 1,
+                },
+            ):
+                await self._attempt(client, delivery, _encode(payload))
         except _Retryable as exc:
             if delivery.attempts >= self._config.max_attempts:
                 await self._fail(delivery, str(exc))
@@ -320,6 +334,7 @@ class WebhookSender:
         if self._config.auth_bearer:
             headers["Authorization"] = f"Bearer {self._config.auth_bearer}"
         headers.update(self._config.headers)
+        headers.update(tracing.w3c_headers())  # the attempt's span (traces on), W3C style
         # Set last: these carry the delivery protocol and must not be overridden by config.
         headers["Idempotency-Key"] = delivery.id
         headers["X-Codex-Gateway-Delivery"] = delivery.id
@@ -376,6 +391,10 @@ def finished_payload(run: Run) -> dict[str, Any]:
         # What the run changed, in sum (GET /sessions/:id/changes?run_id= lists it).
         "changes": record.changes,
     }
+    if record.trace_id is not None:  # traces on: the run's trace, and its span (to parent
+        # deliveries under it, and for a receiver to continue)
+        payload["trace_id"] = record.trace_id
+        payload["span_id"] = tracing.span_id()
     if session.forked_from is not None:  # a fork's session names its parent
         payload["forked_from"] = session.forked_from.as_dict()
     return payload

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
+from gateway import tracing
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
@@ -86,6 +87,7 @@ class Runner:
         self._tasks: set[asyncio.Task[RunResult]] = set()
         self._closing = False
         self.changes = ChangeTracker(config)
+        self._tracer = tracing.tracer(config)  # a no-op one when tracing is off
 
     @property
     def running(self) -> int:
@@ -107,7 +109,12 @@ class Runner:
         if self._closing:
             raise ShuttingDown
         prepared = self._admission.prepare(request)
-        task = asyncio.create_task(self._run(prepared, wait_for_slot, on_event, on_started))
+        span, span_context = tracing.task_span(self._tracer, "run")
+        task = asyncio.create_task(
+            self._run(prepared, wait_for_slot, on_event, on_started), context=span_context
+        )
+        if span_context is not None:
+            task.add_done_callback(lambda done: tracing.end_task_span(span, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_settled)
@@ -121,7 +128,10 @@ class Runner:
         on_started: StartedSink | None,
     ) -> RunResult:
         run_id = str(uuid.uuid4())  # first: the slot is taken for it
-        async with self._slots.slot(run_id, wait=wait_for_slot), AsyncExitStack() as parent_hold:
+        slot = self._slots.slot(run_id, wait=wait_for_slot)
+        if self._config.tracing is not None:
+            slot = tracing.entered_within(self._tracer, "slot wait", slot)
+        async with slot, AsyncExitStack() as parent_hold:
             if self._closing:
                 raise ShuttingDown
             if prepared.parent is not None:
@@ -175,6 +185,8 @@ class Runner:
     async def _run_in_session(self, run: Run) -> RunResult:
         run.begin()
         session = run.session
+        if self._config.tracing is not None:  # the run's span (Runner.run) is current here
+            run.record.trace_id = tracing.name_run(run.id, session.id)
         self._active[session.id] = run
         try:
             await run.open_log(self._feed)
@@ -261,7 +273,9 @@ class Runner:
         deadline = loop.time() + run.prepared.timeout_ms / 1000
         if self._config.max_retries == 0:  # the common case needs no retry machinery
             run.record.attempts = 1
-            return await self._conformed(run, await self._attempt(run, deadline), deadline)
+            with self._tracer.start_as_current_span("attempt", attributes={tracing.ATTEMPT: 1}):
+                outcome = await self._attempt(run, deadline)
+            return await self._conformed(run, outcome, deadline)
 
         class _BudgetSpent(stop_base):
             def __call__(self, state: RetryCallState) -> bool:
@@ -279,7 +293,10 @@ class Runner:
             with attempt:
                 number = attempt.retry_state.attempt_number
                 run.record.attempts = number
-                outcome = await self._attempt(run, deadline)
+                with self._tracer.start_as_current_span(
+                    "attempt", attributes={tracing.ATTEMPT: number}
+                ):
+                    outcome = await self._attempt(run, deadline)
                 if (
                     self._config.retry_on_empty
                     and outcome.is_empty
@@ -354,7 +371,9 @@ class Runner:
                 fork_thread=run.fork_thread if thread is None else None,
                 prompt=bool(prepared.messages) or prompt_text is not None,
             ),
-            env=child_environment(self._config.child_env, prepared.env),
+            env=child_environment(self._config.child_env, prepared.env)
+            # codex continues the attempt's trace in its own export when configured so
+            | (tracing.agent_environment() if self._config.tracing is not None else {}),
             cwd=prepared.workspace,
             stdin_text=prompt_text or prepared.prompt_text,
             max_line_bytes=self._config.max_line_bytes,
@@ -364,7 +383,8 @@ class Runner:
             roots=(*self._config.workspace_roots, self._config.default_workspace),
             user=self._config.agent_user,
         )
-        await agent.start()
+        with self._tracer.start_as_current_span("agent spawn"):
+            await agent.start()
         if outcome is None:
             outcome = RunOutcome()
         started: str | None = None  # the thread this process reported

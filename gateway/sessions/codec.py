@@ -129,6 +129,7 @@ _RUN_KEYS = (
     _Key("last_seq", _number_or_none, optional=True),
     _Key("changes", _object_or_none, optional=True),
     _Key("changes_snapshot", _object_or_none, optional=True),
+    _Key("trace_id", _text_or_none, optional=True),
 )
 """A run record's keys, in the order a new record writes them (the field names are theirs)."""
 

@@ -96,6 +96,8 @@ class RunRecord:
     """What the run changed, in sum (gateway/changes/): source, files, additions, deletions."""
     changes_snapshot: JsonObject | None = None
     """git: the snapshot before the run (tree, commit, ...) and, once it ended, `after`."""
+    trace_id: str | None = None
+    """The run's OpenTelemetry trace id (gateway/tracing.py), when traces are on."""
     stored: JsonObject | None = field(default=None, repr=False)
     """The JSON object as last read or written; None for a record not written yet."""
 
