@@ -50,6 +50,7 @@ class BridgeProcess:
         *,
         max_body_bytes: int,
         log_level: int,
+        log_format: str = "text",
         guards: BridgeConfig | None = None,
         check_host: bool = True,
     ) -> None:
@@ -57,6 +58,7 @@ class BridgeProcess:
         self.sock = sock
         self.max_body_bytes = max_body_bytes
         self.log_level = log_level
+        self.log_format = log_format
         self.guards = guards or BridgeConfig()
         self.check_host = check_host
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -73,6 +75,7 @@ class BridgeProcess:
             *("--fd", str(self.sock.fileno())),
             *("--max-body-bytes", str(self.max_body_bytes)),
             *("--log-level", logging.getLevelName(self.log_level)),
+            *("--log-format", self.log_format),
             *bridge_guard_args(self.guards, check_host=self.check_host),
         ]
 

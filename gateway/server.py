@@ -28,6 +28,7 @@ from gateway.agent import codex
 from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.api.forward import HERE, ClusterPlacement, Placement
 from gateway.api.relay import RelayServicer
+from gateway.api.requestid import RequestIds
 from gateway.api.service import GatewayServicer
 from gateway.api.status import StatusReporter
 from gateway.automation.ledger import FireLedger
@@ -313,7 +314,8 @@ async def start_grpc(
     port is bound, before anything is served; if it raises, nothing is left bound."""
     config = gateway.config
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]  # stubs only
-        MetadataGuard(_OPEN_METHODS)  # first: an oversized token is a 400, not a 401
+        RequestIds(),  # first: every answer, a refusal too, carries the call's request id
+        MetadataGuard(_OPEN_METHODS),  # then: an oversized token is a 400, not a 401
     ]
     if gateway.token_check is not None:
         interceptors.append(gateway.token_check)
@@ -463,6 +465,7 @@ async def serve(
                     rest_socket,
                     max_body_bytes=config.max_body_bytes,
                     log_level=config.logging_level,
+                    log_format=config.log_format,
                     guards=config.bridge,
                     check_host=config.bridge.check_host(config.api_token),
                 )

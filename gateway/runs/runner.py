@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
+from bridge.logformat import bind
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
@@ -121,6 +122,8 @@ class Runner:
         on_started: StartedSink | None,
     ) -> RunResult:
         run_id = str(uuid.uuid4())  # first: the slot is taken for it
+        # This task's log lines, and those of every task it starts, name the run.
+        bind(run_id=run_id, session_id=prepared.target.id if prepared.target else None)
         async with self._slots.slot(run_id, wait=wait_for_slot), AsyncExitStack() as parent_hold:
             if self._closing:
                 raise ShuttingDown
@@ -138,6 +141,7 @@ class Runner:
                     workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
                 )
+                bind(session_id=session.id)
             claimed = False
             try:
                 async with self._store.exclusive(session, run_id):
