@@ -188,6 +188,9 @@ class Runner:
             self._finish(run)
             raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
         run.record.first_seq = run.log.start()
+        log.info(
+            "run %s started (%s) in session %s", run.id, run.prepared.request.source, session.id
+        )
         if run.on_started is not None:
             run.on_started(session, run.id, run.record.first_seq)
         try:
@@ -225,6 +228,7 @@ class Runner:
             run.log.close()
             self._finish(run)
             self._announce(run)
+            log.info("run %s ended: %s", run.id, run.status)
         return run.result()
 
     async def _record_changes(self, run: Run) -> None:
