@@ -83,6 +83,8 @@ _RESERVED_KEYS: Final = frozenset(
         "reason",
         "http_status",
         "violations",
+        # The bridge's own id (send_error), the one the gateway was given for the request.
+        "request_id",
         *(k for k, _, _ in _VIOLATION_KEYS.values()),
     }
 )
