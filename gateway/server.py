@@ -29,7 +29,7 @@ from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, Service
 from gateway.api.forward import HERE, ClusterPlacement, Placement
 from gateway.api.relay import RelayServicer
 from gateway.api.requestid import RequestIds
-from gateway.api.service import GatewayServicer
+from gateway.api.service import GatewayServicer, abort
 from gateway.api.status import StatusReporter
 from gateway.automation.ledger import FireLedger
 from gateway.automation.outbox import DirectoryOutbox, Outbox
@@ -47,6 +47,7 @@ from gateway.cluster.slots import ClusterSlots
 from gateway.cluster.store import LOST_ERROR, ClusterSessionStore
 from gateway.cluster.triggers import cluster_triggers
 from gateway.config import Config, ConfigError, StartupError
+from gateway.errors import Unauthenticated
 from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
 from gateway.runs.runner import Runner
@@ -284,16 +285,13 @@ _CLUSTER_DENIED = f"Missing or invalid cluster token ({CLUSTER_TOKEN_KEY})"
 def _answer_denied(
     handler: grpc.RpcMethodHandler[Any, Any], message: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    return answering(
-        handler, lambda context: context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-    )
+    return answering(handler, lambda context: abort(context, Unauthenticated(message)))
 
 
 def _denied(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     message = "Missing or invalid API token (Authorization: Bearer <token>)"
-    return answering(
-        handler, lambda context: context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-    )
+    # Through the boundary's abort: ErrorInfo (with the request id) as every other error.
+    return answering(handler, lambda context: abort(context, Unauthenticated(message)))
 
 
 @dataclass

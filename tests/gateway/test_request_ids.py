@@ -116,6 +116,7 @@ async def test_a_refused_token_still_names_its_request(
             )
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert _metadata(raised.value.trailing_metadata())["x-request-id"] == "no-token"
+        assert _error_info(raised.value).metadata["request_id"] == "no-token"
 
 
 async def test_a_stream_names_its_request_in_its_initial_metadata(config: Config) -> None:
