@@ -150,11 +150,17 @@ async def test_the_home_error_comes_back_as_it_was(pair: Pair) -> None:
     errors = []
     for stub in (pair.alpha.stub, pair.beta.stub):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            [m async for m in stub.TailSession(request)]
+            [m async for m in stub.TailSession(request, metadata=(("x-request-id", "same-1"),))]
         errors.append(caught.value)
     assert {e.code() for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}
     assert errors[0].details() == errors[1].details()
     assert _reason(errors[0]) == _reason(errors[1])
+    assert _reason(errors[1])[1]["request_id"] == "same-1"  # the home was given the call's id
+    # A call without one: the id beta chose is the one alpha answered with.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [m async for m in pair.beta.stub.TailSession(request)]
+    chosen = dict(caught.value.trailing_metadata() or ())["x-request-id"]
+    assert _reason(caught.value)[1]["request_id"] == chosen
     response = await pair.rest.get(
         f"/sessions/{result.session_id}/tail", params={"after_seq": 10**9}
     )
