@@ -19,8 +19,6 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
-from opentelemetry import trace
-
 LOG_FORMATS: Final = ("text", "json")
 HUMAN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_KEYS: Final = ("request_id", "session_id", "run_id")
@@ -56,6 +54,12 @@ def log_context() -> Mapping[str, str]:
 
 def current_trace_id() -> str | None:
     """The current OpenTelemetry trace id (32 hex digits), None outside a recorded span."""
+    # Imported here: gateway/config.py imports this module, and must import with nothing but
+    # the standard library (a startup check runs it under the system's python as another user).
+    try:
+        from opentelemetry import trace
+    except ImportError:  # pragma: no cover  # installed with the gateway
+        return None
     span_context = trace.get_current_span().get_span_context()
     return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
 
