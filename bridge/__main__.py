@@ -29,6 +29,7 @@ from .connections import (
     ConnectionLimits,
 )
 from .listener import READY_LINE_PREFIX
+from .logformat import LOG_FORMATS, configure_logging
 
 logger = logging.getLogger("bridge")
 
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, help="serve on this inherited listening socket")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--log-level", default="INFO", choices=logging.getLevelNamesMapping())
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS)
     parser.add_argument(
         "--allowed-hosts",
         default="",
@@ -62,9 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--supervised", action="store_true", help="run under codex-gateway serve (see above)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(logging.getLevelNamesMapping()[args.log_level], args.log_format)
     try:
         limits = ConnectionLimits(
             header_timeout_s=args.header_timeout_ms / 1000,

@@ -36,10 +36,11 @@ from .docs import (
     static_endpoint,
 )
 from .endpoint import BindingEndpoint
-from .errors import BridgeError, ErrorResponse, send_error
+from .errors import BridgeError, ErrorResponse, send_error, with_request_id
 from .guard import HostPolicy, RequestGuard
 from .listener import bind_listener
 from .openapi import openapi_document
+from .requestid import REQUEST_ID_HEADER, RequestIds, request_id_from
 from .responses import encode_json, json_response
 from .routes import FallbackRoute, TemplateRoute
 from .tracing import RequestSpans
@@ -123,8 +124,10 @@ def create_app(
     app.router.routes.extend([*routes, FallbackRoute(routes)])
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(RequestGuard, policy=host_policy or HostPolicy(None))
-    if tracing:  # outermost: the span covers a refusal by the guard too
+    if tracing:  # around the guard: the span covers its refusals too
         app.add_middleware(RequestSpans)
+    # Last added, outermost: every answer (a refusal, a span's) carries the request's id.
+    app.add_middleware(RequestIds)
     return app
 
 
@@ -179,11 +182,17 @@ def _authorized_static(
     return endpoint
 
 
-async def _internal_error(_: Request, exc: Exception) -> Response:
-    """The last resort: an exception no endpoint handled (each handles its own)."""
-    logger.error("unhandled exception in the bridge", exc_info=exc)
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """The last resort: an exception no endpoint handled (each handles its own). It runs
+    outside `RequestIds`, which left the request's id in its headers."""
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    logger.error("unhandled exception in the bridge (request %s)", request_id, exc_info=exc)
     error = ErrorResponse.internal()
-    return json_response(error.status, error.body)
+    return json_response(
+        error.status,
+        with_request_id(error.body, request_id),
+        {REQUEST_ID_HEADER: request_id},
+    )
 
 
 async def serve_bridge(

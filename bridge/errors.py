@@ -15,7 +15,8 @@ Bodies follow CONTRACT.md: `{"error": "<message>", "code": "<STATUS_NAME>", ...e
 extras are the `metadata` of every `google.rpc.ErrorInfo` in the status details (decimal integers
 as JSON numbers) plus its `reason`, and the violations of a `google.rpc.PreconditionFailure` as
 lists (`_VIOLATION_KEYS`); a `google.rpc.RetryInfo` (or a `retry_after` entry) becomes a
-`Retry-After` header.
+`Retry-After` header. Every body sent also carries the request's id, `request_id`
+(bridge/requestid.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from starlette.types import Receive, Scope, Send
 
+from .requestid import current_request_id
 from .responses import json_response
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ _RESERVED_KEYS: Final = frozenset(
         "reason",
         "http_status",
         "violations",
+        # The bridge's own id (send_error), the one the gateway was given for the request.
+        "request_id",
         *(k for k, _, _ in _VIOLATION_KEYS.values()),
     }
 )
@@ -210,7 +214,7 @@ class ErrorResponse:
         payload = dict(self.body)
         payload.setdefault("code", "INTERNAL" if self.status >= 500 else "UNKNOWN")
         payload["http_status"] = self.status
-        return payload
+        return with_request_id(payload)
 
 
 def http_status_for(code: grpc.StatusCode) -> int:
@@ -300,5 +304,13 @@ def _seconds(value: object) -> int | None:
     return None
 
 
+def with_request_id(body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    """`body` with the request's id (`request_id`: the one being served by default), the
+    bridge's own: it is the id of the response's `X-Request-Id` header."""
+    request_id = request_id or current_request_id()
+    return body if request_id is None else {**body, "request_id": request_id}
+
+
 async def send_error(error: ErrorResponse, scope: Scope, receive: Receive, send: Send) -> None:
-    await json_response(error.status, error.body, error.headers)(scope, receive, send)
+    body = with_request_id(error.body)
+    await json_response(error.status, body, error.headers)(scope, receive, send)

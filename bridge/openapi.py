@@ -196,6 +196,8 @@ _ERROR_SCHEMA: Final[Schema] = {
         "code": {"type": "string"},
         "reason": {"type": "string"},
         "retry_after": {"type": "integer"},
+        # The request's id, also in the X-Request-Id response header (bridge/requestid.py).
+        "request_id": {"type": "string"},
         # 422: a run's answer that did not match its output_schema, error by error.
         "schema_errors": {
             "type": "array",

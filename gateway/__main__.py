@@ -8,7 +8,9 @@ import logging
 import os
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
+from bridge.logformat import configure_logging
 from gateway.config import Config, ConfigError, StartupError, check_state_outside_workspaces
 from gateway.handover import reexec_without_secrets, take_secrets
 
@@ -42,10 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"codex-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.logging_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.logging_level, config.log_format, _secrets(config))
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change otherwise
     from bridge import tracing
 
@@ -65,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         tracing.shutdown(provider)
+
+
+def _secrets(config: Config) -> list[str]:
+    """The configured secret values, never written to a log line (bridge/logformat.py also
+    hides the password of any URL a message quotes)."""
+    webhook, cluster = config.webhook, config.cluster
+    values = [config.api_token, config.secure_token, webhook.auth_bearer, webhook.secret]
+    values += list(webhook.headers.values())
+    if cluster is not None:
+        values += [cluster.token, cluster.database_url, urlsplit(cluster.database_url).password]
+    return [value for value in values if value]
 
 
 def _check_agent_user_switch(config: Config) -> None:

@@ -51,6 +51,7 @@ class BridgeProcess:
         *,
         max_body_bytes: int,
         log_level: int,
+        log_format: str = "text",
         guards: BridgeConfig | None = None,
         check_host: bool = True,
         tracing: TracingSettings | None = None,
@@ -59,6 +60,7 @@ class BridgeProcess:
         self.sock = sock
         self.max_body_bytes = max_body_bytes
         self.log_level = log_level
+        self.log_format = log_format
         self.guards = guards or BridgeConfig()
         self.check_host = check_host
         self.tracing = tracing
@@ -76,6 +78,7 @@ class BridgeProcess:
             *("--fd", str(self.sock.fileno())),
             *("--max-body-bytes", str(self.max_body_bytes)),
             *("--log-level", logging.getLevelName(self.log_level)),
+            *("--log-format", self.log_format),
             *bridge_guard_args(self.guards, check_host=self.check_host),
         ]
 

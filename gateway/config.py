@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from bridge.logformat import LOG_FORMATS
 from gateway.agent import codex
 from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
 
@@ -176,6 +177,8 @@ class Config:
     extra_args: tuple[str, ...] = ()
     json_flag: str = "--json"
     log_level: int = 1
+    # CODEX_GATEWAY_LOG_FORMAT: "text" (human-readable) or "json" (one object per line).
+    log_format: str = "text"
     max_retries: int = 0
     retry_delay_ms: int = 2000
     retry_on_empty: bool = False
@@ -285,6 +288,7 @@ class Config:
             extra_args=extra_args,
             json_flag=json_flag,
             log_level=env.integer("CODEX_GATEWAY_LOG_LEVEL"),
+            log_format=_log_format(env.text("CODEX_GATEWAY_LOG_FORMAT")),
             max_retries=env.integer("CODEX_GATEWAY_MAX_RETRIES"),
             retry_delay_ms=env.integer("CODEX_GATEWAY_RETRY_DELAY_MS"),
             retry_on_empty=env.flag("CODEX_GATEWAY_RETRY_ON_EMPTY"),
@@ -340,6 +344,13 @@ def _tracing(env: _Env) -> TracingSettings | None:
         return TracingSettings(endpoint, traces_endpoint, service_name)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _log_format(value: str | None) -> str:
+    log_format = (value or "text").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"CODEX_GATEWAY_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    return log_format
 
 
 REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")

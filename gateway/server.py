@@ -29,7 +29,8 @@ from gateway.agent import codex
 from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
 from gateway.api.forward import HERE, ClusterPlacement, Placement
 from gateway.api.relay import RelayServicer
-from gateway.api.service import GatewayServicer
+from gateway.api.requestid import RequestIds
+from gateway.api.service import GatewayServicer, abort
 from gateway.api.status import StatusReporter
 from gateway.automation.ledger import FireLedger
 from gateway.automation.outbox import DirectoryOutbox, Outbox
@@ -47,6 +48,7 @@ from gateway.cluster.slots import ClusterSlots
 from gateway.cluster.store import LOST_ERROR, ClusterSessionStore
 from gateway.cluster.triggers import cluster_triggers
 from gateway.config import Config, ConfigError, StartupError
+from gateway.errors import Unauthenticated
 from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
 from gateway.runs.runner import Runner
@@ -284,16 +286,13 @@ _CLUSTER_DENIED = f"Missing or invalid cluster token ({CLUSTER_TOKEN_KEY})"
 def _answer_denied(
     handler: grpc.RpcMethodHandler[Any, Any], message: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    return answering(
-        handler, lambda context: context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-    )
+    return answering(handler, lambda context: abort(context, Unauthenticated(message)))
 
 
 def _denied(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     message = "Missing or invalid API token (Authorization: Bearer <token>)"
-    return answering(
-        handler, lambda context: context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-    )
+    # Through the boundary's abort: ErrorInfo (with the request id) as every other error.
+    return answering(handler, lambda context: abort(context, Unauthenticated(message)))
 
 
 @dataclass
@@ -314,7 +313,8 @@ async def start_grpc(
     port is bound, before anything is served; if it raises, nothing is left bound."""
     config = gateway.config
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]  # stubs only
-        MetadataGuard(_OPEN_METHODS)  # first: an oversized token is a 400, not a 401
+        RequestIds(),  # first: every answer, a refusal too, carries the call's request id
+        MetadataGuard(_OPEN_METHODS),  # then: an oversized token is a 400, not a 401
     ]
     if config.tracing is not None:  # a span per RPC, continuing the caller's trace
         interceptors.insert(0, tracing.server_interceptor())
@@ -466,6 +466,7 @@ async def serve(
                     rest_socket,
                     max_body_bytes=config.max_body_bytes,
                     log_level=config.logging_level,
+                    log_format=config.log_format,
                     guards=config.bridge,
                     check_host=config.bridge.check_host(config.api_token),
                     tracing=config.tracing,

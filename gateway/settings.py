@@ -188,6 +188,7 @@ SETTINGS: tuple[Setting, ...] = (
     _text("CODEX_GATEWAY_EXTRA_ARGS", NONE, lambda c: " ".join(c.extra_args)),
     _text("CODEX_GATEWAY_JSON_FLAG", "`--json`", lambda c: c.json_flag),
     _integer("CODEX_GATEWAY_LOG_LEVEL", 1, lambda c: c.log_level, minimum=0, maximum=3),
+    _text("CODEX_GATEWAY_LOG_FORMAT", "`text`", lambda c: c.log_format),
     _integer("CODEX_GATEWAY_MAX_RETRIES", 0, lambda c: c.max_retries, minimum=0, maximum=10),
     _integer("CODEX_GATEWAY_RETRY_DELAY_MS", 2000, lambda c: c.retry_delay_ms, minimum=0),
     _flag("CODEX_GATEWAY_RETRY_ON_EMPTY", False, lambda c: c.retry_on_empty),

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import grpc
 
+from bridge.requestid import REQUEST_ID_HEADER
 from gateway.api.service import abort
 from gateway.errors import GatewayError, InvalidRequest, quote
 
@@ -188,7 +189,8 @@ class MetadataGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # st
         for name, value in details.invocation_metadata or ():
             if len(name) > MAX_METADATA_VALUE_BYTES:
                 return _refused(handler, InvalidRequest(f"Invalid metadata name {quote(name)}"))
-            if len(value) > MAX_METADATA_VALUE_BYTES:
+            # An unusable request id is replaced, not refused (gateway/api/requestid.py).
+            if len(value) > MAX_METADATA_VALUE_BYTES and name != REQUEST_ID_HEADER:
                 return _refused(
                     handler,
                     InvalidRequest(

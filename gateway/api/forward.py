@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 
+from bridge.requestid import REQUEST_ID_HEADER, current_request_id
 from codex_gateway.v1 import runs_pb2
 from gateway.cluster.forwarding import Forwarding, Home, HomeAnswered, Metadata, is_forwarded
 from gateway.errors import SessionNotFound
@@ -181,8 +182,13 @@ def _caller(context: Context) -> Metadata:
 
 
 async def _answer(context: Context, answer: HomeAnswered) -> None:
-    """The home's error, to the client as the home gave it."""
-    await context.abort(answer.code, answer.message, trailing_metadata=answer.trailing_metadata())
+    """The home's error, to the client as the home gave it (with the call's request id, which
+    the home was given: gateway/cluster/forwarding.py)."""
+    request_id = current_request_id()
+    own = ((REQUEST_ID_HEADER, request_id),) if request_id is not None else ()
+    await context.abort(
+        answer.code, answer.message, trailing_metadata=(*answer.trailing_metadata(), *own)
+    )
 
 
 # What names the session in each routed request.

@@ -20,6 +20,7 @@ from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
 
+from bridge.requestid import REQUEST_ID_HEADER, current_request_id
 from codex_gateway.v1 import (
     gateway_pb2_grpc,
     runs_pb2,
@@ -88,6 +89,9 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         capped(key, MAX_DETAIL_CHARS): capped(value, MAX_DETAIL_CHARS)
         for key, value in list(error.details().items())[:16]
     }
+    request_id = current_request_id()  # set by RequestIds (gateway/api/requestid.py)
+    if request_id is not None:
+        details["request_id"] = request_id
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=details)
     status = status_pb2.Status(code=error.code.value[0], message=message)
     status.details.add().Pack(info)
@@ -101,7 +105,10 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
     await context.abort(
         error.code,
         message,
-        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+        trailing_metadata=(
+            ("grpc-status-details-bin", status.SerializeToString()),
+            *(((REQUEST_ID_HEADER, request_id),) if request_id is not None else ()),
+        ),
     )
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 

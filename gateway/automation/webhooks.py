@@ -57,6 +57,7 @@ import httpx
 from opentelemetry import trace
 from tenacity import RetryCallState, wait_random_exponential
 
+from bridge.logformat import bind
 from gateway import tracing
 from gateway.agent.events import Usage
 from gateway.automation.outbox import FAILED_DIR, Delivery, DirectoryOutbox, Outbox, Unreadable
@@ -262,6 +263,8 @@ class WebhookSender:
         except asyncio.CancelledError:
             self._outbox.abandon(delivery)
             raise
+        # This delivery's task (of its own) logs with its run's ids.
+        bind(**{key: str(payload.get(key) or "") for key in ("session_id", "run_id")})
         try:
             if delivery.attempts >= self._config.max_attempts:
                 # The last attempt was cut short by a stop; it may well have arrived.

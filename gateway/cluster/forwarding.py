@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from bridge.requestid import REQUEST_ID_HEADER, current_request_id
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2_grpc, sessions_pb2
 from gateway.agent.events import canonical_thread_id
 from gateway.cluster.database import Database
@@ -135,8 +136,13 @@ class Forwarding:
 
     def metadata(self, caller: Iterable[tuple[str, str | bytes]]) -> Metadata:
         """A forwarded call's metadata: this replica's credentials and what it passes on."""
-        passed = tuple((key, value) for key, value in caller if key in PASSED_ON)
-        return self._credentials + passed
+        passed = tuple(
+            (key, value) for key, value in caller if key in PASSED_ON and key != REQUEST_ID_HEADER
+        )
+        # The call's own id (as this replica chose it), so the home logs the same one.
+        request_id = current_request_id()
+        own = ((REQUEST_ID_HEADER, request_id),) if request_id is not None else ()
+        return self._credentials + passed + own
 
     async def unary(
         self,

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
+from bridge.logformat import bind
 from gateway import tracing
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id
@@ -128,6 +129,8 @@ class Runner:
         on_started: StartedSink | None,
     ) -> RunResult:
         run_id = str(uuid.uuid4())  # first: the slot is taken for it
+        # This task's log lines, and those of every task it starts, name the run.
+        bind(run_id=run_id, session_id=prepared.target.id if prepared.target else None)
         slot = self._slots.slot(run_id, wait=wait_for_slot)
         if self._config.tracing is not None:
             slot = tracing.entered_within(self._tracer, "slot wait", slot)
@@ -148,6 +151,7 @@ class Runner:
                     workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
                 )
+                bind(session_id=session.id)
             claimed = False
             try:
                 async with self._store.exclusive(session, run_id):
@@ -196,6 +200,9 @@ class Runner:
             self._finish(run)
             raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
         run.record.first_seq = run.log.start()
+        log.info(
+            "run %s started (%s) in session %s", run.id, run.prepared.request.source, session.id
+        )
         if run.on_started is not None:
             run.on_started(session, run.id, run.record.first_seq)
         try:
@@ -233,6 +240,7 @@ class Runner:
             run.log.close()
             self._finish(run)
             self._announce(run)
+            log.info("run %s ended: %s", run.id, run.status)
         return run.result()
 
     async def _record_changes(self, run: Run) -> None:

@@ -14,6 +14,7 @@ from bridge.guard import HostPolicy, json_content_type, normalize_host
 from tests.bridge.rawhttp import body_of, exchange
 from tests.bridge.scripted_upstream import ScriptedUpstream
 from tests.harness import running_bridge
+from tests.requestids import without_request_id
 
 PROMPT = b'{"prompt": "hi"}'
 
@@ -52,7 +53,7 @@ async def test_a_body_must_be_declared_json(
     status, response = await exchange(scripted_bridge_url, request)
     assert status == expected, response[:400]
     if expected == 415:
-        assert httpx.Response(200, content=body_of(response)).json() == {
+        assert without_request_id(httpx.Response(200, content=body_of(response)).json()) == {
             "error": "Request bodies must be JSON: send Content-Type: application/json",
             "code": "INVALID_ARGUMENT",
         }

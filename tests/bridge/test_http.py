@@ -23,6 +23,7 @@ from tests.bridge.rawhttp import body_of, exchange
 from tests.bridge.scripted_upstream import ScriptedUpstream
 from tests.bridge.test_errors import ROWS
 from tests.harness import running_bridge
+from tests.requestids import error_json
 
 # Bodies are refused unless declared JSON (bridge/guard.py).
 JSON = {"Content-Type": "application/json"}
@@ -51,14 +52,14 @@ async def test_every_status_code_row_end_to_end(
     response = await http.post(f"/sessions/{code.name}/cancel", json={})
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"error": f"scripted {code.name}", "code": code.name}
+    assert error_json(response) == {"error": f"scripted {code.name}", "code": code.name}
 
 
 async def test_concurrency_limit_is_the_documented_429(http: httpx.AsyncClient) -> None:
     response = await http.post("/completion", json={"prompt": "busy"})
     assert response.status_code == 429
     assert response.headers["retry-after"] == "5"
-    assert response.json() == {
+    assert error_json(response) == {
         "error": "Too many concurrent requests",
         "retry_after": 5,
         "active": 2,
@@ -145,7 +146,7 @@ async def test_a_bad_query_value_is_400_naming_it(
 async def test_invalid_json_is_400(http: httpx.AsyncClient, upstream: ScriptedUpstream) -> None:
     response = await http.post("/completion", content=b'{"prompt": ', headers=JSON)
     assert response.status_code == 400
-    assert response.json() == {"error": "Invalid JSON payload", "code": "INVALID_ARGUMENT"}
+    assert error_json(response) == {"error": "Invalid JSON payload", "code": "INVALID_ARGUMENT"}
     assert "Complete" not in upstream.calls
 
 
@@ -174,7 +175,7 @@ async def test_unknown_route_is_404(http: httpx.AsyncClient) -> None:
     for path in ("/nope", "/sessions/a/b/c", "/health//", "/HEALTH"):
         response = await http.get(path)
         assert response.status_code == 404, path
-        assert response.json() == {"error": "Not Found"}
+        assert error_json(response) == {"error": "Not Found"}
 
 
 @pytest.mark.parametrize(
@@ -193,7 +194,7 @@ async def test_wrong_method_is_405_with_allow(
     response = await http.request(method, path)
     assert response.status_code == 405
     assert response.headers["allow"] == allow
-    assert response.json() == {"error": "Method Not Allowed"}
+    assert error_json(response) == {"error": "Method Not Allowed"}
 
 
 async def test_head_works_wherever_get_does(http: httpx.AsyncClient) -> None:
@@ -226,7 +227,7 @@ async def test_a_body_over_the_limit_is_413(
     body = json.dumps({"prompt": "x" * MAX_BODY_BYTES}).encode()
     response = await http.post("/completion", content=body, headers=JSON)
     assert response.status_code == 413
-    assert response.json() == {
+    assert error_json(response) == {
         "error": f"Request body exceeds {MAX_BODY_BYTES} bytes",
         "code": "PAYLOAD_TOO_LARGE",
     }
@@ -404,7 +405,7 @@ async def test_a_response_that_cannot_be_json_is_a_logged_500(
     upstream.poison = True
     response = await http.get("/status")
     assert response.status_code == 500
-    assert response.json() == {"error": "Internal Server Error"}
+    assert error_json(response) == {"error": "Internal Server Error"}
     assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
     assert (await http.get("/health")).status_code == 200
 

@@ -12,6 +12,7 @@ import pytest
 
 from bridge.streaming import FIRST_MESSAGE_WAIT_S, NDJSON, SSE, StreamFormat, choose_format
 from tests.bridge.scripted_upstream import ScriptedUpstream
+from tests.requestids import error_json, without_request_id
 
 # Bodies are refused unless declared JSON (bridge/guard.py).
 JSON = {"Content-Type": "application/json"}
@@ -82,6 +83,7 @@ async def test_an_error_midway_ends_ndjson_with_an_error_line(http: httpx.AsyncC
     assert response.status_code == 200
     lines = [json.loads(line) for line in response.text.splitlines()]
     assert [next(iter(line)) for line in lines] == ["result", "result", "error"]
+    lines[-1]["error"] = without_request_id(lines[-1]["error"], response.headers["x-request-id"])
     assert lines[-1] == {
         "error": {
             "error": "Run timed out",
@@ -99,7 +101,7 @@ async def test_an_error_midway_ends_sse_with_an_error_event(http: httpx.AsyncCli
     )
     events = sse_events(response.text)
     assert [name for name, _ in events] == ["result", "result", "error"]
-    assert events[-1][1] == {
+    assert without_request_id(events[-1][1], response.headers["x-request-id"]) == {
         "error": "Run timed out",
         "timeout_ms": 1000,
         "reason": "RUN_TIMED_OUT",
@@ -111,7 +113,7 @@ async def test_an_error_midway_ends_sse_with_an_error_event(http: httpx.AsyncCli
 async def test_a_tail_error_before_the_first_message(http: httpx.AsyncClient) -> None:
     response = await http.get("/sessions/NOT_FOUND/tail")
     assert response.status_code == 404
-    assert response.json() == {"error": "scripted NOT_FOUND", "code": "NOT_FOUND"}
+    assert error_json(response) == {"error": "scripted NOT_FOUND", "code": "NOT_FOUND"}
 
 
 async def test_bad_input_to_a_stream_is_400(http: httpx.AsyncClient) -> None:
@@ -119,7 +121,7 @@ async def test_bad_input_to_a_stream_is_400(http: httpx.AsyncClient) -> None:
     assert response.status_code == 400
     assert "'follow'" in response.json()["error"]
     response = await http.post("/completion/stream", content=b"{", headers=JSON)
-    assert response.json() == {"error": "Invalid JSON payload", "code": "INVALID_ARGUMENT"}
+    assert error_json(response) == {"error": "Invalid JSON payload", "code": "INVALID_ARGUMENT"}
 
 
 async def test_each_message_is_flushed_as_it_arrives(
@@ -213,6 +215,7 @@ async def test_an_unprintable_message_midway_ends_with_an_internal_error_line(
     response = await http.get("/sessions/s1/tail")
     lines = [json.loads(line) for line in response.text.splitlines()]
     assert response.status_code == 200
+    lines[-1]["error"] = without_request_id(lines[-1]["error"], response.headers["x-request-id"])
     assert lines[-1] == {
         "error": {"error": "Internal Server Error", "code": "INTERNAL", "http_status": 500},
     }

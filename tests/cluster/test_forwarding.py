@@ -150,11 +150,17 @@ async def test_the_home_error_comes_back_as_it_was(pair: Pair) -> None:
     errors = []
     for stub in (pair.alpha.stub, pair.beta.stub):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            [m async for m in stub.TailSession(request)]
+            [m async for m in stub.TailSession(request, metadata=(("x-request-id", "same-1"),))]
         errors.append(caught.value)
     assert {e.code() for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}
     assert errors[0].details() == errors[1].details()
     assert _reason(errors[0]) == _reason(errors[1])
+    assert _reason(errors[1])[1]["request_id"] == "same-1"  # the home was given the call's id
+    # A call without one: the id beta chose is the one alpha answered with.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [m async for m in pair.beta.stub.TailSession(request)]
+    chosen = dict(caught.value.trailing_metadata() or ())["x-request-id"]
+    assert _reason(caught.value)[1]["request_id"] == chosen
     response = await pair.rest.get(
         f"/sessions/{result.session_id}/tail", params={"after_seq": 10**9}
     )
@@ -382,7 +388,9 @@ async def test_the_home_down_is_503_naming_it_and_calls_work_when_it_returns(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await beta.stub.GetSession(request)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert _reason(caught.value) == ("REPLICA_UNAVAILABLE", {"replica_id": "alpha"})
+        reason, facts = _reason(caught.value)
+        assert facts.pop("request_id")  # every error names its request
+        assert (reason, facts) == ("REPLICA_UNAVAILABLE", {"replica_id": "alpha"})
         assert "alpha" in (caught.value.details() or "")
         response = await rest.get(f"/sessions/{session}")
         assert response.status_code == 503
@@ -404,7 +412,9 @@ async def test_the_home_down_is_503_naming_it_and_calls_work_when_it_returns(
             )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await beta.stub.GetSession(request)
-        assert _reason(caught.value) == ("REPLICA_UNAVAILABLE", {"replica_id": "alpha"})
+        reason, facts = _reason(caught.value)
+        assert facts.pop("request_id")  # every error names its request
+        assert (reason, facts) == ("REPLICA_UNAVAILABLE", {"replica_id": "alpha"})
         # Back, with the same configuration and folders.
         async with running_gateway(alpha_config, background=True):
             deadline = time.monotonic() + WAIT_S

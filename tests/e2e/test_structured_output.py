@@ -219,7 +219,7 @@ async def test_a_wrong_answer_is_failed_precondition_with_details_over_grpc(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     info, violations = details_of(caught.value)
     assert info.reason == "OUTPUT_SCHEMA_MISMATCH"
-    assert set(info.metadata) == {"session_id", "run_id"}
+    assert set(info.metadata) == {"session_id", "run_id", "request_id"}
     assert violations == [("OUTPUT_SCHEMA", "/age", '"old" is not of type "integer"')]
     # The session holds the run, as error, and is free for the next run.
     follow = runs_pb2.PromptSessionRequest(

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from bridge.requestid import is_sane
 from codex_gateway.v1 import runs_pb2
 from codex_gateway.v1 import status_pb2 as gw_status
 from gateway.config import Config
@@ -54,7 +55,9 @@ async def test_concurrency_limit_is_resource_exhausted_with_the_documented_facts
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.details() == "Too many concurrent requests"
         info, others = error_info(error)
-        assert dict(info.metadata) == {"retry_after": "5", "active": "1", "max": "1"}
+        facts = dict(info.metadata)
+        assert is_sane(facts.pop("request_id"))  # every error names its request
+        assert facts == {"retry_after": "5", "active": "1", "max": "1"}
         retry = error_details_pb2.RetryInfo()
         assert any(detail.Unpack(retry) for detail in others)
         assert retry.retry_delay.seconds == 5
