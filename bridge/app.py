@@ -28,6 +28,7 @@ from .endpoint import BindingEndpoint
 from .errors import BridgeError, ErrorResponse, send_error
 from .guard import HostPolicy, RequestGuard
 from .listener import bind_listener
+from .metrics import BridgeMetrics, MetricsMiddleware
 from .openapi import openapi_document
 from .responses import encode_json, json_response
 from .routes import FallbackRoute, TemplateRoute
@@ -41,6 +42,7 @@ OPENAPI_PATH: Final = "/openapi.json"
 # The RPC that vouches for a caller's credentials before the OpenAPI document is served: the
 # bridge holds no token, the gateway decides (and answers 401 as for every other endpoint).
 _AUTH_PROBE_RPC: Final = "GetInfo"
+_METRICS_RPC: Final = "GetMetrics"
 # How long open requests (live tails above all) may take to finish once shutdown starts.
 GRACEFUL_SHUTDOWN_S: Final = 5
 
@@ -61,6 +63,7 @@ def create_app(
     if max_body_bytes < 0:
         raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
     client = Upstream(upstream, channel)
+    metrics = BridgeMetrics()
     service = service_descriptor()
     bindings = bindings_from_service(service)
     routes = [
@@ -68,7 +71,13 @@ def create_app(
             binding.method.name,
             binding.template,
             binding.http_methods,
-            BindingEndpoint(binding, client, max_body_bytes=max_body_bytes),
+            BindingEndpoint(
+                binding,
+                client,
+                max_body_bytes=max_body_bytes,
+                # The scrape: the gateway's exposition, then the bridge's own.
+                append=metrics.exposition if binding.method.name == _METRICS_RPC else None,
+            ),
         )
         for binding in bindings
     ]
@@ -103,6 +112,7 @@ def create_app(
     app.router.routes.extend([*routes, FallbackRoute(routes)])
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(RequestGuard, policy=host_policy or HostPolicy(None))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: refusals count too
     return app
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import ProcessCollector
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2, gateway_pb2_grpc
@@ -46,6 +47,10 @@ from gateway.cluster.slots import ClusterSlots
 from gateway.cluster.store import LOST_ERROR, ClusterSessionStore
 from gateway.cluster.triggers import cluster_triggers
 from gateway.config import Config, ConfigError, StartupError
+from gateway.metrics.collector import StateCollector
+from gateway.metrics.families import GatewayMetrics
+from gateway.metrics.interceptor import RpcMetrics
+from gateway.metrics.lag import sample_lag
 from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
 from gateway.runs.runner import Runner
@@ -63,6 +68,8 @@ SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_na
 CLUSTER_SERVICE_NAME = cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name
 # Methods that answer without the API token: liveness probes.
 _OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Health", "/grpc.health.v1.Health/Check"})
+# CODEX_GATEWAY_METRICS_PUBLIC: the scrape answers without the API token too.
+_METRICS_METHOD = f"/{SERVICE_NAME}/GetMetrics"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 REST_BACKLOG = 1024
 SWITCH_INTERVAL_S = 0.001
@@ -93,6 +100,8 @@ class Gateway:
     token_check: ApiTokenInterceptor | None = None
     # Cluster mode: the store's write-behind into the database (ClusterSessionStore.run).
     store_sync: Callable[[asyncio.Event], Awaitable[None]] | None = None
+    # This process's metric families (gateway/metrics/); None: CODEX_GATEWAY_METRICS off (bench).
+    metrics: GatewayMetrics | None = None
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
@@ -122,6 +131,7 @@ class Gateway:
             )
         webhooks = WebhookSender(config.webhook, outbox)
         access = SecureAccess(config.secure_token)
+        metrics = GatewayMetrics() if config.metrics_enabled else None
         runner = Runner(
             config,
             store,
@@ -130,6 +140,7 @@ class Gateway:
             system_prompt,
             feed,
             on_finished=webhooks.run_finished if webhooks.configured else None,
+            metrics=metrics,
         )
         trigger_files = TriggerFiles(config.triggers)
         # Embedded: the files, their own bookkeeping and this machine's clock; cluster: the
@@ -158,7 +169,23 @@ class Gateway:
         )
         placement: Placement = HERE
         forwarding = None
-        token_check = ApiTokenInterceptor(config.api_token) if config.api_token else None
+        if metrics is not None:
+            metrics.registry.register(
+                StateCollector(
+                    feed,
+                    webhooks,
+                    watcher,
+                    lambda: files.interrupted_found,
+                    bridge_pid=lambda: reporter.bridge_pid() if reporter.bridge_pid else None,
+                )
+            )
+            ProcessCollector(namespace="codex_gateway", registry=metrics.registry)
+        open_methods = _OPEN_METHODS | ({_METRICS_METHOD} if config.metrics_public else set())
+        token_check = (
+            ApiTokenInterceptor(config.api_token, open_methods=open_methods)
+            if config.api_token
+            else None
+        )
         if node is not None:
             reporter.cluster = node.status
             lost = LOST_ERROR.format(node.replica_id)
@@ -172,7 +199,10 @@ class Gateway:
             )
             placement = ClusterPlacement(store, forwarding)
             token_check = ApiTokenInterceptor(
-                config.api_token or None, cluster=True, cluster_token=node.config.token
+                config.api_token or None,
+                cluster=True,
+                cluster_token=node.config.token,
+                open_methods=open_methods,
             )
         return cls(
             config,
@@ -191,6 +221,7 @@ class Gateway:
             forwarding=forwarding,
             token_check=token_check,
             store_sync=store_sync,
+            metrics=metrics,
         )
 
     async def open(self) -> None:
@@ -224,6 +255,9 @@ class Gateway:
             group.create_task(supervise("scheduler", self.scheduler.run, stop))
             group.create_task(supervise("watcher", self.watcher.run, stop))
             group.create_task(supervise("webhook delivery", self.webhooks.run, webhooks_stop))
+            if self.metrics is not None:
+                lag = self.metrics.loop_lag
+                group.create_task(supervise("loop lag", lambda s: sample_lag(lag, s), stop))
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
@@ -235,8 +269,14 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     API token, which then opens ClusterService too (no API token: nothing is asked)."""
 
     def __init__(
-        self, token: str | None, *, cluster: bool = False, cluster_token: str | None = None
+        self,
+        token: str | None,
+        *,
+        cluster: bool = False,
+        cluster_token: str | None = None,
+        open_methods: frozenset[str] = _OPEN_METHODS,
     ) -> None:
+        self._open = open_methods
         self._expected = f"Bearer {token}".encode() if token is not None else None
         self._cluster = cluster
         self._cluster_expected = cluster_token.encode() if cluster_token is not None else None
@@ -249,7 +289,7 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
-        if handler is None or details.method in _OPEN_METHODS:
+        if handler is None or details.method in self._open:
             return handler
         if not self._cluster:
             offered = dict(details.invocation_metadata or ()).get("authorization", "")
@@ -312,9 +352,11 @@ async def start_grpc(
     """Start the gRPC server on host:port (0 picks a free port). `before_start` runs once the
     port is bound, before anything is served; if it raises, nothing is left bound."""
     config = gateway.config
-    interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]  # stubs only
-        MetadataGuard(_OPEN_METHODS)  # first: an oversized token is a 400, not a 401
-    ]
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]  # stubs only
+    if gateway.metrics is not None:  # outermost: refused RPCs are counted with their code
+        interceptors.append(RpcMetrics(gateway.metrics))
+    # An oversized token is a 400, not a 401.
+    interceptors.append(MetadataGuard(_OPEN_METHODS))
     if gateway.token_check is not None:
         interceptors.append(gateway.token_check)
     interceptors.append(ServicerGuard())  # after the token check: a 401 stays a 401
@@ -341,6 +383,7 @@ async def start_grpc(
         gateway.scheduler,
         gateway.trigger_files,
         gateway.placement,
+        metrics=gateway.metrics,
     )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated
     if gateway.forwarding is not None:  # cluster mode: the other replicas' tails

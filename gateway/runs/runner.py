@@ -27,15 +27,18 @@ from gateway.changes.tracker import ChangeTracker
 from gateway.config import Config
 from gateway.errors import (
     AgentFailed,
+    ConcurrencyLimitReached,
     GatewayError,
     InvalidRequest,
     OutputSchemaMismatch,
     RunCancelled,
     RunInterrupted,
     RunTimedOut,
+    SessionBusy,
     ShuttingDown,
     StorageFailed,
 )
+from gateway.metrics.families import GatewayMetrics
 from gateway.runs import images
 from gateway.runs.admission import Admission
 from gateway.runs.childenv import child_environment
@@ -74,8 +77,10 @@ class Runner:
         system_prompt: GlobalSystemPrompt,
         feed: LiveFeed | None = None,
         on_finished: FinishedSink | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics  # None: not measured (the benchmark's baseline)
         self._feed = feed
         self._on_finished = on_finished
         self._store = store
@@ -111,6 +116,8 @@ class Runner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_settled)
+        if self._metrics is not None:
+            task.add_done_callback(self._count_refusal)
         return await asyncio.shield(task)
 
     async def _run(
@@ -121,7 +128,10 @@ class Runner:
         on_started: StartedSink | None,
     ) -> RunResult:
         run_id = str(uuid.uuid4())  # first: the slot is taken for it
+        asked = asyncio.get_running_loop().time()
         async with self._slots.slot(run_id, wait=wait_for_slot), AsyncExitStack() as parent_hold:
+            if self._metrics is not None:
+                self._metrics.slot_wait.observe(asyncio.get_running_loop().time() - asked)
             if self._closing:
                 raise ShuttingDown
             if prepared.parent is not None:
@@ -183,6 +193,8 @@ class Runner:
             run.error = str(exc)
             self._finish(run)
             raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
+        if self._metrics is not None:
+            self._metrics.run_started(run)
         run.record.first_seq = run.log.start()
         if run.on_started is not None:
             run.on_started(session, run.id, run.record.first_seq)
@@ -220,6 +232,8 @@ class Runner:
             run.record.last_seq = run.log.end(run.status)
             run.log.close()
             self._finish(run)
+            if self._metrics is not None:
+                self._metrics.run_finished(run)
             self._announce(run)
         return run.result()
 
@@ -237,6 +251,11 @@ class Runner:
     def active(self, session_id: str) -> Run | None:
         """The session's running run in this process, if any."""
         return self._active.get(session_id)
+
+    def _count_refusal(self, task: asyncio.Task[RunResult]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, (ConcurrencyLimitReached, SessionBusy)) and self._metrics:
+            self._metrics.runs_rejected.labels(error.reason.lower()).inc()
 
     def _announce(self, run: Run) -> None:
         if self._on_finished is None:
@@ -364,7 +383,12 @@ class Runner:
             roots=(*self._config.workspace_roots, self._config.default_workspace),
             user=self._config.agent_user,
         )
-        await agent.start()
+        try:
+            await agent.start()
+        except GatewayError:
+            if self._metrics is not None:
+                self._metrics.spawn_failures.inc()
+            raise
         if outcome is None:
             outcome = RunOutcome()
         started: str | None = None  # the thread this process reported
