@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4000)
     parser.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    parser.add_argument(
+        "--metrics-fd", type=int, help="serve GET /metrics alone on this inherited socket"
+    )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--log-level", default="INFO", choices=logging.getLevelNamesMapping())
     parser.add_argument(
@@ -75,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    metrics_sock = socket.socket(fileno=args.metrics_fd) if args.metrics_fd is not None else None
     asyncio.run(
         _run(
             args.upstream,
@@ -86,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             limits=limits,
             check_host=not args.no_host_check,
             allowed_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
+            metrics_sock=metrics_sock,
         )
     )
 
@@ -101,6 +106,7 @@ async def _run(
     limits: ConnectionLimits,
     check_host: bool,
     allowed_hosts: list[str],
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,6 +137,7 @@ async def _run(
         limits=limits,
         check_host=check_host,
         allowed_hosts=allowed_hosts,
+        metrics_sock=metrics_sock,
     )
 
 

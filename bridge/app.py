@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
 from .bindings import Binding, PathTemplate, bindings_from_service, service_descriptor
@@ -113,6 +114,11 @@ def create_app(
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(RequestGuard, policy=host_policy or HostPolicy(None))
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: refusals count too
+    # CODEX_GATEWAY_METRICS_PORT's app: GET /metrics alone, the same scrape (serve_bridge).
+    scrape = [route for route in routes if route.name == _METRICS_RPC]
+    app.state.metrics_app = MetricsMiddleware(
+        Router(routes=[*scrape, FallbackRoute(scrape)]), metrics
+    )
     return app
 
 
@@ -158,6 +164,7 @@ async def serve_bridge(
     limits: ConnectionLimits | None = None,
     check_host: bool = True,
     allowed_hosts: Iterable[str] = (),
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Serve the bridge on `host:port` (0 picks a port), or on the listening `sock` given
     (host and port are then ignored), until `shutdown` is set.
@@ -165,7 +172,8 @@ async def serve_bridge(
     `ready` is called with the bound port once the server accepts connections. The socket is
     bound here, so a port in use raises OSError instead of uvicorn's exit. With `check_host`,
     only requests for the bound address, a loopback name or one of `allowed_hosts` (`*`: any)
-    are served (bridge/guard.py).
+    are served (bridge/guard.py). On `metrics_sock` (CODEX_GATEWAY_METRICS_PORT), `GET /metrics`
+    alone is served, with no Host check: a Prometheus server scrapes it by whatever name.
     """
     sock = sock if sock is not None else bind_listener(host, port)
     policy = HostPolicy.of(check=check_host, bound=str(sock.getsockname()[0]), extra=allowed_hosts)
@@ -187,8 +195,36 @@ async def serve_bridge(
     with sock, AcceptErrors(asyncio.get_running_loop(), log):
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(server.serve(sockets=[sock]))
+            if metrics_sock is not None:
+                tasks.create_task(_serve_metrics(app, metrics_sock, limits, log, shutdown))
             supervisor = tasks.create_task(_announce_then_stop(server, sock, shutdown, ready))
             serving.add_done_callback(lambda _: supervisor.cancel())
+
+
+async def _serve_metrics(
+    app: FastAPI,
+    sock: socket.socket,
+    limits: ConnectionLimits,
+    log: RateLimitedLog,
+    shutdown: asyncio.Event,
+) -> None:
+    config = uvicorn.Config(
+        app.state.metrics_app,
+        http=limited_protocol(limits, log),
+        lifespan="off",  # the upstream is the main app's, opened and closed by its lifespan
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
+    server = _Server(config)
+    with sock:
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(server.serve(sockets=[sock]))
+            stopper = tasks.create_task(_announce_then_stop(server, sock, shutdown, None))
+            serving.add_done_callback(lambda _: stopper.cancel())
 
 
 async def _announce_then_stop(

@@ -52,9 +52,12 @@ class BridgeProcess:
         log_level: int,
         guards: BridgeConfig | None = None,
         check_host: bool = True,
+        metrics_sock: socket.socket | None = None,
     ) -> None:
         self.upstream = upstream
         self.sock = sock
+        # CODEX_GATEWAY_METRICS_PORT's listener: the bridge serves only GET /metrics there.
+        self.metrics_sock = metrics_sock
         self.max_body_bytes = max_body_bytes
         self.log_level = log_level
         self.guards = guards or BridgeConfig()
@@ -71,6 +74,7 @@ class BridgeProcess:
             "--supervised",
             *("--upstream", self.upstream),
             *("--fd", str(self.sock.fileno())),
+            *(("--metrics-fd", str(self.metrics_sock.fileno())) if self.metrics_sock else ()),
             *("--max-body-bytes", str(self.max_body_bytes)),
             *("--log-level", logging.getLevelName(self.log_level)),
             *bridge_guard_args(self.guards, check_host=self.check_host),
@@ -91,7 +95,9 @@ class BridgeProcess:
                     *self._argv(),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
-                    pass_fds=(self.sock.fileno(),),
+                    pass_fds=tuple(
+                        sock.fileno() for sock in (self.sock, self.metrics_sock) if sock
+                    ),
                     # Nothing secret in its environment block (nor in its argv, above): the
                     # bridge needs none, and /proc/<pid>/environ is readable by its uid. Only
                     # what it needs to start (BRIDGE_ENV_NAMES) is passed.

@@ -183,6 +183,9 @@ class Config:
     secure_token: str | None = None
     api_token: str | None = None
     metrics_public: bool = False
+    # CODEX_GATEWAY_METRICS_PORT: GET /metrics on a port of its own too (served by the bridge
+    # process, which has both halves of the scrape); 0: not served.
+    metrics_port: int = 0
     # Off only for the benchmark's baseline (bench/completion.py): no families are recorded.
     metrics_enabled: bool = True
     default_tail_lines: int = 200
@@ -293,6 +296,7 @@ class Config:
             secure_token=env.secret("CODEX_GATEWAY_SECURE_TOKEN"),
             api_token=env.secret("CODEX_GATEWAY_API_TOKEN"),
             metrics_public=env.flag("CODEX_GATEWAY_METRICS_PUBLIC"),
+            metrics_port=env.integer("CODEX_GATEWAY_METRICS_PORT"),
             default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES"),
             max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES"),
             signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT"),

@@ -477,6 +477,13 @@ async def serve(
     # startup reconciliation takes the first one's running runs for a crash's leftovers (the
     # store's lock on its roots catches one on other ports).
     rest_socket = _rest_listener(config) if with_bridge else None
+    metrics_socket = None
+    if rest_socket is not None and config.metrics_port:
+        try:
+            metrics_socket = _listener(config.metrics_port, "CODEX_GATEWAY_METRICS_PORT", config)
+        except BaseException:
+            rest_socket.close()
+            raise
     try:
         grpc_server = await start_grpc(
             gateway, config.bind, config.grpc_port, before_start=gateway.open
@@ -484,6 +491,8 @@ async def serve(
     except BaseException:
         if rest_socket is not None:
             rest_socket.close()
+        if metrics_socket is not None:
+            metrics_socket.close()
         raise
     log.info("gRPC listening on %s:%d", config.bind, grpc_server.port)
     try:
@@ -508,6 +517,7 @@ async def serve(
                     log_level=config.logging_level,
                     guards=config.bridge,
                     check_host=config.bridge.check_host(config.api_token),
+                    metrics_sock=metrics_socket,
                 )
                 gateway.reporter.bridge_pid = lambda: bridge.pid
                 group.create_task(bridge.run(bridge_stop))
@@ -529,6 +539,8 @@ async def serve(
     finally:
         if rest_socket is not None:
             rest_socket.close()  # the bridge is gone: refuse connections rather than hold them
+        if metrics_socket is not None:
+            metrics_socket.close()
         await grpc_server.server.stop(grace=1.0)
         await gateway.close()
 
@@ -536,11 +548,15 @@ async def serve(
 def _rest_listener(config: Config) -> socket.socket:
     """Bound and listening before anything else starts: a port in use fails startup, and
     connections wait in the backlog until the bridge process accepts them."""
+    return _listener(config.port, "CODEX_GATEWAY_PORT", config)
+
+
+def _listener(port: int, variable: str, config: Config) -> socket.socket:
     try:
-        sock = bind_listener(config.bind, config.port)
+        sock = bind_listener(config.bind, port)
     except OSError as exc:
         raise ConfigError(
-            f"CODEX_GATEWAY_PORT: cannot listen on {config.bind}:{config.port}: {exc.strerror}"
+            f"{variable}: cannot listen on {config.bind}:{port}: {exc.strerror}"
         ) from exc
     sock.listen(REST_BACKLOG)
     return sock

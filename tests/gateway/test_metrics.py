@@ -17,7 +17,13 @@ from codex_gateway.v1 import runs_pb2, sessions_pb2
 from codex_gateway.v1 import status_pb2 as gw_status_pb2
 from gateway.config import Config, WebhookConfig
 from tests.fakes.webhook_receiver import Receiver, Reply
-from tests.harness import RunningGateway, running_bridge, running_gateway
+from tests.harness import (
+    RunningGateway,
+    free_port,
+    running_bridge,
+    running_gateway,
+    start_gateway_process,
+)
 
 TOKEN = "metrics-test-token"  # a test's own secret
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -238,3 +244,48 @@ async def test_metrics_off_still_answers_an_empty_scrape(config_for: Callable[..
     async with running_gateway(config) as gw:
         response = await gw.stub.GetMetrics(gw_status_pb2.GetMetricsRequest())
         assert response.body.data == b""
+
+
+async def test_the_metrics_port_serves_the_scrape_alone_and_follows_the_token(
+    tmp_path: Any,
+) -> None:
+    port = free_port()
+    process = await start_gateway_process(
+        {
+            "CODEX_GATEWAY_API_TOKEN": TOKEN,
+            "CODEX_GATEWAY_METRICS_PORT": str(port),
+            "CODEX_GATEWAY_SESSION_DIRS": str(tmp_path / "sessions"),
+        }
+    )
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(200):  # the bridge serves once the gateway has started it
+                try:
+                    refused = await client.get(f"{url}/metrics")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            assert refused.status_code == 401
+            answer = await client.get(f"{url}/metrics", headers=headers)
+            assert answer.status_code == 200
+            samples = parse(answer.text)
+            assert ("codex_gateway_runs_running", ()) in samples
+            assert (
+                value(
+                    samples,
+                    "codex_gateway_http_requests_total",
+                    route="/metrics",
+                    method="GET",
+                    status="401",
+                )
+                == 1
+            )
+            # Nothing but the scrape on that port.
+            assert (await client.get(f"{url}/status", headers=headers)).status_code == 404
+            rest = f"http://127.0.0.1:{process.rest_port}"
+            assert (await client.get(f"{rest}/metrics", headers=headers)).status_code == 200
+    finally:
+        process.process.terminate()
+        await asyncio.wait_for(process.process.wait(), 30)
