@@ -46,6 +46,7 @@ RESULTS_DIR = ROOT / "bench-results"
 Benchmark = Callable[[Context], Awaitable[list[Result]]]
 BENCHMARKS: dict[str, Benchmark] = {
     "overhead": completion.overhead,
+    "metrics-cost": completion.metrics_cost,  # overhead with metrics on vs off (issue 16)
     "throughput": completion.load,  # also the gateway's idle and peak RSS
     "codex-memory": memory.codex_memory,
     "sessions": sessions.session_store,  # startup, listing and detail throughput at 10k

@@ -186,7 +186,7 @@ class Config:
     # CODEX_GATEWAY_METRICS_PORT: GET /metrics on a port of its own too (served by the bridge
     # process, which has both halves of the scrape); 0: not served.
     metrics_port: int = 0
-    # Off only for the benchmark's baseline (bench/completion.py): no families are recorded.
+    # CODEX_GATEWAY_METRICS=false: nothing recorded (the benchmark's baseline, bench/completion.py).
     metrics_enabled: bool = True
     default_tail_lines: int = 200
     max_tail_lines: int = 2000
@@ -297,6 +297,7 @@ class Config:
             api_token=env.secret("CODEX_GATEWAY_API_TOKEN"),
             metrics_public=env.flag("CODEX_GATEWAY_METRICS_PUBLIC"),
             metrics_port=env.integer("CODEX_GATEWAY_METRICS_PORT"),
+            metrics_enabled=env.flag("CODEX_GATEWAY_METRICS"),
             default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES"),
             max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES"),
             signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT"),
