@@ -47,6 +47,7 @@ RESULTS_DIR = ROOT / "bench-results"
 Benchmark = Callable[[Context], Awaitable[list[Result]]]
 BENCHMARKS: dict[str, Benchmark] = {
     "overhead": completion.overhead,
+    "metrics-cost": completion.metrics_cost,  # overhead with metrics on vs off (issue 16)
     "throughput": completion.load,  # also the gateway's idle and peak RSS
     "tracing": tracing.tracing_overhead,  # tracing exporting to a local collector vs off
     "codex-memory": memory.codex_memory,

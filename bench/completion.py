@@ -248,6 +248,39 @@ async def overhead_rows(
     ]
 
 
+METRICS_COST_TARGET_MS = 0.1
+
+
+async def metrics_cost(ctx: Context) -> list[Result]:
+    """The overhead rows of one build with metrics on and off (CODEX_GATEWAY_METRICS), and the
+    cost of metrics: the difference of the two p50s (issue 16: within 0.1 ms). Tracing is off."""
+    rows: dict[str, list[Result]] = {}
+    for state in ("off", "on", "off again"):  # off twice: how far the same build drifts
+        settings = {"CODEX_GATEWAY_METRICS": "false" if state != "on" else "true"}
+        found = await overhead_rows(
+            ctx,
+            ctx.workdir / f"metrics-{state.replace(' ', '-')}",
+            f", metrics {state}",
+            settings=settings,
+        )
+        rows[state] = found
+    results = [*rows["off"], *rows["on"], *rows["off again"]]
+    for index, protocol in enumerate(("REST", "gRPC")):
+        off = min(rows["off"][index].measured or 0.0, rows["off again"][index].measured or 0.0)
+        on = rows["on"][index].measured or 0.0
+        results.append(
+            Result(
+                f"metrics cost p50, {protocol} (metrics on - off)",
+                "ms",
+                round(on - off, 2),
+                METRICS_COST_TARGET_MS,
+                baseline=off,
+                baseline_label="overhead p50, metrics off (the lower of two)",
+            )
+        )
+    return results
+
+
 def _health(client: httpx.AsyncClient) -> Call:
     async def call() -> None:
         response = await client.get("/health")

@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4000)
     parser.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    parser.add_argument(
+        "--metrics-fd", type=int, help="serve GET /metrics alone on this inherited socket"
+    )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--log-level", default="INFO", choices=logging.getLevelNamesMapping())
     parser.add_argument("--log-format", default="text", choices=LOG_FORMATS)
@@ -81,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    metrics_sock = socket.socket(fileno=args.metrics_fd) if args.metrics_fd is not None else None
     bridge_name = None if tracing is None else tracing.service_name + otel.BRIDGE_SUFFIX
     provider = otel.install(tracing, service_name=bridge_name)
     try:
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 check_host=not args.no_host_check,
                 allowed_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
                 tracing=tracing is not None,
+                metrics_sock=metrics_sock,
             )
         )
     finally:
@@ -114,6 +119,7 @@ async def _run(
     check_host: bool,
     allowed_hosts: list[str],
     tracing: bool,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -145,6 +151,7 @@ async def _run(
         check_host=check_host,
         allowed_hosts=allowed_hosts,
         tracing=tracing,
+        metrics_sock=metrics_sock,
     )
 
 

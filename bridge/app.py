@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
 from .bindings import Binding, PathTemplate, bindings_from_service, service_descriptor
@@ -39,6 +40,7 @@ from .endpoint import BindingEndpoint
 from .errors import BridgeError, ErrorResponse, send_error, with_request_id
 from .guard import HostPolicy, RequestGuard
 from .listener import bind_listener
+from .metrics import BridgeMetrics, MetricsMiddleware
 from .openapi import openapi_document
 from .requestid import REQUEST_ID_HEADER, RequestIds, request_id_from
 from .responses import encode_json, json_response
@@ -54,6 +56,7 @@ OPENAPI_PATH: Final = "/openapi.json"
 # The RPC that vouches for a caller's credentials before the OpenAPI document is served: the
 # bridge holds no token, the gateway decides (and answers 401 as for every other endpoint).
 _AUTH_PROBE_RPC: Final = "GetInfo"
+_METRICS_RPC: Final = "GetMetrics"
 # How long open requests (live tails above all) may take to finish once shutdown starts.
 GRACEFUL_SHUTDOWN_S: Final = 5
 
@@ -77,6 +80,7 @@ def create_app(
     if max_body_bytes < 0:
         raise ValueError(f"max_body_bytes must not be negative, got {max_body_bytes}")
     client = Upstream(upstream, channel, tracing=tracing)
+    metrics = BridgeMetrics()
     service = service_descriptor()
     bindings = bindings_from_service(service)
     routes = [
@@ -84,7 +88,13 @@ def create_app(
             binding.method.name,
             binding.template,
             binding.http_methods,
-            BindingEndpoint(binding, client, max_body_bytes=max_body_bytes),
+            BindingEndpoint(
+                binding,
+                client,
+                max_body_bytes=max_body_bytes,
+                # The scrape: the gateway's exposition, then the bridge's own.
+                append=metrics.exposition if binding.method.name == _METRICS_RPC else None,
+            ),
         )
         for binding in bindings
     ]
@@ -126,6 +136,12 @@ def create_app(
     app.add_middleware(RequestGuard, policy=host_policy or HostPolicy(None))
     if tracing:  # around the guard: the span covers its refusals too
         app.add_middleware(RequestSpans)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # refusals count too
+    # CODEX_GATEWAY_METRICS_PORT's app: GET /metrics alone, the same scrape (serve_bridge).
+    scrape = [route for route in routes if route.name == _METRICS_RPC]
+    app.state.metrics_app = MetricsMiddleware(
+        Router(routes=[*scrape, FallbackRoute(scrape)]), metrics
+    )
     # Last added, outermost: every answer (a refusal, a span's) carries the request's id.
     app.add_middleware(RequestIds)
     return app
@@ -208,6 +224,7 @@ async def serve_bridge(
     check_host: bool = True,
     allowed_hosts: Iterable[str] = (),
     tracing: bool = False,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Serve the bridge on `host:port` (0 picks a port), or on the listening `sock` given
     (host and port are then ignored), until `shutdown` is set.
@@ -215,7 +232,9 @@ async def serve_bridge(
     `ready` is called with the bound port once the server accepts connections. The socket is
     bound here, so a port in use raises OSError instead of uvicorn's exit. With `check_host`,
     only requests for the bound address, a loopback name or one of `allowed_hosts` (`*`: any)
-    are served (bridge/guard.py). `tracing`: see `create_app`.
+    are served (bridge/guard.py). `tracing`: see `create_app`. On `metrics_sock`
+    (CODEX_GATEWAY_METRICS_PORT), `GET /metrics` alone is served, with no Host check: a
+    Prometheus server scrapes it by whatever name.
     """
     sock = sock if sock is not None else bind_listener(host, port)
     policy = HostPolicy.of(check=check_host, bound=str(sock.getsockname()[0]), extra=allowed_hosts)
@@ -237,8 +256,36 @@ async def serve_bridge(
     with sock, AcceptErrors(asyncio.get_running_loop(), log):
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(server.serve(sockets=[sock]))
+            if metrics_sock is not None:
+                tasks.create_task(_serve_metrics(app, metrics_sock, limits, log, shutdown))
             supervisor = tasks.create_task(_announce_then_stop(server, sock, shutdown, ready))
             serving.add_done_callback(lambda _: supervisor.cancel())
+
+
+async def _serve_metrics(
+    app: FastAPI,
+    sock: socket.socket,
+    limits: ConnectionLimits,
+    log: RateLimitedLog,
+    shutdown: asyncio.Event,
+) -> None:
+    config = uvicorn.Config(
+        app.state.metrics_app,
+        http=limited_protocol(limits, log),
+        lifespan="off",  # the upstream is the main app's, opened and closed by its lifespan
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
+    server = _Server(config)
+    with sock:
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(server.serve(sockets=[sock]))
+            stopper = tasks.create_task(_announce_then_stop(server, sock, shutdown, None))
+            serving.add_done_callback(lambda _: stopper.cancel())
 
 
 async def _announce_then_stop(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
@@ -31,10 +33,19 @@ PRINT_IN_THREAD_BYTES = 256 * 1024
 class BindingEndpoint:
     """Serves one binding; the only place where an HTTP request meets the upstream."""
 
-    def __init__(self, binding: Binding, upstream: Upstream, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        binding: Binding,
+        upstream: Upstream,
+        *,
+        max_body_bytes: int,
+        append: Callable[[], bytes] | None = None,
+    ) -> None:
         self.binding = binding
         self.upstream = upstream
         self.max_body_bytes = max_body_bytes
+        # Bytes added after an HttpBody answer's data (the bridge's own metrics).
+        self.append = append
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracked = _TrackedSend(send)
@@ -83,6 +94,12 @@ class BindingEndpoint:
             )
             return
         response = await self.upstream.unary(binding, request, metadata)
+        raw = _http_body(binding, response)
+        if raw is not None:
+            # google.api.HttpBody, as grpc-gateway answers it: its content type and data as is.
+            data = raw.data + (self.append() if self.append is not None else b"")
+            await Response(data, media_type=raw.content_type or None)(scope, receive, send)
+            return
         if response.ByteSize() > PRINT_IN_THREAD_BYTES:
             # Printing a message of megabytes (a long trigger list, a session's detail) takes
             # a good part of a second of Python: the loop answers others meanwhile.
@@ -91,6 +108,12 @@ class BindingEndpoint:
             body = _printed(binding, response)
         answer = Response(body, status_code=200, media_type="application/json")
         await answer(scope, receive, send)
+
+
+def _http_body(binding: Binding, response: Any) -> httpbody_pb2.HttpBody | None:
+    """The answer's google.api.HttpBody (the response, or its `response_body` field), if any."""
+    body = getattr(response, binding.response_body) if binding.response_body else response
+    return body if isinstance(body, httpbody_pb2.HttpBody) else None
 
 
 def _printed(binding: Binding, response: Any) -> bytes:

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from .bindings import PathTemplate
 from .errors import ErrorResponse, MethodNotAllowed, RouteNotFound, send_error
+from .metrics import ROUTE_SCOPE_KEY
 
 PATH_PARAMS_SCOPE_KEY: Final = "codex_gateway.raw_path_params"
 
@@ -54,7 +55,7 @@ class TemplateRoute(BaseRoute):
         params = None if segments is None else self.template.match(segments)
         if params is None:
             return Match.NONE, {}
-        return Match.FULL, {PATH_PARAMS_SCOPE_KEY: params}
+        return Match.FULL, {PATH_PARAMS_SCOPE_KEY: params, ROUTE_SCOPE_KEY: self.template.text}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self  # as Starlette's router does; names the request's span (tracing)

@@ -55,9 +55,12 @@ class BridgeProcess:
         guards: BridgeConfig | None = None,
         check_host: bool = True,
         tracing: TracingSettings | None = None,
+        metrics_sock: socket.socket | None = None,
     ) -> None:
         self.upstream = upstream
         self.sock = sock
+        # CODEX_GATEWAY_METRICS_PORT's listener: the bridge serves only GET /metrics there.
+        self.metrics_sock = metrics_sock
         self.max_body_bytes = max_body_bytes
         self.log_level = log_level
         self.log_format = log_format
@@ -76,6 +79,7 @@ class BridgeProcess:
             "--supervised",
             *("--upstream", self.upstream),
             *("--fd", str(self.sock.fileno())),
+            *(("--metrics-fd", str(self.metrics_sock.fileno())) if self.metrics_sock else ()),
             *("--max-body-bytes", str(self.max_body_bytes)),
             *("--log-level", logging.getLevelName(self.log_level)),
             *("--log-format", self.log_format),
@@ -97,7 +101,9 @@ class BridgeProcess:
                     *self._argv(),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
-                    pass_fds=(self.sock.fileno(),),
+                    pass_fds=tuple(
+                        sock.fileno() for sock in (self.sock, self.metrics_sock) if sock
+                    ),
                     # Nothing secret in its environment block (nor in its argv, above): the
                     # bridge needs none, and /proc/<pid>/environ is readable by its uid. Only
                     # what it needs to start (BRIDGE_ENV_NAMES) is passed, and the tracing

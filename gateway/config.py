@@ -188,6 +188,12 @@ class Config:
     secure_session_dir: Path = Path(".codex-gateway-sessions/secure")
     secure_token: str | None = None
     api_token: str | None = None
+    metrics_public: bool = False
+    # CODEX_GATEWAY_METRICS_PORT: GET /metrics on a port of its own too (served by the bridge
+    # process, which has both halves of the scrape); 0: not served.
+    metrics_port: int = 0
+    # CODEX_GATEWAY_METRICS=false: nothing recorded (the benchmark's baseline, bench/completion.py).
+    metrics_enabled: bool = True
     default_tail_lines: int = 200
     max_tail_lines: int = 2000
     signal_context_chars: int = 160
@@ -298,6 +304,9 @@ class Config:
             secure_session_dir=secure_dir,
             secure_token=env.secret("CODEX_GATEWAY_SECURE_TOKEN"),
             api_token=env.secret("CODEX_GATEWAY_API_TOKEN"),
+            metrics_public=env.flag("CODEX_GATEWAY_METRICS_PUBLIC"),
+            metrics_port=env.integer("CODEX_GATEWAY_METRICS_PORT"),
+            metrics_enabled=env.flag("CODEX_GATEWAY_METRICS"),
             default_tail_lines=env.integer("CODEX_GATEWAY_DEFAULT_TAIL_LINES"),
             max_tail_lines=env.integer("CODEX_GATEWAY_MAX_TAIL_LINES"),
             signal_context_chars=env.integer("CODEX_GATEWAY_SIGNAL_CONTEXT"),

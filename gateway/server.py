@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import ProcessCollector
 
 from bridge.listener import bind_listener
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2, gateway_pb2_grpc
@@ -49,6 +50,10 @@ from gateway.cluster.store import LOST_ERROR, ClusterSessionStore
 from gateway.cluster.triggers import cluster_triggers
 from gateway.config import Config, ConfigError, StartupError
 from gateway.errors import Unauthenticated
+from gateway.metrics.collector import StateCollector
+from gateway.metrics.families import GatewayMetrics
+from gateway.metrics.interceptor import RpcMetrics
+from gateway.metrics.lag import sample_lag
 from gateway.runs.concurrency import RunSlots, Slots
 from gateway.runs.prompt import GlobalSystemPrompt
 from gateway.runs.runner import Runner
@@ -66,6 +71,8 @@ SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_na
 CLUSTER_SERVICE_NAME = cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name
 # Methods that answer without the API token: liveness probes.
 _OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Health", "/grpc.health.v1.Health/Check"})
+# CODEX_GATEWAY_METRICS_PUBLIC: the scrape answers without the API token too.
+_METRICS_METHOD = f"/{SERVICE_NAME}/GetMetrics"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 REST_BACKLOG = 1024
 SWITCH_INTERVAL_S = 0.001
@@ -96,6 +103,8 @@ class Gateway:
     token_check: ApiTokenInterceptor | None = None
     # Cluster mode: the store's write-behind into the database (ClusterSessionStore.run).
     store_sync: Callable[[asyncio.Event], Awaitable[None]] | None = None
+    # This process's metric families (gateway/metrics/); None: CODEX_GATEWAY_METRICS off (bench).
+    metrics: GatewayMetrics | None = None
 
     @classmethod
     def build(cls, config: Config, *, clock: Clock = system_clock) -> Gateway:
@@ -125,6 +134,7 @@ class Gateway:
             )
         webhooks = WebhookSender(config.webhook, outbox, tracer=tracing.tracer(config))
         access = SecureAccess(config.secure_token)
+        metrics = GatewayMetrics() if config.metrics_enabled else None
         runner = Runner(
             config,
             store,
@@ -133,6 +143,7 @@ class Gateway:
             system_prompt,
             feed,
             on_finished=webhooks.run_finished if webhooks.configured else None,
+            metrics=metrics,
         )
         trigger_files = TriggerFiles(config.triggers)
         # Embedded: the files, their own bookkeeping and this machine's clock; cluster: the
@@ -161,7 +172,23 @@ class Gateway:
         )
         placement: Placement = HERE
         forwarding = None
-        token_check = ApiTokenInterceptor(config.api_token) if config.api_token else None
+        if metrics is not None:
+            metrics.registry.register(
+                StateCollector(
+                    feed,
+                    webhooks,
+                    watcher,
+                    lambda: files.interrupted_found,
+                    bridge_pid=lambda: reporter.bridge_pid() if reporter.bridge_pid else None,
+                )
+            )
+            ProcessCollector(namespace="codex_gateway", registry=metrics.registry)
+        open_methods = _OPEN_METHODS | ({_METRICS_METHOD} if config.metrics_public else set())
+        token_check = (
+            ApiTokenInterceptor(config.api_token, open_methods=open_methods)
+            if config.api_token
+            else None
+        )
         if node is not None:
             reporter.cluster = node.status
             lost = LOST_ERROR.format(node.replica_id)
@@ -175,7 +202,10 @@ class Gateway:
             )
             placement = ClusterPlacement(store, forwarding)
             token_check = ApiTokenInterceptor(
-                config.api_token or None, cluster=True, cluster_token=node.config.token
+                config.api_token or None,
+                cluster=True,
+                cluster_token=node.config.token,
+                open_methods=open_methods,
             )
         return cls(
             config,
@@ -194,6 +224,7 @@ class Gateway:
             forwarding=forwarding,
             token_check=token_check,
             store_sync=store_sync,
+            metrics=metrics,
         )
 
     async def open(self) -> None:
@@ -227,6 +258,9 @@ class Gateway:
             group.create_task(supervise("scheduler", self.scheduler.run, stop))
             group.create_task(supervise("watcher", self.watcher.run, stop))
             group.create_task(supervise("webhook delivery", self.webhooks.run, webhooks_stop))
+            if self.metrics is not None:
+                lag = self.metrics.loop_lag
+                group.create_task(supervise("loop lag", lambda s: sample_lag(lag, s), stop))
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
@@ -238,8 +272,14 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     API token, which then opens ClusterService too (no API token: nothing is asked)."""
 
     def __init__(
-        self, token: str | None, *, cluster: bool = False, cluster_token: str | None = None
+        self,
+        token: str | None,
+        *,
+        cluster: bool = False,
+        cluster_token: str | None = None,
+        open_methods: frozenset[str] = _OPEN_METHODS,
     ) -> None:
+        self._open = open_methods
         self._expected = f"Bearer {token}".encode() if token is not None else None
         self._cluster = cluster
         self._cluster_expected = cluster_token.encode() if cluster_token is not None else None
@@ -252,7 +292,7 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
-        if handler is None or details.method in _OPEN_METHODS:
+        if handler is None or details.method in self._open:
             return handler
         if not self._cluster:
             offered = dict(details.invocation_metadata or ()).get("authorization", "")
@@ -313,9 +353,11 @@ async def start_grpc(
     port is bound, before anything is served; if it raises, nothing is left bound."""
     config = gateway.config
     interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]  # stubs only
-        RequestIds(),  # first: every answer, a refusal too, carries the call's request id
+        RequestIds(),  # every answer, a refusal too, carries the call's request id
         MetadataGuard(_OPEN_METHODS),  # then: an oversized token is a 400, not a 401
     ]
+    if gateway.metrics is not None:  # refused RPCs are counted with their code
+        interceptors.insert(0, RpcMetrics(gateway.metrics))
     if config.tracing is not None:  # a span per RPC, continuing the caller's trace
         interceptors.insert(0, tracing.server_interceptor())
     if gateway.token_check is not None:
@@ -344,6 +386,7 @@ async def start_grpc(
         gateway.scheduler,
         gateway.trigger_files,
         gateway.placement,
+        metrics=gateway.metrics,
     )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated
     if gateway.forwarding is not None:  # cluster mode: the other replicas' tails
@@ -437,6 +480,13 @@ async def serve(
     # startup reconciliation takes the first one's running runs for a crash's leftovers (the
     # store's lock on its roots catches one on other ports).
     rest_socket = _rest_listener(config) if with_bridge else None
+    metrics_socket = None
+    if rest_socket is not None and config.metrics_port:
+        try:
+            metrics_socket = _listener(config.metrics_port, "CODEX_GATEWAY_METRICS_PORT", config)
+        except BaseException:
+            rest_socket.close()
+            raise
     try:
         grpc_server = await start_grpc(
             gateway, config.bind, config.grpc_port, before_start=gateway.open
@@ -444,6 +494,8 @@ async def serve(
     except BaseException:
         if rest_socket is not None:
             rest_socket.close()
+        if metrics_socket is not None:
+            metrics_socket.close()
         raise
     log.info("gRPC listening on %s:%d", config.bind, grpc_server.port)
     try:
@@ -470,6 +522,7 @@ async def serve(
                     guards=config.bridge,
                     check_host=config.bridge.check_host(config.api_token),
                     tracing=config.tracing,
+                    metrics_sock=metrics_socket,
                 )
                 gateway.reporter.bridge_pid = lambda: bridge.pid
                 group.create_task(bridge.run(bridge_stop))
@@ -491,6 +544,8 @@ async def serve(
     finally:
         if rest_socket is not None:
             rest_socket.close()  # the bridge is gone: refuse connections rather than hold them
+        if metrics_socket is not None:
+            metrics_socket.close()
         await grpc_server.server.stop(grace=1.0)
         await gateway.close()
 
@@ -498,11 +553,15 @@ async def serve(
 def _rest_listener(config: Config) -> socket.socket:
     """Bound and listening before anything else starts: a port in use fails startup, and
     connections wait in the backlog until the bridge process accepts them."""
+    return _listener(config.port, "CODEX_GATEWAY_PORT", config)
+
+
+def _listener(port: int, variable: str, config: Config) -> socket.socket:
     try:
-        sock = bind_listener(config.bind, config.port)
+        sock = bind_listener(config.bind, port)
     except OSError as exc:
         raise ConfigError(
-            f"CODEX_GATEWAY_PORT: cannot listen on {config.bind}:{config.port}: {exc.strerror}"
+            f"{variable}: cannot listen on {config.bind}:{port}: {exc.strerror}"
         ) from exc
     sock.listen(REST_BACKLOG)
     return sock

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
@@ -60,6 +61,7 @@ from gateway.errors import (
     capped,
     quote,
 )
+from gateway.metrics.families import METRICS_CONTENT_TYPE, GatewayMetrics
 from gateway.runs.fork import fork_request
 from gateway.runs.images import ImageInput
 from gateway.runs.prompt import Message
@@ -149,7 +151,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         scheduler: Scheduler,
         trigger_files: TriggerFiles,
         placement: Placement = HERE,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._placement = placement  # where a session lives (gateway/api/forward.py)
         self._config = config
         self._scheduler = scheduler
@@ -185,6 +189,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if cluster is not None:
             status.cluster.CopyFrom(cluster)
         return status
+
+    async def GetMetrics(  # gRPC method names are the proto's
+        self, request: gw_status_pb2.GetMetricsRequest, context: Any
+    ) -> gw_status_pb2.GetMetricsResponse:
+        # This replica's own: never forwarded, so nothing is counted twice in a cluster.
+        metrics = self._metrics
+        data = await asyncio.to_thread(metrics.exposition) if metrics is not None else b""
+        return gw_status_pb2.GetMetricsResponse(
+            body=httpbody_pb2.HttpBody(content_type=METRICS_CONTENT_TYPE, data=data)
+        )
 
     @routed(by_run_target)
     async def Complete(  # gRPC method names are the proto's

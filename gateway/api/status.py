@@ -194,6 +194,7 @@ def endpoints() -> dict[str, Any]:
         "health": pick("Health")["path"],
         "status": pick("GetStatus")["path"],
         "docs": DOCS_PATH,  # the REST bridge's API documentation (no RPC)
+        "metrics": pick("GetMetrics")["path"],
         "completion": pick("Complete"),
         "completion_stream": pick("StreamCompletion"),
         "sessions": {

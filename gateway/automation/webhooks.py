@@ -127,6 +127,7 @@ class WebhookSender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delivered = 0
         self._failed = 0
+        self._retried = 0
         self._paced = 0  # attempts in flight that count against `concurrency`
         self._slow = 0  # attempts in flight past _SLOW_AFTER_S that gave their slot up
 
@@ -147,6 +148,11 @@ class WebhookSender:
             "failed": self._failed,
             "pending": self._outbox.waiting(),
         }
+
+    @property
+    def retried(self) -> int:
+        """Attempts of this process that failed and were scheduled again (metrics)."""
+        return self._retried
 
     async def pending(self) -> int:
         """Deliveries not yet delivered nor failed, as the outbox counts them (in cluster mode,
@@ -283,6 +289,7 @@ class WebhookSender:
             if delivery.attempts >= self._config.max_attempts:
                 await self._fail(delivery, str(exc))
             else:
+                self._retried += 1
                 await self._outbox.retry(delivery, self._wait(delivery, exc), str(exc))
         except _Permanent as exc:
             await self._fail(delivery, str(exc))

@@ -29,15 +29,18 @@ from gateway.changes.tracker import ChangeTracker
 from gateway.config import Config
 from gateway.errors import (
     AgentFailed,
+    ConcurrencyLimitReached,
     GatewayError,
     InvalidRequest,
     OutputSchemaMismatch,
     RunCancelled,
     RunInterrupted,
     RunTimedOut,
+    SessionBusy,
     ShuttingDown,
     StorageFailed,
 )
+from gateway.metrics.families import GatewayMetrics
 from gateway.runs import images
 from gateway.runs.admission import Admission
 from gateway.runs.childenv import child_environment
@@ -76,8 +79,10 @@ class Runner:
         system_prompt: GlobalSystemPrompt,
         feed: LiveFeed | None = None,
         on_finished: FinishedSink | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics  # None: not measured (the benchmark's baseline)
         self._feed = feed
         self._on_finished = on_finished
         self._store = store
@@ -119,6 +124,8 @@ class Runner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_settled)
+        if self._metrics is not None:
+            task.add_done_callback(self._count_refusal)
         return await asyncio.shield(task)
 
     async def _run(
@@ -131,10 +138,13 @@ class Runner:
         run_id = str(uuid.uuid4())  # first: the slot is taken for it
         # This task's log lines, and those of every task it starts, name the run.
         bind(run_id=run_id, session_id=prepared.target.id if prepared.target else None)
+        asked = asyncio.get_running_loop().time()
         slot = self._slots.slot(run_id, wait=wait_for_slot)
         if self._config.tracing is not None:
             slot = tracing.entered_within(self._tracer, "slot wait", slot)
         async with slot, AsyncExitStack() as parent_hold:
+            if self._metrics is not None:
+                self._metrics.slot_wait.observe(asyncio.get_running_loop().time() - asked)
             if self._closing:
                 raise ShuttingDown
             if prepared.parent is not None:
@@ -199,6 +209,8 @@ class Runner:
             run.error = str(exc)
             self._finish(run)
             raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
+        if self._metrics is not None:
+            self._metrics.run_started(run)
         run.record.first_seq = run.log.start()
         log.info(
             "run %s started (%s) in session %s", run.id, run.prepared.request.source, session.id
@@ -239,6 +251,8 @@ class Runner:
             run.record.last_seq = run.log.end(run.status)
             run.log.close()
             self._finish(run)
+            if self._metrics is not None:
+                self._metrics.run_finished(run)
             self._announce(run)
             log.info("run %s ended: %s", run.id, run.status)
         return run.result()
@@ -257,6 +271,11 @@ class Runner:
     def active(self, session_id: str) -> Run | None:
         """The session's running run in this process, if any."""
         return self._active.get(session_id)
+
+    def _count_refusal(self, task: asyncio.Task[RunResult]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, (ConcurrencyLimitReached, SessionBusy)) and self._metrics:
+            self._metrics.runs_rejected.labels(error.reason.lower()).inc()
 
     def _announce(self, run: Run) -> None:
         if self._on_finished is None:
@@ -391,8 +410,13 @@ class Runner:
             roots=(*self._config.workspace_roots, self._config.default_workspace),
             user=self._config.agent_user,
         )
-        with self._tracer.start_as_current_span("agent spawn"):
-            await agent.start()
+        try:
+            with self._tracer.start_as_current_span("agent spawn"):
+                await agent.start()
+        except GatewayError:
+            if self._metrics is not None:
+                self._metrics.spawn_failures.inc()
+            raise
         if outcome is None:
             outcome = RunOutcome()
         started: str | None = None  # the thread this process reported

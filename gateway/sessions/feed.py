@@ -92,17 +92,27 @@ class LiveFeed:
         self._buffer = buffer
         self._buffer_bytes = buffer_bytes
         self._followers: dict[str, set[Subscription]] = {}
+        self.delivered = 0  # items queued to followers (metrics)
+        self.dropped = 0  # followers dropped for lagging (metrics)
 
     def followers(self, session_id: str) -> int:
         return len(self._followers.get(session_id, ()))
+
+    @property
+    def following(self) -> int:
+        """Followers now, of every session."""
+        return sum(map(len, self._followers.values()))
 
     def publish(self, session_id: str, item: FeedItem) -> None:
         followers = self._followers.get(session_id)
         if not followers:
             return
         for follower in list(followers):
-            if not follower.offer(item):
+            if follower.offer(item):
+                self.delivered += 1
+            else:
                 followers.discard(follower)
+                self.dropped += 1
 
     @contextlib.contextmanager
     def subscribe(self, session_id: str, buffer: int | None = None) -> Iterator[Subscription]:

@@ -86,6 +86,7 @@ class FileSessionStore(SessionStore):
         self._locks: list[int] = []
         self._busy: dict[str, str] = {}  # session id -> the run that holds it
         self.meta_writes = 0
+        self.interrupted_found = 0  # runs a crash left `running`, recorded interrupted
         """meta.json files written by this store (its tests count a run's writes with it)."""
 
     @property
@@ -154,6 +155,7 @@ class FileSessionStore(SessionStore):
 
     def reconcile(self, session: Session) -> None:
         """A run the gateway lost to a crash: stop what it left running, record `interrupted`."""
+        self.interrupted_found += 1
         for pid in session.interrupt("the gateway stopped during this run", now_iso()):
             stop_orphaned_agent(pid)
         try:

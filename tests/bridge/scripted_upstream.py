@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf import duration_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
@@ -107,6 +108,11 @@ class ScriptedUpstream(gateway_pb2_grpc.GatewayServiceServicer):
         if self.poison:
             response.env.update({"nan": float("nan")})  # valid protobuf, not valid JSON
         return response
+
+    async def GetMetrics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._record("GetMetrics", request, context)
+        body = httpbody_pb2.HttpBody(content_type="text/plain; version=0.0.4", data=b"up 1\n")
+        return gw_status_pb2.GetMetricsResponse(body=body)
 
     async def ListSessions(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._record("ListSessions", request, context)

@@ -14,6 +14,7 @@ from bridge.routes import FallbackRoute, TemplateRoute, split_raw_path
 EXPECTED = [
     ("Health", "GET", "/health", "", ""),
     ("GetInfo", "GET", "/", "", ""),
+    ("GetMetrics", "GET", "/metrics", "", "body"),
     ("GetStatus", "GET", "/status", "", ""),
     ("Complete", "POST", "/completion", "run", "result"),
     ("StreamCompletion", "POST", "/completion/stream", "run", ""),

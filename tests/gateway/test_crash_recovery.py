@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, sessions_pb2
+from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2, sessions_pb2, status_pb2
 from tests.fakes import AGENTS_DIR
 from tests.harness import start_gateway_process
 from tests.processes import alive
@@ -75,6 +75,8 @@ async def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
             assert [s.session_id for s in listed.sessions] == [session_id]
             meta_text = (tmp_path / "sessions" / f"session-{session_id}" / "meta.json").read_text()
             json.loads(meta_text)  # not corrupt
+            scrape = await stub.GetMetrics(status_pb2.GetMetricsRequest())
+            assert b"\ncodex_gateway_runs_interrupted_found_total 1.0\n" in scrape.body.data
     finally:
         second.process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.process.wait(), 15)

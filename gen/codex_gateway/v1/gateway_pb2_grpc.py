@@ -48,6 +48,11 @@ class GatewayServiceStub:
                 request_serializer=codex__gateway_dot_v1_dot_status__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=codex__gateway_dot_v1_dot_status__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/codex_gateway.v1.GatewayService/GetMetrics',
+                request_serializer=codex__gateway_dot_v1_dot_status__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=codex__gateway_dot_v1_dot_status__pb2.GetMetricsResponse.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/codex_gateway.v1.GatewayService/GetStatus',
                 request_serializer=codex__gateway_dot_v1_dot_status__pb2.GetStatusRequest.SerializeToString,
@@ -148,6 +153,14 @@ class GatewayServiceServicer:
 
     def GetInfo(self, request, context):
         """Gateway metadata: watcher, webhook, system prompt, configuration and endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetrics(self, request, context):
+        """Prometheus metrics of this process (text exposition format, in body.content_type); the REST
+        bridge appends its own. Needs the API token unless CODEX_GATEWAY_METRICS_PUBLIC=true.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,6 +297,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=codex__gateway_dot_v1_dot_status__pb2.GetInfoRequest.FromString,
                     response_serializer=codex__gateway_dot_v1_dot_status__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=codex__gateway_dot_v1_dot_status__pb2.GetMetricsRequest.FromString,
+                    response_serializer=codex__gateway_dot_v1_dot_status__pb2.GetMetricsResponse.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -426,6 +444,33 @@ class GatewayService:
             '/codex_gateway.v1.GatewayService/GetInfo',
             codex__gateway_dot_v1_dot_status__pb2.GetInfoRequest.SerializeToString,
             codex__gateway_dot_v1_dot_status__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codex_gateway.v1.GatewayService/GetMetrics',
+            codex__gateway_dot_v1_dot_status__pb2.GetMetricsRequest.SerializeToString,
+            codex__gateway_dot_v1_dot_status__pb2.GetMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,44 +22,49 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63odex_gateway/v1/status.proto\x12\x10\x63odex_gateway.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x0f\n\rHealthRequest\" \n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\xb5\x02\n\rWatcherStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x0f\n\x07pattern\x18\x03 \x01(\t\x12\x18\n\x0bprompt_file\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65\x62ounce_ms\x18\x05 \x01(\x03\x12\x0f\n\x07poll_ms\x18\x06 \x01(\x03\x12\x15\n\rwatcher_count\x18\x07 \x01(\x05\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x13\n\x0b\x65vents_seen\x18\t \x01(\x03\x12\x14\n\x0cruns_started\x18\n \x01(\x03\x12+\n\nlast_event\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\nlast_error\x18\x0c \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_prompt_fileB\r\n\x0b_last_error\"\xcd\x01\n\rWebhookStatus\x12\x12\n\nconfigured\x18\x01 \x01(\x08\x12\x15\n\x08url_tail\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\x12\x17\n\x0fhas_auth_bearer\x18\x04 \x01(\x08\x12\x13\n\x0bheader_keys\x18\x05 \x03(\t\x12\x0e\n\x06signed\x18\x06 \x01(\x08\x12\x11\n\tdelivered\x18\x07 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x03\x12\x0f\n\x07pending\x18\t \x01(\x03\x42\x0b\n\t_url_tail\"s\n\x12SystemPromptStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\x04path\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12\x13\n\x06reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_pathB\t\n\x07_reason\"T\n\x11\x43oncurrencyStatus\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\x12\x11\n\tavailable\x18\x03 \x01(\x05\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\"U\n\x0cMemoryStatus\x12\x0b\n\x03rss\x18\x01 \x01(\x03\x12\x10\n\x08peak_rss\x18\x02 \x01(\x03\x12\x12\n\nagents_rss\x18\x03 \x01(\x03\x12\x12\n\nbridge_rss\x18\x04 \x01(\x03\"t\n\x11TriggerFileStatus\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08triggers\x18\x02 \x01(\x05\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07skipped\x18\x04 \x01(\x05\x12\x10\n\x08problems\x18\x05 \x03(\tB\x08\n\x06_error\"U\n\x0eTriggersStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x32\n\x05\x66iles\x18\x02 \x03(\x0b\x32#.codex_gateway.v1.TriggerFileStatus\"Z\n\rReplicaStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x11\n\tgrpc_addr\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x13\n\x0blease_until\x18\x04 \x01(\t\"\xa1\x01\n\rClusterStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x31\n\x08replicas\x18\x02 \x03(\x0b\x32\x1f.codex_gateway.v1.ReplicaStatus\x12\x14\n\x0cslots_in_use\x18\x03 \x01(\x05\x12\x11\n\tslots_max\x18\x04 \x01(\x05\x12\x10\n\x08lease_ms\x18\x05 \x01(\x03\x12\x0e\n\x06reaped\x18\x06 \x01(\x03\"\x10\n\x0eGetInfoRequest\"\x8e\x03\n\x0fGetInfoResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x30\n\x07watcher\x18\x02 \x01(\x0b\x32\x1f.codex_gateway.v1.WatcherStatus\x12\x30\n\x07webhook\x18\x03 \x01(\x0b\x32\x1f.codex_gateway.v1.WebhookStatus\x12;\n\rsystem_prompt\x18\x04 \x01(\x0b\x32$.codex_gateway.v1.SystemPromptStatus\x12$\n\x03\x65nv\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\tendpoints\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0c\n\x04mode\x18\t \x01(\t\x12\x30\n\x07\x63luster\x18\n \x01(\x0b\x32\x1f.codex_gateway.v1.ClusterStatus\"\x12\n\x10GetStatusRequest\"\xf9\x03\n\x11GetStatusResponse\x12\x38\n\x0b\x63oncurrency\x18\x01 \x01(\x0b\x32#.codex_gateway.v1.ConcurrencyStatus\x12\x0e\n\x06uptime\x18\x02 \x01(\x01\x12.\n\x06memory\x18\x03 \x01(\x0b\x32\x1e.codex_gateway.v1.MemoryStatus\x12\x30\n\x07watcher\x18\x04 \x01(\x0b\x32\x1f.codex_gateway.v1.WatcherStatus\x12\x30\n\x07webhook\x18\x05 \x01(\x0b\x32\x1f.codex_gateway.v1.WebhookStatus\x12;\n\rsystem_prompt\x18\x06 \x01(\x0b\x32$.codex_gateway.v1.SystemPromptStatus\x12$\n\x03\x65nv\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x08triggers\x18\x08 \x01(\x0b\x32 .codex_gateway.v1.TriggersStatus\x12\x18\n\x10sessions_running\x18\t \x01(\x05\x12\x15\n\rshutting_down\x18\n \x01(\x08\x12\x0c\n\x04mode\x18\x0b \x01(\t\x12\x30\n\x07\x63luster\x18\x0c \x01(\x0b\x32\x1f.codex_gateway.v1.ClusterStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63odex_gateway/v1/status.proto\x12\x10\x63odex_gateway.v1\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x0f\n\rHealthRequest\" \n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\xb5\x02\n\rWatcherStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x0f\n\x07pattern\x18\x03 \x01(\t\x12\x18\n\x0bprompt_file\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65\x62ounce_ms\x18\x05 \x01(\x03\x12\x0f\n\x07poll_ms\x18\x06 \x01(\x03\x12\x15\n\rwatcher_count\x18\x07 \x01(\x05\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x13\n\x0b\x65vents_seen\x18\t \x01(\x03\x12\x14\n\x0cruns_started\x18\n \x01(\x03\x12+\n\nlast_event\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\nlast_error\x18\x0c \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_prompt_fileB\r\n\x0b_last_error\"\xcd\x01\n\rWebhookStatus\x12\x12\n\nconfigured\x18\x01 \x01(\x08\x12\x15\n\x08url_tail\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\x12\x17\n\x0fhas_auth_bearer\x18\x04 \x01(\x08\x12\x13\n\x0bheader_keys\x18\x05 \x03(\t\x12\x0e\n\x06signed\x18\x06 \x01(\x08\x12\x11\n\tdelivered\x18\x07 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x03\x12\x0f\n\x07pending\x18\t \x01(\x03\x42\x0b\n\t_url_tail\"s\n\x12SystemPromptStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\x04path\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12\x13\n\x06reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_pathB\t\n\x07_reason\"T\n\x11\x43oncurrencyStatus\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\x12\x11\n\tavailable\x18\x03 \x01(\x05\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\"U\n\x0cMemoryStatus\x12\x0b\n\x03rss\x18\x01 \x01(\x03\x12\x10\n\x08peak_rss\x18\x02 \x01(\x03\x12\x12\n\nagents_rss\x18\x03 \x01(\x03\x12\x12\n\nbridge_rss\x18\x04 \x01(\x03\"t\n\x11TriggerFileStatus\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08triggers\x18\x02 \x01(\x05\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07skipped\x18\x04 \x01(\x05\x12\x10\n\x08problems\x18\x05 \x03(\tB\x08\n\x06_error\"U\n\x0eTriggersStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x32\n\x05\x66iles\x18\x02 \x03(\x0b\x32#.codex_gateway.v1.TriggerFileStatus\"Z\n\rReplicaStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x11\n\tgrpc_addr\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x13\n\x0blease_until\x18\x04 \x01(\t\"\xa1\x01\n\rClusterStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x31\n\x08replicas\x18\x02 \x03(\x0b\x32\x1f.codex_gateway.v1.ReplicaStatus\x12\x14\n\x0cslots_in_use\x18\x03 \x01(\x05\x12\x11\n\tslots_max\x18\x04 \x01(\x05\x12\x10\n\x08lease_ms\x18\x05 \x01(\x03\x12\x0e\n\x06reaped\x18\x06 \x01(\x03\"\x13\n\x11GetMetricsRequest\"8\n\x12GetMetricsResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x10\n\x0eGetInfoRequest\"\x8e\x03\n\x0fGetInfoResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x30\n\x07watcher\x18\x02 \x01(\x0b\x32\x1f.codex_gateway.v1.WatcherStatus\x12\x30\n\x07webhook\x18\x03 \x01(\x0b\x32\x1f.codex_gateway.v1.WebhookStatus\x12;\n\rsystem_prompt\x18\x04 \x01(\x0b\x32$.codex_gateway.v1.SystemPromptStatus\x12$\n\x03\x65nv\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\tendpoints\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0c\n\x04mode\x18\t \x01(\t\x12\x30\n\x07\x63luster\x18\n \x01(\x0b\x32\x1f.codex_gateway.v1.ClusterStatus\"\x12\n\x10GetStatusRequest\"\xf9\x03\n\x11GetStatusResponse\x12\x38\n\x0b\x63oncurrency\x18\x01 \x01(\x0b\x32#.codex_gateway.v1.ConcurrencyStatus\x12\x0e\n\x06uptime\x18\x02 \x01(\x01\x12.\n\x06memory\x18\x03 \x01(\x0b\x32\x1e.codex_gateway.v1.MemoryStatus\x12\x30\n\x07watcher\x18\x04 \x01(\x0b\x32\x1f.codex_gateway.v1.WatcherStatus\x12\x30\n\x07webhook\x18\x05 \x01(\x0b\x32\x1f.codex_gateway.v1.WebhookStatus\x12;\n\rsystem_prompt\x18\x06 \x01(\x0b\x32$.codex_gateway.v1.SystemPromptStatus\x12$\n\x03\x65nv\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x08triggers\x18\x08 \x01(\x0b\x32 .codex_gateway.v1.TriggersStatus\x12\x18\n\x10sessions_running\x18\t \x01(\x05\x12\x15\n\rshutting_down\x18\n \x01(\x08\x12\x0c\n\x04mode\x18\x0b \x01(\t\x12\x30\n\x07\x63luster\x18\x0c \x01(\x0b\x32\x1f.codex_gateway.v1.ClusterStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codex_gateway.v1.status_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEALTHREQUEST']._serialized_start=81
-  _globals['_HEALTHREQUEST']._serialized_end=96
-  _globals['_HEALTHRESPONSE']._serialized_start=98
-  _globals['_HEALTHRESPONSE']._serialized_end=130
-  _globals['_WATCHERSTATUS']._serialized_start=133
-  _globals['_WATCHERSTATUS']._serialized_end=442
-  _globals['_WEBHOOKSTATUS']._serialized_start=445
-  _globals['_WEBHOOKSTATUS']._serialized_end=650
-  _globals['_SYSTEMPROMPTSTATUS']._serialized_start=652
-  _globals['_SYSTEMPROMPTSTATUS']._serialized_end=767
-  _globals['_CONCURRENCYSTATUS']._serialized_start=769
-  _globals['_CONCURRENCYSTATUS']._serialized_end=853
-  _globals['_MEMORYSTATUS']._serialized_start=855
-  _globals['_MEMORYSTATUS']._serialized_end=940
-  _globals['_TRIGGERFILESTATUS']._serialized_start=942
-  _globals['_TRIGGERFILESTATUS']._serialized_end=1058
-  _globals['_TRIGGERSSTATUS']._serialized_start=1060
-  _globals['_TRIGGERSSTATUS']._serialized_end=1145
-  _globals['_REPLICASTATUS']._serialized_start=1147
-  _globals['_REPLICASTATUS']._serialized_end=1237
-  _globals['_CLUSTERSTATUS']._serialized_start=1240
-  _globals['_CLUSTERSTATUS']._serialized_end=1401
-  _globals['_GETINFOREQUEST']._serialized_start=1403
-  _globals['_GETINFOREQUEST']._serialized_end=1419
-  _globals['_GETINFORESPONSE']._serialized_start=1422
-  _globals['_GETINFORESPONSE']._serialized_end=1820
-  _globals['_GETSTATUSREQUEST']._serialized_start=1822
-  _globals['_GETSTATUSREQUEST']._serialized_end=1840
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1843
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2348
+  _globals['_HEALTHREQUEST']._serialized_start=108
+  _globals['_HEALTHREQUEST']._serialized_end=123
+  _globals['_HEALTHRESPONSE']._serialized_start=125
+  _globals['_HEALTHRESPONSE']._serialized_end=157
+  _globals['_WATCHERSTATUS']._serialized_start=160
+  _globals['_WATCHERSTATUS']._serialized_end=469
+  _globals['_WEBHOOKSTATUS']._serialized_start=472
+  _globals['_WEBHOOKSTATUS']._serialized_end=677
+  _globals['_SYSTEMPROMPTSTATUS']._serialized_start=679
+  _globals['_SYSTEMPROMPTSTATUS']._serialized_end=794
+  _globals['_CONCURRENCYSTATUS']._serialized_start=796
+  _globals['_CONCURRENCYSTATUS']._serialized_end=880
+  _globals['_MEMORYSTATUS']._serialized_start=882
+  _globals['_MEMORYSTATUS']._serialized_end=967
+  _globals['_TRIGGERFILESTATUS']._serialized_start=969
+  _globals['_TRIGGERFILESTATUS']._serialized_end=1085
+  _globals['_TRIGGERSSTATUS']._serialized_start=1087
+  _globals['_TRIGGERSSTATUS']._serialized_end=1172
+  _globals['_REPLICASTATUS']._serialized_start=1174
+  _globals['_REPLICASTATUS']._serialized_end=1264
+  _globals['_CLUSTERSTATUS']._serialized_start=1267
+  _globals['_CLUSTERSTATUS']._serialized_end=1428
+  _globals['_GETMETRICSREQUEST']._serialized_start=1430
+  _globals['_GETMETRICSREQUEST']._serialized_end=1449
+  _globals['_GETMETRICSRESPONSE']._serialized_start=1451
+  _globals['_GETMETRICSRESPONSE']._serialized_end=1507
+  _globals['_GETINFOREQUEST']._serialized_start=1509
+  _globals['_GETINFOREQUEST']._serialized_end=1525
+  _globals['_GETINFORESPONSE']._serialized_start=1528
+  _globals['_GETINFORESPONSE']._serialized_end=1926
+  _globals['_GETSTATUSREQUEST']._serialized_start=1928
+  _globals['_GETSTATUSREQUEST']._serialized_end=1946
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1949
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2454
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,87 @@
+"""What is read at scrape time rather than counted as it happens: the state the gateway's parts
+already keep (live tails, webhook deliveries, the watcher, crash recovery, agent memory). Costs
+nothing between scrapes and nothing on the paths it reports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.automation.watcher import FileWatcher
+from gateway.automation.webhooks import WebhookSender
+from gateway.procfs import descendants, rss_bytes
+from gateway.sessions.feed import LiveFeed
+
+
+@dataclass(eq=False)  # registered by identity
+class StateCollector(Collector):
+    feed: LiveFeed
+    webhooks: WebhookSender
+    watcher: FileWatcher
+    interrupted_found: Callable[[], int]
+    # The bridge's pid, whose memory is not the agents'.
+    bridge_pid: Callable[[], int | None] = lambda: None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        feed = self.feed
+        yield _gauge("codex_gateway_tail_followers", "Live tail followers now.", feed.following)
+        yield _counter(
+            "codex_gateway_tail_followers_dropped",
+            "Live tail followers dropped for lagging behind.",
+            feed.dropped,
+        )
+        yield _counter(
+            "codex_gateway_tail_items_delivered", "Items queued to live followers.", feed.delivered
+        )
+        counts = self.webhooks.status()
+        yield _counter(
+            "codex_gateway_webhooks_delivered", "Webhook deliveries made.", counts["delivered"]
+        )
+        yield _counter(
+            "codex_gateway_webhooks_retried",
+            "Webhook attempts that failed and were scheduled again.",
+            self.webhooks.retried,
+        )
+        yield _counter(
+            "codex_gateway_webhooks_failed",
+            "Webhook deliveries given up on.",
+            counts["failed"],
+        )
+        yield _gauge(
+            "codex_gateway_webhooks_pending",
+            "Webhook deliveries this process holds in its outbox, queued or in flight.",
+            counts["pending"],
+        )
+        status = self.watcher.status
+        yield _counter(
+            "codex_gateway_watcher_events", "File events the watcher saw.", status.events_seen
+        )
+        yield _counter(
+            "codex_gateway_watcher_runs_started",
+            "Runs the watcher's events started.",
+            status.runs_started,
+        )
+        yield _counter(
+            "codex_gateway_runs_interrupted_found",
+            "Runs found running at startup (left by a crash) and recorded as interrupted.",
+            self.interrupted_found(),
+        )
+        bridge = self.bridge_pid()
+        agents = descendants(os.getpid()) - ({bridge} if bridge is not None else set())
+        yield _gauge(
+            "codex_gateway_agents_resident_memory_bytes",
+            "Resident memory of the agents (codex and what it runs), summed.",
+            sum(rss_bytes(pid) for pid in agents),
+        )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
