@@ -114,7 +114,11 @@ class Runner:
         """Validate, then run in a task of the runner's own; the caller may leave early."""
         if self._closing:
             raise ShuttingDown
-        prepared = self._admission.prepare(request)
+        try:
+            prepared = self._admission.prepare(request)
+        except SessionBusy as exc:  # the session runs: refused before the run has a task
+            self._count_refusal_of(exc)
+            raise
         span, span_context = tracing.task_span(self._tracer, "run")
         task = asyncio.create_task(
             self._run(prepared, wait_for_slot, on_event, on_started), context=span_context
@@ -273,7 +277,10 @@ class Runner:
         return self._active.get(session_id)
 
     def _count_refusal(self, task: asyncio.Task[RunResult]) -> None:
-        error = None if task.cancelled() else task.exception()
+        self._count_refusal_of(None if task.cancelled() else task.exception())
+
+    def _count_refusal_of(self, error: BaseException | None) -> None:
+        """A 429 (no slot) or a 409 (the session runs), by reason."""
         if isinstance(error, (ConcurrencyLimitReached, SessionBusy)) and self._metrics:
             self._metrics.runs_rejected.labels(error.reason.lower()).inc()
 

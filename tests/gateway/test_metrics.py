@@ -100,6 +100,14 @@ async def test_a_scripted_sequence_of_runs_gives_exact_counter_deltas(
                 runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="hi")), metadata=AUTH
             )
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with pytest.raises(grpc.aio.AioRpcError) as busy:  # its session is running
+            await gw.stub.PromptSession(
+                runs_pb2.PromptSessionRequest(
+                    session_id=session_id, run=runs_pb2.RunInput(prompt="hi")
+                ),
+                metadata=AUTH,
+            )
+        assert busy.value.code() == grpc.StatusCode.ABORTED
         await gw.stub.CancelSession(
             sessions_pb2.CancelSessionRequest(session_id=session_id), metadata=AUTH
         )
@@ -121,6 +129,7 @@ async def test_a_scripted_sequence_of_runs_gives_exact_counter_deltas(
     assert delta("codex_gateway_run_duration_seconds_count", source="api") == 3
     assert value(after, "codex_gateway_runs_running") == 0
     assert delta("codex_gateway_runs_rejected_total", reason="concurrency_limit") == 1
+    assert delta("codex_gateway_runs_rejected_total", reason="session_busy") == 1
     assert delta("codex_gateway_slot_wait_seconds_count") == 3
     usage = ok.result.usage
     model = ok.result.model or "default"
