@@ -33,8 +33,9 @@ serve: install
 cluster: install
 	$(PY) -m devcluster $(ARGS)
 
+# Unbuffered: a run stopped from outside (a CI time limit) still shows how far it got.
 test: install
-	$(PY) -m pytest -q -n 2 -m "not slow" --failure-log build/test-failures.txt tests \
+	PYTHONUNBUFFERED=1 $(PY) -m pytest -q -n 2 -m "not slow" --failure-log build/test-failures.txt tests \
 	  || { echo "== failed tests (build/test-failures.txt) =="; cat build/test-failures.txt; exit 1; }
 
 soak: install
