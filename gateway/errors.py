@@ -184,6 +184,24 @@ class RunTimedOut(GatewayError):
         return {"timeout_ms": str(self.timeout_ms)}
 
 
+class RunStalled(GatewayError):
+    """The stall watchdog stopped a run whose codex had gone silent (no output, no command of
+    its own running) for `stall_timeout_ms`: a timeout of another kind (408, status `timeout`,
+    failure kind `stalled`)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "RUN_STALLED"
+
+    def __init__(self, stall_timeout_ms: int) -> None:
+        super().__init__(
+            f"Codex was silent for {stall_timeout_ms}ms: the run was stopped as stalled"
+        )
+        self.stall_timeout_ms = stall_timeout_ms
+
+    def details(self) -> dict[str, str]:
+        return {"stall_timeout_ms": str(self.stall_timeout_ms)}
+
+
 class RunCancelled(GatewayError):
     code = grpc.StatusCode.CANCELLED
     reason = "RUN_CANCELLED"
