@@ -179,6 +179,7 @@ class Gateway:
                     webhooks,
                     watcher,
                     lambda: files.interrupted_found,
+                    scheduler.counts,
                     bridge_pid=lambda: reporter.bridge_pid() if reporter.bridge_pid else None,
                 )
             )

@@ -70,6 +70,9 @@ _PROBLEM_CHARS = 300
 # up to the cap; a successful attempt forgets it.
 RETRY_AFTER = timedelta(seconds=5)
 MAX_RETRY_AFTER = timedelta(minutes=10)
+# A fire claimed this long after its instant (the gateway was down or its loop held up) started
+# late: it runs, and counts as a misfire.
+LATE_AFTER = timedelta(seconds=60)
 
 Armed = tuple[str, datetime | None]
 
@@ -92,6 +95,20 @@ class _Loaded:
     skipped: int = 0
     armed: dict[str, Armed] = field(default_factory=dict)
     missing_ids: bool = False
+
+
+@dataclass
+class FireCounts:
+    """What this process's fires came to, for the metrics (read at scrape time). `fired` by how
+    the run ended (success, error, interrupted); `misfired` by why the instant was missed or
+    late: `late` (claimed LATE_AFTER past its instant; it still runs), `unrecorded` (its
+    bookkeeping could not be written, so it did not run then and is tried again later)."""
+
+    fired: dict[str, int] = field(default_factory=dict)
+    misfired: dict[str, int] = field(default_factory=dict)
+
+    def count(self, table: dict[str, int], label: str) -> None:
+        table[label] = table.get(label, 0) + 1
 
 
 class Scheduler:
@@ -137,6 +154,7 @@ class Scheduler:
         self._applied_all = 0
         # Triggers whose fire could not be recorded: not before when, and the delay to double.
         self._held: dict[tuple[Path, str], tuple[datetime, timedelta]] = {}
+        self.counts = FireCounts()
 
     # -- what is scheduled -------------------------------------------------------------------
 
@@ -322,12 +340,16 @@ class Scheduler:
                 return
             except GatewayError:
                 self._hold(key)
+                self.counts.count(self.counts.misfired, "unrecorded")
                 raise
             settled = True
             if claimed is None:
                 return
             self._held.pop(key, None)
+            if self._clock() - fire.scheduled_for >= LATE_AFTER:
+                self.counts.count(self.counts.misfired, "late")
             outcome = await self._finishing(fire, claimed)
+            self.counts.count(self.counts.fired, outcome.status)
             await self._ledger.finish(fire, claimed, outcome)
         except GatewayError:
             log.exception("trigger %s in %s: could not record its fire", trigger.id, path)
@@ -344,6 +366,7 @@ class Scheduler:
         try:
             return await self._run(fire.trigger, claimed.session_id)
         except asyncio.CancelledError:
+            self.counts.count(self.counts.fired, "interrupted")
             with contextlib.suppress(GatewayError):
                 await asyncio.shield(
                     self._ledger.finish(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.automation.scheduler import FireCounts
 from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
 from gateway.procfs import descendants, rss_bytes
@@ -23,6 +24,7 @@ class StateCollector(Collector):
     webhooks: WebhookSender
     watcher: FileWatcher
     interrupted_found: Callable[[], int]
+    fires: FireCounts
     # The bridge's pid, whose memory is not the agents'.
     bridge_pid: Callable[[], int | None] = lambda: None
 
@@ -56,6 +58,19 @@ class StateCollector(Collector):
             "Webhook deliveries this process holds in its outbox, queued or in flight.",
             counts["pending"],
         )
+        yield _labelled(
+            "codex_gateway_trigger_fires",
+            "Trigger fires this process ran, by how the run ended.",
+            "outcome",
+            self.fires.fired,
+        )
+        yield _labelled(
+            "codex_gateway_trigger_misfires",
+            "Trigger instants missed or run late, by reason (late: claimed a minute or more past"
+            " the instant; unrecorded: the fire's record could not be written, tried again later).",
+            "reason",
+            self.fires.misfired,
+        )
         status = self.watcher.status
         yield _counter(
             "codex_gateway_watcher_events", "File events the watcher saw.", status.events_seen
@@ -85,3 +100,12 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
+
+
+def _labelled(
+    name: str, documentation: str, label: str, values: dict[str, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(values.items()):
+        family.add_metric([value], count)
+    return family

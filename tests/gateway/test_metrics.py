@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -15,8 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 from codex_gateway.v1 import status_pb2 as gw_status_pb2
+from gateway.automation.scheduler import MAX_RETRY_AFTER
 from gateway.config import Config, WebhookConfig
+from tests.fakes import AGENTS_DIR
 from tests.fakes.webhook_receiver import Receiver, Reply
+from tests.gateway.test_triggers import SteppedClock, with_triggers
 from tests.harness import (
     RunningGateway,
     free_port,
@@ -298,3 +304,49 @@ async def test_the_metrics_port_serves_the_scrape_alone_and_follows_the_token(
     finally:
         process.process.terminate()
         await asyncio.wait_for(process.process.wait(), 30)
+
+
+async def test_trigger_fires_and_misfires_are_counted_by_outcome_and_reason(
+    config_for: Callable[..., Config], tmp_path: Any
+) -> None:
+    config = with_triggers(config_for(codex_bin=AGENTS_DIR / "echo_agent.py"), tmp_path)
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    every5 = {
+        "id": "every5",
+        "prompt_text": "tick",
+        "schedule": {"mode": "interval", "interval_minutes": 5},
+        "created_at": start.isoformat(),
+    }
+    path = config.triggers.default_file
+    path.write_text(json.dumps({"triggers": [every5]}))
+    clock = SteppedClock(start + timedelta(minutes=4))
+    async with running_gateway(config, clock=clock) as gw:
+        scheduler = gw.gateway.scheduler
+        await scheduler.reload()
+        clock.now = start + timedelta(minutes=5)  # due now, on time
+        await asyncio.gather(*await scheduler.fire_due())
+        on_time = await scrape(gw, ())
+        assert value(on_time, "codex_gateway_trigger_fires_total", outcome="success") == 1
+        assert label_values(on_time, "codex_gateway_trigger_misfires_total", "reason") == set()
+
+        clock.now += timedelta(minutes=5)
+        path.unlink()
+        os.mkfifo(path)  # due, and its fire cannot be recorded: it does not run now
+        await asyncio.gather(*await scheduler.fire_due(), return_exceptions=True)
+        broken = await scrape(gw, ())
+        assert value(broken, "codex_gateway_trigger_misfires_total", reason="unrecorded") == 1
+        assert value(broken, "codex_gateway_trigger_fires_total", outcome="success") == 1
+
+        path.unlink()
+        path.write_text(json.dumps({"triggers": [file_entry(every5, on_time=clock.now)]}))
+        await scheduler.reload()
+        clock.now += MAX_RETRY_AFTER  # past the hold-back, and minutes past the instant
+        await asyncio.gather(*await scheduler.fire_due())
+        late = await scrape(gw, ())
+    assert value(late, "codex_gateway_trigger_misfires_total", reason="late") == 1
+    assert value(late, "codex_gateway_trigger_fires_total", outcome="success") == 2
+
+
+def file_entry(entry: dict[str, Any], *, on_time: datetime) -> dict[str, Any]:
+    """The trigger as its file holds it after a fire at `on_time` minus one interval."""
+    return {**entry, "last_fired": (on_time - timedelta(minutes=5)).isoformat()}
