@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from bridge.requestid import REQUEST_ID_HEADER, current_request_id
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2_grpc, sessions_pb2
+from gateway import tracing
 from gateway.agent.events import canonical_thread_id
 from gateway.cluster.database import Database
 from gateway.cluster.tails import SharedTails
@@ -35,7 +36,8 @@ from gateway.sessions.access import TOKEN_KEYS
 CLUSTER_TOKEN_KEY: Final = "x-codex-gateway-cluster-token"  # noqa: S105  # a metadata key
 FORWARDED_KEY: Final = "x-codex-gateway-forwarded"
 # The caller's metadata a forwarded call carries on: what the home's servicer reads (the secure
-# tokens) and the request id. Credentials for the home itself are this replica's own.
+# tokens) and the request id. Credentials for the home itself are this replica's own; the trace
+# context is this replica's span, not the caller's.
 PASSED_ON: Final = frozenset({*TOKEN_KEYS, "x-request-id"})
 STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
 ERROR_DOMAIN: Final = "codex-gateway.v1"
@@ -142,7 +144,9 @@ class Forwarding:
         # The call's own id (as this replica chose it), so the home logs the same one.
         request_id = current_request_id()
         own = ((REQUEST_ID_HEADER, request_id),) if request_id is not None else ()
-        return self._credentials + passed + own
+        # The trace goes on: the home's RPC span is a child of this replica's (no-op: nothing).
+        trace_context = tuple(tracing.w3c_headers().items())
+        return self._credentials + passed + own + trace_context
 
     async def unary(
         self,
