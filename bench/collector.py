@@ -24,6 +24,7 @@ class ReceivedSpan:
     parent_span_id: str  # "" for a root
     kind: int
     attributes: dict[str, Any]
+    headers: dict[str, str]  # of the export request that carried it (lower-case names)
 
 
 class Collector:
@@ -42,7 +43,7 @@ class Collector:
                     self.send_error(404)
                     return
                 request = ExportTraceServiceRequest.FromString(body)
-                owner._keep(request)
+                owner._keep(request, {k.lower(): v for k, v in self.headers.items()})
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -65,7 +66,7 @@ class Collector:
         with self._lock:
             return list(self._spans)
 
-    def _keep(self, request: ExportTraceServiceRequest) -> None:
+    def _keep(self, request: ExportTraceServiceRequest, headers: dict[str, str]) -> None:
         received = []
         for resource_spans in request.resource_spans:
             service = next(
@@ -91,6 +92,7 @@ class Collector:
                                 for a in span.attributes
                                 if a.value.WhichOneof("value")
                             },
+                            headers=headers,
                         )
                     )
         with self._lock:

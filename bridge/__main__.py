@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -34,6 +35,12 @@ from .logformat import LOG_FORMATS, configure_logging
 logger = logging.getLogger("bridge")
 
 
+def _read_all(fd: int) -> str:
+    """A pipe's whole text, then its end closed."""
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read(otel.MAX_HEADERS_CHARS * 4 + 1).decode()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bridge", description=__doc__)
     parser.add_argument("--upstream", required=True, help="the gateway's gRPC address, host:port")
@@ -42,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, help="serve on this inherited listening socket")
     parser.add_argument(
         "--metrics-fd", type=int, help="serve GET /metrics alone on this inherited socket"
+    )
+    parser.add_argument(
+        "--otlp-headers-fd",
+        type=int,
+        help="read the trace exporter's headers (a secret) from this inherited pipe",
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--log-level", default="INFO", choices=logging.getLevelNamesMapping())
@@ -81,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         # The standard OpenTelemetry variables (the gateway passes its own on): bridge/tracing.py.
         tracing = otel.TracingSettings.from_environ(os.environ)
+        if tracing is not None and args.otlp_headers_fd is not None:
+            tracing = dataclasses.replace(tracing, headers=_read_all(args.otlp_headers_fd))
     except ValueError as exc:
         parser.error(str(exc))
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None

@@ -1,9 +1,12 @@
 """Traces (OpenTelemetry): the exporter both processes set up, and the bridge's request spans.
 
 Set up from the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_SERVICE_NAME`), read at the entrypoint: the gateway
-reads them into its Config (gateway/config.py) and hands them to its bridge child in the child's
-environment; `python -m bridge` reads them from its own. Without an endpoint nothing is set up:
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_SERVICE_NAME`, and the exporter's headers
+`OTEL_EXPORTER_OTLP_TRACES_HEADERS` / `OTEL_EXPORTER_OTLP_HEADERS`, a collector's credentials),
+read at the entrypoint: the gateway reads them into its Config (gateway/config.py) and hands them
+to its bridge child: the headers through an inherited pipe (a secret stays out of the child's
+environment block and argv), the rest in its environment; `python -m bridge` reads them from its
+own (or that pipe). Without an endpoint nothing is set up:
 no SDK provider, no exporter, the API's no-op tracer, no middleware, no interceptor.
 
 With one: an SDK `TracerProvider` with a `BatchSpanProcessor` and the OTLP/HTTP (protobuf)
@@ -19,8 +22,9 @@ and the status. Never the query string (`?secure_token=`), a header or a body.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context, trace
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
+HEADERS: Final = "OTEL_EXPORTER_OTLP_HEADERS"
+TRACES_HEADERS: Final = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+# The headers' text, at most (a few credentials; a pipe's buffer holds it whole).
+MAX_HEADERS_CHARS: Final = 8192
 TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
 DEFAULT_SERVICE_NAME: Final = "codex-gateway"
@@ -40,6 +48,7 @@ BRIDGE_SUFFIX: Final = "-bridge"
 # OTLP/HTTP's path for traces under a base endpoint (the specification's rule).
 _TRACES_PATH: Final = "/v1/traces"
 _URL: Final = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _TRACER_NAME: Final = "codex_gateway.bridge"
@@ -52,6 +61,9 @@ class TracingSettings:
     endpoint: str | None = None
     traces_endpoint: str | None = None
     service_name: str = DEFAULT_SERVICE_NAME
+    # The exporter's headers, as the variable has them (`name=value,...`, values URL-encoded):
+    # a secret (repr hides it).
+    headers: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name, value in ((ENDPOINT, self.endpoint), (TRACES_ENDPOINT, self.traces_endpoint)):
@@ -61,6 +73,11 @@ class TracingSettings:
             raise ValueError(f"tracing needs {ENDPOINT} or {TRACES_ENDPOINT}")
         if not self.service_name.strip():
             raise ValueError(f"{SERVICE_NAME} must not be blank")
+        if self.headers is not None:
+            parse_headers(self.headers)
+
+    def exporter_headers(self) -> dict[str, str] | None:
+        return parse_headers(self.headers) if self.headers is not None else None
 
     @property
     def traces_url(self) -> str:
@@ -70,7 +87,8 @@ class TracingSettings:
         return (self.endpoint or "").rstrip("/") + _TRACES_PATH  # one is set: __post_init__
 
     def environment(self) -> dict[str, str]:
-        """The variables that set the same tracing up in a child process (the bridge)."""
+        """The variables that set the same tracing up in a child process (the bridge); not the
+        headers, a secret, which go through a pipe (gateway/bridge_process.py)."""
         env = {SERVICE_NAME: self.service_name}
         if self.endpoint is not None:
             env[ENDPOINT] = self.endpoint
@@ -88,7 +106,32 @@ class TracingSettings:
         endpoint, traces_endpoint = value(ENDPOINT), value(TRACES_ENDPOINT)
         if endpoint is None and traces_endpoint is None:
             return None
-        return cls(endpoint, traces_endpoint, value(SERVICE_NAME) or DEFAULT_SERVICE_NAME)
+        return cls(
+            endpoint,
+            traces_endpoint,
+            value(SERVICE_NAME) or DEFAULT_SERVICE_NAME,
+            value(TRACES_HEADERS) or value(HEADERS),
+        )
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """`name=value,...` (values URL-encoded, the specification's format) as headers; ValueError
+    naming the variable for anything else (the SDK would drop it with a warning)."""
+    if len(text) > MAX_HEADERS_CHARS:
+        raise ValueError(f"{HEADERS} is over {MAX_HEADERS_CHARS} characters")
+    headers: dict[str, str] = {}
+    for item in text.split(","):
+        name, equals, raw = item.partition("=")
+        name = name.strip().lower()
+        if not item.strip():
+            continue
+        if not equals or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{HEADERS} must be name=value pairs separated by commas")
+        value = urllib.parse.unquote(raw.strip())
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+            raise ValueError(f"{HEADERS}: the value of {name} has a control character")
+        headers[name] = value
+    return headers
 
 
 def install(
@@ -110,7 +153,15 @@ def install(
     resource = Resource.create({"service.name": service_name or settings.service_name})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(
-        BatchSpanProcessor(exporter or OTLPSpanExporter(endpoint=settings.traces_url))
+        BatchSpanProcessor(
+            exporter
+            or OTLPSpanExporter(
+                endpoint=settings.traces_url,
+                # Explicit: the SDK would read the variables of its own process, where the
+                # bridge has none.
+                headers=settings.exporter_headers() or {},
+            )
+        )
     )
     trace.set_tracer_provider(provider)
     return provider

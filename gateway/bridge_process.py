@@ -70,7 +70,7 @@ class BridgeProcess:
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pid: int | None = None
 
-    def _argv(self) -> list[str]:
+    def _argv(self, headers_fd: int | None) -> list[str]:
         return [
             sys.executable,
             "-P",  # not the working directory first: a folder there named bridge is not ours
@@ -80,6 +80,7 @@ class BridgeProcess:
             *("--upstream", self.upstream),
             *("--fd", str(self.sock.fileno())),
             *(("--metrics-fd", str(self.metrics_sock.fileno())) if self.metrics_sock else ()),
+            *(("--otlp-headers-fd", str(headers_fd)) if headers_fd is not None else ()),
             *("--max-body-bytes", str(self.max_body_bytes)),
             *("--log-level", logging.getLevelName(self.log_level)),
             *("--log-format", self.log_format),
@@ -96,13 +97,16 @@ class BridgeProcess:
         failures = 0
         while not stop.is_set():
             served = False
+            headers_fd = None
             try:
+                headers_fd = self._headers_pipe()
                 process = await asyncio.create_subprocess_exec(
-                    *self._argv(),
+                    *self._argv(headers_fd),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
-                    pass_fds=tuple(
-                        sock.fileno() for sock in (self.sock, self.metrics_sock) if sock
+                    pass_fds=(
+                        *(sock.fileno() for sock in (self.sock, self.metrics_sock) if sock),
+                        *((headers_fd,) if headers_fd is not None else ()),
                     ),
                     # Nothing secret in its environment block (nor in its argv, above): the
                     # bridge needs none, and /proc/<pid>/environ is readable by its uid. Only
@@ -119,7 +123,11 @@ class BridgeProcess:
                 )
             except OSError as exc:  # out of processes or descriptors: try again shortly
                 log.error("cannot start the REST bridge: %s", exc)
+                if headers_fd is not None:
+                    os.close(headers_fd)
             else:
+                if headers_fd is not None:  # the child has its copy
+                    os.close(headers_fd)
                 self.pid = process.pid
                 try:
                     served = await self._supervise(process, stop)
@@ -147,6 +155,23 @@ class BridgeProcess:
             log.error("starting another REST bridge in %.0f s", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+
+    def _headers_pipe(self) -> int | None:
+        """The read end of a pipe holding the exporter's headers (a secret: never in the
+        bridge's environment block or argv, which its uid can read in /proc), for the bridge
+        to inherit; None without headers."""
+        headers = self.tracing.headers if self.tracing else None
+        if headers is None:
+            return None
+        read_fd, write_fd = os.pipe()
+        try:
+            os.write(write_fd, headers.encode())  # at most MAX_HEADERS_CHARS: the buffer holds it
+        except OSError:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        return read_fd
 
     async def _supervise(self, process: asyncio.subprocess.Process, stop: asyncio.Event) -> bool:
         """Until the bridge exits or `stop`; whether it served (said it was ready)."""

@@ -343,6 +343,9 @@ def _tracing(env: _Env) -> TracingSettings | None:
     endpoint = env.text("OTEL_EXPORTER_OTLP_ENDPOINT")
     traces_endpoint = env.text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     service_name = env.text("OTEL_SERVICE_NAME") or "codex-gateway"
+    headers = env.secret("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.secret(
+        "OTEL_EXPORTER_OTLP_HEADERS"
+    )
     if endpoint is None and traces_endpoint is None:
         return None
     # Imported here: only tracing needs OpenTelemetry (the configuration is also read by tools
@@ -350,7 +353,7 @@ def _tracing(env: _Env) -> TracingSettings | None:
     from bridge.tracing import TracingSettings
 
     try:
-        return TracingSettings(endpoint, traces_endpoint, service_name)
+        return TracingSettings(endpoint, traces_endpoint, service_name, headers)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -328,6 +328,10 @@ SETTINGS: tuple[Setting, ...] = (
         "`codex-gateway`",
         lambda c: c.tracing.service_name if c.tracing else "codex-gateway",
     ),
+    _secret("OTEL_EXPORTER_OTLP_HEADERS", lambda c: c.tracing.headers if c.tracing else None),
+    _secret(
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS", lambda c: c.tracing.headers if c.tracing else None
+    ),
     _secret("SESSION_WEBHOOK_URL", lambda c: c.webhook.url),
     _integer("SESSION_WEBHOOK_TIMEOUT_MS", 5000, lambda c: c.webhook.timeout_ms, minimum=1),
     _secret("SESSION_WEBHOOK_AUTH_BEARER", lambda c: c.webhook.auth_bearer),

@@ -10,6 +10,7 @@ exports from both processes to a local collector stand-in (bench/collector.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from bench.collector import Collector
 from bridge import tracing as otel
 from codex_gateway.v1 import runs_pb2, sessions_pb2, status_pb2
 from gateway.config import Config, WebhookConfig
+from gateway.procfs import descendants
 from tests.fakes import AGENTS_DIR, CODEX_BIN
 from tests.fakes.webhook_receiver import Receiver, Reply
 from tests.harness import running_bridge, running_gateway, start_gateway_process
@@ -36,6 +38,7 @@ CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
 PROMPT = "[[reply:done]] the secret plan"
+COLLECTOR_KEY = "collector-key-1c9e"  # a test's own secret
 
 _exporter = InMemorySpanExporter()
 _provider: list[TracerProvider] = []
@@ -263,9 +266,17 @@ async def test_both_real_processes_export_one_trace_to_a_collector(
             "CODEX_GATEWAY_TRIGGER_FILE": str(tmp_path / "triggers" / "triggers.json"),
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
             "OTEL_SERVICE_NAME": "gw-under-test",
+            # A collector's credentials: sent by both processes, seen by neither's children.
+            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{COLLECTOR_KEY},x-team=core",
         }
         gateway = await start_gateway_process(env)
         try:
+            for pid in descendants(gateway.process.pid):
+                with contextlib.suppress(OSError):  # an agent may have gone
+                    for part in ("environ", "cmdline"):
+                        assert (
+                            COLLECTOR_KEY.encode() not in Path(f"/proc/{pid}/{part}").read_bytes()
+                        )
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{gateway.rest_port}", timeout=60, trust_env=False
             ) as client:
@@ -288,6 +299,28 @@ async def test_both_real_processes_export_one_trace_to_a_collector(
     (rpc,) = [s for s in in_trace if s.name.endswith("/Complete")]
     assert rpc.parent_span_id == request.span_id and rpc.service == "gw-under-test"
     assert {"run", "slot wait", "attempt", "agent spawn"} <= {s.name for s in in_trace}
+    for span in in_trace:
+        assert span.headers["authorization"] == f"Bearer {COLLECTOR_KEY}", span.service
+        assert span.headers["x-team"] == "core"
+
+
+def test_bad_exporter_headers_stop_startup_naming_the_variable(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+
+    base = {"HOME": str(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    for bad in ("no-equals-sign", "bad name=1", "x=a%0Ab"):
+        try:
+            Config.from_env({**base, "OTEL_EXPORTER_OTLP_HEADERS": bad}, cwd=tmp_path)
+        except ConfigError as exc:
+            assert "OTEL_EXPORTER_OTLP_HEADERS" in str(exc) and bad not in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+    config = Config.from_env(
+        {**base, "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=s%3Dcret"}, cwd=tmp_path
+    )
+    assert config.tracing is not None
+    assert config.tracing.exporter_headers() == {"api-key": "s=cret"}
+    assert "cret" not in repr(config.tracing)
 
 
 async def test_an_rpc_without_a_callers_context_starts_a_trace_of_its_own(
