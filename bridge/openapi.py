@@ -27,6 +27,7 @@ from google.protobuf.descriptor import (
 )
 
 from .bindings import Binding, PathTemplate, bindings_from_service
+from .requestid import REQUEST_ID_PATTERN
 
 Schema = dict[str, Any]
 
@@ -188,6 +189,22 @@ _BODY_ERRORS: Final = {
     "415": "Request body not declared application/json",
 }
 _ERROR_REF: Final = "#/components/schemas/Error"
+# Every request's id (bridge/requestid.py): honoured when sane, else one is made; answered in the
+# X-Request-Id response header of every response and in error bodies.
+_REQUEST_ID_PARAMETER: Final[dict[str, Any]] = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "description": "The request's id, kept in logs, error bodies and the response "
+    "(honoured when it is 1-128 of letters, digits and ._:=+/-; else one is made).",
+    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+}
+_RESPONSE_HEADERS: Final[dict[str, Any]] = {
+    "X-Request-Id": {
+        "description": "The request's id: the caller's when sane, else a new one.",
+        "schema": {"type": "string"},
+    }
+}
 _ERROR_SCHEMA: Final[Schema] = {
     "type": "object",
     "description": "Every error: a human message, the gRPC status name and documented extras.",
@@ -263,6 +280,7 @@ class _Builder:
                 for f in request.fields
                 if f.name not in bound and f.type != _T.TYPE_MESSAGE
             ]
+        parameters.append(dict(_REQUEST_ID_PARAMETER))
         parameters.append(
             {
                 "name": SECURE_TOKEN_QUERY_PARAM,
@@ -287,6 +305,8 @@ class _Builder:
                 "default": _error("Error"),
             },
         }
+        # A head over the limits is refused before any request exists: no id (connections.py).
+        del operation["responses"]["431"]["headers"]
         if method.name == "Health":
             operation["security"] = []  # never needs the token
         if rule.body:
@@ -322,6 +342,7 @@ class _Builder:
             return {
                 "description": "A stream of messages: NDJSON, or SSE with Accept: "
                 "text/event-stream",
+                "headers": _RESPONSE_HEADERS,
                 "content": {
                     "application/x-ndjson": {
                         "schema": {
@@ -345,7 +366,11 @@ class _Builder:
             schema = self.field_schema(response.fields_by_name[rule.response_body])
         else:
             schema = self.message_ref(response)
-        return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        return {
+            "description": "OK",
+            "headers": _RESPONSE_HEADERS,
+            "content": {"application/json": {"schema": schema}},
+        }
 
     def _path_parameter(self, request: Descriptor, variable: str) -> dict[str, Any]:
         message = request
@@ -424,6 +449,7 @@ def _constraints(field: FieldDescriptor) -> Schema:
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
+        "headers": _RESPONSE_HEADERS,
         "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
     }
 

@@ -19,7 +19,8 @@ from .logformat import bind, log_context, unbind
 
 REQUEST_ID_HEADER: Final = "x-request-id"
 MAX_REQUEST_ID_CHARS: Final = 128
-_SANE: Final = re.compile(rf"[A-Za-z0-9._:=+/-]{{1,{MAX_REQUEST_ID_CHARS}}}", re.ASCII)
+REQUEST_ID_PATTERN: Final = rf"^[A-Za-z0-9._:=+/-]{{1,{MAX_REQUEST_ID_CHARS}}}$"
+_SANE: Final = re.compile(REQUEST_ID_PATTERN.strip("^$"), re.ASCII)
 _HEADER: Final = REQUEST_ID_HEADER.encode()
 
 

@@ -63,12 +63,15 @@ def test_every_binding_is_an_operation_with_its_parameters(binding: Any) -> None
         by_place.setdefault(parameter["in"], set()).add(parameter["name"])
     assert by_place.get("path", set()) == set(binding.template.variables)
     assert by_place["query"] == set(binding.query_fields) | {"secure_token"}
+    assert by_place["header"] == {"X-Request-Id"}
     assert ("requestBody" in operation) == bool(binding.body)
     # The errors the bridge answers itself are listed; /health needs no token and has no input.
     errors = {"431"} if binding.method.name == "Health" else {"400", "401", "421", "431"}
     if binding.body:
         errors |= {"413", "415"}
     assert set(operation["responses"]) == {"200", "default", *errors}
+    for status, response in operation["responses"].items():  # answers carry the request's id
+        assert set(response.get("headers", ())) == (set() if status == "431" else {"X-Request-Id"})
 
 
 def test_no_operation_without_a_binding() -> None:
