@@ -74,6 +74,8 @@ def _secrets(config: Config) -> list[str]:
     values += list(webhook.headers.values())
     if cluster is not None:
         values += [cluster.token, cluster.database_url, urlsplit(cluster.database_url).password]
+    if config.tracing is not None and config.tracing.headers is not None:
+        values += [config.tracing.headers, *(config.tracing.exporter_headers() or {}).values()]
     return [value for value in values if value]
 
 

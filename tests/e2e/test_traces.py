@@ -321,6 +321,9 @@ def test_bad_exporter_headers_stop_startup_naming_the_variable(tmp_path: Path) -
     assert config.tracing is not None
     assert config.tracing.exporter_headers() == {"api-key": "s=cret"}
     assert "cret" not in repr(config.tracing)
+    from gateway.__main__ import _secrets
+
+    assert "s=cret" in _secrets(config)  # never written to a log line
 
 
 async def test_an_rpc_without_a_callers_context_starts_a_trace_of_its_own(
