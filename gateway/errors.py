@@ -172,6 +172,23 @@ class ConcurrencyLimitReached(GatewayError):
         }
 
 
+class RateLimited(GatewayError):
+    """An API key's `runs_per_minute` is spent: 429 with `Retry-After`, like the concurrency
+    limit's, but a reason of its own."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+    def __init__(self, key_name: str, per_minute: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"API key {key_name!r} may start {per_minute} runs a minute; retry in {retry_after_s}s"
+        )
+        self.retry_after_s = retry_after_s
+
+    def details(self) -> dict[str, str]:
+        return {"retry_after": str(self.retry_after_s)}
+
+
 class RunTimedOut(GatewayError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "RUN_TIMED_OUT"
