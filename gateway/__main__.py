@@ -1,4 +1,4 @@
-"""`codex-gateway serve | grpc | bridge --upstream HOST:PORT`."""
+"""`codex-gateway serve | grpc | bridge --upstream HOST:PORT | keys add NAME ...`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from urllib.parse import urlsplit
 
 from bridge.logformat import configure_logging
+from gateway import keys_command
 from gateway.config import Config, ConfigError, StartupError, check_state_outside_workspaces
 from gateway.handover import reexec_without_secrets, take_secrets
 
@@ -22,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("grpc", help="the gRPC server alone")
     bridge = commands.add_parser("bridge", help="the REST bridge alone, in front of a gRPC server")
     bridge.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
+    keys_command.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return _keys(args)
     # Everything the gateway writes (sessions, secure sessions, triggers, the webhook outbox,
     # locks) is its own: private by default. Agents get the usual 022 back
     # (gateway/agent/process.py).
@@ -64,6 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         tracing.shutdown(provider)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """`keys add`: a key's workspace roots are checked against the gateway's."""
+    try:
+        config = Config.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"codex-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    roots = tuple(root.resolve() for root in (*config.workspace_roots, config.default_workspace))
+    return keys_command.run(args, roots)
 
 
 def _secrets(config: Config) -> list[str]:
@@ -150,7 +165,7 @@ async def _bridge(config: Config, upstream: str) -> int:
             max_connections=guards.max_connections,
             request_read_timeout_s=guards.request_read_timeout_ms / 1000,
         ),
-        check_host=guards.check_host(config.api_token),
+        check_host=guards.check_host(config.authenticates),
         allowed_hosts=guards.allowed_hosts,
         tracing=config.tracing is not None,
     )

@@ -142,8 +142,8 @@ class BridgeConfig:
     max_connections: int = 1000
     request_read_timeout_ms: int = 30_000
 
-    def check_host(self, api_token: str | None) -> bool:
-        return api_token is None or self.host_check_with_token
+    def check_host(self, authenticates: bool) -> bool:
+        return not authenticates or self.host_check_with_token
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,8 @@ class Config:
     secure_session_dir: Path = Path(".codex-gateway-sessions/secure")
     secure_token: str | None = None
     api_token: str | None = None
+    # CODEX_GATEWAY_API_KEYS_FILE: API keys with tenants, scopes and quotas (gateway/auth/).
+    api_keys_file: Path | None = None
     metrics_public: bool = False
     # CODEX_GATEWAY_METRICS_PORT: GET /metrics on a port of its own too (served by the bridge
     # process, which has both halves of the scrape); 0: not served.
@@ -236,6 +238,11 @@ class Config:
     # The values as set of the variables GET / shows so: the reference's "env" block echoes
     # some, and a few have no effective value of their own (gateway/settings.py, RAW).
     raw_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def authenticates(self) -> bool:
+        """Calls need a key: an API token or a key file is configured."""
+        return self.api_token is not None or self.api_keys_file is not None
 
     @property
     def primary_session_dir(self) -> Path:
@@ -304,6 +311,7 @@ class Config:
             secure_session_dir=secure_dir,
             secure_token=env.secret("CODEX_GATEWAY_SECURE_TOKEN"),
             api_token=env.secret("CODEX_GATEWAY_API_TOKEN"),
+            api_keys_file=_optional_path(here, env.text("CODEX_GATEWAY_API_KEYS_FILE")),
             metrics_public=env.flag("CODEX_GATEWAY_METRICS_PUBLIC"),
             metrics_port=env.integer("CODEX_GATEWAY_METRICS_PORT"),
             metrics_enabled=env.flag("CODEX_GATEWAY_METRICS"),
@@ -337,6 +345,10 @@ class Config:
             tracing=_tracing(env),
             raw_env={name: env.raw(name) for name in RAW},
         )
+
+
+def _optional_path(here: Path, value: str | None) -> Path | None:
+    return here / value if value is not None else None
 
 
 def _tracing(env: _Env) -> TracingSettings | None:
@@ -409,6 +421,12 @@ def _cluster(env: _Env, bind: str, grpc_port: int) -> ClusterConfig | None:
     elif not _ADDRESS.fullmatch(advertise) or not 0 < int(advertise.rsplit(":", 1)[1]) < 65536:
         raise ConfigError(f"CODEX_GATEWAY_ADVERTISE_ADDR must be host:port (got {advertise!r})")
     token = env.secret("CODEX_GATEWAY_CLUSTER_TOKEN")
+    if token is None and env.text("CODEX_GATEWAY_API_KEYS_FILE") is not None:
+        # A forwarded call names its caller; only the cluster token makes that trusted.
+        raise ConfigError(
+            "CODEX_GATEWAY_CLUSTER_TOKEN is required in cluster mode with "
+            "CODEX_GATEWAY_API_KEYS_FILE"
+        )
     if token is None and not (_loopback(bind) and _loopback(advertise.rsplit(":", 1)[0])):
         raise ConfigError(
             "CODEX_GATEWAY_CLUSTER_TOKEN is required in cluster mode unless every replica "

@@ -108,6 +108,20 @@ class SecureAccessDenied(GatewayError):
     reason = "SECURE_TOKEN_REQUIRED"
 
 
+class ScopeDenied(GatewayError):
+    """The caller's API key lacks the scope the call needs (403)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "SCOPE_DENIED"
+
+    def __init__(self, key_name: str, scope: str) -> None:
+        super().__init__(f"API key {key_name!r} lacks the {scope!r} scope this call needs")
+        self.scope = scope
+
+    def details(self) -> dict[str, str]:
+        return {"scope": self.scope}
+
+
 class NotFound(GatewayError):
     code = grpc.StatusCode.NOT_FOUND
     reason = "NOT_FOUND"

@@ -53,7 +53,7 @@ def add_parser(commands: Any) -> None:
     add.add_argument("--expires-at", help="ISO-8601 time with its offset")
 
 
-def run(args: argparse.Namespace, roots: tuple[Path, ...], out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, roots: tuple[Path, ...], out: TextIO | None = None) -> int:
     path: Path | None = args.file or _env_path()
     if path is None:
         print("codex-gateway keys: give --file or set CODEX_GATEWAY_API_KEYS_FILE", file=sys.stderr)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, roots: tuple[Path, ...], out: TextIO = sys.std
     except (KeyFileInvalid, OSError) as exc:
         print(f"codex-gateway keys: {exc}", file=sys.stderr)
         return 1
-    print(key, file=out)
+    print(key, file=out or sys.stdout)
     print(
         f"codex-gateway keys: {args.name!r} (tenant {args.tenant!r}) added to {path};"
         " the key is shown only this once",

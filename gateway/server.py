@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import logging
 import os
@@ -27,12 +26,15 @@ from bridge.listener import bind_listener
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway import tracing
 from gateway.agent import codex
-from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard, answering
+from gateway.api.boundary import MAX_METADATA_SIZE_BYTES, MetadataGuard, ServicerGuard
 from gateway.api.forward import HERE, ClusterPlacement, Placement
 from gateway.api.relay import RelayServicer
 from gateway.api.requestid import RequestIds
-from gateway.api.service import GatewayServicer, abort
+from gateway.api.service import GatewayServicer
 from gateway.api.status import StatusReporter
+from gateway.auth.gatekeeper import KeyCheck
+from gateway.auth.keyfile import KeyFile
+from gateway.auth.keys import KeyFileInvalid, KeySet
 from gateway.automation.ledger import FireLedger
 from gateway.automation.outbox import DirectoryOutbox, Outbox
 from gateway.automation.scheduler import Scheduler
@@ -42,14 +44,13 @@ from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
-from gateway.cluster.forwarding import CLUSTER_TOKEN_KEY, Forwarding
+from gateway.cluster.forwarding import Forwarding
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.outbox import DatabaseOutbox
 from gateway.cluster.slots import ClusterSlots
 from gateway.cluster.store import LOST_ERROR, ClusterSessionStore
 from gateway.cluster.triggers import cluster_triggers
 from gateway.config import Config, ConfigError, StartupError
-from gateway.errors import Unauthenticated
 from gateway.metrics.collector import StateCollector
 from gateway.metrics.families import GatewayMetrics
 from gateway.metrics.interceptor import RpcMetrics
@@ -99,8 +100,10 @@ class Gateway:
     # other replicas, and the tail relay is served.
     placement: Placement = HERE
     forwarding: Forwarding | None = None
-    # The API token's check (and in cluster mode the cluster token's); None: no check.
-    token_check: ApiTokenInterceptor | None = None
+    # The API keys' check (and in cluster mode the cluster token's); None: no check.
+    token_check: KeyCheck | None = None
+    # CODEX_GATEWAY_API_KEYS_FILE, followed; None: no key file.
+    key_file: KeyFile | None = None
     # Cluster mode: the store's write-behind into the database (ClusterSessionStore.run).
     store_sync: Callable[[asyncio.Event], Awaitable[None]] | None = None
     # This process's metric families (gateway/metrics/); None: CODEX_GATEWAY_METRICS off (bench).
@@ -185,11 +188,15 @@ class Gateway:
             )
             ProcessCollector(namespace="codex_gateway", registry=metrics.registry)
         open_methods = _OPEN_METHODS | ({_METRICS_METHOD} if config.metrics_public else set())
+        key_file, keys = _api_keys(config)
+        on_failure = metrics.auth_failures_counter() if metrics is not None else None
         token_check = (
-            ApiTokenInterceptor(config.api_token, open_methods=open_methods)
-            if config.api_token
+            KeyCheck(keys, open_methods=open_methods, on_failure=on_failure)
+            if keys is not None
             else None
         )
+        if key_file is not None:
+            reporter.key_file = key_file.status
         if node is not None:
             reporter.cluster = node.status
             lost = LOST_ERROR.format(node.replica_id)
@@ -202,11 +209,12 @@ class Gateway:
                 follower_buffer_bytes=config.follower_buffer_bytes,
             )
             placement = ClusterPlacement(store, forwarding)
-            token_check = ApiTokenInterceptor(
-                config.api_token or None,
+            token_check = KeyCheck(
+                keys,
                 cluster=True,
                 cluster_token=node.config.token,
                 open_methods=open_methods,
+                on_failure=on_failure,
             )
         return cls(
             config,
@@ -224,6 +232,7 @@ class Gateway:
             placement=placement,
             forwarding=forwarding,
             token_check=token_check,
+            key_file=key_file,
             store_sync=store_sync,
             metrics=metrics,
         )
@@ -257,6 +266,8 @@ class Gateway:
             if self.store_sync is not None:
                 group.create_task(supervise("session sync", self.store_sync, webhooks_stop))
             group.create_task(supervise("scheduler", self.scheduler.run, stop))
+            if self.key_file is not None:
+                group.create_task(supervise("API keys", self.key_file.follow, stop))
             group.create_task(supervise("watcher", self.watcher.run, stop))
             group.create_task(supervise("webhook delivery", self.webhooks.run, webhooks_stop))
             if self.metrics is not None:
@@ -264,76 +275,18 @@ class Gateway:
                 group.create_task(supervise("loop lag", lambda s: sample_lag(lag, s), stop))
 
 
-class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
-    """Every method but the liveness probes needs `authorization: Bearer <token>`.
-
-    Cluster mode (`cluster=True`): another replica's forwarded call offers the cluster token
-    instead (`x-codex-gateway-cluster-token`), and ClusterService's methods need it whatever
-    else is offered. A cluster without a token (every replica on loopback) forwards with the
-    API token, which then opens ClusterService too (no API token: nothing is asked)."""
-
-    def __init__(
-        self,
-        token: str | None,
-        *,
-        cluster: bool = False,
-        cluster_token: str | None = None,
-        open_methods: frozenset[str] = _OPEN_METHODS,
-    ) -> None:
-        self._open = open_methods
-        self._expected = f"Bearer {token}".encode() if token is not None else None
-        self._cluster = cluster
-        self._cluster_expected = cluster_token.encode() if cluster_token is not None else None
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
-        if handler is None or details.method in self._open:
-            return handler
-        if not self._cluster:
-            offered = dict(details.invocation_metadata or ()).get("authorization", "")
-            if self._expected is None or hmac.compare_digest(str(offered).encode(), self._expected):
-                return handler
-            return _denied(handler)
-        return self._cluster_check(handler, details)
-
-    def _cluster_check(
-        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        metadata = dict(details.invocation_metadata or ())
-        offered = str(metadata.get("authorization", "")).encode()
-        api_ok = self._expected is None or hmac.compare_digest(offered, self._expected)
-        cluster_offered = str(metadata.get(CLUSTER_TOKEN_KEY, "")).encode()
-        cluster_ok = self._cluster_expected is not None and hmac.compare_digest(
-            cluster_offered, self._cluster_expected
-        )
-        if str(details.method).startswith(f"/{CLUSTER_SERVICE_NAME}/"):
-            if cluster_ok or (self._cluster_expected is None and api_ok):
-                return handler
-            return _answer_denied(handler, _CLUSTER_DENIED)
-        if api_ok or cluster_ok:
-            return handler
-        return _denied(handler)
-
-
-_CLUSTER_DENIED = f"Missing or invalid cluster token ({CLUSTER_TOKEN_KEY})"
-
-
-def _answer_denied(
-    handler: grpc.RpcMethodHandler[Any, Any], message: str
-) -> grpc.RpcMethodHandler[Any, Any]:
-    return answering(handler, lambda context: abort(context, Unauthenticated(message)))
-
-
-def _denied(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    message = "Missing or invalid API token (Authorization: Bearer <token>)"
-    # Through the boundary's abort: ErrorInfo (with the request id) as every other error.
-    return answering(handler, lambda context: abort(context, Unauthenticated(message)))
+def _api_keys(config: Config) -> tuple[KeyFile | None, Callable[[], KeySet] | None]:
+    """The key file (followed) and the key set in force now: the file's keys and the API
+    token's; (None, None) when no key is asked for."""
+    token_keys = KeySet.of_token(config.api_token) if config.api_token else None
+    if config.api_keys_file is None:
+        return None, (lambda: token_keys) if token_keys is not None else None
+    roots = tuple(root.resolve() for root in (*config.workspace_roots, config.default_workspace))
+    try:
+        key_file = KeyFile(config.api_keys_file, roots, token_keys=token_keys)
+    except KeyFileInvalid as exc:
+        raise ConfigError(f"CODEX_GATEWAY_API_KEYS_FILE: {exc}") from None
+    return key_file, lambda: key_file.keys
 
 
 @dataclass
@@ -521,7 +474,7 @@ async def serve(
                     log_level=config.logging_level,
                     log_format=config.log_format,
                     guards=config.bridge,
-                    check_host=config.bridge.check_host(config.api_token),
+                    check_host=config.bridge.check_host(config.authenticates),
                     tracing=config.tracing,
                     metrics_sock=metrics_socket,
                 )

@@ -149,6 +149,11 @@ SETTINGS: tuple[Setting, ...] = (
     _integer("CODEX_GATEWAY_GRPC_PORT", 50051, lambda c: c.grpc_port, minimum=0, maximum=65535),
     _text("CODEX_GATEWAY_BIND", "`127.0.0.1`", lambda c: c.bind),
     _secret("CODEX_GATEWAY_API_TOKEN", lambda c: c.api_token),
+    _text(
+        "CODEX_GATEWAY_API_KEYS_FILE",
+        NONE,
+        lambda c: str(c.api_keys_file) if c.api_keys_file else "",
+    ),
     _flag("CODEX_GATEWAY_METRICS", True, lambda c: c.metrics_enabled),
     _flag("CODEX_GATEWAY_METRICS_PUBLIC", False, lambda c: c.metrics_public),
     _integer("CODEX_GATEWAY_METRICS_PORT", 0, lambda c: c.metrics_port, minimum=0, maximum=65535),

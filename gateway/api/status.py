@@ -14,6 +14,7 @@ from bridge.bindings import bindings_from_service, service_descriptor
 from bridge.docs import DOCS_PATH
 from codex_gateway.v1 import status_pb2 as pb
 from gateway import settings
+from gateway.auth.keyfile import KeyFileStatus
 from gateway.automation.scheduler import Scheduler
 from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
@@ -53,6 +54,8 @@ class StatusReporter:
         self.bridge_pid: Callable[[], int | None] | None = None
         # Set in cluster mode: the `cluster` block, read from the database.
         self.cluster: Callable[[], Awaitable[pb.ClusterStatus]] | None = None
+        # Set with a key file: its state.
+        self.key_file: Callable[[], KeyFileStatus] | None = None
 
     @property
     def mode(self) -> str:
@@ -108,6 +111,15 @@ class StatusReporter:
             sessions_running=self._runner.running,
             shutting_down=self._runner.closing,
             mode=self.mode,
+            api_keys=self._api_keys(),
+        )
+
+    def _api_keys(self) -> pb.ApiKeysStatus | None:
+        if self.key_file is None:
+            return None
+        state = self.key_file()
+        return pb.ApiKeysStatus(
+            path=state.path, keys=state.keys, loaded_at=state.loaded_at or "", error=state.error
         )
 
     def _triggers(self) -> pb.TriggersStatus:

@@ -28,6 +28,8 @@ from bridge.requestid import REQUEST_ID_HEADER, current_request_id
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2_grpc, sessions_pb2
 from gateway import tracing
 from gateway.agent.events import canonical_thread_id
+from gateway.auth import principal as principals
+from gateway.auth.principal import PRINCIPAL_KEY
 from gateway.cluster.database import Database
 from gateway.cluster.tails import SharedTails
 from gateway.errors import ReplicaUnavailable
@@ -146,7 +148,9 @@ class Forwarding:
         own = ((REQUEST_ID_HEADER, request_id),) if request_id is not None else ()
         # The trace goes on: the home's RPC span is a child of this replica's (no-op: nothing).
         trace_context = tuple(tracing.w3c_headers().items())
-        return self._credentials + passed + own + trace_context
+        # Who is calling (trusted by the home with the cluster token only): its tenant's view.
+        caller_key = ((PRINCIPAL_KEY, principals.current().encode()),)
+        return self._credentials + passed + own + trace_context + caller_key
 
     async def unary(
         self,

@@ -11,6 +11,7 @@ Timeouts and cancels are `codex_gateway_runs_finished_total{status="timeout"|"ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -108,6 +109,12 @@ class GatewayMetrics:
             buckets=RPC_BUCKETS,
             registry=registry,
         )
+        self.auth_failures = Counter(
+            "codex_gateway_auth_failures",
+            "Calls refused for their API key, by reason (missing, unknown, expired, disabled).",
+            ["reason"],
+            registry=registry,
+        )
         self.loop_lag = Gauge(
             "codex_gateway_event_loop_lag_seconds",
             "How late the event loop last ran a timer (sampled continuously).",
@@ -146,6 +153,10 @@ class GatewayMetrics:
         self.tokens.labels(label, "input").inc(usage.input_tokens)
         self.tokens.labels(label, "cached_input").inc(usage.cached_input_tokens)
         self.tokens.labels(label, "output").inc(usage.output_tokens)
+
+    def auth_failures_counter(self) -> Callable[[str], None]:
+        """Counts one refused key by its reason (a bounded set: KeyRejected's and missing)."""
+        return lambda reason: self.auth_failures.labels(reason).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -411,3 +411,18 @@ def test_keys_add_refuses_what_the_gateway_would_and_leaves_the_file(tmp_path: P
     path.write_text("not json")
     with pytest.raises(KeyFileInvalid):
         append(path, entry(), (tmp_path,))
+
+
+def test_the_command_line_adds_a_key_the_gateway_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.__main__ import main
+
+    path = tmp_path / "keys.json"
+    monkeypatch.setenv("CODEX_GATEWAY_API_KEYS_FILE", str(path))
+    monkeypatch.setenv("CODEX_GATEWAY_DEFAULT_WORKSPACE", str(tmp_path))
+    assert main(["keys", "add", "ci", "--tenant", "team-a", "--scopes", "read,run"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert read_key_set(path, (tmp_path,)).authenticate(key, NOW).name == "ci"
+    assert main(["keys", "add", "ci", "--tenant", "team-a", "--scopes", "read"]) == 1
+    assert "used twice" in capsys.readouterr().err

@@ -164,6 +164,6 @@ def test_bad_bridge_limits_stop_startup_naming_the_variable(name: str, value: st
 def test_the_host_check_applies_without_a_token_whatever_the_setting() -> None:
     env = {"CODEX_GATEWAY_HOST_CHECK_WITH_TOKEN": "false"}
     config = Config.from_env(env, cwd=Path("/tmp"))  # only read, not written
-    assert config.bridge.check_host(None)
-    assert not config.bridge.check_host("token")
-    assert Config.from_env({}, cwd=Path("/tmp")).bridge.check_host("token")
+    assert config.bridge.check_host(False)
+    assert not config.bridge.check_host(True)
+    assert Config.from_env({}, cwd=Path("/tmp")).bridge.check_host(True)
