@@ -108,6 +108,7 @@ class StatusReporter:
             sessions_running=self._runner.running,
             shutting_down=self._runner.closing,
             mode=self.mode,
+            runs_stalled=self._runner.watchdogs.stopped,
         )
 
     def _triggers(self) -> pb.TriggersStatus:
