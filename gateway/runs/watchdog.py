@@ -12,7 +12,10 @@ judged by what it reports, as its client sees it.
 The clock is paused while one of codex's own tools runs (from an item's `item.started` to its
 `item.completed`, for commands, MCP tool calls and sub-agent calls; several may overlap): a
 long build or test suite prints nothing until it ends, and is not a stall. The run's own
-deadline still bounds it.
+deadline still bounds it, as it bounds a command codex left running in the background (it
+answers the model after `yield_time_ms` and completes the item later, or never). A model's
+answer is the other side: codex prints it only once complete (exec streams no deltas), so one
+response that takes longer than the stall timeout is a stall; web searches happen inside it.
 
 Its cost on the output path is one timestamp per batch of lines read and a type check per
 event; one timer per process, rearmed only when it fires (at most once per timeout) or when the
@@ -77,11 +80,11 @@ class Watchdog:
     def observe(self, event: JsonObject) -> None:
         """Pause the clock from a tool item's start to its end."""
         if event["type"] in _BOUNDS:
-            self._item(event["type"] == "item.started", event.get("item"))
+            item = event.get("item")
+            if isinstance(item, dict) and item.get("type") in PAUSING_ITEMS:
+                self._item(event["type"] == "item.started", item)
 
-    def _item(self, started: bool, item: object) -> None:
-        if not isinstance(item, dict) or item.get("type") not in PAUSING_ITEMS:
-            return
+    def _item(self, started: bool, item: JsonObject) -> None:
         key = str(item.get("id"))
         if started:
             self._running.add(key)
