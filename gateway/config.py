@@ -173,6 +173,9 @@ class Config:
     max_concurrent: int = 2
     timeout_ms: int = 120_000
     max_timeout_ms: int = 1_800_000
+    # The stall watchdog (gateway/runs/watchdog.py): a run whose codex is silent this long, no
+    # command of its own running, is stopped as stalled. 0: no watchdog.
+    stall_timeout_ms: int = 300_000
     default_model: str | None = None
     extra_args: tuple[str, ...] = ()
     json_flag: str = "--json"
@@ -297,6 +300,7 @@ class Config:
             max_concurrent=env.integer("CODEX_GATEWAY_MAX_CONCURRENT"),
             timeout_ms=min(env.integer("CODEX_GATEWAY_TIMEOUT_MS"), max_timeout_ms),
             max_timeout_ms=max_timeout_ms,
+            stall_timeout_ms=env.integer("CODEX_GATEWAY_STALL_TIMEOUT_MS"),
             default_model=_model(env.text("CODEX_GATEWAY_DEFAULT_MODEL")),
             extra_args=extra_args,
             json_flag=json_flag,

@@ -192,6 +192,7 @@ SETTINGS: tuple[Setting, ...] = (
     _integer("CODEX_GATEWAY_MAX_CONCURRENT", 2, lambda c: c.max_concurrent, minimum=1),
     _integer("CODEX_GATEWAY_TIMEOUT_MS", 120_000, lambda c: c.timeout_ms, minimum=1000),
     _integer("CODEX_GATEWAY_MAX_TIMEOUT_MS", 1_800_000, lambda c: c.max_timeout_ms, minimum=1000),
+    _integer("CODEX_GATEWAY_STALL_TIMEOUT_MS", 300_000, lambda c: c.stall_timeout_ms, minimum=0),
     _text("CODEX_GATEWAY_DEFAULT_MODEL", NONE, lambda c: c.default_model or ""),
     _text("CODEX_GATEWAY_EXTRA_ARGS", NONE, lambda c: " ".join(c.extra_args)),
     _text("CODEX_GATEWAY_JSON_FLAG", "`--json`", lambda c: c.json_flag),

@@ -20,6 +20,8 @@ _HINTS: Final[Mapping[str, str]] = {
 # The same by the error's reason (its ErrorInfo reason), where the status says too little.
 _REASON_HINTS: Final[Mapping[str, str]] = {
     "OUTPUT_SCHEMA_MISMATCH": "schema clear runs without it",
+    # A 408 too, but the run timeout has nothing to do with it.
+    "RUN_STALLED": "the gateway's CODEX_GATEWAY_STALL_TIMEOUT_MS stopped it, not the run timeout",
 }
 LISTED_ERRORS: Final = 20
 """How many of an error's listed problems (a schema mismatch's) are shown."""
@@ -80,7 +82,7 @@ class GatewayError(ReplError):
             notes.append(f"retry after {self.retry_after} s")
         if self.field and self.field not in self.message:
             notes.append(f"field {self.field}")
-        if self.code in _HINTS:
+        if self.code in _HINTS and self.reason not in _REASON_HINTS:
             notes.append(_HINTS[self.code])
         if self.reason in _REASON_HINTS:
             notes.append(_REASON_HINTS[self.reason])

@@ -111,6 +111,7 @@ class StatusReporter:
             sessions_running=self._runner.running,
             shutting_down=self._runner.closing,
             mode=self.mode,
+            runs_stalled=self._runner.watchdogs.stopped,
             api_keys=self._api_keys(),
         )
 

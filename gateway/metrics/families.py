@@ -6,7 +6,8 @@ both are a client's request over the API), `status` one of the run statuses, `mo
 MAX_MODELS distinct model names seen and `other` after them, RPC `method` one of the served
 methods. Never a session id, a path or free user input.
 
-Timeouts and cancels are `codex_gateway_runs_finished_total{status="timeout"|"cancelled"}`.
+Timeouts and cancels are `codex_gateway_runs_finished_total{status="timeout"|"cancelled"}`; of
+the timeouts, those the stall watchdog stopped are also `codex_gateway_runs_stalled_total`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ class GatewayMetrics:
             "codex_gateway_slot_wait_seconds",
             "Time a run request waited for a concurrency slot (0 when one was free).",
             buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.runs_stalled = Counter(
+            "codex_gateway_runs_stalled",
+            "Runs whose codex the stall watchdog stopped (silent for CODEX_GATEWAY_STALL_TIMEOUT_MS"
+            " with no command running); they also finish with status timeout.",
             registry=registry,
         )
         self.runs_rejected = Counter(

@@ -35,6 +35,7 @@ from gateway.errors import (
     OutputSchemaMismatch,
     RunCancelled,
     RunInterrupted,
+    RunStalled,
     RunTimedOut,
     SessionBusy,
     ShuttingDown,
@@ -49,6 +50,7 @@ from gateway.runs.prompt import GlobalSystemPrompt, Message, messages_or_prompt
 from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
 from gateway.runs.schema import repair_prompt
 from gateway.runs.scratch import Scratch
+from gateway.runs.watchdog import Watchdogs
 from gateway.sessions.access import SecureAccess
 from gateway.sessions.feed import LiveFeed
 from gateway.sessions.model import Session
@@ -94,6 +96,7 @@ class Runner:
         self._closing = False
         self.changes = ChangeTracker(config)
         self._tracer = tracing.tracer(config)  # a no-op one when tracing is off
+        self.watchdogs = Watchdogs(config.stall_timeout_ms, metrics)
 
     @property
     def running(self) -> int:
@@ -243,7 +246,7 @@ class Runner:
             raise RunInterrupted(
                 f"Run {run.id} was interrupted: {run.stop_detail or 'the gateway is shutting down'}"
             ) from None
-        except RunTimedOut as exc:
+        except (RunTimedOut, RunStalled) as exc:
             run.status, run.error = "timeout", exc.message
             raise
         except GatewayError as exc:
@@ -432,12 +435,14 @@ class Runner:
             # The run is on disk from here, with the pid that reconciliation after a crash needs.
             session.runs[-1].agent_pid = agent.pid
             self._store.save(session)
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(deadline), self.watchdogs.watch() as watchdog:
                 async for batch in agent.batches():
+                    watchdog.feed()
                     for index, line in enumerate(batch, 1):
                         event = run.take_line(line)
                         if event is not None:
                             outcome.observe(event)
+                            watchdog.observe(event)
                             if event["type"] == "thread.started":
                                 started = canonical_thread_id(event.get("thread_id"))
                                 if not _same_thread(outcome.thread_id, run.fork_thread):

@@ -197,7 +197,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("concurrency", "uptime", "memory", "watcher", "webhook", "system_prompt", "env", "triggers", "sessions_running", "shutting_down", "mode", "cluster", "api_keys")
+    __slots__ = ("concurrency", "uptime", "memory", "watcher", "webhook", "system_prompt", "env", "triggers", "sessions_running", "shutting_down", "mode", "cluster", "runs_stalled", "api_keys")
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class GetStatusResponse(_message.Message):
     SHUTTING_DOWN_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    RUNS_STALLED_FIELD_NUMBER: _ClassVar[int]
     API_KEYS_FIELD_NUMBER: _ClassVar[int]
     concurrency: ConcurrencyStatus
     uptime: float
@@ -223,8 +224,9 @@ class GetStatusResponse(_message.Message):
     shutting_down: bool
     mode: str
     cluster: ClusterStatus
+    runs_stalled: int
     api_keys: ApiKeysStatus
-    def __init__(self, concurrency: _Optional[_Union[ConcurrencyStatus, _Mapping]] = ..., uptime: _Optional[float] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., watcher: _Optional[_Union[WatcherStatus, _Mapping]] = ..., webhook: _Optional[_Union[WebhookStatus, _Mapping]] = ..., system_prompt: _Optional[_Union[SystemPromptStatus, _Mapping]] = ..., env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., triggers: _Optional[_Union[TriggersStatus, _Mapping]] = ..., sessions_running: _Optional[int] = ..., shutting_down: _Optional[bool] = ..., mode: _Optional[str] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ..., api_keys: _Optional[_Union[ApiKeysStatus, _Mapping]] = ...) -> None: ...
+    def __init__(self, concurrency: _Optional[_Union[ConcurrencyStatus, _Mapping]] = ..., uptime: _Optional[float] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., watcher: _Optional[_Union[WatcherStatus, _Mapping]] = ..., webhook: _Optional[_Union[WebhookStatus, _Mapping]] = ..., system_prompt: _Optional[_Union[SystemPromptStatus, _Mapping]] = ..., env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., triggers: _Optional[_Union[TriggersStatus, _Mapping]] = ..., sessions_running: _Optional[int] = ..., shutting_down: _Optional[bool] = ..., mode: _Optional[str] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ..., runs_stalled: _Optional[int] = ..., api_keys: _Optional[_Union[ApiKeysStatus, _Mapping]] = ...) -> None: ...
 
 class ApiKeysStatus(_message.Message):
     __slots__ = ("path", "keys", "loaded_at", "error")
