@@ -9,6 +9,7 @@ write rows it does not understand.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -103,9 +104,18 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
         """A pooled connection in autocommit mode (`conn.transaction()` for more than one
-        statement); StorageUnavailable (503) when none can be had in time."""
+        statement); StorageUnavailable (503) when none can be had in time.
+
+        psycopg_pool waits for a connection with asyncio.wait_for, which in 3.11 swallows a
+        cancellation that comes as the wait ends (the connection was handed over): the caller
+        would go on as if never cancelled. A cancellation requested during the wait and not
+        raised is raised here, the connection going back to the pool."""
+        task = asyncio.current_task()
+        requested = task.cancelling() if task is not None else 0
         try:
             async with self._pool.connection() as conn:
+                if task is not None and task.cancelling() > requested:
+                    raise asyncio.CancelledError
                 yield conn
         except PoolTimeout as exc:
             raise StorageUnavailable("the cluster database is unavailable") from exc

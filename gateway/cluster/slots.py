@@ -207,14 +207,7 @@ class ClusterSlots(Slots):
         try:
             async with self._node.database.connection() as conn:
                 cursor = await conn.execute(_CLAIM, {"run": run_id, **self._node.replicas.fence()})
-                claimed = await cursor.fetchone() is not None
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # psycopg_pool waits for a connection with asyncio.wait_for, which in 3.11 can
-                # swallow a cancellation that comes as the wait ends: honoured here, or a
-                # cancelled waiter would go on waiting (and claiming) for ever.
-                raise asyncio.CancelledError
-            return claimed
+                return await cursor.fetchone() is not None
         except BaseException:
             self.unreleased.add(run_id)
             raise

@@ -297,31 +297,6 @@ async def test_cancelled_waiters_leak_nothing(pg_dsn: str) -> None:
             assert await held(pg_dsn) == [(1, "b-after", "b")]
 
 
-async def test_a_cancellation_swallowed_on_the_way_is_still_honoured(pg_dsn: str) -> None:
-    """psycopg_pool waits for a connection with asyncio.wait_for, which in Python 3.11 can
-    swallow a cancellation that comes just as the wait ends: the task goes on with its cancel
-    request still counted (`cancelling()`). A waiter in that state must stop, not wait and
-    claim for ever (it once hung the test above under load). The state is made here as
-    wait_for leaves it: a cancellation delivered and dropped without `uncancel`."""
-    async with replica(pg_dsn, "a", cluster_max=1) as a:
-
-        async def swallowed_then_wait() -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0)  # delivered and dropped, as wait_for may do
-            assert task.cancelling() == 1
-            await hold_until(a.slots, "late", asyncio.Event())
-
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.create_task(swallowed_then_wait())
-        await eventually(lambda: not a.slots.unreleased, "the uncertain claim to be released")
-        assert await held(pg_dsn) == []
-        async with a.slots.slot("after", wait=False):  # the slot is there to take
-            assert await held(pg_dsn) == [(1, "after", "a")]
-
-
 async def test_a_dead_replicas_slots_are_freed_by_the_reaper(pg_dsn: str) -> None:
     async with (
         replica(pg_dsn, "survivor", cluster_max=2, lease_ms=1000) as survivor,
