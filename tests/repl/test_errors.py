@@ -101,5 +101,5 @@ async def test_a_run_past_its_timeout_is_408_with_a_hint(bridge_url: str, tmp_pa
     assert answer.returncode == 1
     assert answer.stderr == (
         "✗ 408 Request Timeout: Codex run timed out after 1000ms"
-        " · raise the run timeout with: timeout <seconds>\n"
+        " · failure: timeout · raise the run timeout with: timeout <seconds>\n"
     )
