@@ -254,10 +254,14 @@ def rpc_error_response(
             delay = detail.retry_delay
             retry_after = max(0, math.ceil(delay.seconds + delay.nanos / 1e9))
         elif isinstance(detail, runs_pb2.RunFailure):
-            failure: dict[str, Any] = {"kind": detail.kind, "message": detail.message}
-            if detail.HasField("retry_after_ms"):
-                failure["retry_after_ms"] = detail.retry_after_ms
-            body["failure"] = failure
+            # As the RunFailure message prints (null: the provider named no time).
+            body["failure"] = {
+                "kind": detail.kind,
+                "message": detail.message,
+                "retry_after_ms": (
+                    detail.retry_after_ms if detail.HasField("retry_after_ms") else None
+                ),
+            }
     if retry_after is None:
         retry_after = _seconds(body.get("retry_after"))
     elif "retry_after" not in body:

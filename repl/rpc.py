@@ -229,8 +229,13 @@ def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
             elif detail.Is(runs_pb2.RunFailure.DESCRIPTOR):
                 run_failure = runs_pb2.RunFailure()
                 detail.Unpack(run_failure)
-                why: dict[str, Any] = {"kind": run_failure.kind, "message": run_failure.message}
-                if run_failure.HasField("retry_after_ms"):
-                    why["retry_after_ms"] = run_failure.retry_after_ms
-                details["failure"] = why
+                details["failure"] = {
+                    "kind": run_failure.kind,
+                    "message": run_failure.message,
+                    "retry_after_ms": (
+                        run_failure.retry_after_ms
+                        if run_failure.HasField("retry_after_ms")
+                        else None
+                    ),
+                }
     return details

@@ -552,7 +552,8 @@ class ClusterSessionStore(SessionStore):
             "UPDATE runs u SET status = 'interrupted', agent_pid = NULL, completed_at = now(),"
             " record = (u.record - 'agent_pid') || jsonb_build_object('status', 'interrupted',"
             " 'error', %(error)s::text, 'completed_at', %(stamp)s::text, 'failure',"
-            " jsonb_build_object('kind', 'interrupted', 'message', %(error)s::text))"
+            " jsonb_build_object('kind', 'interrupted', 'message', %(error)s::text,"
+            " 'retry_after_ms', NULL))"
             " FROM replicas r WHERE r.replica_id = u.replica_id AND u.replica_id = %(replica)s"
             " AND u.status = 'running' AND u.replica_epoch < r.epoch",
             {"error": error, "stamp": now_iso(), "replica": replica_id},

@@ -108,10 +108,12 @@ class RunFailure:
         return self.kind in RETRIED
 
     def as_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"kind": str(self.kind), "message": self.message}
-        if self.retry_after_ms is not None:
-            document["retry_after_ms"] = self.retry_after_ms
-        return document
+        """As every answer shows it: `retry_after_ms` null when the provider named no time."""
+        return {
+            "kind": str(self.kind),
+            "message": self.message,
+            "retry_after_ms": self.retry_after_ms,
+        }
 
     @classmethod
     def from_json(cls, value: object) -> RunFailure | None:

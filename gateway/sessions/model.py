@@ -199,7 +199,7 @@ class Session:
             record.agent_pid = None
             record.status = RunStatus.INTERRUPTED
             record.error = error
-            record.failure = {"kind": "interrupted", "message": error}
+            record.failure = {"kind": "interrupted", "message": error, "retry_after_ms": None}
             record.completed_at = completed_at
         self.status = SessionStatus.INTERRUPTED
         return pids
