@@ -14,13 +14,13 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
-from google.rpc import status_pb2
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config, WebhookConfig
 from tests.fakes import AGENTS_DIR
 from tests.fakes.webhook_receiver import Receiver
 from tests.harness import RunningGateway, running_bridge, running_gateway
+from tests.statusdetails import grpc_error_body
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,26 +63,6 @@ def _grpc_status(exc: grpc.aio.AioRpcError) -> int:
         grpc.StatusCode.CANCELLED: 499,
         grpc.StatusCode.UNAVAILABLE: 503,
     }.get(exc.code(), 0)
-
-
-def grpc_error_body(exc: grpc.aio.AioRpcError) -> dict[str, Any]:
-    """The error as the REST body would carry it: `error`, `code` and `failure` (unpacked from
-    the RunFailure in grpc-status-details-bin; retry_after_ms an int, as the bridge writes it)."""
-    body: dict[str, Any] = {"error": exc.details(), "code": exc.code().name}
-    for key, value in exc.trailing_metadata() or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        for detail in status_pb2.Status.FromString(value).details:
-            if detail.Is(runs_pb2.RunFailure.DESCRIPTOR):
-                failure = runs_pb2.RunFailure()
-                detail.Unpack(failure)
-                after = failure.retry_after_ms if failure.HasField("retry_after_ms") else None
-                body["failure"] = {
-                    "kind": failure.kind,
-                    "message": failure.message,
-                    "retry_after_ms": after,
-                }
-    return body
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ class RecordedRequest:
     headers: dict[str, str]  # keys lower-cased
     body: Any  # the parsed JSON body, or None when it was not JSON
     scenario: str | None  # the scenario that answered, None for a request outside /responses
+    received_at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def input(self) -> list[dict[str, Any]]:
@@ -124,6 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers={key.lower(): value for key, value in self.headers.items()},
                 body=body,
                 scenario=scenario if is_responses else None,
+                received_at=time.monotonic(),
             )
         )
         if not is_responses:
