@@ -465,7 +465,7 @@ def _rate_limited(ex: Exchange) -> None:
                     "code": "rate_limit_exceeded",
                     "message": "Rate limit reached for gpt-5.5 (scripted) on tokens per min"
                     f" (TPM): Limit 1, Used 1, Requested 1. Please try again in"
-                    f" {1.5 if reset is None else reset}s.",
+                    f" {1.5 if reset is None else reset:g}s.",
                 },
             },
         }
