@@ -147,6 +147,20 @@ async def test_each_failure_kind_from_real_codex(
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
+async def test_a_404_for_a_model_codex_does_not_know_is_model_not_found(
+    serve: Callable[..., Any], protocol: str
+) -> None:
+    async with serve() as served:
+        unknown = {"prompt": "[[scenario:http404]] go", "model": "nope"}
+        status, body = await served.run(protocol, unknown)
+        assert status == 500 and body["failure"]["kind"] == "model_not_found"
+        assert body["failure"]["message"].startswith("unexpected status 404 Not Found")
+        # The same 404 for a model codex knows names nothing it could be sure of.
+        status, body = await served.run(protocol, {"prompt": "[[scenario:http404]] again"})
+        assert status == 500 and body["failure"]["kind"] == "agent_error"
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
 async def test_a_deadline_is_a_408_timeout(serve: Callable[..., Any], protocol: str) -> None:
     async with serve() as served:
         status, body = await served.run(

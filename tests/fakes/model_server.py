@@ -17,13 +17,14 @@ occurrence winning:
                         message's text, counted per server), ``message`` the later ones
 
 Scenarios: ``message``, ``tool``, ``patch``, ``reasoning``, ``usage``, ``echo_history``,
-``slow``, ``http400`` (model_not_found), ``http401``, ``http429`` (rate_limit_exceeded),
-``http429quota`` (insufficient_quota), ``http429usage`` (usage_limit_reached), ``ratelimited``
-(a rate limit in the stream), ``context`` (context_length_exceeded), ``http500``, ``http503``,
-``failed``, ``truncate``, ``close``, ``hang`` and ``stall``. The two-step ones (``tool``,
-``patch``) tell their steps apart by the request's last ``input`` item: a
-``function_call_output`` or ``custom_tool_call_output`` means the tool has run. ``stall`` and
-``hang`` hold their connection until ``stop()``, which releases them.
+``slow``, ``http400`` (model_not_found), ``http404``, ``http401``, ``http429``
+(rate_limit_exceeded), ``http429quota`` (insufficient_quota), ``http429usage``
+(usage_limit_reached), ``ratelimited`` (a rate limit in the stream), ``context``
+(context_length_exceeded), ``http500``, ``http503``, ``failed``, ``truncate``, ``close``,
+``hang`` and ``stall``. The two-step ones (``tool``, ``patch``) tell their steps apart by the
+request's last ``input`` item: a ``function_call_output`` or ``custom_tool_call_output`` means
+the tool has run. ``stall`` and ``hang`` hold their connection until ``stop()``, which releases
+them.
 
 The scripts live in ``tests.fakes.scenarios``. Run the server standalone with
 ``python -m tests.fakes.model_server --port 18081``.

@@ -34,6 +34,9 @@ _HTTP_ERRORS: dict[str, tuple[int, str, str, str]] = {
         "The model `nope` does not exist.",
     ),
     "http401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    # A provider that names no model in its 404 (a proxy, say): codex's unknown-model warning
+    # tells it for what it is.
+    "http404": (404, "invalid_request_error", "not_found", "Not found (scripted)."),
     "http429": (429, "requests", "rate_limit_exceeded", "Rate limit reached (scripted)."),
     "http429quota": (
         429,
