@@ -18,6 +18,7 @@ kept as it was, and `retry_after_ms` when the provider said when to try again.
 | agent_crashed            | codex died (a signal, an unexpected exit)        | yes     |
 | interrupted              | the gateway lost it (crash, restart, replica)    | no      |
 | output_schema_mismatch   | the answer did not match the run's output_schema | no      |
+| invalid_request          | what was asked cannot run (found once it started)| no      |
 | agent_error              | codex failed for a reason none of the above names| no      |
 | gateway_error            | the gateway could not run it (storage, spawn)    | no      |
 
@@ -56,6 +57,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway.errors import (
     AgentFailed,
     GatewayError,
+    InvalidRequest,
     OutputSchemaMismatch,
     RunCancelled,
     RunInterrupted,
@@ -67,6 +69,8 @@ MAX_MESSAGE_CHARS = 2000
 
 
 class FailureKind(enum.StrEnum):
+    """The kinds this gateway reports (a stored one it does not know stays a string)."""
+
     AUTH = "auth"
     MODEL_NOT_FOUND = "model_not_found"
     RATE_LIMITED = "rate_limited"
@@ -79,6 +83,7 @@ class FailureKind(enum.StrEnum):
     AGENT_CRASHED = "agent_crashed"
     INTERRUPTED = "interrupted"
     OUTPUT_SCHEMA_MISMATCH = "output_schema_mismatch"
+    INVALID_REQUEST = "invalid_request"
     AGENT_ERROR = "agent_error"
     GATEWAY_ERROR = "gateway_error"
 
@@ -345,6 +350,8 @@ def of_error(error: GatewayError) -> RunFailure:
         return failure(FailureKind.INTERRUPTED, message)
     if isinstance(error, OutputSchemaMismatch):
         return failure(FailureKind.OUTPUT_SCHEMA_MISMATCH, message)
+    if isinstance(error, InvalidRequest):  # an image that is none, say: a 400 still
+        return failure(FailureKind.INVALID_REQUEST, message)
     if isinstance(error, AgentFailed):
         return classify_agent(
             message=message, exit_code=error.exit_code, stderr_tail=error.stderr_tail

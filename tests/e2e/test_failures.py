@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from codex_gateway.v1 import runs_pb2, sessions_pb2
 from gateway.config import Config, WebhookConfig
 from tests.fakes import AGENTS_DIR
+from tests.fakes.model_server import ModelServer
 from tests.fakes.webhook_receiver import Receiver
 from tests.harness import RunningGateway, running_bridge, running_gateway
 from tests.statusdetails import grpc_error_body
@@ -182,10 +183,12 @@ async def test_a_deadline_is_a_408_timeout(serve: Callable[..., Any], protocol: 
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
-async def test_a_cancel_is_a_cancelled_failure(serve: Callable[..., Any], protocol: str) -> None:
+async def test_a_cancel_is_a_cancelled_failure(
+    serve: Callable[..., Any], model_server: ModelServer, protocol: str
+) -> None:
     async with serve() as served:
         running = asyncio.ensure_future(served.run(protocol, {"prompt": "[[scenario:stall]]"}))
-        session_id = await _running_session(served)
+        session_id = await _running_session(served, model_server)
         cancelled = await served.http.post(f"/sessions/{session_id}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["cancelled"] is True
         status, body = await running
@@ -195,10 +198,12 @@ async def test_a_cancel_is_a_cancelled_failure(serve: Callable[..., Any], protoc
         assert (record["status"], record["failure"]["kind"]) == ("cancelled", "cancelled")
 
 
-async def test_a_run_the_gateway_loses_is_interrupted(serve: Callable[..., Any]) -> None:
+async def test_a_run_the_gateway_loses_is_interrupted(
+    serve: Callable[..., Any], model_server: ModelServer
+) -> None:
     async with serve() as served:
         running = asyncio.ensure_future(served.run("rest", {"prompt": "[[scenario:stall]]"}))
-        session_id = await _running_session(served)
+        session_id = await _running_session(served, model_server)
         await served.gw.gateway.runner.interrupt_all("replica declared dead (test)")
         status, body = await running
         assert status == 503, body
@@ -280,11 +285,9 @@ async def test_the_webhook_and_the_metrics_carry_the_kind(
         assert 'codex_gateway_run_failures_total{kind="auth"} 1.0' in metrics
 
 
-async def _running_session(served: Served) -> str:
-    """The one session once its run has started (codex is waiting on the model)."""
-    for _ in range(400):
-        listed = (await served.http.get("/sessions")).json()
-        if listed and listed[0]["status"] == "running":
-            return str(listed[0]["session_id"])
-        await asyncio.sleep(0.05)
-    raise AssertionError("the run did not start")
+async def _running_session(served: Served, model: ModelServer) -> str:
+    """The one session once its run is under way: codex is waiting on the model."""
+    await asyncio.to_thread(model.wait_for_requests, 1, 30)
+    listed = (await served.http.get("/sessions")).json()
+    assert [s["status"] for s in listed] == ["running"], listed
+    return str(listed[0]["session_id"])
