@@ -13,8 +13,9 @@ Error tree of the bridge's own answers (the upstream's arrive as `grpc.aio.AioRp
 
 Bodies follow CONTRACT.md: `{"error": "<message>", "code": "<STATUS_NAME>", ...extras}`, where the
 extras are the `metadata` of every `google.rpc.ErrorInfo` in the status details (decimal integers
-as JSON numbers) plus its `reason`, and the violations of a `google.rpc.PreconditionFailure` as
-lists (`_VIOLATION_KEYS`); a `google.rpc.RetryInfo` (or a `retry_after` entry) becomes a
+as JSON numbers) plus its `reason`, the violations of a `google.rpc.PreconditionFailure` as
+lists (`_VIOLATION_KEYS`), and a run's `codex_gateway.v1.RunFailure` as `failure` (`kind`,
+`message`, `retry_after_ms`); a `google.rpc.RetryInfo` (or a `retry_after` entry) becomes a
 `Retry-After` header. Every body sent also carries the request's id, `request_id`
 (bridge/requestid.py).
 """
@@ -33,6 +34,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from starlette.types import Receive, Scope, Send
+
+from codex_gateway.v1 import runs_pb2
 
 from .requestid import current_request_id
 from .responses import json_response
@@ -85,6 +88,7 @@ _RESERVED_KEYS: Final = frozenset(
         "violations",
         # The bridge's own id (send_error), the one the gateway was given for the request.
         "request_id",
+        "failure",
         *(k for k, _, _ in _VIOLATION_KEYS.values()),
     }
 )
@@ -249,6 +253,15 @@ def rpc_error_response(
         elif isinstance(detail, error_details_pb2.RetryInfo):
             delay = detail.retry_delay
             retry_after = max(0, math.ceil(delay.seconds + delay.nanos / 1e9))
+        elif isinstance(detail, runs_pb2.RunFailure):
+            # As the RunFailure message prints (null: the provider named no time).
+            body["failure"] = {
+                "kind": detail.kind,
+                "message": detail.message,
+                "retry_after_ms": (
+                    detail.retry_after_ms if detail.HasField("retry_after_ms") else None
+                ),
+            }
     if retry_after is None:
         retry_after = _seconds(body.get("retry_after"))
     elif "retry_after" not in body:
@@ -280,6 +293,7 @@ def _unpack_details(details: bytes | None) -> Iterable[object]:
             error_details_pb2.ErrorInfo,
             error_details_pb2.RetryInfo,
             error_details_pb2.PreconditionFailure,
+            runs_pb2.RunFailure,
         ):
             if any_detail.Is(cls.DESCRIPTOR):
                 message = cls()

@@ -215,6 +215,8 @@ _ERROR_SCHEMA: Final[Schema] = {
         "retry_after": {"type": "integer"},
         # The request's id, also in the X-Request-Id response header (bridge/requestid.py).
         "request_id": {"type": "string"},
+        # A run that did not complete: why (kind, message, retry_after_ms; README "Failures").
+        "failure": {"$ref": "#/components/schemas/codex_gateway.v1.RunFailure"},
         # 422: a run's answer that did not match its output_schema, error by error.
         "schema_errors": {
             "type": "array",

@@ -35,9 +35,12 @@ echoed 20 KB input would turn any answer into RESOURCE_EXHAUSTED.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import grpc
+
+if TYPE_CHECKING:  # the failure module classifies these errors; only its type is needed here
+    from gateway.runs.failure import RunFailure
 
 QUOTE_CHARS = 64
 MAX_MESSAGE_CHARS = 1024
@@ -73,6 +76,9 @@ class GatewayError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # The error of a run that started and did not complete says why (kind, message,
+        # retry_after_ms): reported in the status details beside ErrorInfo.
+        self.failure: RunFailure | None = None
 
     def details(self) -> dict[str, str]:
         """Extra facts for the error body (google.rpc.ErrorInfo metadata)."""
@@ -261,10 +267,18 @@ class OutputSchemaMismatch(GatewayError):
 class AgentFailed(GatewayError):
     reason = "AGENT_FAILED"
 
-    def __init__(self, message: str, *, exit_code: int | None, stderr_tail: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None,
+        stderr_tail: str = "",
+        failure: RunFailure | None = None,
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+        self.failure = failure
 
     def details(self) -> dict[str, str]:
         return {} if self.exit_code is None else {"exit_code": str(self.exit_code)}

@@ -78,6 +78,11 @@ class GatewayError(ReplError):
         if active is not None and limit is not None:
             line += f" ({active} of {limit} runs active)"
         notes = []
+        failure = self.failure
+        if failure is not None:
+            kind, after = failure
+            when = "" if after is None else f", the provider says retry after {_duration(after)}"
+            notes.append(f"failure: {kind}{when}")
         if self.retry_after is not None:
             notes.append(f"retry after {self.retry_after} s")
         if self.field and self.field not in self.message:
@@ -93,6 +98,18 @@ class GatewayError(ReplError):
         if len(listed) > LISTED_ERRORS:
             shown.append(f"  ... and {len(listed) - LISTED_ERRORS} more")
         return "\n".join([" · ".join([line, *notes]), *shown])
+
+    @property
+    def failure(self) -> tuple[str, int | None] | None:
+        """A failed run's kind (`rate_limited`, `stalled`, ...) and the provider's
+        `retry_after_ms`, when the error carries them."""
+        failure = self.details.get("failure")
+        if not isinstance(failure, Mapping) or not isinstance(failure.get("kind"), str):
+            return None
+        after = failure.get("retry_after_ms")
+        if isinstance(after, str) and after.isdigit():  # int64 is a string in proto3 JSON
+            after = int(after)
+        return failure["kind"], after if isinstance(after, int) and after >= 0 else None
 
     @property
     def reason(self) -> str:
@@ -120,3 +137,14 @@ class GatewayError(ReplError):
                     where, what = item.get(subject), str(item.get(description) or "")
                     lines.append(f"{where}: {what}" if where else what)  # no path: the root
         return [line for line in lines if line]
+
+
+def _duration(ms: int) -> str:
+    """`ms` as a person reads it: 2.5 s, 3 min 20 s, 2 h 5 min."""
+    if ms < 60_000:
+        return f"{ms / 1000:g} s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

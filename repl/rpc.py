@@ -187,9 +187,9 @@ def _integers(value: Any) -> Any:
 
 
 def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
-    """`retry_after`, the ErrorInfo metadata (`active`, `max`, ...) and the PreconditionFailure
-    violations (`schema_errors`, `violations`) of a serialized status, as the bridge's body has
-    them."""
+    """`retry_after`, the ErrorInfo metadata (`active`, `max`, ...), the PreconditionFailure
+    violations (`schema_errors`, `violations`) and a run's `failure` of a serialized status, as
+    the bridge's body has them."""
     details: dict[str, Any] = {}
     for value in values:
         if not isinstance(value, bytes):
@@ -226,4 +226,16 @@ def _error_details(values: Iterable[str | bytes]) -> dict[str, Any]:
                 detail.Unpack(retry)
                 delay = retry.retry_delay
                 details["retry_after"] = math.ceil(delay.seconds + delay.nanos / 1e9)
+            elif detail.Is(runs_pb2.RunFailure.DESCRIPTOR):
+                run_failure = runs_pb2.RunFailure()
+                detail.Unpack(run_failure)
+                details["failure"] = {
+                    "kind": run_failure.kind,
+                    "message": run_failure.message,
+                    "retry_after_ms": (
+                        run_failure.retry_after_ms
+                        if run_failure.HasField("retry_after_ms")
+                        else None
+                    ),
+                }
     return details

@@ -38,6 +38,7 @@ from gateway.api.views import (
     changes_message,
     detail_events,
     detail_with_files,
+    failure_message,
     first_within,
     result_message,
     signal,
@@ -104,6 +105,8 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         status.details.add().Pack(retry)
     if isinstance(error, OutputSchemaMismatch):
         status.details.add().Pack(schema_violations(error.errors))
+    if error.failure is not None:  # a run that did not complete: why (gateway/runs/failure.py)
+        status.details.add().Pack(failure_message(error.failure))
     await context.abort(
         error.code,
         message,

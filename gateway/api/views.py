@@ -23,6 +23,8 @@ from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
 from gateway.changes.diff import Summary
 from gateway.changes.tracker import RunChanges
 from gateway.clock import iso
+from gateway.errors import MAX_MESSAGE_CHARS, capped
+from gateway.runs.failure import RunFailure
 from gateway.runs.run import RunResult
 from gateway.runs.schema import MAX_DEPTH, depth
 from gateway.sessions.feed import FeedItem
@@ -182,6 +184,21 @@ def run_record(record: RunRecord) -> sessions_pb2.RunRecord:
     changes = changes_summary(record.changes)
     if changes is not None:
         message.changes.CopyFrom(changes)
+    failure = RunFailure.from_json(record.failure)
+    if failure is not None:
+        message.failure.CopyFrom(failure_message(failure))
+    return message
+
+
+def failure_message(failure: RunFailure) -> runs_pb2.RunFailure:
+    """Why a run did not complete, as its message (the text capped: a failed call's status
+    details carry it in response metadata)."""
+    message = runs_pb2.RunFailure(
+        kind=str(failure.kind), message=capped(failure.message, MAX_MESSAGE_CHARS)
+    )
+    if failure.retry_after_ms is not None:
+        with contextlib.suppress(ValueError):  # out of the field's range
+            message.retry_after_ms = failure.retry_after_ms
     return message
 
 
@@ -457,6 +474,8 @@ def result_message(result: RunResult, max_bytes: int) -> runs_pb2.RunResult:
     changes = changes_summary(result.changes)
     if changes is not None:
         message.changes.CopyFrom(changes)
+    if result.failure is not None:
+        message.failure.CopyFrom(failure_message(result.failure))
     return message
 
 

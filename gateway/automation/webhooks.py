@@ -390,6 +390,8 @@ def finished_payload(run: Run) -> dict[str, Any]:
         "usage": record.usage or Usage().as_dict(),
         "metadata": request.metadata or dict(session.metadata),
         "error": run.error,
+        # Why it did not complete (kind, message, retry_after_ms); null when it completed.
+        "failure": run.failure.as_json() if run.failure is not None else None,
         "completed_at": record.completed_at,
         "model": record.model,
         "source": request.source,

@@ -553,6 +553,14 @@ def _interrupted_payload(row: tuple[Any, ...], replica_id: str) -> JsonObject:
         "usage": record.get("usage") or Usage().as_dict(),
         "metadata": record.get("metadata") or meta.get("metadata") or {},
         "error": record.get("error") or f"replica {replica_id} stopped during this run",
+        # The reaper's record says why (gateway/runs/failure.py); a record from before it did
+        # not: the same words.
+        "failure": record.get("failure")
+        or {
+            "kind": "interrupted",
+            "message": record.get("error") or f"replica {replica_id} stopped during this run",
+            "retry_after_ms": None,
+        },
         "completed_at": record.get("completed_at") or now_iso(),
         "model": record.get("model"),
         "source": source or record.get("source") or "",

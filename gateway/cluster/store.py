@@ -551,7 +551,9 @@ class ClusterSessionStore(SessionStore):
         await conn.execute(
             "UPDATE runs u SET status = 'interrupted', agent_pid = NULL, completed_at = now(),"
             " record = (u.record - 'agent_pid') || jsonb_build_object('status', 'interrupted',"
-            " 'error', %(error)s::text, 'completed_at', %(stamp)s::text)"
+            " 'error', %(error)s::text, 'completed_at', %(stamp)s::text, 'failure',"
+            " jsonb_build_object('kind', 'interrupted', 'message', %(error)s::text,"
+            " 'retry_after_ms', NULL))"
             " FROM replicas r WHERE r.replica_id = u.replica_id AND u.replica_id = %(replica)s"
             " AND u.status = 'running' AND u.replica_epoch < r.epoch",
             {"error": error, "stamp": now_iso(), "replica": replica_id},
@@ -586,6 +588,7 @@ class ClusterSessionStore(SessionStore):
             for record in session.runs:
                 if record.run_id == run_id and record.status != RunStatus.INTERRUPTED:
                     record.status, record.error = RunStatus.INTERRUPTED, reaped.error
+                    record.failure = reaped.failure
                     record.completed_at, record.agent_pid = reaped.completed_at, None
                     if session.runs[-1] is record:
                         session.status = SessionStatus.INTERRUPTED

@@ -7,7 +7,9 @@ MAX_MODELS distinct model names seen and `other` after them, RPC `method` one of
 methods. Never a session id, a path or free user input.
 
 Timeouts and cancels are `codex_gateway_runs_finished_total{status="timeout"|"cancelled"}`; of
-the timeouts, those the stall watchdog stopped are also `codex_gateway_runs_stalled_total`.
+the timeouts, those the stall watchdog stopped are also `codex_gateway_runs_stalled_total`. Why
+runs did not complete is `codex_gateway_run_failures_total{kind}`, `kind` one of the failure
+kinds (gateway/runs/failure.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.agent.events import Usage
+from gateway.runs.failure import FailureKind
 
 if TYPE_CHECKING:
     from gateway.runs.run import Run
@@ -35,6 +38,9 @@ DEFAULT_MODEL: Final = "default"
 RUN_BUCKETS: Final = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
 WAIT_BUCKETS: Final = (0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 RPC_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 300, 1800)
+
+
+_FAILURE_KINDS: Final = frozenset(kind.value for kind in FailureKind)
 
 
 def source_label(source: str) -> str:
@@ -97,6 +103,12 @@ class GatewayMetrics:
             "Further attempts of runs whose attempt failed (CODEX_GATEWAY_MAX_RETRIES).",
             registry=registry,
         )
+        self.run_failures = Counter(
+            "codex_gateway_run_failures",
+            "Runs that did not complete, by failure kind (auth, rate_limited, stalled, ...).",
+            ["kind"],
+            registry=registry,
+        )
         self.tokens = Counter(
             "codex_gateway_tokens",
             "Tokens used by runs, by model and kind (input, cached_input, output).",
@@ -142,6 +154,9 @@ class GatewayMetrics:
         attempts = run.record.attempts or 0
         if attempts > 1:
             self.retries.inc(attempts - 1)
+        if run.failure is not None:
+            kind = run.failure.kind
+            self.run_failures.labels(kind if kind in _FAILURE_KINDS else OTHER).inc()
         usage = run.outcome.usage
         if usage is not None:
             self.count_tokens(run.model or DEFAULT_MODEL, usage.minus(run.usage_before))

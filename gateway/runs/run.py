@@ -25,6 +25,7 @@ from gateway.agent.events import (
 )
 from gateway.changes.reported import ReportedChanges
 from gateway.clock import now_iso
+from gateway.runs.failure import RunFailure
 from gateway.runs.images import CheckedImage, ImageInput
 from gateway.runs.prompt import Message
 from gateway.runs.schema import Answer, OutputSchema
@@ -92,6 +93,7 @@ class RunResult:
     last_seq: int | None = None
     answer: Answer | None = None  # judged against the run's output_schema (valid: `structured`)
     changes: dict[str, Any] | None = None  # the summary (gateway/changes/)
+    failure: RunFailure | None = None  # why it did not complete (gateway/runs/failure.py)
 
 
 @dataclass
@@ -152,6 +154,7 @@ class Run:
         self.outcome = RunOutcome()
         self.status = "error"
         self.error: str | None = None
+        self.failure: RunFailure | None = None  # why it did not complete, set with `error`
         self.stop_reason: str | None = None  # "cancelled" | "interrupted" once asked to stop
         self.stop_detail: str | None = None  # why, when not the gateway's shutdown
         self._log: RunLog | None = None
@@ -265,6 +268,8 @@ class Run:
         record.agent_pid = None
         if self.error is not None:
             record.error = self.error[:2000]
+        if self.failure is not None:
+            record.failure = self.failure.as_json()
         # An answer that did not match the schema ends the run `error`, its output kept.
         if self.status == "completed" or self.answer is not None:
             outcome = self.outcome
@@ -296,4 +301,5 @@ class Run:
             last_seq=self.record.last_seq,
             answer=self.answer,
             changes=self.record.changes,
+            failure=self.failure,
         )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential
 
@@ -46,6 +46,7 @@ from gateway.runs import images
 from gateway.runs.admission import Admission
 from gateway.runs.childenv import child_environment
 from gateway.runs.concurrency import Slots
+from gateway.runs.failure import child_zone, classify_agent, of_error, warnings_in
 from gateway.runs.prompt import GlobalSystemPrompt, Message, messages_or_prompt
 from gateway.runs.run import EventSink, Prepared, Run, RunRequest, RunResult, StartedSink
 from gateway.runs.schema import repair_prompt
@@ -214,8 +215,9 @@ class Runner:
         except OSError as exc:
             self._active.pop(session.id, None)
             run.error = str(exc)
+            error = _failed(run, StorageFailed(f"Cannot open the session logs: {exc.strerror}"))
             self._finish(run)
-            raise StorageFailed(f"Cannot open the session logs: {exc.strerror}") from exc
+            raise error from exc
         if self._metrics is not None:
             self._metrics.run_started(run)
         run.record.first_seq = run.log.start()
@@ -241,16 +243,22 @@ class Runner:
             run.status = run.stop_reason
             if run.status == "cancelled":
                 run.error = "run cancelled"
-                raise RunCancelled(f"Run {run.id} was cancelled") from None
+                raise _failed(run, RunCancelled(f"Run {run.id} was cancelled")) from None
             run.error = run.stop_detail or "gateway shut down during the run"
-            raise RunInterrupted(
-                f"Run {run.id} was interrupted: {run.stop_detail or 'the gateway is shutting down'}"
+            raise _failed(
+                run,
+                RunInterrupted(
+                    f"Run {run.id} was interrupted: "
+                    f"{run.stop_detail or 'the gateway is shutting down'}"
+                ),
             ) from None
-        except (RunTimedOut, RunStalled) as exc:
+        except (RunTimedOut, RunStalled) as exc:  # a stall is a timeout of another kind
             run.status, run.error = "timeout", exc.message
+            _failed(run, exc)
             raise
         except GatewayError as exc:
             run.status, run.error = "error", exc.message
+            _failed(run, exc)
             raise
         finally:
             await self._record_changes(run)
@@ -319,10 +327,22 @@ class Runner:
                 return loop.time() + (state.upcoming_sleep or 0) + 1.0 >= deadline
 
         delay_s = self._config.retry_delay_ms / 1000
+        backoff = wait_exponential(multiplier=delay_s, min=delay_s, max=max(delay_s, 30.0))
+
+        def wait(state: RetryCallState) -> float:
+            """Until the time the provider named (a rate or usage limit), else the backoff;
+            a wait past the budget stops the retries (`_BudgetSpent`)."""
+            error = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(error, GatewayError):
+                after_ms = of_error(error).retry_after_ms
+                if after_ms is not None:
+                    return after_ms / 1000
+            return float(backoff(state))
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._config.max_retries + 1) | _BudgetSpent(),
-            wait=wait_exponential(multiplier=delay_s, min=delay_s, max=max(delay_s, 30.0)),
-            retry=retry_if_exception_type((AgentFailed, _EmptyOutput)),
+            wait=wait,
+            retry=retry_if_exception(_retried),
             reraise=True,
         )
         outcome = RunOutcome()
@@ -465,12 +485,17 @@ class Runner:
             if agent.returncode is None:
                 await agent.stop(grace_s)
         agent.reap()
-        failure = outcome.failure_message()
-        if code != 0 or failure:
-            raise AgentFailed(
-                failure or _last_line(agent.stderr_tail()) or f"codex exited with code {code}",
+        reported = outcome.failure_message()
+        if code != 0 or reported:
+            why = classify_agent(
+                message=reported,
                 exit_code=code,
                 stderr_tail=agent.stderr_tail(),
+                warnings=warnings_in(outcome.events),
+                zone=child_zone(prepared.env),
+            )
+            raise AgentFailed(
+                why.message, exit_code=code, stderr_tail=agent.stderr_tail(), failure=why
             )
         started = started or outcome.thread_id  # a repair turn folds into the run's outcome
         if resume_thread and started and started != resume_thread:
@@ -549,10 +574,18 @@ def _same_thread(thread_id: str | None, other: str | None) -> bool:
     return other is not None and canonical_thread_id(thread_id) == other
 
 
-def _last_line(text: str) -> str | None:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    meaningful = [line for line in lines if not line.startswith("Reading additional input")]
-    return meaningful[-1][:2000] if meaningful else None
+def _failed(run: Run, error: GatewayError) -> GatewayError:
+    """`error`, the end of `run`, with the run's failure (kind, message, retry_after_ms) on
+    both: the record keeps it, the answer reports it."""
+    run.failure = error.failure = of_error(error)
+    return error
+
+
+def _retried(error: BaseException) -> bool:
+    """Whether another attempt may cure this attempt's failure (gateway/runs/failure.py)."""
+    if isinstance(error, _EmptyOutput):
+        return True
+    return isinstance(error, GatewayError) and of_error(error).retried
 
 
 def nudge_request(session: Session, given: RunRequest) -> RunRequest:

@@ -130,6 +130,7 @@ _RUN_KEYS = (
     _Key("changes", _object_or_none, optional=True),
     _Key("changes_snapshot", _object_or_none, optional=True),
     _Key("trace_id", _text_or_none, optional=True),
+    _Key("failure", _object_or_none, optional=True),
 )
 """A run record's keys, in the order a new record writes them (the field names are theirs)."""
 

@@ -98,6 +98,8 @@ class RunRecord:
     """git: the snapshot before the run (tree, commit, ...) and, once it ended, `after`."""
     trace_id: str | None = None
     """The run's OpenTelemetry trace id (gateway/tracing.py), when traces are on."""
+    failure: JsonObject | None = None
+    """Why the run did not complete: kind, message, retry_after_ms (gateway/runs/failure.py)."""
     stored: JsonObject | None = field(default=None, repr=False)
     """The JSON object as last read or written; None for a record not written yet."""
 
@@ -197,6 +199,7 @@ class Session:
             record.agent_pid = None
             record.status = RunStatus.INTERRUPTED
             record.error = error
+            record.failure = {"kind": "interrupted", "message": error, "retry_after_ms": None}
             record.completed_at = completed_at
         self.status = SessionStatus.INTERRUPTED
         return pids

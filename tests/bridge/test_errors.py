@@ -16,6 +16,7 @@ from bridge.errors import (
     RouteNotFound,
     rpc_error_response,
 )
+from codex_gateway.v1 import runs_pb2
 from tests.bridge.scripted_upstream import BUSY_DETAILS, rich_status
 
 # CONTRACT.md, Errors, row by row.
@@ -182,6 +183,50 @@ def test_precondition_failure_violations_are_listed_in_the_body() -> None:
         ],
         "code": "FAILED_PRECONDITION",
     }
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        pytest.param(
+            runs_pb2.RunFailure(kind="rate_limited", message="slow down", retry_after_ms=2500),
+            {"kind": "rate_limited", "message": "slow down", "retry_after_ms": 2500},
+            id="with-retry-after",
+        ),
+        pytest.param(
+            runs_pb2.RunFailure(kind="auth", message="401"),
+            {"kind": "auth", "message": "401", "retry_after_ms": None},
+            id="plain",
+        ),
+        pytest.param(
+            runs_pb2.RunFailure(kind="from_a_newer_gateway", message="m", retry_after_ms=0),
+            {"kind": "from_a_newer_gateway", "message": "m", "retry_after_ms": 0},
+            id="unknown-kind",
+        ),
+    ],
+)
+def test_a_runs_failure_is_its_own_key_in_the_body(
+    failure: runs_pb2.RunFailure, expected: dict[str, object]
+) -> None:
+    status = status_pb2.Status(code=13, message="codex failed")
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason="AGENT_FAILED", metadata={"exit_code": "1", "failure": "not this"}
+        )
+    )
+    status.details.add().Pack(failure)
+    response = rpc_error_response(
+        grpc.StatusCode.INTERNAL, "codex failed", status.SerializeToString()
+    )
+    assert response.status == 500
+    assert response.body == {
+        "error": "codex failed",
+        "exit_code": 1,
+        "reason": "AGENT_FAILED",
+        "failure": expected,  # ErrorInfo metadata may not take its key
+        "code": "INTERNAL",
+    }
+    assert "Retry-After" not in response.headers  # a 500 is no invitation to retry it as is
 
 
 @pytest.mark.parametrize(

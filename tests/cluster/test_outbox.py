@@ -518,3 +518,8 @@ async def test_the_runs_of_a_reaped_replica_get_their_interrupted_webhook(
     assert body["error"] == (
         "lost with its replica" if store_first else "replica b stopped during this run"
     )
+    assert body["failure"] == {
+        "kind": "interrupted",
+        "message": body["error"],
+        "retry_after_ms": None,
+    }

@@ -91,7 +91,9 @@ async def test_a_replica_killed_mid_run_has_its_run_interrupted_within_two_lease
             with psycopg.connect(pg_dsn) as conn:
                 runs = conn.execute("SELECT status, replica_id FROM runs").fetchall()
                 active = conn.execute("SELECT active_run_id FROM sessions").fetchall()
+                kinds = conn.execute("SELECT record->'failure'->>'kind' FROM runs").fetchall()
             assert runs == [("interrupted", "alpha")]
+            assert kinds == [("interrupted",)]  # the reaper's record says why
             assert active == [(None,)]  # the session is free for a run elsewhere
         finally:
             kill_pids(agents)

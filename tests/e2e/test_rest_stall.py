@@ -49,6 +49,7 @@ async def test_a_stalled_completion_is_408_run_stalled_and_counted(
         "code": "DEADLINE_EXCEEDED",
         "reason": "RUN_STALLED",
         "stall_timeout_ms": STALL_MS,
+        "failure": {"kind": "stalled", "message": STALLED, "retry_after_ms": None},
     }
     assert running_below() == {}
 

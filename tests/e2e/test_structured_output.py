@@ -26,6 +26,7 @@ from gateway.runs.schema import MAX_DEPTH, MAX_SCHEMA_BYTES
 from tests.fakes.model_server import ModelServer
 from tests.fakes.webhook_receiver import Receiver
 from tests.harness import RunningGateway, running_bridge, running_gateway
+from tests.statusdetails import grpc_error_body
 
 PERSON = {
     "type": "object",
@@ -93,6 +94,8 @@ def details_of(error: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo
     status = status_pb2.Status.FromString(raw)
     info, violations = error_details_pb2.ErrorInfo(), []
     for detail in status.details:
+        if detail.Is(runs_pb2.RunFailure.DESCRIPTOR):
+            continue  # the run's failure kind: tests/e2e/test_failures.py
         failure = error_details_pb2.PreconditionFailure()
         if detail.Unpack(failure):
             violations += [(v.type, v.subject, v.description) for v in failure.violations]
@@ -221,6 +224,7 @@ async def test_a_wrong_answer_is_failed_precondition_with_details_over_grpc(
     assert info.reason == "OUTPUT_SCHEMA_MISMATCH"
     assert set(info.metadata) == {"session_id", "run_id", "request_id"}
     assert violations == [("OUTPUT_SCHEMA", "/age", '"old" is not of type "integer"')]
+    assert grpc_error_body(caught.value)["failure"]["kind"] == "output_schema_mismatch"
     # The session holds the run, as error, and is free for the next run.
     follow = runs_pb2.PromptSessionRequest(
         session_id=info.metadata["session_id"],

@@ -11,13 +11,20 @@ occurrence winning:
 ``[[sleep:SECONDS]]``   how long ``slow`` stays silent (default 5; more than the config's
                         ``stream_idle_timeout_ms`` makes codex fail the turn with an idle timeout)
 ``[[usage:IN,OUT]]``    the token usage of ``usage`` (every other reply reports 100 in, 10 out)
+``[[reset:SECONDS]]``   when a rate or usage limit resets, from now (``http429usage``:
+                        ``resets_at``; ``ratelimited``: "try again in"; ``http429``: Retry-After)
+``[[fails:N]]``         the scenario answers the first N requests of this prompt (the last user
+                        message's text, counted per server), ``message`` the later ones
 
 Scenarios: ``message``, ``tool``, ``patch``, ``reasoning``, ``usage``, ``echo_history``,
-``slow``, ``http400``, ``http401``, ``http429``, ``http500``, ``http503``, ``failed``,
-``truncate``, ``close``, ``hang`` and ``stall``. The two-step ones (``tool``, ``patch``) tell
-their steps apart by the request's last ``input`` item: a ``function_call_output`` or
-``custom_tool_call_output`` means the tool has run. ``stall`` and ``hang`` hold their
-connection until ``stop()``, which releases them.
+``slow``, ``http400`` (model_not_found), ``http404``, ``http401``, ``http429``
+(rate_limit_exceeded), ``http429quota`` (insufficient_quota), ``http429usage``
+(usage_limit_reached), ``ratelimited`` (a rate limit in the stream), ``context``
+(context_length_exceeded), ``http500``, ``http503``, ``failed``, ``truncate``, ``close``,
+``hang`` and ``stall``. The two-step ones (``tool``, ``patch``) tell their steps apart by the
+request's last ``input`` item: a ``function_call_output`` or ``custom_tool_call_output`` means
+the tool has run. ``stall`` and ``hang`` hold their connection until ``stop()``, which releases
+them.
 
 The scripts live in ``tests.fakes.scenarios``. Run the server standalone with
 ``python -m tests.fakes.model_server --port 18081``.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -56,6 +64,7 @@ class RecordedRequest:
     headers: dict[str, str]  # keys lower-cased
     body: Any  # the parsed JSON body, or None when it was not JSON
     scenario: str | None  # the scenario that answered, None for a request outside /responses
+    received_at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def input(self) -> list[dict[str, Any]]:
@@ -106,6 +115,10 @@ class _Handler(BaseHTTPRequestHandler):
         is_responses = self.command == "POST" and self.path.split("?")[0].endswith("/responses")
         exchange = Exchange(self, body, ids=owner._ids, stopping=owner._stopping)
         scenario = exchange.markers.get("scenario", owner.default_scenario).strip()
+        if is_responses and "fails" in exchange.markers:
+            texts = user_texts(exchange.items)
+            if owner._count(texts[-1] if texts else "") > _number(exchange.markers["fails"]):
+                scenario = DEFAULT_SCENARIO
         owner._record(
             RecordedRequest(
                 method=self.command,
@@ -113,6 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers={key.lower(): value for key, value in self.headers.items()},
                 body=body,
                 scenario=scenario if is_responses else None,
+                received_at=time.monotonic(),
             )
         )
         if not is_responses:
@@ -127,6 +141,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = _answer
     do_GET = _answer
+
+
+def _number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -171,6 +192,7 @@ class ModelServer:
         self._requests: list[RecordedRequest] = []
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._ids = itertools.count(1)
+        self._seen: collections.Counter[str] = collections.Counter()
 
     # -- lifecycle
 
@@ -259,6 +281,12 @@ class ModelServer:
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
+
+    def _count(self, key: str) -> int:
+        """How many requests had `key` so far, this one included."""
+        with self._lock:
+            self._seen[key] += 1
+            return self._seen[key]
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -22,7 +23,7 @@ PATCH_REPLY = "I added hello.txt; done."
 REASONING_SUMMARY = "Thinking about the request."
 HELLO_PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n"
 
-_MARKER = re.compile(r"\[\[(scenario|reply|then|cmd|sleep|usage):(.*?)\]\]", re.DOTALL)
+_MARKER = re.compile(r"\[\[(scenario|reply|then|cmd|sleep|usage|reset|fails):(.*?)\]\]", re.DOTALL)
 _TOOL_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
 _HTTP_ERRORS: dict[str, tuple[int, str, str, str]] = {
     # scenario: (status, error.type, error.code, error.message)
@@ -33,7 +34,22 @@ _HTTP_ERRORS: dict[str, tuple[int, str, str, str]] = {
         "The model `nope` does not exist.",
     ),
     "http401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    # A provider that names no model in its 404 (a proxy, say): codex's unknown-model warning
+    # tells it for what it is.
+    "http404": (404, "invalid_request_error", "not_found", "Not found (scripted)."),
     "http429": (429, "requests", "rate_limit_exceeded", "Rate limit reached (scripted)."),
+    "http429quota": (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "You exceeded your current quota (scripted).",
+    ),
+    "context": (
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "Your input exceeds the context window of this model (scripted).",
+    ),
     "http500": (500, "server_error", "server_error", "scripted HTTP 500"),
     "http503": (503, "server_error", "server_error", "scripted HTTP 503"),
 }
@@ -151,10 +167,21 @@ class Exchange:
 
     # -- plain HTTP
 
-    def send_json(self, status: int, payload: dict[str, Any]) -> None:
+    def reset_seconds(self) -> float | None:
+        """`[[reset:SECONDS]]`: when the provider says its limit resets, from now."""
+        try:
+            return float(self.markers["reset"])
+        except (KeyError, ValueError):
+            return None
+
+    def send_json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         self._handler.send_response(status)
         self._handler.send_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            self._handler.send_header(name, value)
         self._handler.send_header("Content-Length", str(len(data)))
         self._handler.send_header("Connection", "close")
         self._handler.end_headers()
@@ -403,9 +430,49 @@ def _http_error(name: str) -> Callable[[Exchange], None]:
     status, kind, code, message = _HTTP_ERRORS[name]
 
     def scenario(ex: Exchange) -> None:
-        ex.send_json(status, {"error": {"message": message, "type": kind, "code": code}})
+        reset = ex.reset_seconds()
+        # A 429 with [[reset:N]] also says when, as providers do (codex does not report it).
+        headers = {"Retry-After": str(max(0, round(reset)))} if reset and status == 429 else {}
+        ex.send_json(status, {"error": {"message": message, "type": kind, "code": code}}, headers)
 
     return scenario
+
+
+def _usage_limit(ex: Exchange) -> None:
+    """ChatGPT's usage limit: a 429 whose error is `usage_limit_reached`, with `resets_at`
+    (unix seconds) when `[[reset:N]]` is given: codex says "Try again at <local time>"."""
+    error: dict[str, Any] = {
+        "type": "usage_limit_reached",
+        "message": "The usage limit has been reached (scripted).",
+    }
+    reset = ex.reset_seconds()
+    if reset is not None:
+        error["resets_at"] = int(time.time() + reset)
+    ex.send_json(429, {"error": error})
+
+
+def _rate_limited(ex: Exchange) -> None:
+    """A rate limit reported in the stream (`response.failed`, code rate_limit_exceeded),
+    saying when to try again (`[[reset:N]]` seconds, default 1.5), as the OpenAI API words it."""
+    reset = ex.reset_seconds()
+    ex.open_stream()
+    ex.created()
+    ex.event(
+        {
+            "type": "response.failed",
+            "response": {
+                "id": ex.response_id,
+                "object": "response",
+                "status": "failed",
+                "error": {
+                    "code": "rate_limit_exceeded",
+                    "message": "Rate limit reached for gpt-5.5 (scripted) on tokens per min"
+                    f" (TPM): Limit 1, Used 1, Requested 1. Please try again in"
+                    f" {1.5 if reset is None else reset:g}s.",
+                },
+            },
+        }
+    )
 
 
 SCENARIOS: dict[str, Callable[[Exchange], None]] = {
@@ -421,5 +488,7 @@ SCENARIOS: dict[str, Callable[[Exchange], None]] = {
     "close": _close,
     "hang": _hang,
     "stall": _stall,
+    "http429usage": _usage_limit,
+    "ratelimited": _rate_limited,
     **{name: _http_error(name) for name in _HTTP_ERRORS},
 }

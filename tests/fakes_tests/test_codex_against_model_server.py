@@ -162,6 +162,12 @@ def test_slow_keeps_codex_busy_for_the_sleep(codex: Codex) -> None:
         ("truncate", "stream closed before response.completed"),
         ("close", "stream disconnected before completion: error sending request"),
         ("hang", "idle timeout waiting for SSE"),  # after stream_idle_timeout_ms = 3000
+        ("http429quota", "Quota exceeded. Check your plan and billing details."),
+        ("http429usage", "You\u2019ve hit your usage limit. Try again later."),
+        ("http429usage]] [[reset:600", "You\u2019ve hit your usage limit. Try again at "),
+        ("ratelimited]] [[reset:2.5", "rate limit exceeded: Rate limit reached for gpt-5.5"),
+        ("ratelimited]] [[reset:2.5", "Please try again in 2.5s."),
+        ("context", "Codex ran out of room in the model's context window."),
     ],
 )
 def test_failure_scenarios_fail_the_turn(

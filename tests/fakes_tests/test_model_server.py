@@ -195,6 +195,8 @@ def test_usage_marker_sets_the_reported_usage(model_server: ModelServer) -> None
         ("http400", 400, "model_not_found"),
         ("http401", 401, "invalid_api_key"),
         ("http429", 429, "rate_limit_exceeded"),
+        ("http429quota", 429, "insufficient_quota"),
+        ("context", 400, "context_length_exceeded"),
         ("http500", 500, "server_error"),
         ("http503", 503, "server_error"),
     ],
@@ -206,6 +208,53 @@ def test_http_error_scenarios_answer_a_json_error(
 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
+
+
+def test_a_429_with_a_reset_says_when_in_retry_after(model_server: ModelServer) -> None:
+    response = post(model_server, user("[[scenario:http429]] [[reset:30]]"))
+
+    assert response.status_code == 429 and response.headers["retry-after"] == "30"
+    assert "retry-after" not in post(model_server, user("[[scenario:http429]]")).headers
+
+
+def test_usage_limit_names_its_reset_time_when_given(model_server: ModelServer) -> None:
+    before = time.time()
+    limited = post(model_server, user("[[scenario:http429usage]] [[reset:120]]"))
+    plain = post(model_server, user("[[scenario:http429usage]]"))
+
+    assert limited.status_code == plain.status_code == 429
+    error = limited.json()["error"]
+    assert error["type"] == "usage_limit_reached"
+    assert before + 119 <= error["resets_at"] <= time.time() + 120
+    assert "resets_at" not in plain.json()["error"]
+
+
+def test_ratelimited_fails_the_stream_saying_when_to_try_again(model_server: ModelServer) -> None:
+    events = sse(post(model_server, user("[[scenario:ratelimited]] [[reset:4.5]]")))
+
+    assert events[-1]["type"] == "response.failed"
+    error = events[-1]["response"]["error"]
+    assert error["code"] == "rate_limit_exceeded"
+    assert error["message"].endswith("Please try again in 4.5s.")
+
+
+def test_fails_answers_the_first_requests_of_a_prompt_with_the_scenario(
+    model_server: ModelServer,
+) -> None:
+    prompt = "[[scenario:http500]] [[fails:2]] once more"
+    statuses = [post(model_server, user(prompt)).status_code for _ in range(3)]
+    other = post(model_server, user("[[scenario:http500]] [[fails:2]] another prompt"))
+
+    assert statuses == [500, 500, 200]  # then `message`
+    assert other.status_code == 500  # counted per prompt
+    assert [r.scenario for r in model_server.requests] == [
+        "http500",
+        "http500",
+        "message",
+        "http500",
+    ]
+    times = [r.received_at for r in model_server.requests]
+    assert times == sorted(times) and times[0] > 0
 
 
 def test_unknown_scenario_is_a_400_naming_it(model_server: ModelServer) -> None:

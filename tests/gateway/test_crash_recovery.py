@@ -66,6 +66,7 @@ async def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
             ).session
             assert detail.status == "interrupted"
             assert detail.run_history[-1].status == "interrupted"
+            assert detail.run_history[-1].failure.kind == "interrupted"
             for _ in range(50):
                 if not alive(agent_pid) and not alive(child_pid):
                     break

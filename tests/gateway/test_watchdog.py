@@ -30,6 +30,7 @@ from tests.gateway.test_limits import error_info, rpc_error
 from tests.gateway.test_metrics import scrape, value
 from tests.harness import RunningGateway, running_gateway
 from tests.processes import running_below, stat_fields
+from tests.statusdetails import grpc_error_body
 
 STALL_MS = 1500
 # Far past every stall below: a run that ends RUN_STALLED was not stopped by its deadline.
@@ -69,6 +70,8 @@ async def assert_stalled(gw: RunningGateway, call: Any) -> grpc.aio.AioRpcError:
     info, _ = error_info(error)
     assert info.reason == "RUN_STALLED"
     assert info.metadata["stall_timeout_ms"] == str(STALL_MS)
+    failure = grpc_error_body(error)["failure"]
+    assert failure["kind"] == "stalled" and failure["retry_after_ms"] is None
     return error
 
 
@@ -99,6 +102,7 @@ async def test_a_provider_that_never_answers_is_stopped_as_stalled(
 
         record = await last_run(gw)
         assert record.status == "timeout" and "stalled" in record.error
+        assert record.failure.kind == "stalled"
         status = await gw.stub.GetStatus(gw_status.GetStatusRequest())
         assert status.runs_stalled == 1
         assert status.concurrency.active == 0 and status.sessions_running == 0

@@ -11,7 +11,7 @@ import pytest
 from codex_gateway.v1 import runs_pb2
 from gateway.config import Config
 from tests.fakes import AGENTS_DIR
-from tests.harness import free_port, running_bridge, running_gateway
+from tests.harness import RunningGateway, free_port, running_bridge, running_gateway
 from tests.repl.terminal import Terminal, piped, repl_env
 
 
@@ -101,5 +101,23 @@ async def test_a_run_past_its_timeout_is_408_with_a_hint(bridge_url: str, tmp_pa
     assert answer.returncode == 1
     assert answer.stderr == (
         "✗ 408 Request Timeout: Codex run timed out after 1000ms"
-        " · raise the run timeout with: timeout <seconds>\n"
+        " · failure: timeout · raise the run timeout with: timeout <seconds>\n"
     )
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+async def test_a_failed_run_shows_its_kind_and_when_the_provider_says_to_retry(
+    gateway: RunningGateway, bridge_url: str, tmp_path: Path, protocol: str
+) -> None:
+    where = ["--grpc", gateway.target] if protocol == "grpc" else [bridge_url]
+    script = "run [[scenario:ratelimited]] [[reset:90]] go\nrun [[scenario:http401]] go\n"
+    answer = await piped([*where, "--mode", "compact"], script, repl_env(tmp_path))
+    assert answer.returncode == 1
+    status = "500 Internal Server Error" if protocol == "rest" else "INTERNAL"
+    limited, refused = answer.stderr.splitlines()
+    assert limited.startswith(f"✗ {status}: rate limit exceeded: ")
+    assert limited.endswith(
+        "Please try again in 90s. · failure: rate_limited, the provider says retry after 1 min 30 s"
+    )
+    assert refused.startswith(f"✗ {status}: unexpected status 401 Unauthorized: ")
+    assert refused.endswith(" · failure: auth")

@@ -133,6 +133,44 @@ def test_triggers_come_from_create_trigger_tool_results() -> None:
             "401 Unauthorized: Missing API token · pass --token or set CODEX_GATEWAY_API_TOKEN",
             id="token",
         ),
+        pytest.param(
+            GatewayError(
+                "500 Internal Server Error",
+                "You've hit your usage limit. Try again at 3:04 PM.",
+                code="INTERNAL",
+                details={
+                    "failure": {"kind": "usage_limit", "message": "m", "retry_after_ms": 7_500_000}
+                },
+            ),
+            "500 Internal Server Error: You've hit your usage limit. Try again at 3:04 PM."
+            " · failure: usage_limit, the provider says retry after 2 h 5 min",
+            id="failure-with-retry-after",
+        ),
+        pytest.param(
+            GatewayError(
+                "INTERNAL",
+                "boom",
+                code="INTERNAL",
+                details={"failure": {"kind": "agent_error", "retry_after_ms": "2500"}},
+            ),
+            "INTERNAL: boom · failure: agent_error, the provider says retry after 2.5 s",
+            id="failure-int64-as-text",
+        ),
+        pytest.param(
+            GatewayError(
+                "INTERNAL",
+                "boom",
+                code="INTERNAL",
+                details={"failure": {"kind": "agent_crashed", "retry_after_ms": None}},
+            ),
+            "INTERNAL: boom · failure: agent_crashed",
+            id="failure-no-time",
+        ),
+        pytest.param(
+            GatewayError("INTERNAL", "boom", code="INTERNAL", details={"failure": "odd"}),
+            "INTERNAL: boom",
+            id="failure-unreadable",
+        ),
     ],
 )
 def test_gateway_errors_are_one_line(error: GatewayError, line: str) -> None:

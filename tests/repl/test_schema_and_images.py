@@ -112,5 +112,6 @@ async def test_images_reach_the_model_once_and_bad_ones_are_told(
     # images[0] both times: the refused run's image went with it, as a run's images do.
     assert answer.stderr.splitlines() == [
         f"✗ {status}: images[0]: path is outside the run's workspace: '../../etc/passwd'",
-        f"✗ {status}: images[0]: path is not a PNG, JPEG, GIF or WebP image (by its first bytes)",
+        f"✗ {status}: images[0]: path is not a PNG, JPEG, GIF or WebP image (by its first bytes)"
+        " · failure: invalid_request",  # found once its run started: that run failed
     ]

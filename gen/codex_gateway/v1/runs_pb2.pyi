@@ -102,8 +102,18 @@ class Usage(_message.Message):
     reasoning_output_tokens: int
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., reasoning_output_tokens: _Optional[int] = ...) -> None: ...
 
+class RunFailure(_message.Message):
+    __slots__ = ("kind", "message", "retry_after_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    message: str
+    retry_after_ms: int
+    def __init__(self, kind: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
 class RunResult(_message.Message):
-    __slots__ = ("session_id", "gateway_session_id", "codex_session_id", "model", "output", "messages", "usage", "logs_path", "metadata", "run_id", "status", "content", "tool_calls", "events", "session_url", "error", "duration_ms", "attempts", "first_seq", "last_seq", "structured", "changes")
+    __slots__ = ("session_id", "gateway_session_id", "codex_session_id", "model", "output", "messages", "usage", "logs_path", "metadata", "run_id", "status", "content", "tool_calls", "events", "session_url", "error", "duration_ms", "attempts", "first_seq", "last_seq", "structured", "changes", "failure")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CODEX_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +136,7 @@ class RunResult(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     STRUCTURED_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     gateway_session_id: str
     codex_session_id: str
@@ -148,7 +159,8 @@ class RunResult(_message.Message):
     last_seq: int
     structured: _struct_pb2.Value
     changes: ChangesSummary
-    def __init__(self, session_id: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., model: _Optional[str] = ..., output: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logs_path: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., session_url: _Optional[str] = ..., error: _Optional[str] = ..., duration_ms: _Optional[int] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., structured: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., changes: _Optional[_Union[ChangesSummary, _Mapping]] = ...) -> None: ...
+    failure: RunFailure
+    def __init__(self, session_id: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., model: _Optional[str] = ..., output: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., logs_path: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., session_url: _Optional[str] = ..., error: _Optional[str] = ..., duration_ms: _Optional[int] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., structured: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., changes: _Optional[_Union[ChangesSummary, _Mapping]] = ..., failure: _Optional[_Union[RunFailure, _Mapping]] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("run",)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "status", "started_at", "completed_at", "duration_ms", "prompt_preview", "content_preview", "timeout_ms", "resume_session_id", "error", "usage", "model", "source", "metadata", "attempts", "first_seq", "last_seq", "changes", "trace_id")
+    __slots__ = ("run_id", "status", "started_at", "completed_at", "duration_ms", "prompt_preview", "content_preview", "timeout_ms", "resume_session_id", "error", "usage", "model", "source", "metadata", "attempts", "first_seq", "last_seq", "changes", "trace_id", "failure")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class RunRecord(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: str
     started_at: str
@@ -48,7 +49,8 @@ class RunRecord(_message.Message):
     last_seq: int
     changes: _runs_pb2.ChangesSummary
     trace_id: str
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[int] = ..., prompt_preview: _Optional[str] = ..., content_preview: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., resume_session_id: _Optional[str] = ..., error: _Optional[str] = ..., usage: _Optional[_Union[_runs_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., changes: _Optional[_Union[_runs_pb2.ChangesSummary, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    failure: _runs_pb2.RunFailure
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[int] = ..., prompt_preview: _Optional[str] = ..., content_preview: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., resume_session_id: _Optional[str] = ..., error: _Optional[str] = ..., usage: _Optional[_Union[_runs_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attempts: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., changes: _Optional[_Union[_runs_pb2.ChangesSummary, _Mapping]] = ..., trace_id: _Optional[str] = ..., failure: _Optional[_Union[_runs_pb2.RunFailure, _Mapping]] = ...) -> None: ...
 
 class ForkOrigin(_message.Message):
     __slots__ = ("session_id", "codex_session_id", "run_id")
