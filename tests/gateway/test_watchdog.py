@@ -151,6 +151,27 @@ async def test_a_stream_that_goes_silent_is_stalled_before_codexs_idle_timeout(
         assert (await gw.stub.GetStatus(gw_status.GetStatusRequest())).runs_stalled == 1
 
 
+async def test_a_stalled_attempt_is_retried_and_the_retry_completes(
+    config_for: Callable[..., Config], model_server: ModelServer
+) -> None:
+    """`stalled` is a retried kind: with CODEX_GATEWAY_MAX_RETRIES the first attempt (the
+    provider never answers) is stopped by the watchdog, the second gets an answer."""
+    config = config_for(stall_timeout_ms=STALL_MS, max_retries=1, retry_delay_ms=100)
+    async with running_gateway(config) as gw:
+        done = await gw.stub.Complete(completion("[[scenario:stall]] [[fails:1]] hi"))
+        assert done.result.status == "completed" and done.result.attempts == 2
+        assert (await gw.stub.GetStatus(gw_status.GetStatusRequest())).runs_stalled == 1
+        assert (await last_run_completed(gw)).attempts == 2
+
+
+async def last_run_completed(gw: RunningGateway) -> sessions_pb2.RunRecord:
+    listed = await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())
+    (session,) = listed.sessions
+    detail = await gw.stub.GetSession(sessions_pb2.GetSessionRequest(session_id=session.session_id))
+    assert detail.session.status == "completed"
+    return detail.session.run_history[-1]
+
+
 async def test_a_command_longer_than_the_stall_timeout_is_not_a_stall(
     config_for: Callable[..., Config],
 ) -> None:
