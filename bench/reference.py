@@ -75,16 +75,13 @@ async def side_by_side(ctx: Context) -> list[Result]:
         )
         ports = {"ours": ours.rest_address[1], "reference": reference_port}
         async with contextlib.AsyncExitStack() as stack:
-            clients = {
-                name: [
-                    await stack.enter_async_context(RawClient("127.0.0.1", port))
-                    for _ in range(sizes.concurrency)
-                ]
+            sequential = {
+                name: await stack.enter_async_context(RawClient("127.0.0.1", port))
                 for name, port in ports.items()
             }
             paths: dict[str, Call] = {
                 "direct": direct,
-                **{name: completion(found[0]) for name, found in clients.items()},
+                **{name: completion(client) for name, client in sequential.items()},
             }
             for call in paths.values():
                 await timed(call, sizes.warmup, [])
@@ -93,13 +90,18 @@ async def side_by_side(ctx: Context) -> list[Result]:
                 share = sizes.iterations // ROUNDS + (round_ < sizes.iterations % ROUNDS)
                 for name, call in paths.items():
                     await timed(call, share, samples[name])
-            rates: dict[str, list[float]] = {name: [] for name in ports}
-            # CPU per completion under load: our two processes, the reference's one.
-            pids = {"ours": ours.pids, "reference": (reference_pid,)}
-            cpu_ms: dict[str, list[float]] = {name: [] for name in ports}
-            for _ in range(THROUGHPUT_ROUNDS):
-                for name, found in clients.items():
-                    calls = [completion(client) for client in found]
+        rates: dict[str, list[float]] = {name: [] for name in ports}
+        # CPU per completion under load: our two processes, the reference's one.
+        pids = {"ours": ours.pids, "reference": (reference_pid,)}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in ports}
+        for _ in range(THROUGHPUT_ROUNDS):
+            for name, port in ports.items():
+                # Connections of their own: Node closes one idle for 5 s (keepAliveTimeout).
+                async with contextlib.AsyncExitStack() as stack:
+                    calls = [
+                        completion(await stack.enter_async_context(RawClient("127.0.0.1", port)))
+                        for _ in range(sizes.concurrency)
+                    ]
                     await throughput(calls, sizes.warmup)
                     before = cpu_seconds(*pids[name])
                     rate, _ = await throughput(calls, sizes.requests)
