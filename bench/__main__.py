@@ -31,6 +31,7 @@ from bench import (
     cluster,
     completion,
     memory,
+    reference,
     responsiveness,
     resume,
     search,
@@ -49,6 +50,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "overhead": completion.overhead,
     "metrics-cost": completion.metrics_cost,  # overhead with metrics on vs off (issue 16)
     "throughput": completion.load,  # also the gateway's idle and peak RSS
+    # Beside the reference Node gateway, when BENCH_REFERENCE_JS names it (else skipped).
+    "reference": reference.side_by_side,
     "tracing": tracing.tracing_overhead,  # tracing exporting to a local collector vs off
     "codex-memory": memory.codex_memory,
     "sessions": sessions.session_store,  # startup, listing and detail throughput at 10k

@@ -13,7 +13,8 @@ class Result:
     """One figure: what was measured, the bound it must meet, and a baseline from the same run.
 
     `higher_is_better` turns the target into a lower bound (throughput); otherwise it is an upper
-    bound. `error` replaces the figure when the benchmark could not measure it.
+    bound. `error` replaces the figure when the benchmark could not measure it; `skipped` says
+    why it was not measured on purpose (e.g. an optional comparison with nothing to compare).
     """
 
     name: str
@@ -25,9 +26,12 @@ class Result:
     higher_is_better: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    skipped: str | None = None
 
     @property
     def verdict(self) -> str:
+        if self.skipped is not None:
+            return "skipped"
         if self.error is not None or self.measured is None:
             return "error"
         ok = self.measured >= self.target if self.higher_is_better else self.measured <= self.target
@@ -76,7 +80,9 @@ def _row(result: Result) -> list[str]:
         if result.baseline_label:
             baseline = f"{baseline} ({result.baseline_label})"
     verdict = result.verdict
-    if result.error is not None:
+    if result.skipped is not None:
+        verdict = result.skipped
+    elif result.error is not None:
         verdict = f"error: {result.error.splitlines()[0][:70]}" if result.error else "error"
     return [
         result.name,

@@ -19,7 +19,7 @@ from .cursor import resume_from_header
 from .errors import BridgeError, ErrorResponse, send_error
 from .guard import refuse_non_json_declaration, require_json_body
 from .printer import response_json
-from .responses import encode_json
+from .responses import encode_printed
 from .routes import PATH_PARAMS_SCOPE_KEY
 from .streaming import FIRST_MESSAGE_WAIT_S, choose_format, relay
 from .transcode import build_request, parse_query
@@ -117,7 +117,7 @@ def _http_body(binding: Binding, response: Any) -> httpbody_pb2.HttpBody | None:
 
 
 def _printed(binding: Binding, response: Any) -> bytes:
-    return encode_json(response_json(binding, response))
+    return encode_printed(response_json(binding, response))
 
 
 class _TrackedSend:

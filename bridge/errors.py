@@ -43,10 +43,16 @@ from .responses import json_response
 logger = logging.getLogger(__name__)
 
 STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
+# The answer to a call the upstream ended unasked (`ended_by_upstream`).
+UPSTREAM_ENDED_MESSAGE: Final = (
+    "The gateway ended the call before answering it: it is shutting down or restarting"
+)
 
 HTTP_STATUS_BY_GRPC_CODE: Final[Mapping[grpc.StatusCode, int]] = {
     grpc.StatusCode.OK: 200,
-    # grpc-gateway's "499 Client Closed Request" (nginx's code): the caller gave up.
+    # grpc-gateway's "499 Client Closed Request" (nginx's code): the caller gave up, i.e. a
+    # run cancelled through the API (the gateway's RUN_CANCELLED). A bare CANCELLED from a
+    # stopping server is a 503 instead (`ended_by_upstream`).
     grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -205,13 +211,9 @@ class ErrorResponse:
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> ErrorResponse:
         """The HTTP answer to a failed call: the one place gRPC errors become HTTP."""
-        details = None
-        # grpc-stubs describe sync metadata objects; grpc.aio's Metadata yields (key, value).
-        trailing = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
-        for key, value in trailing:
-            if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-                details = value
-        return rpc_error_response(error.code(), error.details(), details)
+        if ended_by_upstream(error):
+            return rpc_error_response(grpc.StatusCode.UNAVAILABLE, UPSTREAM_ENDED_MESSAGE, None)
+        return rpc_error_response(error.code(), error.details(), _status_details(error))
 
     def stream_payload(self) -> dict[str, Any]:
         """The error as the last item of a stream, where the HTTP status is already sent."""
@@ -219,6 +221,32 @@ class ErrorResponse:
         payload.setdefault("code", "INTERNAL" if self.status >= 500 else "UNKNOWN")
         payload["http_status"] = self.status
         return with_request_id(payload)
+
+
+def _status_details(error: grpc.aio.AioRpcError) -> bytes | None:
+    """The serialized `google.rpc.Status` the gateway's boundary attaches to its errors."""
+    # grpc-stubs describe sync metadata objects; grpc.aio's Metadata yields (key, value).
+    trailing = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
+    for key, value in trailing:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return value
+    return None
+
+
+def ended_by_upstream(error: BaseException) -> bool:
+    """A call the upstream cancelled unasked: CANCELLED without the gateway's status details.
+
+    A gRPC server that stops cancels every call its core received but had not yet taken up
+    (grpc's "CANCELLED", no details): for the REST caller the gateway went away, as with
+    UNAVAILABLE, not a client that left. The gateway's own CANCELLED (RUN_CANCELLED) always
+    carries its status; and a call the bridge cancels itself (its client left) ends in
+    `asyncio.CancelledError`, never in an AioRpcError, so never here.
+    """
+    return (
+        isinstance(error, grpc.aio.AioRpcError)
+        and error.code() == grpc.StatusCode.CANCELLED
+        and _status_details(error) is None
+    )
 
 
 def http_status_for(code: grpc.StatusCode) -> int:

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from .cursor import event_id
 from .errors import ErrorResponse, send_error
 from .printer import message_to_json
-from .responses import encode_json
+from .responses import encode_json, encode_printed
 from .upstream import EOF, OpenedStream
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class StreamFormat:
         if self.name == "sse":
             seq = event_id(value)
             frame_id = b"" if seq is None else b"id: %d\n" % seq
-            return frame_id + b"event: result\ndata: " + encode_json(value) + b"\n\n"
-        return encode_json({"result": value}) + b"\n"
+            return frame_id + b"event: result\ndata: " + encode_printed(value) + b"\n\n"
+        return encode_printed({"result": value}) + b"\n"
 
     def error(self, payload: dict[str, Any]) -> bytes:
         if self.name == "sse":

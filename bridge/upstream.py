@@ -1,7 +1,8 @@
 """The upstream: the gRPC channel to the gateway, the metadata forwarded to it, retried calls.
 
 Calls carry no deadline of their own (a run may take the gateway's maximum, 30 minutes). Only
-idempotent bindings (GET, DELETE) are retried, and only on UNAVAILABLE: exponential backoff with
+idempotent bindings (GET, DELETE) are retried, and only on UNAVAILABLE (or a call a stopping gateway
+cancelled before taking it up, bridge/errors.py `ended_by_upstream`): exponential backoff with
 jitter, at most four attempts within about two seconds.
 """
 
@@ -26,7 +27,7 @@ from tenacity import (
 )
 
 from .bindings import Binding
-from .errors import InvalidRequest
+from .errors import InvalidRequest, ended_by_upstream
 from .tracing import with_trace_context
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,10 @@ def _metadata_value(raw: bytes, what: str) -> str:
 
 
 def is_unavailable(error: BaseException) -> bool:
-    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+    """UNAVAILABLE, or a call a stopping upstream cancelled before taking it up."""
+    if isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE:
+        return True
+    return ended_by_upstream(error)
 
 
 @dataclass(frozen=True, slots=True)

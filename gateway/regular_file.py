@@ -198,9 +198,12 @@ def write_new(
     (0600 unless told, less the umask), or, `like` the file it is to replace, takes that file's
     mode (and, when running as root, its owner and group): replacing a user's file does not make
     it the gateway's."""
-    with contextlib.suppress(FileNotFoundError):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError:  # rare (a crash's leftover): not an unlink before every write
         path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = os.open(path, flags, mode)
     try:
         if like is not None:
             if os.geteuid() == 0:

@@ -57,8 +57,12 @@ def autogroup_nice(path: Path) -> int | None:
     """The nice value in an autogroup file (`/proc/<pid>/autogroup`: "/autogroup-123 nice 0"),
     or None when there is none: no such file (a kernel without autogroups) or an empty one (a
     process in the root group)."""
-    try:
-        words = path.read_text().split()
+    try:  # os.open/os.read: once per run, a third of read_text()'s system calls
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            words = os.read(fd, 4096).decode(errors="replace").split()
+        finally:
+            os.close(fd)
     except OSError:
         return None
     match words:

@@ -27,6 +27,7 @@ workspace. The repository's git directories must lie inside the workspace roots 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import stat
 import uuid
@@ -97,11 +98,20 @@ def _inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+@functools.lru_cache(maxsize=16)
+def _real_roots(roots: tuple[Path, ...]) -> frozenset[Path]:
+    """The roots with their symlinks resolved, once per set of roots (the configured ones):
+    a stat per path component of every root at every run was most of this lookup's cost. A
+    root re-pointed since only moves where the walk stops; what git finds is checked against
+    the roots again (`_checked`)."""
+    return frozenset(Path(os.path.realpath(root)) for root in roots)
+
+
 def _may_be_in_git(workspace: Path, roots: Sequence[Path]) -> bool:
     """Whether a `.git` is in the workspace or above it, up to its workspace root (a repository
     must lie inside the roots): most runs outside git are told so with a few stats, not two git
     processes."""
-    tops = {Path(os.path.realpath(root)) for root in roots}
+    tops = _real_roots(tuple(roots))
     for directory in (workspace, *workspace.parents):
         if os.path.lexists(directory / ".git"):
             return True

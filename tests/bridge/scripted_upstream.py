@@ -294,7 +294,14 @@ def _result(run: Any) -> Any:
 
 
 async def _abort_if_status_name(session_id: str, context: grpc.aio.ServicerContext) -> None:
-    """A session id naming a status code (`NOT_FOUND`) fails with that code."""
+    """A session id naming a status code (`NOT_FOUND`) fails with that code. CANCELLED comes
+    with the gateway's status, as its RunCancelled does: a bare one is a stopping server's
+    (bridge/errors.py `ended_by_upstream`)."""
     code = grpc.StatusCode.__members__.get(session_id)
     if code is not None and code is not grpc.StatusCode.OK:
-        await context.abort(code, f"scripted {code.name}")
+        message = f"scripted {code.name}"
+        trailing: tuple[tuple[str, str | bytes], ...] = ()
+        if code is grpc.StatusCode.CANCELLED:
+            details = rich_status(code, message, reason="RUN_CANCELLED")
+            trailing = ((STATUS_DETAILS_KEY, details),)
+        await context.abort(code, message, trailing_metadata=trailing)

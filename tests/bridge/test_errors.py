@@ -9,6 +9,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from bridge.errors import (
     HTTP_STATUS_BY_GRPC_CODE,
+    STATUS_DETAILS_KEY,
     ErrorResponse,
     InvalidRequest,
     MethodNotAllowed,
@@ -54,6 +55,33 @@ def test_each_row(code: grpc.StatusCode, status: int) -> None:
     assert response.status == status
     assert response.body == {"error": "boom", "code": code.name}
     assert response.headers == {}
+
+
+def test_a_bare_cancelled_is_the_upstream_going_away_not_the_client_leaving() -> None:
+    """A stopping gRPC server cancels the calls it had not taken up: CANCELLED, no status of
+    the gateway's. The gateway's own CANCELLED (a run cancelled through the API) carries one.
+    (tests/faults/test_upstream_restart.py reproduces the first against the real gateway.)"""
+    bare = grpc.aio.AioRpcError(
+        grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), "CANCELLED"
+    )
+    response = ErrorResponse.from_rpc_error(bare)
+    assert response.status == 503
+    assert response.body["code"] == "UNAVAILABLE"
+    assert "shutting down" in response.body["error"]
+    cancelled = rich_status(grpc.StatusCode.CANCELLED, "Run cancelled", reason="RUN_CANCELLED")
+    by_the_gateway = grpc.aio.AioRpcError(
+        grpc.StatusCode.CANCELLED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((STATUS_DETAILS_KEY, cancelled)),
+        "Run cancelled",
+    )
+    response = ErrorResponse.from_rpc_error(by_the_gateway)
+    assert response.status == 499
+    assert response.body == {
+        "error": "Run cancelled",
+        "reason": "RUN_CANCELLED",
+        "code": "CANCELLED",
+    }
 
 
 def test_the_documented_429_body_and_retry_after_from_rich_details() -> None:

@@ -52,7 +52,8 @@ async def test_every_status_code_row_end_to_end(
     response = await http.post(f"/sessions/{code.name}/cancel", json={})
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
-    assert error_json(response) == {"error": f"scripted {code.name}", "code": code.name}
+    reason = {"reason": "RUN_CANCELLED"} if code is grpc.StatusCode.CANCELLED else {}
+    assert error_json(response) == {"error": f"scripted {code.name}", **reason, "code": code.name}
 
 
 async def test_concurrency_limit_is_the_documented_429(http: httpx.AsyncClient) -> None:

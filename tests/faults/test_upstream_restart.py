@@ -6,6 +6,12 @@ it succeeds when the upstream is back in time, else it is a clean 503 after its 
 a given restart fits in that window is timing; tests/bridge/test_http.py pins the retry itself
 against a scripted upstream.) POST /completion is not retried: a clean 503 at once while the
 upstream is down. Never a 500, never a hang, and both work again afterwards.
+
+A call the stopping upstream had received but not yet taken up is cancelled by grpc (CANCELLED,
+no status of the gateway's): the bridge answers it 503 like the rest of the restart, never 499
+(the caller did not leave). The restart test met that race by chance under load; the held
+gateway (tests/faults/held.py) stops the server at exactly that point, for a unary call and a
+stream.
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bridge.upstream import RETRY_ATTEMPTS, RETRY_BASE_S
+from tests.fakes import AGENTS_DIR
+from tests.faults.held import held_gateway
 from tests.faults.spawned import Spawned, gateway_env, spawn, until_serving
-from tests.harness import free_port, running_bridge
+from tests.harness import base_config, free_port, running_bridge
 
 HANG_S = 10.0  # no answer within this is a hang
 
@@ -110,3 +119,36 @@ async def test_the_bridge_rides_out_an_upstream_restart(tmp_path: Path) -> None:
     assert any(p in refused and during(p) for p in log), summary  # the gap was met
     last = {p.path: p.status for p in sorted(log, key=lambda p: p.started)}
     assert last == {"/status": 200, "/completion": 200}, summary
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param("/completion", id="unary"), pytest.param("/completion/stream", id="stream")],
+)
+async def test_a_call_the_stopping_upstream_never_took_up_is_a_503(
+    tmp_path: Path, path: str
+) -> None:
+    config = base_config(tmp_path, codex_bin=AGENTS_DIR / "echo_agent.py")
+    with held_gateway(config) as upstream:
+        async with (
+            running_bridge(upstream.target) as url,
+            httpx.AsyncClient(base_url=url, timeout=HANG_S, trust_env=False) as client,
+        ):
+            assert (await client.get("/health")).status_code == 200
+            received = upstream.calls_started()
+            upstream.hold()
+            # grpc's core hands this one to the held loop (which asked for a call of this
+            # method in advance)...
+            taken = asyncio.ensure_future(client.post(path, json={"prompt": "taken up"}))
+            await upstream.until_calls_started(received + 1)
+            # ...and keeps this one pending: the stop cancels it.
+            pending = asyncio.ensure_future(client.post(path, json={"prompt": "never run"}))
+            await upstream.until_calls_started(received + 2)
+            stopped = upstream.stop_and_release()
+            response = await pending
+            await asyncio.wrap_future(stopped)
+            assert (await taken).status_code == 200
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["code"] == "UNAVAILABLE", body
+    assert "shutting down" in body["error"], body
