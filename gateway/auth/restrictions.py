@@ -30,17 +30,21 @@ def check_model(key: ApiKey, model: str | None) -> None:
 
 
 def check_workspace(key: ApiKey, workspace: Path) -> None:
-    """WorkspaceNotAllowed unless `workspace` (symlinks resolved) lies within one of the key's
-    roots (resolved when the key file was read)."""
+    """WorkspaceNotAllowed unless `workspace`, a real path (every symlink resolved, as
+    `resolve_workspace` gives a run's), lies within one of the key's roots (resolved when the
+    key file was read)."""
     roots = key.workspace_roots
     if roots is None:
         return
-    try:
-        resolved = workspace.resolve()
-    except (OSError, RuntimeError, ValueError):
-        raise WorkspaceNotAllowed(key.name, str(workspace)) from None
-    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+    if not any(workspace == root or workspace.is_relative_to(root) for root in roots):
         raise WorkspaceNotAllowed(key.name, str(workspace))
+
+
+def _real(key: ApiKey, path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise WorkspaceNotAllowed(key.name, str(path)) from None
 
 
 def check_triggers(
@@ -56,9 +60,9 @@ def check_triggers(
         check_model(key, default_model)
         cwd = entry.get("cwd")
         if cwd is None or (isinstance(cwd, str) and not cwd.strip()):
-            check_workspace(key, default_workspace)
+            check_workspace(key, _real(key, default_workspace))
         elif isinstance(cwd, str) and "\0" not in cwd:
-            check_workspace(key, default_workspace / cwd.strip())
+            check_workspace(key, _real(key, default_workspace / cwd.strip()))
 
 
 def trigger_entries(payload: Any) -> list[Any]:

@@ -93,7 +93,7 @@ class Admission:
             # The model the run will run (gateway/runs/run.py `Run.model`).
             effective = model or (target.model if target else None) or self._config.default_model
             restrictions.check_model(key, effective)
-            restrictions.check_workspace(key, workspace)
+            restrictions.check_workspace(key, workspace)  # real: resolve_workspace's
         system_prompt = self._system_prompt.combine(request.system_prompt)
         return Prepared(
             request=request,

@@ -147,13 +147,10 @@ class Runner:
     def _key_quota(self, request: RunRequest) -> Callable[[], None] | None:
         """A place within the caller's API key's max_concurrent and runs_per_minute, or the
         429 that refuses it; None for a key without quotas and for the gateway's own runs."""
-        key = principal.current().key
-        if request.source in BACKGROUND_SOURCES or (
-            key.max_concurrent is None and key.runs_per_minute is None
-        ):
+        if request.source in BACKGROUND_SOURCES:
             return None
         try:
-            return self.quotas.admit(key)
+            return self.quotas.take(principal.current().key)
         except (ConcurrencyLimitReached, RateLimited) as exc:
             self._count_refusal_of(exc)
             raise
