@@ -473,3 +473,50 @@ def test_a_key_with_allowed_models_may_not_run_codexs_unknown_default() -> None:
         check_model(key, None)
     assert caught.value.details() == {"model": CODEX_DEFAULT}
     check_model(ApiKey("any", b"", "t", frozenset({"run"})), None)
+
+
+async def test_a_forwarded_caller_gets_its_keys_limits_from_the_home_replicas_key_set(
+    tmp_path: Path,
+) -> None:
+    from gateway.auth import principal
+    from gateway.auth.gatekeeper import KeyCheck
+    from gateway.auth.keys import parse_document
+    from gateway.auth.principal import PRINCIPAL_KEY, Principal
+    from gateway.cluster.forwarding import CLUSTER_TOKEN_KEY
+
+    keys = parse_document(
+        {"keys": [entry("limited", max_concurrent=2, runs_per_minute=5, allowed_models=["m"])]},
+        roots=(tmp_path,),
+    )
+    check = KeyCheck(lambda: keys, open_methods=frozenset(), cluster=True, cluster_token="ct")
+    seen: list[ApiKey] = []
+
+    async def servicer(request: Any, context: Any) -> None:
+        seen.append(principal.current().key)
+
+    handler = grpc.unary_unary_rpc_method_handler(servicer)
+
+    async def continuation(details: Any) -> Any:
+        return handler
+
+    @dataclasses.dataclass(frozen=True)
+    class Details(grpc.HandlerCallDetails):  # type: ignore[misc]  # untyped in the stubs
+        method: str
+        invocation_metadata: tuple[tuple[str, str], ...]
+
+    # As the entry replica encodes it: name, tenant, scopes; no limits.
+    header = Principal(ApiKey("limited", b"", "team-a", frozenset({"run"}))).encode()
+    stranger = Principal(ApiKey("stranger", b"", "team-b", frozenset({"run"}))).encode()
+    for forwarded in (header, stranger):
+        wrapped = await check.intercept_service(
+            continuation,
+            Details(
+                "/codex_gateway.v1.GatewayService/Complete",
+                ((CLUSTER_TOKEN_KEY, "ct"), (PRINCIPAL_KEY, forwarded)),
+            ),
+        )
+        await asyncio.create_task(wrapped.unary_unary(None, None))
+    limited, unknown = seen
+    assert (limited.max_concurrent, limited.runs_per_minute) == (2, 5)
+    assert limited.allowed_models == frozenset({"m"})
+    assert (unknown.name, unknown.max_concurrent) == ("stranger", None)  # as forwarded
