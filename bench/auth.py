@@ -39,7 +39,7 @@ ROUNDS: Final = 10
 
 
 @dataclass(frozen=True)
-class _Details(grpc.HandlerCallDetails):  # type: ignore[misc]  # the stubs' class is untyped
+class _Details(grpc.HandlerCallDetails):
     method: str
     invocation_metadata: tuple[tuple[str, str], ...]
 
@@ -84,7 +84,8 @@ def _path(keys: KeySet, secret: str, workspace: Path) -> Callable[[], Awaitable[
 
     async def call() -> None:
         wrapped = await check.intercept_service(continuation, details)
-        await wrapped.unary_unary(None, None)
+        behaviour: Any = wrapped.unary_unary  # the stubs type it synchronous; aio's is a coroutine
+        await behaviour(None, None)
 
     return call
 
@@ -98,8 +99,8 @@ async def _timed(call: Callable[[], Awaitable[None]], count: int, into: list[int
 
 async def auth_cost(ctx: Context) -> list[Result]:
     iterations = max(20_000, ctx.sizes.iterations * 50)
-    with tempfile.TemporaryDirectory(dir=ctx.workdir if ctx.workdir.exists() else None) as tmp:
-        workspace = Path(tmp).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = _real(tmp)
         many, secret = _key_set(workspace)
         paths = {
             "token": _path(KeySet.of_token("the-token"), "the-token", workspace),
@@ -126,6 +127,10 @@ async def auth_cost(ctx: Context) -> list[Result]:
             details={"iterations": iterations, "p50_us": p50, "latency_ms": stats},
         )
     ]
+
+
+def _real(path: str) -> Path:
+    return Path(path).resolve()
 
 
 def _p50_us(samples_ns: list[int]) -> float:
