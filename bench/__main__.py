@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    auth,
     changes,
     cluster,
     completion,
@@ -63,6 +64,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "health-stress": responsiveness.health_under_load,
     "triggers": responsiveness.health_under_triggers,  # /health while 10k cron triggers load
     "changes": changes.changes_of_a_run,  # a run's changes in 10,000 files, the snapshot before
+    "auth": auth.auth_cost,  # API keys: 10,000 keys with quotas vs the token alone (issue 17)
     # Cluster mode on a local PostgreSQL, each beside its embedded baseline (bench/cluster.py).
     "cluster-overhead": cluster.overhead,
     "cluster-list": cluster.listing,  # 10k sessions in the database, through a replica of none

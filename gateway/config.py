@@ -193,6 +193,11 @@ class Config:
     api_token: str | None = None
     # CODEX_GATEWAY_API_KEYS_FILE: API keys with tenants, scopes and quotas (gateway/auth/).
     api_keys_file: Path | None = None
+    # CODEX_GATEWAY_AUDIT_FILE: one JSON line per mutating call (gateway/auth/audit.py), rotated
+    # at audit_max_bytes keeping audit_backups older files; None: no audit log.
+    audit_file: Path | None = None
+    audit_max_bytes: int = 10 * 1024 * 1024
+    audit_backups: int = 5
     metrics_public: bool = False
     # CODEX_GATEWAY_METRICS_PORT: GET /metrics on a port of its own too (served by the bridge
     # process, which has both halves of the scrape); 0: not served.
@@ -316,6 +321,9 @@ class Config:
             secure_token=env.secret("CODEX_GATEWAY_SECURE_TOKEN"),
             api_token=env.secret("CODEX_GATEWAY_API_TOKEN"),
             api_keys_file=_optional_path(here, env.text("CODEX_GATEWAY_API_KEYS_FILE")),
+            audit_file=_optional_path(here, env.text("CODEX_GATEWAY_AUDIT_FILE")),
+            audit_max_bytes=env.integer("CODEX_GATEWAY_AUDIT_MAX_BYTES"),
+            audit_backups=env.integer("CODEX_GATEWAY_AUDIT_BACKUPS"),
             metrics_public=env.flag("CODEX_GATEWAY_METRICS_PUBLIC"),
             metrics_port=env.integer("CODEX_GATEWAY_METRICS_PORT"),
             metrics_enabled=env.flag("CODEX_GATEWAY_METRICS"),

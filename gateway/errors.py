@@ -4,6 +4,9 @@
     ├── InvalidRequest           INVALID_ARGUMENT   400
     ├── Unauthenticated          UNAUTHENTICATED    401
     ├── SecureAccessDenied       PERMISSION_DENIED  403
+    ├── ScopeDenied              PERMISSION_DENIED  403 (an API key's scope)
+    ├── ModelNotAllowed          PERMISSION_DENIED  403 (an API key's allowed_models)
+    ├── WorkspaceNotAllowed      PERMISSION_DENIED  403 (an API key's workspace_roots)
     ├── NotFound                 NOT_FOUND          404
     │   ├── SessionNotFound
     │   ├── TriggerNotFound
@@ -11,7 +14,8 @@
     │   └── ChangesUnavailable   (a run whose changes were not recorded or are gone)
     ├── Conflict                 ABORTED            409
     │   └── SessionBusy
-    ├── ConcurrencyLimitReached  RESOURCE_EXHAUSTED 429
+    ├── ConcurrencyLimitReached  RESOURCE_EXHAUSTED 429 (the gateway's or an API key's)
+    ├── RateLimited              RESOURCE_EXHAUSTED 429 (an API key's runs_per_minute)
     ├── RunTimedOut              DEADLINE_EXCEEDED  408
     ├── RunCancelled             CANCELLED          499
     ├── OutputSchemaMismatch     FAILED_PRECONDITION 422 (the answer did not match output_schema)
@@ -126,6 +130,36 @@ class ScopeDenied(GatewayError):
 
     def details(self) -> dict[str, str]:
         return {"scope": self.scope}
+
+
+class ModelNotAllowed(GatewayError):
+    """The run's model is not among the caller's API key's `allowed_models` (403)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "MODEL_NOT_ALLOWED"
+
+    def __init__(self, key_name: str, model: str) -> None:
+        super().__init__(f"API key {key_name!r} may not run the model {quote(model)}")
+        self.model = model
+
+    def details(self) -> dict[str, str]:
+        return {"model": self.model}
+
+
+class WorkspaceNotAllowed(GatewayError):
+    """The run's workspace lies outside the caller's API key's `workspace_roots` (403)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "WORKSPACE_NOT_ALLOWED"
+
+    def __init__(self, key_name: str, workspace: str) -> None:
+        super().__init__(
+            f"API key {key_name!r} may not run in the workspace {quote_path(workspace)}"
+        )
+        self.workspace = workspace
+
+    def details(self) -> dict[str, str]:
+        return {"workspace": self.workspace}
 
 
 class NotFound(GatewayError):

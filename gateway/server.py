@@ -32,6 +32,8 @@ from gateway.api.relay import RelayServicer
 from gateway.api.requestid import RequestIds
 from gateway.api.service import GatewayServicer
 from gateway.api.status import StatusReporter
+from gateway.auth.audit import AuditLog
+from gateway.auth.auditing import AuditTrail
 from gateway.auth.gatekeeper import KeyCheck
 from gateway.auth.keyfile import KeyFile
 from gateway.auth.keys import KeyFileInvalid, KeySet
@@ -104,6 +106,9 @@ class Gateway:
     token_check: KeyCheck | None = None
     # CODEX_GATEWAY_API_KEYS_FILE, followed; None: no key file.
     key_file: KeyFile | None = None
+    # CODEX_GATEWAY_AUDIT_FILE: a record per mutating call (gateway/auth/auditing.py); None: off.
+    audit: AuditTrail | None = None
+    audit_log: AuditLog | None = None
     # Cluster mode: the store's write-behind into the database (ClusterSessionStore.run).
     store_sync: Callable[[asyncio.Event], Awaitable[None]] | None = None
     # This process's metric families (gateway/metrics/); None: CODEX_GATEWAY_METRICS off (bench).
@@ -197,6 +202,7 @@ class Gateway:
         )
         if key_file is not None:
             reporter.key_file = key_file.status
+        audit_log = _audit_log(config)
         if node is not None:
             reporter.cluster = node.status
             lost = LOST_ERROR.format(node.replica_id)
@@ -216,6 +222,15 @@ class Gateway:
                 open_methods=open_methods,
                 on_failure=on_failure,
             )
+        audit = (
+            AuditTrail(
+                audit_log,
+                keys_required=keys is not None,
+                cluster_token=node.config.token if node is not None else None,
+            )
+            if audit_log is not None
+            else None
+        )
         return cls(
             config,
             store,
@@ -233,6 +248,8 @@ class Gateway:
             forwarding=forwarding,
             token_check=token_check,
             key_file=key_file,
+            audit=audit,
+            audit_log=audit_log,
             store_sync=store_sync,
             metrics=metrics,
         )
@@ -254,6 +271,8 @@ class Gateway:
         self.store.close()
         if self.node is not None:
             await self.node.close()
+        if self.audit_log is not None:
+            self.audit_log.close()  # what is queued is written first
 
     async def background(self, stop: asyncio.Event, webhooks_stop: asyncio.Event) -> None:
         """The loops beside the servers: scheduler, watcher, webhook delivery (and in cluster
@@ -273,6 +292,19 @@ class Gateway:
             if self.metrics is not None:
                 lag = self.metrics.loop_lag
                 group.create_task(supervise("loop lag", lambda s: sample_lag(lag, s), stop))
+
+
+def _audit_log(config: Config) -> AuditLog | None:
+    if config.audit_file is None:
+        return None
+    try:
+        return AuditLog(
+            config.audit_file, max_bytes=config.audit_max_bytes, backups=config.audit_backups
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"CODEX_GATEWAY_AUDIT_FILE: cannot open {config.audit_file}: {exc.strerror}"
+        ) from None
 
 
 def _api_keys(config: Config) -> tuple[KeyFile | None, Callable[[], KeySet] | None]:
@@ -314,6 +346,8 @@ async def start_grpc(
         interceptors.insert(0, RpcMetrics(gateway.metrics))
     if config.tracing is not None:  # a span per RPC, continuing the caller's trace
         interceptors.insert(0, tracing.server_interceptor())
+    if gateway.audit is not None:  # before the key check: its refusals are recorded too
+        interceptors.append(gateway.audit)
     if gateway.token_check is not None:
         interceptors.append(gateway.token_check)
     interceptors.append(ServicerGuard())  # after the token check: a 401 stays a 401

@@ -53,7 +53,11 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     )
     parser.add_argument("--grpc", metavar="HOST:PORT", help="speak gRPC to HOST:PORT instead")
     parser.add_argument(
-        "--token", help="API token (default: $CODEX_GATEWAY_API_TOKEN), sent as a Bearer token"
+        "--key",
+        "--token",
+        dest="key",
+        help="API key or token, sent as a Bearer token"
+        " (default: $CODEX_GATEWAY_API_KEY, else $CODEX_GATEWAY_API_TOKEN)",
     )
     parser.add_argument(
         "--secure-token", help="token for secure sessions (default: $CODEX_GATEWAY_SECURE_TOKEN)"
@@ -72,7 +76,10 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         url=args.url,
         grpc_target=args.grpc,
         credentials=Credentials(
-            api_token=args.token or environ.get("CODEX_GATEWAY_API_TOKEN") or None,
+            api_token=args.key
+            or environ.get("CODEX_GATEWAY_API_KEY")
+            or environ.get("CODEX_GATEWAY_API_TOKEN")
+            or None,
             secure_token=args.secure_token or environ.get("CODEX_GATEWAY_SECURE_TOKEN") or None,
         ),
         history_path=Path(history).expanduser(),

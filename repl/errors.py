@@ -13,7 +13,7 @@ from typing import Any, Final
 
 # What the user can do about an error, by its gRPC status name (REST bodies carry it as `code`).
 _HINTS: Final[Mapping[str, str]] = {
-    "UNAUTHENTICATED": "pass --token or set CODEX_GATEWAY_API_TOKEN",
+    "UNAUTHENTICATED": "pass --key or set CODEX_GATEWAY_API_KEY (an API key or the API token)",
     "PERMISSION_DENIED": "pass --secure-token or set CODEX_GATEWAY_SECURE_TOKEN",
     "DEADLINE_EXCEEDED": "raise the run timeout with: timeout <seconds>",
 }
@@ -22,6 +22,11 @@ _REASON_HINTS: Final[Mapping[str, str]] = {
     "OUTPUT_SCHEMA_MISMATCH": "schema clear runs without it",
     # A 408 too, but the run timeout has nothing to do with it.
     "RUN_STALLED": "the gateway's CODEX_GATEWAY_STALL_TIMEOUT_MS stopped it, not the run timeout",
+    # An API key's limits (the gateway's message names the key, the scope or the model).
+    "SCOPE_DENIED": "this API key may not do that: use a key with the scope",
+    "MODEL_NOT_ALLOWED": "not among this API key's allowed_models",
+    "WORKSPACE_NOT_ALLOWED": "outside this API key's workspace_roots",
+    "RATE_LIMITED": "this API key's runs_per_minute is spent",
 }
 LISTED_ERRORS: Final = 20
 """How many of an error's listed problems (a schema mismatch's) are shown."""

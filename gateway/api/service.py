@@ -47,6 +47,8 @@ from gateway.api.views import (
     to_struct,
     trigger,
 )
+from gateway.auth import principal
+from gateway.auth.restrictions import check_triggers, trigger_entries
 from gateway.automation.scheduler import Scheduler
 from gateway.automation.triggers import TriggerFiles
 from gateway.changes.diff import clamp_max_diff_bytes
@@ -57,6 +59,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     OutputSchemaMismatch,
+    RateLimited,
     RunNotFound,
     at_least_one,
     capped,
@@ -98,7 +101,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=details)
     status = status_pb2.Status(code=error.code.value[0], message=message)
     status.details.add().Pack(info)
-    if isinstance(error, ConcurrencyLimitReached):
+    if isinstance(error, (ConcurrencyLimitReached, RateLimited)):
         retry = error_details_pb2.RetryInfo(
             retry_delay=duration_pb2.Duration(seconds=error.retry_after_s)
         )
@@ -481,6 +484,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if not request.HasField("triggers"):
             raise InvalidRequest("a trigger or an array of triggers is required", field="triggers")
         payload = struct_value(request.triggers, "triggers")
+        self._check_triggers(trigger_entries(payload))
         created = await self._scheduler.create(path, payload)
         response = triggers_pb2.CreateTriggersResponse(
             trigger_file=str(path), triggers=[trigger(t) for t in created]
@@ -496,6 +500,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         patch = struct_value(request.patch, "patch") if request.HasField("patch") else {}
         if not patch:
             raise InvalidRequest("the fields to update are required", field="patch")
+        if "cwd" in patch:
+            self._check_triggers([patch])
         updated = await self._scheduler.update(path, request.trigger_id, patch)
         return triggers_pb2.UpdateTriggerResponse(trigger=trigger(updated))
 
@@ -505,6 +511,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         path = self._trigger_file(request)
         await self._scheduler.delete(path, request.trigger_id)
         return triggers_pb2.DeleteTriggerResponse(trigger_id=request.trigger_id)
+
+    def _check_triggers(self, entries: list[Any]) -> None:
+        """The caller's API key's model and workspace restrictions, on the triggers it writes
+        (their fires run as the gateway: checked now, not when they fire)."""
+        check_triggers(
+            principal.current().key,
+            entries,
+            default_workspace=self._config.default_workspace,
+            default_model=self._config.default_model,
+        )
 
     def _trigger_file(self, request: Any) -> Path:
         raw = request.trigger_file if request.HasField("trigger_file") else None

@@ -80,7 +80,7 @@ class KeyCheck(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs o
             )
             if cluster_ok:  # a replica's call: its caller as it says
                 forwarded = Principal.decode(str(metadata.get(PRINCIPAL_KEY, "")))
-                return self._admitted(handler, method, forwarded or OPEN)
+                return self._admitted(handler, method, self._local(forwarded) or OPEN)
             if method.startswith(CLUSTER_SERVICE) and self._cluster_expected is not None:
                 return _refused(handler, Unauthenticated(_CLUSTER_DENIED))
         caller = self._authenticate(str(metadata.get("authorization", "")), method)
@@ -101,6 +101,17 @@ class KeyCheck(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs o
             return None
         return Principal(key)
 
+    def _local(self, forwarded: Principal | None) -> Principal | None:
+        """A forwarded caller with its key's limits and restrictions as this replica's key set
+        has them (the header carries name, tenant and scopes only); as forwarded when this
+        replica does not know the key."""
+        if forwarded is None or self._keys is None:
+            return forwarded
+        key = self._keys().named(forwarded.name)
+        if key is None or key.tenant != forwarded.tenant:
+            return forwarded
+        return Principal(key)
+
     def _failed(self, reason: str, method: str) -> None:
         log.warning("authentication failed (%s key) for %s", reason, method.rsplit("/", 1)[-1])
         if self._on_failure is not None:
@@ -110,8 +121,8 @@ class KeyCheck(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs o
         scope = scope_of(method) if not method.startswith(CLUSTER_SERVICE) else ""
         if scope is None:
             scope = _OTHER_SCOPE
-        if scope and not caller.allows(scope):
-            return _refused(handler, ScopeDenied(caller.name, scope))
+        if scope and not caller.allows(scope):  # refused as the caller (the audit log names it)
+            return _as(caller, _refused(handler, ScopeDenied(caller.name, scope)))
         return _as(caller, handler)
 
 

@@ -89,21 +89,26 @@ class KeySet:
 
     def __init__(self, keys: Iterable[ApiKey]) -> None:
         self._by_digest: dict[bytes, ApiKey] = {}
-        self._names: set[str] = set()
+        self._by_name: dict[str, ApiKey] = {}
         for key in keys:
             if key.digest in self._by_digest:
                 raise KeyFileInvalid(f"key {key.name!r}: the same sha256 as another key")
-            if key.name in self._names:
+            if key.name in self._by_name:
                 raise KeyFileInvalid(f"key {key.name!r}: the name is used twice")
             self._by_digest[key.digest] = key
-            self._names.add(key.name)
+            self._by_name[key.name] = key
 
     def __len__(self) -> int:
         return len(self._by_digest)
 
     @property
     def names(self) -> frozenset[str]:
-        return frozenset(self._names)
+        return frozenset(self._by_name)
+
+    def named(self, name: str) -> ApiKey | None:
+        """The key called `name` (a forwarded call's caller, whose limits the home replica
+        takes from its own set)."""
+        return self._by_name.get(name)
 
     def authenticate(self, secret: str, now: datetime) -> ApiKey:
         """The key `secret` is, or KeyRejected (unknown, expired, disabled)."""

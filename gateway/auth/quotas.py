@@ -32,6 +32,12 @@ class KeyQuotas:
     def running(self, key: ApiKey) -> int:
         return self._running.get(key.name, 0)
 
+    def take(self, key: ApiKey) -> Callable[[], None] | None:
+        """`admit` for a key with quotas; None (nothing to give back) for one without."""
+        if key.max_concurrent is None and key.runs_per_minute is None:
+            return None
+        return self.admit(key)
+
     def admit(self, key: ApiKey) -> Callable[[], None]:
         """Take a place for one run of `key`; the returned release gives it back (once).
         ConcurrencyLimitReached (the key's active and max) or RateLimited when refused."""

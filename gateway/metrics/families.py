@@ -89,7 +89,7 @@ class GatewayMetrics:
         )
         self.runs_rejected = Counter(
             "codex_gateway_runs_rejected",
-            "Run requests refused: concurrency_limit (429) or session_busy (409).",
+            "Run requests refused: concurrency_limit or rate_limited (429), session_busy (409).",
             ["reason"],
             registry=registry,
         )

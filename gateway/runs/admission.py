@@ -2,7 +2,8 @@
 
 Every check that can refuse a request runs here, on every source, so a refused request never
 holds a slot, a session or a process: the messages, model, timeout, workspace, images, env,
-output schema, credentials, and the session it continues or forks with its access rules.
+output schema, credentials, the session it continues or forks with its access rules, and the
+caller's API key's restrictions (model, workspace: gateway/auth/restrictions.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 from gateway.agent import codex
 from gateway.agent.events import is_thread_id
+from gateway.auth import principal, restrictions
 from gateway.config import MODEL_NAME, Config
 from gateway.errors import InvalidRequest, SessionBusy, quote
 from gateway.runs import images
@@ -26,6 +28,8 @@ from gateway.sessions.store import SessionStore
 
 MIN_TIMEOUT_MS = 1000
 MAX_MESSAGES = 10_000
+# Runs the gateway starts itself: no caller, so no API key's restrictions or quotas.
+BACKGROUND_SOURCES = frozenset({"trigger", "watcher"})
 
 
 class Admission:
@@ -84,6 +88,12 @@ class Admission:
                 field="prompt",
             )
         target = self._target_session(request)
+        if request.source not in BACKGROUND_SOURCES:
+            key = principal.current().key
+            # The model the run will run (gateway/runs/run.py `Run.model`).
+            effective = model or (target.model if target else None) or self._config.default_model
+            restrictions.check_model(key, effective)
+            restrictions.check_workspace(key, workspace)  # real: resolve_workspace's
         system_prompt = self._system_prompt.combine(request.system_prompt)
         return Prepared(
             request=request,

@@ -25,6 +25,8 @@ from gateway import tracing
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
+from gateway.auth import principal
+from gateway.auth.quotas import KeyQuotas
 from gateway.changes.tracker import ChangeTracker
 from gateway.config import Config
 from gateway.errors import (
@@ -33,6 +35,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     OutputSchemaMismatch,
+    RateLimited,
     RunCancelled,
     RunInterrupted,
     RunStalled,
@@ -43,7 +46,7 @@ from gateway.errors import (
 )
 from gateway.metrics.families import GatewayMetrics
 from gateway.runs import images
-from gateway.runs.admission import Admission
+from gateway.runs.admission import BACKGROUND_SOURCES, Admission
 from gateway.runs.childenv import child_environment
 from gateway.runs.concurrency import Slots
 from gateway.runs.failure import child_zone, classify_agent, of_error, warnings_in
@@ -91,6 +94,7 @@ class Runner:
         self._store = store
         self._slots = slots
         self._admission = Admission(config, store, access, system_prompt)
+        self.quotas = KeyQuotas()  # per API key, this process's runs (docs/design/tenants.md)
         self._active: dict[str, Run] = {}
         self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[RunResult]] = set()
@@ -123,6 +127,9 @@ class Runner:
         except SessionBusy as exc:  # the session runs: refused before the run has a task
             self._count_refusal_of(exc)
             raise
+        # The caller's key's quotas, before the gateway-wide slot; given back when the run's
+        # task ends, whatever way (the gateway-wide limit's refusal included).
+        release = self._key_quota(request)
         span, span_context = tracing.task_span(self._tracer, "run")
         task = asyncio.create_task(
             self._run(prepared, wait_for_slot, on_event, on_started), context=span_context
@@ -131,10 +138,23 @@ class Runner:
             task.add_done_callback(lambda done: tracing.end_task_span(span, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if release is not None:
+            task.add_done_callback(lambda _: release())
         task.add_done_callback(_settled)
         if self._metrics is not None:
             task.add_done_callback(self._count_refusal)
         return await asyncio.shield(task)
+
+    def _key_quota(self, request: RunRequest) -> Callable[[], None] | None:
+        """A place within the caller's API key's max_concurrent and runs_per_minute, or the
+        429 that refuses it; None for a key without quotas and for the gateway's own runs."""
+        if request.source in BACKGROUND_SOURCES:
+            return None
+        try:
+            return self.quotas.take(principal.current().key)
+        except (ConcurrencyLimitReached, RateLimited) as exc:
+            self._count_refusal_of(exc)
+            raise
 
     async def _run(
         self,
@@ -292,7 +312,7 @@ class Runner:
 
     def _count_refusal_of(self, error: BaseException | None) -> None:
         """A 429 (no slot) or a 409 (the session runs), by reason."""
-        if isinstance(error, (ConcurrencyLimitReached, SessionBusy)) and self._metrics:
+        if isinstance(error, (ConcurrencyLimitReached, RateLimited, SessionBusy)) and self._metrics:
             self._metrics.runs_rejected.labels(error.reason.lower()).inc()
 
     def _announce(self, run: Run) -> None:

@@ -43,7 +43,9 @@ async def test_the_api_token_comes_from_the_flag_or_the_environment(
         status = "401 Unauthorized" if protocol == "rest" else "UNAUTHENTICATED"
         assert denied.returncode == 1
         assert denied.stderr.startswith(f"✗ {status}: ")
-        assert denied.stderr.endswith(" · pass --token or set CODEX_GATEWAY_API_TOKEN\n")
+        assert denied.stderr.endswith(
+            " · pass --key or set CODEX_GATEWAY_API_KEY (an API key or the API token)\n"
+        )
         assert denied.stderr.count("\n") == 1
         by_flag = await piped([*where, "--token", "tok"], "list\n", repl_env(tmp_path))
         by_env = await piped(where, "list\n", repl_env(tmp_path, CODEX_GATEWAY_API_TOKEN="tok"))

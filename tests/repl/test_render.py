@@ -130,7 +130,8 @@ def test_triggers_come_from_create_trigger_tool_results() -> None:
         ),
         pytest.param(
             GatewayError("401 Unauthorized", "Missing API token", code="UNAUTHENTICATED"),
-            "401 Unauthorized: Missing API token · pass --token or set CODEX_GATEWAY_API_TOKEN",
+            "401 Unauthorized: Missing API token"
+            " · pass --key or set CODEX_GATEWAY_API_KEY (an API key or the API token)",
             id="token",
         ),
         pytest.param(

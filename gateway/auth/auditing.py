@@ -1,0 +1,172 @@
+"""The audit trail: an interceptor that writes one record (gateway/auth/audit.py) per mutating
+call, whatever its result: who (the caller's key name and tenant), what (the method, and the
+session, run and trigger ids it touched), when, the gRPC status code, and the request id.
+
+Placed after RequestIds (the request id is bound) and before the key check, so refusals of
+mutating calls are recorded too: a 401 names no key (`key` is empty), a 403 SCOPE_DENIED names
+the key the check bound. A call another replica forwarded (it carries the cluster token) is
+recorded where the client called, not again at the session's home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import grpc
+
+from bridge.requestid import current_request_id
+from gateway.auth import principal as principals
+from gateway.auth.audit import AuditLog
+from gateway.auth.keys import ApiKey
+from gateway.auth.principal import Principal
+from gateway.cluster.forwarding import CLUSTER_TOKEN_KEY
+
+if TYPE_CHECKING:  # generic in the stubs only
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+
+MUTATING: Final = frozenset(
+    {
+        "Complete",
+        "StreamCompletion",
+        "PromptSession",
+        "NudgeSession",
+        "ForkSession",
+        "CancelSession",
+        "CreateTriggers",
+        "UpdateTrigger",
+        "DeleteTrigger",
+    }
+)
+# Bound before the key check runs: still bound after it, the caller was not authenticated.
+NOBODY: Final = Principal(ApiKey("", b"", "", frozenset()))
+_MAX_TRIGGER_IDS: Final = 20
+
+
+class AuditTrail(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
+    def __init__(
+        self, log: AuditLog, *, keys_required: bool, cluster_token: str | None = None
+    ) -> None:
+        """`keys_required`: a key check follows (else every caller is the open admin)."""
+        self._log = log
+        self._keys_required = keys_required
+        self._cluster = cluster_token.encode() if cluster_token is not None else None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(details)
+        name = str(details.method).rsplit("/", 1)[-1]
+        if handler is None or name not in MUTATING or handler.request_streaming:
+            return handler
+        if self._cluster is not None:
+            metadata = dict(details.invocation_metadata or ())
+            offered = str(metadata.get(CLUSTER_TOKEN_KEY, "")).encode()
+            if hmac.compare_digest(offered, self._cluster):
+                return handler  # a replica's forwarded call: recorded where it came in
+        return self._recorded(name, handler)
+
+    def _recorded(self, name: str, handler: Handler) -> Handler:
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        # The stubs type behaviours as synchronous; the aio server's are coroutines.
+        stream: Any = handler.unary_stream
+        if stream is not None:
+
+            async def streamed(request: Any, context: Context) -> AsyncIterator[Any]:
+                self._start()
+                targets = _targets(request)
+                code = "UNKNOWN"
+                try:
+                    async for message in stream(request, context):
+                        targets.update(_targets(message))
+                        yield message
+                    code = "OK"
+                except BaseException as exc:
+                    code = _code(exc, context)
+                    raise
+                finally:
+                    self._write(name, code, targets)
+
+            return grpc.unary_stream_rpc_method_handler(streamed, **codecs)
+        unary: Any = handler.unary_unary
+
+        async def answered(request: Any, context: Context) -> Any:
+            self._start()
+            targets = _targets(request)
+            code = "UNKNOWN"
+            try:
+                response = await unary(request, context)
+                targets.update(_targets(response))
+                code = "OK"
+                return response
+            except BaseException as exc:
+                code = _code(exc, context)
+                raise
+            finally:
+                self._write(name, code, targets)
+
+        return grpc.unary_unary_rpc_method_handler(answered, **codecs)
+
+    def _start(self) -> None:
+        if self._keys_required:
+            principals.bind(NOBODY)
+
+    def _write(self, method: str, code: str, targets: dict[str, str]) -> None:
+        caller = principals.current()
+        self._log.record(
+            key=caller.name,
+            tenant=caller.tenant,
+            method=method,
+            code=code,
+            request_id=current_request_id(),
+            target=targets,
+        )
+
+
+def _code(exc: BaseException, context: Context) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED.name  # the client went away
+    if isinstance(exc, grpc.aio.AbortError):
+        code = context.code()
+        if isinstance(code, grpc.StatusCode):
+            return code.name
+        for known in grpc.StatusCode:  # grpcio keeps the number on some versions
+            if known.value[0] == code:
+                return known.name
+    return grpc.StatusCode.UNKNOWN.name
+
+
+def _targets(message: Any) -> dict[str, str]:
+    """The session, run and trigger ids a request or response message names."""
+    found: dict[str, str] = {}
+    fields = getattr(getattr(message, "DESCRIPTOR", None), "fields_by_name", None)
+    if fields is None:  # not a message (an undecodable request)
+        return found
+    for name in ("session_id", "run_id", "trigger_id"):
+        if name in fields and getattr(message, name):
+            found[name] = str(getattr(message, name))
+    for holder in ("result", "started", "completed"):
+        if holder in fields and message.HasField(holder):
+            inner = getattr(message, holder)
+            for name in ("session_id", "run_id"):
+                value = getattr(inner, name, "")
+                if value:
+                    # A fork's request names its parent; its result, the new session.
+                    key = "fork_session_id" if found.get(name, value) != value else name
+                    found.setdefault(key, str(value))
+    listed = fields.get("triggers")
+    if listed is not None and listed.is_repeated:
+        ids = [t.id for t in list(message.triggers)[:_MAX_TRIGGER_IDS] if t.id]
+        if ids:
+            found["trigger_id"] = ",".join(ids)
+    if "trigger" in fields and message.HasField("trigger") and message.trigger.id:
+        found.setdefault("trigger_id", message.trigger.id)
+    return found
