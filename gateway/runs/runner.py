@@ -25,6 +25,7 @@ from gateway import tracing
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
+from gateway.auth import tenancy
 from gateway.changes.tracker import ChangeTracker
 from gateway.config import Config
 from gateway.errors import (
@@ -167,6 +168,7 @@ class Runner:
                     metadata=prepared.request.metadata or {},
                     workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
+                    tenant=tenancy.creating_tenant(),  # the caller's (a trigger's: its own)
                 )
                 bind(session_id=session.id)
             claimed = False
