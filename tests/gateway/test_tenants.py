@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
 from gateway.auth.keys import digest_of
@@ -375,3 +379,134 @@ class _Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+# The property: no sequence of calls by tenant A reveals a session id of tenant B. The rule for
+# what may hold one: only a 404 that echoes the id A itself asked for (A knew it already);
+# every other answer, successful or not, holds none of B's session or thread ids.
+
+ACTIONS = ("list", "detail", "search", "tail", "cancel", "prompt", "changes", "nudge", "complete")
+
+
+@st.composite
+def a_call(draw: st.DrawFn) -> tuple[str, str, str, int]:
+    """(action, protocol, which kind of id, an index into that kind's ids)."""
+    return (
+        draw(st.sampled_from(ACTIONS)),
+        draw(st.sampled_from(("grpc", "rest"))),
+        draw(st.sampled_from(("learnt", "theirs", "their-thread", "guessed"))),
+        draw(st.integers(min_value=0, max_value=7)),
+    )
+
+
+async def answer_of(
+    gw: RunningGateway, rest: httpx.AsyncClient, action: str, protocol: str, ref: str
+) -> tuple[int, str]:
+    """What A gets back: (404 or another code, every byte of the answer as text)."""
+    if protocol == "rest":
+        path = "/sessions" if action == "list" else f"/sessions/{ref}"
+        verb, body = "GET", None
+        if action in ("search", "tail", "changes"):
+            path += f"/{action}" + ("?q=prompt" if action == "search" else "")
+        elif action in ("cancel", "prompt", "nudge"):
+            verb, path, body = "POST", f"{path}/{action}", {"prompt": "more"}
+        elif action == "complete":
+            verb, path, body = "POST", "/completion", {"prompt": "new"}
+        response = await rest.request(
+            verb, path, headers=hdr(A), **({"json": body} if body is not None else {})
+        )
+        return response.status_code, response.text + repr(response.headers)
+    stub, m = gw.stub, md(A)
+    run = runs_pb2.RunInput(prompt="more")
+    calls = {
+        "list": lambda: stub.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=m),
+        "detail": lambda: stub.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=ref, include_events=True), metadata=m
+        ),
+        "search": lambda: stub.SearchSession(
+            sessions_pb2.SearchSessionRequest(session_id=ref, q="prompt"), metadata=m
+        ),
+        "tail": lambda: stub.TailSession(
+            sessions_pb2.TailSessionRequest(session_id=ref, include_events=True), metadata=m
+        ),
+        "cancel": lambda: stub.CancelSession(
+            sessions_pb2.CancelSessionRequest(session_id=ref), metadata=m
+        ),
+        "prompt": lambda: stub.PromptSession(
+            runs_pb2.PromptSessionRequest(session_id=ref, run=run), metadata=m
+        ),
+        "changes": lambda: stub.GetSessionChanges(
+            sessions_pb2.GetSessionChangesRequest(session_id=ref), metadata=m
+        ),
+        "nudge": lambda: stub.NudgeSession(
+            runs_pb2.NudgeSessionRequest(session_id=ref, run=run), metadata=m
+        ),
+        "complete": lambda: stub.Complete(
+            runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="new")), metadata=m
+        ),
+    }
+    call = calls[action]()
+    try:
+        if hasattr(call, "__aiter__"):
+            messages = [message async for message in call]
+        else:
+            messages = [await call]
+    except grpc.aio.AioRpcError as error:
+        code = 404 if error.code() == grpc.StatusCode.NOT_FOUND else error.code().value[0] + 1000
+        shown = [error.details() or "", repr(error.trailing_metadata())]
+        for _key, value in error.trailing_metadata() or ():
+            if isinstance(value, bytes):
+                shown.append(value.decode("latin-1"))
+        return code, "\n".join(shown)
+    return 200, "\n".join(m.SerializeToString().decode("latin-1") for m in messages)
+
+
+async def test_no_sequence_of_calls_by_one_tenant_reveals_anothers_session_ids(
+    served: Served,
+) -> None:
+    gw, rest = served.gw, served.rest
+    loop = asyncio.get_running_loop()
+    theirs = [await complete(gw, B, f"B's secret {i}") for i in range(3)]
+    their_ids = [r.session_id for r in theirs]
+    their_threads = [r.codex_session_id for r in theirs]
+    secrets = their_ids + their_threads
+    learnt = [(await complete(gw, A, "A's first")).session_id]
+
+    def ids_in(text: str) -> set[str]:
+        return set(UUID_TEXT.findall(text))
+
+    async def play(calls: list[tuple[str, str, str, int]]) -> None:
+        for action, protocol, kind, index in calls:
+            pool = {
+                "learnt": learnt,
+                "theirs": their_ids,
+                "their-thread": their_threads,
+                "guessed": GUESSES,
+            }[kind]
+            ref = pool[index % len(pool)]
+            code, text = await answer_of(gw, rest, action, protocol, ref)
+            leaked = [s for s in secrets if s in text or s.upper() in text]
+            if leaked:
+                # Only a 404 for the very id asked for may name it.
+                assert code == 404 and leaked == [ref], (action, protocol, kind, code, text)
+            assert code not in (500, 1013), text  # never an internal error (INTERNAL: 13)
+            learnt.extend(i for i in ids_in(text) if i not in secrets and i not in learnt)
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+    )
+    @given(st.lists(a_call(), min_size=1, max_size=6))
+    def sequences(calls: list[tuple[str, str, str, int]]) -> None:
+        asyncio.run_coroutine_threadsafe(play(calls), loop).result(timeout=120)
+
+    await asyncio.to_thread(sequences)
+    # B's sessions are as B left them: nothing A sent reached them.
+    for session_id in their_ids:
+        assert gw.gateway.store.resolve(session_id).run_count == 1
+
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+GUESSES = [str(uuid.UUID(int=i)) for i in range(1, 4)] + ["not-an-id", "../../etc"]
