@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
 from gateway.auth.keys import digest_of
-from gateway.config import Config, TriggerConfig
+from gateway.config import Config, TriggerConfig, WebhookConfig
 from tests.fakes import AGENTS_DIR
+from tests.fakes.webhook_receiver import Receiver
 from tests.harness import RunningGateway, running_bridge, running_gateway
 
 ADMIN = "the-admin-token"  # a test's own secrets
@@ -510,3 +511,25 @@ async def test_no_sequence_of_calls_by_one_tenant_reveals_anothers_session_ids(
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 GUESSES = [str(uuid.UUID(int=i)) for i in range(1, 4)] + ["not-an-id", "../../etc"]
+
+
+async def test_webhook_payloads_name_the_tenant(
+    config_for: Callable[..., Config], tmp_path: Path, receiver_for: Callable[..., Receiver]
+) -> None:
+    hook = receiver_for()
+    config = dataclasses.replace(
+        tenant_config(config_for, tmp_path), webhook=WebhookConfig(url=hook.url)
+    )
+    async with running_gateway(config, background=True) as gw:
+        ran = {secret: await complete(gw, secret) for secret in (A, B, ADMIN)}
+        await until(lambda: len(hook.accepted()) == 3)
+    sent = {json.loads(d.body)["session_id"]: json.loads(d.body) for d in hook.accepted()}
+    assert {sent[r.session_id]["tenant"] for r in ran.values()} == {"team-a", "team-b", "default"}
+    assert sent[ran[A].session_id]["tenant"] == "team-a"
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
