@@ -16,8 +16,9 @@ import grpc
 import httpx
 import psycopg
 import pytest
+from google.protobuf import struct_pb2
 
-from codex_gateway.v1 import runs_pb2, sessions_pb2
+from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
 from gateway.auth.keys import digest_of
 from gateway.cluster.database import Database, migrations
 from gateway.config import Config
@@ -248,3 +249,34 @@ async def test_the_tenant_migration_gives_older_rows_the_default_tenant(pg_dsn: 
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         cursor = await conn.execute("SELECT session_id, tenant FROM sessions")
         assert dict(await cursor.fetchall()) == {"old": "default", "named": "team-x"}
+
+
+async def test_a_trigger_made_on_one_replica_is_its_tenants_on_every_replica(pair: Pair) -> None:
+    daily = {"mode": "daily", "time": "09:00", "timezone": "UTC"}
+    made = await pair.alpha.stub.CreateTriggers(
+        triggers_pb2.CreateTriggersRequest(
+            triggers=struct_pb2.Value(
+                struct_value=_struct({"id": "a-report", "prompt_text": "x", "schedule": daily})
+            )
+        ),
+        metadata=md(A),
+    )
+    assert made.trigger.tenant == "team-a"
+
+    def headers(secret: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {secret}"}
+
+    response = await pair.rest.get("/triggers/a-report", headers=headers(B))
+    assert response.status_code == 404 and response.json()["reason"] == "TRIGGER_NOT_FOUND"
+    listed = (await pair.rest.get("/triggers", headers=headers(B))).json()["triggers"]
+    assert listed == []
+    response = await pair.rest.get("/triggers/a-report", headers=headers(A))
+    assert response.status_code == 200 and response.json()["trigger"]["tenant"] == "team-a"
+    assert (await pair.rest.delete("/triggers/a-report", headers=headers(B))).status_code == 404
+    assert (await pair.rest.delete("/triggers/a-report", headers=headers(A))).status_code == 200
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct

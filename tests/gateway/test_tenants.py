@@ -186,6 +186,17 @@ def session_calls(gw: RunningGateway, session_id: str) -> list[tuple[str, Any, s
             "POST",
             "/completion",
         ),
+        (
+            "stream with session_id",
+            lambda m: stub.StreamCompletion(
+                runs_pb2.StreamCompletionRequest(
+                    run=runs_pb2.RunInput(prompt="x", session_id=session_id)
+                ),
+                metadata=m,
+            ),
+            "POST",
+            "/completion/stream",
+        ),
     ]
 
 
@@ -203,7 +214,7 @@ async def test_another_tenants_session_is_not_found_on_every_endpoint(served: Se
     for ref in (mine.session_id, mine.codex_session_id):  # by gateway id and by thread id
         for name, call, verb, path in session_calls(gw, ref):
             assert await grpc_code(call(md(B))) == grpc.StatusCode.NOT_FOUND, (name, ref)
-            if path == "/completion":
+            if path.startswith("/completion"):
                 response = await rest.post(
                     path, headers=hdr(B), json={"prompt": "x", "session_id": ref}
                 )
@@ -243,7 +254,7 @@ async def test_the_owner_and_the_admin_reach_every_endpoint(served: Served) -> N
             if name == "fork":
                 continue  # the fake agent cannot fork a thread: tests/gateway/test_fork.py
             assert await grpc_code(call(md(secret))) == grpc.StatusCode.OK, (name, secret)
-            if path != "/completion":
+            if not path.startswith("/completion"):
                 response = await rest_call(rest, verb, path, secret)
                 assert response.status_code == 200, (name, secret, response.text)
     # A continued its session as itself; the admin's prompt kept the session A's.
