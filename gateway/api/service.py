@@ -47,7 +47,7 @@ from gateway.api.views import (
     to_struct,
     trigger,
 )
-from gateway.auth import principal
+from gateway.auth import principal, tenancy
 from gateway.auth.restrictions import check_triggers, trigger_entries
 from gateway.automation.scheduler import Scheduler
 from gateway.automation.triggers import TriggerFiles
@@ -321,7 +321,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         limit = _limit(request.limit if request.HasField("limit") else None)
         since = _since(request.since) if request.HasField("since") else None
         include_secure = self._access.ok(secure_tokens(context))
-        chosen = await self._store.listing(limit=limit, since=since, include_secure=include_secure)
+        chosen = await self._store.listing(
+            limit=limit,
+            since=since,
+            include_secure=include_secure,
+            tenant=tenancy.listed_tenant(),
+        )
         # Bounded in bytes too (each session's metadata may be as large as a request body):
         # the newest sessions that fit (GET /sessions/:id reads any one of them).
         listed = first_within([summary(s) for s in chosen], self._config.max_answer_bytes)
@@ -527,7 +532,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return self._trigger_files.resolve(raw)
 
     def _session(self, session_id: str, context: Any) -> Session:
-        session = self._store.resolve(session_id)
+        session = tenancy.resolve(self._store, session_id)  # another tenant's: not found
         self._access.check(session, secure_tokens(context))
         return session
 

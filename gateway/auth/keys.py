@@ -25,6 +25,7 @@ MAX_KEYS: Final = 100_000
 TOKEN_KEY_NAME: Final = "api-token"  # noqa: S105  # a name, not a secret
 DEFAULT_TENANT: Final = "default"
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TENANT_NAME: Final = _NAME  # what a tenant may be called (a key's, a trigger's)
 _HEX_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 _FIELDS: Final = frozenset(
     {

@@ -9,7 +9,7 @@ default tenant, as before keys existed.
 from __future__ import annotations
 
 import json
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Final
 
@@ -76,3 +76,13 @@ def current() -> Principal:
 def bind(principal: Principal) -> None:
     """The caller of the current task (each gRPC call runs in a task of its own)."""
     _current.set(principal)
+
+
+def bind_token(principal: Principal) -> Token[Principal]:
+    """`bind`, undone by `unbind(token)` (for a stretch of a task shared by several callers:
+    gateway/auth/tenancy.py `acting_as`)."""
+    return _current.set(principal)
+
+
+def unbind(token: Token[Principal]) -> None:
+    _current.reset(token)

@@ -33,6 +33,7 @@ from typing import Any
 
 import watchfiles
 
+from gateway.auth import tenancy
 from gateway.automation.ledger import (
     Claimed,
     FileFireLedger,
@@ -396,12 +397,17 @@ class Scheduler:
         self._held[key] = (self._clock() + delay, delay)
 
     async def _run(self, trigger: Trigger, session_id: str | None) -> Outcome:
+        # As the trigger's tenant: its session is made for it, and continues only one of its.
+        with tenancy.acting_as(tenancy.trigger_principal(trigger.entry)):
+            return await self._run_as_owner(trigger, session_id)
+
+    async def _run_as_owner(self, trigger: Trigger, session_id: str | None) -> Outcome:
         entry = trigger.entry
         if isinstance(session_id, str):
             try:
-                self._store.resolve(session_id)
+                tenancy.resolve(self._store, session_id)
             except SessionNotFound:
-                session_id = None  # the session is gone: start a new one
+                session_id = None  # the session is gone (or not its tenant's): start a new one
         request = RunRequest(
             source="trigger",
             prompt=str(entry["prompt_text"]),
@@ -502,6 +508,7 @@ class Scheduler:
 
     def view(self, trigger: Trigger, path: Path | None = None) -> dict[str, Any]:
         shown = dict(trigger.entry)
+        shown[tenancy.TENANT_FIELD] = tenancy.trigger_owner(trigger.entry)
         armed = self._armed.get((path, trigger.id)) if path is not None else None
         if armed is not None and armed[0] == fingerprint_of(trigger):
             when = armed[1]
@@ -532,9 +539,14 @@ class Scheduler:
     def _list(
         self, path: Path, document: TriggerDocument, only: str | None
     ) -> list[dict[str, Any]]:
-        """Worker thread: the scope's valid triggers (or the one named `only`) as views."""
+        """Worker thread: the scope's valid triggers (or the one named `only`) the caller sees
+        (asyncio.to_thread carries the caller's context) as views."""
         triggers, _ = parse_entries(document)
-        return [self.view(t, path) for t in triggers if only is None or t.id == only]
+        return [
+            self.view(t, path)
+            for t in triggers
+            if (only is None or t.id == only) and tenancy.sees_trigger(t.entry)
+        ]
 
     async def create(self, path: Path, payload: Any) -> list[dict[str, Any]]:
         """Create or replace one trigger (an object) or a batch (an array or {"triggers": [..]})."""
@@ -555,16 +567,26 @@ class Scheduler:
                 f"a trigger file holds at most {self._config.max_per_file} triggers",
                 field="triggers",
             )
+        named = [
+            tenancy.given_tenant(item, where=f"triggers[{i}]." if batch else "")
+            for i, item in enumerate(items)
+        ]
         triggers = await asyncio.to_thread(self._normalise_batch, items, batch)
         async with self._files.edit(path) as document:
             positions = _positions(document)
-            for item, trigger in zip(items, triggers, strict=True):
+            for item, trigger, tenant in zip(items, triggers, named, strict=True):
                 index = positions.get(trigger.id)
+                # The key's tenant; replacing a trigger keeps its own (unless an admin names one).
+                trigger.entry[tenancy.TENANT_FIELD] = tenant or tenancy.creating_tenant()
                 if index is None:
                     positions[trigger.id] = len(document.entries)
                     document.entries.append(trigger.entry)
                 else:
                     old = document.entries[index]
+                    if isinstance(old, dict):  # another tenant's id: not found, as ever
+                        tenancy.check_trigger(old, trigger.id)
+                        if tenant is None:
+                            trigger.entry[tenancy.TENANT_FIELD] = tenancy.trigger_owner(old)
                     if isinstance(old, dict) and "created_at" not in (item or {}):
                         trigger.entry["created_at"] = old.get(
                             "created_at", trigger.entry["created_at"]
@@ -585,9 +607,12 @@ class Scheduler:
         return triggers
 
     async def update(self, path: Path, trigger_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        tenant = tenancy.given_tenant(patch)
         async with self._files.edit(path) as document:
             existing = find(document, trigger_id)
+            tenancy.check_trigger(existing, trigger_id)
             merged = {**existing, **patch, "id": existing.get("id", trigger_id)}
+            merged[tenancy.TENANT_FIELD] = tenant or tenancy.trigger_owner(existing)
             merged["created_at"] = existing.get("created_at", merged.get("created_at"))
             for name in ("last_fired", "last_attempt_at", "last_status", "last_error"):
                 if not patch.get(name):
@@ -601,7 +626,7 @@ class Scheduler:
 
     async def delete(self, path: Path, trigger_id: str) -> None:
         async with self._files.edit(path) as document:
-            find(document, trigger_id)
+            tenancy.check_trigger(find(document, trigger_id), trigger_id)
             index = document.index(trigger_id)
             if index is not None:
                 del document.entries[index]

@@ -48,6 +48,7 @@ from tenacity import (
 )
 
 from gateway.agent.events import Usage
+from gateway.auth.keys import DEFAULT_TENANT
 from gateway.automation.outbox import (
     FAILED_DIR,
     Delivery,
@@ -544,6 +545,7 @@ def _interrupted_payload(row: tuple[Any, ...], replica_id: str) -> JsonObject:
     return {
         "session_id": session_id,
         "gateway_session_id": session_id,
+        "tenant": meta["tenant"] if isinstance(meta.get("tenant"), str) else DEFAULT_TENANT,
         "codex_session_id": codex_session_id,
         "run_id": run_id,
         "status": "interrupted",

@@ -41,6 +41,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
+from gateway.auth.keys import DEFAULT_TENANT
 from gateway.clock import now_iso
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.replicas import FENCE
@@ -78,13 +79,14 @@ _HOLD = (
 
 _UPSERT_SESSION = (
     "INSERT INTO sessions AS s (session_id, codex_session_id, home_replica, replica_epoch,"
-    " secure, status, active_run_id, created_at, updated_at, meta, dir)"
+    " secure, status, active_run_id, created_at, updated_at, meta, dir, tenant)"
     " VALUES (%(id)s, %(thread)s, %(replica)s, %(epoch)s, %(secure)s, %(status)s, %(active)s,"
-    " coalesce(%(created)s, now()), coalesce(%(updated)s, now()), %(meta)s::jsonb, %(dir)s)"
+    " coalesce(%(created)s, now()), coalesce(%(updated)s, now()), %(meta)s::jsonb, %(dir)s,"
+    " %(tenant)s)"
     " ON CONFLICT (session_id) DO UPDATE SET codex_session_id = EXCLUDED.codex_session_id,"
     " home_replica = EXCLUDED.home_replica, replica_epoch = EXCLUDED.replica_epoch,"
     " secure = EXCLUDED.secure, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,"
-    " meta = EXCLUDED.meta, dir = EXCLUDED.dir"
+    " meta = EXCLUDED.meta, dir = EXCLUDED.dir, tenant = EXCLUDED.tenant"
 )
 # A startup push: only where the database's row is older (or missing).
 _PUSH_SESSION = _UPSERT_SESSION + " WHERE s.updated_at < EXCLUDED.updated_at"
@@ -111,9 +113,10 @@ _RELEASE = (
 # release is still pending), and only while this replica holds its epoch.
 _CLAIM = (
     "INSERT INTO sessions AS s (session_id, codex_session_id, home_replica, replica_epoch,"
-    " secure, status, active_run_id, created_at, updated_at, meta, dir)"
+    " secure, status, active_run_id, created_at, updated_at, meta, dir, tenant)"
     " SELECT %(id)s, %(thread)s, %(replica)s, %(epoch)s, %(secure)s, %(status)s, %(run)s,"
-    " coalesce(%(created)s, now()), coalesce(%(updated)s, now()), %(meta)s::jsonb, %(dir)s"
+    " coalesce(%(created)s, now()), coalesce(%(updated)s, now()), %(meta)s::jsonb, %(dir)s,"
+    " %(tenant)s"
     f" WHERE {FENCE}"
     " ON CONFLICT (session_id) DO UPDATE SET active_run_id = EXCLUDED.active_run_id,"
     " replica_epoch = EXCLUDED.replica_epoch"
@@ -205,9 +208,10 @@ class ClusterSessionStore(SessionStore):
         metadata: dict[str, Any] | None = None,
         workspace: str | None = None,
         persist: bool = True,
+        tenant: str | None = None,
     ) -> Session:
         session = self._files.create(
-            secure=secure, metadata=metadata, workspace=workspace, persist=persist
+            secure=secure, metadata=metadata, workspace=workspace, persist=persist, tenant=tenant
         )
         self._fresh.add(session.id)
         if persist:
@@ -241,12 +245,20 @@ class ClusterSessionStore(SessionStore):
     # What every replica reads: the database.
 
     async def listing(
-        self, *, limit: int, since: datetime | None, include_secure: bool
+        self,
+        *,
+        limit: int,
+        since: datetime | None,
+        include_secure: bool,
+        tenant: str | None = None,
     ) -> list[Session]:
-        """Every replica's sessions, newest first (one query on the updated_at index); this
-        replica's own as its files store has them now."""
+        """Every replica's sessions, newest first (one query on the updated_at index, or on the
+        tenant's); this replica's own as its files store has them now."""
         where = ["TRUE"] if include_secure else ["NOT secure"]
         params: dict[str, Any] = {"limit": limit}
+        if tenant is not None:
+            where.append("tenant = %(tenant)s")
+            params["tenant"] = tenant
         if since is not None:
             where.append("updated_at > %(since)s")
             params["since"] = since
@@ -456,6 +468,7 @@ class ClusterSessionStore(SessionStore):
             "updated": _moment(session.updated_at) or session.modified_at,
             "meta": _json(document),
             "dir": str(session.dir),
+            "tenant": session.tenant or DEFAULT_TENANT,
         }
 
     def _run_row(self, session: Session, record: JsonObject, text: str) -> dict[str, Any]:

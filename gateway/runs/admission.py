@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from gateway.agent import codex
 from gateway.agent.events import is_thread_id
-from gateway.auth import principal, restrictions
+from gateway.auth import principal, restrictions, tenancy
 from gateway.config import MODEL_NAME, Config
 from gateway.errors import InvalidRequest, SessionBusy, quote
 from gateway.runs import images
@@ -112,7 +112,7 @@ class Admission:
     def _fork_parent(self, request: RunRequest) -> Session:
         """The session a fork forks: readable with the request's tokens, holding a thread, and
         not running (a turn under way is not one to copy)."""
-        parent = self._store.resolve(request.fork_of or "")
+        parent = tenancy.resolve(self._store, request.fork_of or "")
         self._access.check(parent, request.secure_tokens)
         if self._store.busy(parent):
             raise SessionBusy(parent.id)
@@ -126,7 +126,7 @@ class Admission:
             )
         session = None
         if request.session_id is not None and request.session_id.strip():
-            session = self._store.resolve(request.session_id)
+            session = tenancy.resolve(self._store, request.session_id)
             if request.secure and not session.secure:
                 raise InvalidRequest(
                     "an existing session cannot be made secure; start a new one", field="secure"
@@ -145,6 +145,9 @@ class Admission:
         """A secure session's thread is resumed only with the secure token, into a secure
         session; a secure run does not continue a non-secure session's thread (its content
         would then be readable there without the token)."""
+        owner = self._store.thread_owner(thread)
+        if owner is not None:  # another tenant's session's thread: not found, as the session
+            tenancy.visible(owner, thread)
         if self._store.thread_is_secure(thread):
             self._access.require(tokens)
             if not secure:

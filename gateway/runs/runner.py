@@ -25,7 +25,7 @@ from gateway import tracing
 from gateway.agent import codex
 from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
-from gateway.auth import principal
+from gateway.auth import principal, tenancy
 from gateway.auth.quotas import KeyQuotas
 from gateway.changes.tracker import ChangeTracker
 from gateway.config import Config
@@ -188,6 +188,7 @@ class Runner:
                     metadata=prepared.request.metadata or {},
                     workspace=str(prepared.workspace),
                     persist=False,  # the run's first save writes it
+                    tenant=tenancy.creating_tenant(),  # the caller's (a trigger's: its own)
                 )
                 bind(session_id=session.id)
             claimed = False

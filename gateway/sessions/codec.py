@@ -150,6 +150,7 @@ _SESSION_KEYS = (
     _Key("thread_usage", _object_or_none),
     _Key("runs_archived", _count),
     _Key("forked_from", _fork_origin, optional=True, encode=_fork_origin_json),
+    _Key("tenant", _text_or_none, optional=True),
 )
 """meta.json's typed keys but `session_id` (the id), `runs` and `secure` (read only, below)."""
 

@@ -44,6 +44,7 @@ from typing import Any
 from gateway.agent.codex import runs_an_agent
 from gateway.agent.events import canonical_thread_id, is_thread_id
 from gateway.atomic import write_atomic
+from gateway.auth.keys import DEFAULT_TENANT
 from gateway.clock import now_iso
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
@@ -218,7 +219,12 @@ class FileSessionStore(SessionStore):
         return len(self._sessions)
 
     async def listing(
-        self, *, limit: int, since: datetime | None, include_secure: bool
+        self,
+        *,
+        limit: int,
+        since: datetime | None,
+        include_secure: bool,
+        tenant: str | None = None,
     ) -> list[Session]:
         """Newest first by `updated_at`; unreadable sessions are listed too, never dropped."""
         chosen = (
@@ -226,6 +232,7 @@ class FileSessionStore(SessionStore):
             for session in self._sessions.values()
             if (include_secure or not session.secure)
             and (since is None or session.modified_at > since)
+            and (tenant is None or (session.tenant or DEFAULT_TENANT) == tenant)
         )
         # The newest `limit` without sorting them all (10,000 sessions, 50 wanted).
         return heapq.nlargest(limit, chosen, key=lambda s: s.modified_at)
@@ -245,6 +252,7 @@ class FileSessionStore(SessionStore):
         metadata: dict[str, Any] | None = None,
         workspace: str | None = None,
         persist: bool = True,
+        tenant: str | None = None,
     ) -> Session:
         """A new session directory. With `persist=False` the caller saves the meta itself once
         its agent has started (the run's first save, with the agent's pid), sparing one
@@ -274,6 +282,8 @@ class FileSessionStore(SessionStore):
         }
         if workspace is not None:
             meta["workspace"] = workspace
+        if tenant is not None:
+            meta["tenant"] = tenant
         staging = directory.with_name(f".{directory.name}{STAGING_SUFFIX}")
         try:
             staging.mkdir(mode=0o700, parents=True)

@@ -136,6 +136,8 @@ class Session:
     """Run records archived (runs.jsonl), older than those in `runs`."""
     forked_from: ForkOrigin | None = None
     """Set on a session started by a fork of another session's thread."""
+    tenant: str | None = None
+    """The tenant that owns it (gateway/auth/tenancy.py); None: made before tenants, `default`'s."""
     stored: JsonObject | None = field(default=None, repr=False)
     """meta.json's object as last read or written (it keeps the keys not typed here)."""
     _runs: list[RunRecord] | None = field(default=None, repr=False)

@@ -45,11 +45,17 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def listing(
-        self, *, limit: int, since: datetime | None, include_secure: bool
+        self,
+        *,
+        limit: int,
+        since: datetime | None,
+        include_secure: bool,
+        tenant: str | None = None,
     ) -> list[Session]:
         """The newest `limit` sessions by `updated_at` (modified after `since`), secure ones
-        only with `include_secure`; unreadable sessions are listed too. (Async: a database
-        store answers it with a query, every replica's sessions included.)"""
+        only with `include_secure`, only `tenant`'s when it is given (a session without one is
+        the default tenant's); unreadable sessions are listed too. (Async: a database store
+        answers it with a query, every replica's sessions included.)"""
 
     @abc.abstractmethod
     def create(
@@ -59,9 +65,11 @@ class SessionStore(abc.ABC):
         metadata: dict[str, Any] | None = None,
         workspace: str | None = None,
         persist: bool = True,
+        tenant: str | None = None,
     ) -> Session:
-        """A new idle session. With `persist=False` it is indexed but only the caller's first
-        `save` makes it durable (the runner's, once its agent has started)."""
+        """A new idle session, owned by `tenant` (None: recorded as none, the default's).
+        With `persist=False` it is indexed but only the caller's first `save` makes it durable
+        (the runner's, once its agent has started)."""
 
     @abc.abstractmethod
     def save(self, session: Session) -> None:

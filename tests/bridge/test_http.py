@@ -108,6 +108,7 @@ async def test_response_body_field_is_the_http_body(http: httpx.AsyncClient) -> 
             "execution_timeout_ms": 120000,
             "error": None,
             "forked_from": None,
+            "tenant": "",
         }
     ]
 

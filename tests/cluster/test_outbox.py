@@ -430,6 +430,7 @@ async def _running_run(dsn: str, replica: str, epoch: int, n: int) -> None:
         "metadata": {"team": "qa"},
         "last_input": {"messages": [{"role": "user", "content": "fix the bug"}]},
         "runs": [record],
+        **({"tenant": "team-a"} if n == 1 else {}),  # the other: from before tenants
     }
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute(
@@ -500,6 +501,7 @@ async def test_the_runs_of_a_reaped_replica_get_their_interrupted_webhook(
         await survivor.close()
     receiver.requests.sort(key=lambda r: json.loads(r.body)["run_id"])
     assert json.loads(receiver.requests[1].body)["status"] == "interrupted"
+    assert json.loads(receiver.requests[1].body)["tenant"] == "default"
     request = receiver.requests[0]
     body = json.loads(request.body)
     assert request.headers["idempotency-key"] == delivery_id_for({"run_id": "run-1"})
@@ -510,6 +512,7 @@ async def test_the_runs_of_a_reaped_replica_get_their_interrupted_webhook(
         "run_id": "run-1",
     }
     assert body["prompt"] == "fix the bug"
+    assert body["tenant"] == "team-a"
     assert body["workspace"] == "/workspace"
     assert body["metadata"] == {"team": "qa"}
     assert body["output"] == ""

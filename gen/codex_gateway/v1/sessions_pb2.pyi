@@ -63,7 +63,7 @@ class ForkOrigin(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
-    __slots__ = ("session_id", "dir", "modified", "metadata", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "runs", "execution_timeout_ms", "error", "forked_from")
+    __slots__ = ("session_id", "dir", "modified", "metadata", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "runs", "execution_timeout_ms", "error", "forked_from", "tenant")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     DIR_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class SessionSummary(_message.Message):
     EXECUTION_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     dir: str
     modified: str
@@ -96,7 +97,8 @@ class SessionSummary(_message.Message):
     execution_timeout_ms: int
     error: str
     forked_from: ForkOrigin
-    def __init__(self, session_id: _Optional[str] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., runs: _Optional[int] = ..., execution_timeout_ms: _Optional[int] = ..., error: _Optional[str] = ..., forked_from: _Optional[_Union[ForkOrigin, _Mapping]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, session_id: _Optional[str] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., runs: _Optional[int] = ..., execution_timeout_ms: _Optional[int] = ..., error: _Optional[str] = ..., forked_from: _Optional[_Union[ForkOrigin, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class LogTail(_message.Message):
     __slots__ = ("tail", "tail_lines")
@@ -107,7 +109,7 @@ class LogTail(_message.Message):
     def __init__(self, tail: _Optional[str] = ..., tail_lines: _Optional[int] = ...) -> None: ...
 
 class SessionDetail(_message.Message):
-    __slots__ = ("session_id", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "nudge_prompt", "execution_timeout_ms", "runs", "run_history", "stdout", "stderr", "events", "metadata", "dir", "modified", "workspace", "forked_from")
+    __slots__ = ("session_id", "codex_session_id", "status", "created_at", "updated_at", "last_activity_at", "model", "objective", "secure", "nudge_prompt", "execution_timeout_ms", "runs", "run_history", "stdout", "stderr", "events", "metadata", "dir", "modified", "workspace", "forked_from", "tenant")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CODEX_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +131,7 @@ class SessionDetail(_message.Message):
     MODIFIED_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     codex_session_id: str
     status: str
@@ -150,7 +153,8 @@ class SessionDetail(_message.Message):
     modified: str
     workspace: str
     forked_from: ForkOrigin
-    def __init__(self, session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., nudge_prompt: _Optional[str] = ..., execution_timeout_ms: _Optional[int] = ..., runs: _Optional[int] = ..., run_history: _Optional[_Iterable[_Union[RunRecord, _Mapping]]] = ..., stdout: _Optional[_Union[LogTail, _Mapping]] = ..., stderr: _Optional[_Union[LogTail, _Mapping]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., workspace: _Optional[str] = ..., forked_from: _Optional[_Union[ForkOrigin, _Mapping]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, session_id: _Optional[str] = ..., codex_session_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., last_activity_at: _Optional[str] = ..., model: _Optional[str] = ..., objective: _Optional[str] = ..., secure: _Optional[bool] = ..., nudge_prompt: _Optional[str] = ..., execution_timeout_ms: _Optional[int] = ..., runs: _Optional[int] = ..., run_history: _Optional[_Iterable[_Union[RunRecord, _Mapping]]] = ..., stdout: _Optional[_Union[LogTail, _Mapping]] = ..., stderr: _Optional[_Union[LogTail, _Mapping]] = ..., events: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dir: _Optional[str] = ..., modified: _Optional[str] = ..., workspace: _Optional[str] = ..., forked_from: _Optional[_Union[ForkOrigin, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("limit", "since")

@@ -26,7 +26,7 @@ from codex_gateway.v1 import runs_pb2 as codex__gateway_dot_v1_dot_runs__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63odex_gateway/v1/triggers.proto\x12\x10\x63odex_gateway.v1\x1a\x1b\x63odex_gateway/v1/runs.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xce\x01\n\x08Schedule\x12\x11\n\x04mode\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x02\x61t\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04time\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08timezone\x18\x04 \x01(\tH\x03\x88\x01\x01\x12\x1d\n\x10interval_minutes\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x11\n\x04\x63ron\x18\x06 \x01(\tH\x05\x88\x01\x01\x42\x07\n\x05_modeB\x05\n\x03_atB\x07\n\x05_timeB\x0b\n\t_timezoneB\x13\n\x11_interval_minutesB\x07\n\x05_cron\"\xde\x05\n\x07Trigger\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12,\n\x08schedule\x18\x04 \x01(\x0b\x32\x1a.codex_gateway.v1.Schedule\x12\x13\n\x0bprompt_text\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x07 \x01(\x08\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x17\n\nlast_fired\x18\t \x01(\tH\x00\x88\x01\x01\x12\x1f\n\x12gateway_session_id\x18\n \x01(\tH\x01\x88\x01\x01\x12\x15\n\rsystem_prompt\x18\x0b \x01(\t\x12/\n\x03\x65nv\x18\x0c \x03(\x0b\x32\".codex_gateway.v1.Trigger.EnvEntry\x12\x10\n\x03\x63wd\x18\r \x01(\tH\x02\x88\x01\x01\x12\x17\n\ntimeout_ms\x18\x0e \x01(\x03H\x03\x88\x01\x01\x12\x18\n\x0blast_status\x18\x0f \x01(\tH\x04\x88\x01\x01\x12\x17\n\nlast_error\x18\x10 \x01(\tH\x05\x88\x01\x01\x12\x1c\n\x0flast_attempt_at\x18\x11 \x01(\tH\x06\x88\x01\x01\x12\x0f\n\x07overdue\x18\x12 \x01(\x08\x12\x16\n\tnext_fire\x18\x13 \x01(\tH\x07\x88\x01\x01\x12.\n\routput_schema\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x06images\x18\x15 \x03(\x0b\x32\x1c.codex_gateway.v1.ImageInput\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_last_firedB\x15\n\x13_gateway_session_idB\x06\n\x04_cwdB\r\n\x0b_timeout_msB\x0e\n\x0c_last_statusB\r\n\x0b_last_errorB\x12\n\x10_last_attempt_atB\x0c\n\n_next_fire\"A\n\x13ListTriggersRequest\x12\x19\n\x0ctrigger_file\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_trigger_file\"Y\n\x14ListTriggersResponse\x12\x14\n\x0ctrigger_file\x18\x01 \x01(\t\x12+\n\x08triggers\x18\x02 \x03(\x0b\x32\x19.codex_gateway.v1.Trigger\"S\n\x11GetTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\x12\x19\n\x0ctrigger_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_trigger_file\"@\n\x12GetTriggerResponse\x12*\n\x07trigger\x18\x01 \x01(\x0b\x32\x19.codex_gateway.v1.Trigger\"m\n\x15\x43reateTriggersRequest\x12\x19\n\x0ctrigger_file\x18\x01 \x01(\tH\x00\x88\x01\x01\x12(\n\x08triggers\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueB\x0f\n\r_trigger_file\"\x87\x01\n\x16\x43reateTriggersResponse\x12\x14\n\x0ctrigger_file\x18\x01 \x01(\t\x12*\n\x07trigger\x18\x02 \x01(\x0b\x32\x19.codex_gateway.v1.Trigger\x12+\n\x08triggers\x18\x03 \x03(\x0b\x32\x19.codex_gateway.v1.Trigger\"~\n\x14UpdateTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\x12\x19\n\x0ctrigger_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x12&\n\x05patch\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x0f\n\r_trigger_file\"C\n\x15UpdateTriggerResponse\x12*\n\x07trigger\x18\x01 \x01(\x0b\x32\x19.codex_gateway.v1.Trigger\"V\n\x14\x44\x65leteTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\x12\x19\n\x0ctrigger_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_trigger_file\"+\n\x15\x44\x65leteTriggerResponse\x12\x12\n\ntrigger_id\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63odex_gateway/v1/triggers.proto\x12\x10\x63odex_gateway.v1\x1a\x1b\x63odex_gateway/v1/runs.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xce\x01\n\x08Schedule\x12\x11\n\x04mode\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x02\x61t\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04time\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08timezone\x18\x04 \x01(\tH\x03\x88\x01\x01\x12\x1d\n\x10interval_minutes\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x11\n\x04\x63ron\x18\x06 \x01(\tH\x05\x88\x01\x01\x42\x07\n\x05_modeB\x05\n\x03_atB\x07\n\x05_timeB\x0b\n\t_timezoneB\x13\n\x11_interval_minutesB\x07\n\x05_cron\"\xee\x05\n\x07Trigger\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12,\n\x08schedule\x18\x04 \x01(\x0b\x32\x1a.codex_gateway.v1.Schedule\x12\x13\n\x0bprompt_text\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x07 \x01(\x08\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x17\n\nlast_fired\x18\t \x01(\tH\x00\x88\x01\x01\x12\x1f\n\x12gateway_session_id\x18\n \x01(\tH\x01\x88\x01\x01\x12\x15\n\rsystem_prompt\x18\x0b \x01(\t\x12/\n\x03\x65nv\x18\x0c \x03(\x0b\x32\".codex_gateway.v1.Trigger.EnvEntry\x12\x10\n\x03\x63wd\x18\r \x01(\tH\x02\x88\x01\x01\x12\x17\n\ntimeout_ms\x18\x0e \x01(\x03H\x03\x88\x01\x01\x12\x18\n\x0blast_status\x18\x0f \x01(\tH\x04\x88\x01\x01\x12\x17\n\nlast_error\x18\x10 \x01(\tH\x05\x88\x01\x01\x12\x1c\n\x0flast_attempt_at\x18\x11 \x01(\tH\x06\x88\x01\x01\x12\x0f\n\x07overdue\x18\x12 \x01(\x08\x12\x16\n\tnext_fire\x18\x13 \x01(\tH\x07\x88\x01\x01\x12.\n\routput_schema\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x06images\x18\x15 \x03(\x0b\x32\x1c.codex_gateway.v1.ImageInput\x12\x0e\n\x06tenant\x18\x16 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_last_firedB\x15\n\x13_gateway_session_idB\x06\n\x04_cwdB\r\n\x0b_timeout_msB\x0e\n\x0c_last_statusB\r\n\x0b_last_errorB\x12\n\x10_last_attempt_atB\x0c\n\n_next_fire\"A\n\x13ListTriggersRequest\x12\x19\n\x0ctrigger_file\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_trigger_file\"Y\n\x14ListTriggersResponse\x12\x14\n\x0ctrigger_file\x18\x01 \x01(\t\x12+\n\x08triggers\x18\x02 \x03(\x0b\x32\x19.codex_gateway.v1.Trigger\"S\n\x11GetTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\x12\x19\n\x0ctrigger_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_trigger_file\"@\n\x12GetTriggerResponse\x12*\n\x07trigger\x18\x01 \x01(\x0b\x32\x19.codex_gateway.v1.Trigger\"m\n\x15\x43reateTriggersRequest\x12\x19\n\x0ctrigger_file\x18\x01 \x01(\tH\x00\x88\x01\x01\x12(\n\x08triggers\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueB\x0f\n\r_trigger_file\"\x87\x01\n\x16\x43reateTriggersResponse\x12\x14\n\x0ctrigger_file\x18\x01 \x01(\t\x12*\n\x07trigger\x18\x02 \x01(\x0b\x32\x19.codex_gateway.v1.Trigger\x12+\n\x08triggers\x18\x03 \x03(\x0b\x32\x19.codex_gateway.v1.Trigger\"~\n\x14UpdateTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\x12\x19\n\x0ctrigger_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x12&\n\x05patch\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x0f\n\r_trigger_file\"C\n\x15UpdateTriggerResponse\x12*\n\x07trigger\x18\x01 \x01(\x0b\x32\x19.codex_gateway.v1.Trigger\"V\n\x14\x44\x65leteTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\x12\x19\n\x0ctrigger_file\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_trigger_file\"+\n\x15\x44\x65leteTriggerResponse\x12\x12\n\ntrigger_id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULE']._serialized_start=113
   _globals['_SCHEDULE']._serialized_end=319
   _globals['_TRIGGER']._serialized_start=322
-  _globals['_TRIGGER']._serialized_end=1056
-  _globals['_TRIGGER_ENVENTRY']._serialized_start=888
-  _globals['_TRIGGER_ENVENTRY']._serialized_end=930
-  _globals['_LISTTRIGGERSREQUEST']._serialized_start=1058
-  _globals['_LISTTRIGGERSREQUEST']._serialized_end=1123
-  _globals['_LISTTRIGGERSRESPONSE']._serialized_start=1125
-  _globals['_LISTTRIGGERSRESPONSE']._serialized_end=1214
-  _globals['_GETTRIGGERREQUEST']._serialized_start=1216
-  _globals['_GETTRIGGERREQUEST']._serialized_end=1299
-  _globals['_GETTRIGGERRESPONSE']._serialized_start=1301
-  _globals['_GETTRIGGERRESPONSE']._serialized_end=1365
-  _globals['_CREATETRIGGERSREQUEST']._serialized_start=1367
-  _globals['_CREATETRIGGERSREQUEST']._serialized_end=1476
-  _globals['_CREATETRIGGERSRESPONSE']._serialized_start=1479
-  _globals['_CREATETRIGGERSRESPONSE']._serialized_end=1614
-  _globals['_UPDATETRIGGERREQUEST']._serialized_start=1616
-  _globals['_UPDATETRIGGERREQUEST']._serialized_end=1742
-  _globals['_UPDATETRIGGERRESPONSE']._serialized_start=1744
-  _globals['_UPDATETRIGGERRESPONSE']._serialized_end=1811
-  _globals['_DELETETRIGGERREQUEST']._serialized_start=1813
-  _globals['_DELETETRIGGERREQUEST']._serialized_end=1899
-  _globals['_DELETETRIGGERRESPONSE']._serialized_start=1901
-  _globals['_DELETETRIGGERRESPONSE']._serialized_end=1944
+  _globals['_TRIGGER']._serialized_end=1072
+  _globals['_TRIGGER_ENVENTRY']._serialized_start=904
+  _globals['_TRIGGER_ENVENTRY']._serialized_end=946
+  _globals['_LISTTRIGGERSREQUEST']._serialized_start=1074
+  _globals['_LISTTRIGGERSREQUEST']._serialized_end=1139
+  _globals['_LISTTRIGGERSRESPONSE']._serialized_start=1141
+  _globals['_LISTTRIGGERSRESPONSE']._serialized_end=1230
+  _globals['_GETTRIGGERREQUEST']._serialized_start=1232
+  _globals['_GETTRIGGERREQUEST']._serialized_end=1315
+  _globals['_GETTRIGGERRESPONSE']._serialized_start=1317
+  _globals['_GETTRIGGERRESPONSE']._serialized_end=1381
+  _globals['_CREATETRIGGERSREQUEST']._serialized_start=1383
+  _globals['_CREATETRIGGERSREQUEST']._serialized_end=1492
+  _globals['_CREATETRIGGERSRESPONSE']._serialized_start=1495
+  _globals['_CREATETRIGGERSRESPONSE']._serialized_end=1630
+  _globals['_UPDATETRIGGERREQUEST']._serialized_start=1632
+  _globals['_UPDATETRIGGERREQUEST']._serialized_end=1758
+  _globals['_UPDATETRIGGERRESPONSE']._serialized_start=1760
+  _globals['_UPDATETRIGGERRESPONSE']._serialized_end=1827
+  _globals['_DELETETRIGGERREQUEST']._serialized_start=1829
+  _globals['_DELETETRIGGERREQUEST']._serialized_end=1915
+  _globals['_DELETETRIGGERRESPONSE']._serialized_start=1917
+  _globals['_DELETETRIGGERRESPONSE']._serialized_end=1960
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ class Schedule(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., at: _Optional[str] = ..., time: _Optional[str] = ..., timezone: _Optional[str] = ..., interval_minutes: _Optional[float] = ..., cron: _Optional[str] = ...) -> None: ...
 
 class Trigger(_message.Message):
-    __slots__ = ("id", "title", "description", "schedule", "prompt_text", "created_at", "enabled", "tags", "last_fired", "gateway_session_id", "system_prompt", "env", "cwd", "timeout_ms", "last_status", "last_error", "last_attempt_at", "overdue", "next_fire", "output_schema", "images")
+    __slots__ = ("id", "title", "description", "schedule", "prompt_text", "created_at", "enabled", "tags", "last_fired", "gateway_session_id", "system_prompt", "env", "cwd", "timeout_ms", "last_status", "last_error", "last_attempt_at", "overdue", "next_fire", "output_schema", "images", "tenant")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class Trigger(_message.Message):
     NEXT_FIRE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     id: str
     title: str
     description: str
@@ -75,7 +76,8 @@ class Trigger(_message.Message):
     next_fire: str
     output_schema: _struct_pb2.Struct
     images: _containers.RepeatedCompositeFieldContainer[_runs_pb2.ImageInput]
-    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., prompt_text: _Optional[str] = ..., created_at: _Optional[str] = ..., enabled: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ..., last_fired: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., last_status: _Optional[str] = ..., last_error: _Optional[str] = ..., last_attempt_at: _Optional[str] = ..., overdue: _Optional[bool] = ..., next_fire: _Optional[str] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_runs_pb2.ImageInput, _Mapping]]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., prompt_text: _Optional[str] = ..., created_at: _Optional[str] = ..., enabled: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ..., last_fired: _Optional[str] = ..., gateway_session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., last_status: _Optional[str] = ..., last_error: _Optional[str] = ..., last_attempt_at: _Optional[str] = ..., overdue: _Optional[bool] = ..., next_fire: _Optional[str] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_runs_pb2.ImageInput, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ListTriggersRequest(_message.Message):
     __slots__ = ("trigger_file",)
