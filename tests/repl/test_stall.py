@@ -24,7 +24,7 @@ async def test_a_stalled_run_says_it_stalled_over_both_protocols(
             piped(["--grpc", gw.target, "--mode", "compact"], script, repl_env(tmp_path)),
         )
     line = (
-        "Codex was silent for 1500ms: the run was stopped as stalled"
+        "Codex was silent for 1500ms: the run was stopped as stalled · failure: stalled"
         " · the gateway's CODEX_GATEWAY_STALL_TIMEOUT_MS stopped it, not the run timeout\n"
     )
     assert (rest.returncode, rest.stderr) == (1, f"✗ 408 Request Timeout: {line}")
