@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
@@ -156,3 +157,22 @@ async def test_a_paced_rest_stream_carries_every_line_in_order(
         assert _texts(events) == expected
         assert _logged(lines[-1]["completed"]["logs_path"]) == expected
         assert gw.gateway.runner.output.waited_s > 0
+
+
+async def test_a_paced_agent_is_stopped_at_its_deadline_without_waiting_out_its_pacing(
+    config_for: Callable[..., Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A budget so small that each read of the flooding agent's stderr buys a long wait: the
+    stop must not wait for it (it would, for the 5 s the stop gives a pipe to close, and then
+    close it by force, losing the rest of stderr)."""
+    config = config_for(
+        codex_bin=AGENTS_DIR / "endless_agent.py", output_lines_per_s=50, stop_grace_ms=2000
+    )
+    async with running_gateway(config) as gw:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gw.stub.Complete(
+                runs_pb2.CompleteRequest(run=runs_pb2.RunInput(prompt="talk", timeout_ms=1000))
+            )
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert gw.gateway.runner.output.waited_s > 0
+    assert "a pipe stayed open" not in caplog.text
