@@ -17,17 +17,21 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 JsonObject = dict[str, Any]
 _THREAD_ID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
 )
 
+
+_fast_loads: Callable[[bytes], Any]
+try:
+    from orjson import loads as _fast_loads
+except ImportError:  # a bare interpreter importing the config (test_hardening_secrets.py does)
+    _fast_loads = json.loads
 
 # 19 digits in a row: maybe an integer past 64 bits, which orjson reads as a float (json keeps
 # it exact). Digits in a string count too; such a line is merely read by json. Found by mapping
@@ -114,7 +118,7 @@ def parse_line(line: bytes) -> JsonObject | None:
     try:
         if _LONG_NUMBER in stripped.translate(_DIGITS_ONLY):
             raise ValueError("a number orjson may not keep exact")
-        value = orjson.loads(stripped)
+        value = _fast_loads(stripped)
     except ValueError:  # orjson.JSONDecodeError is one
         try:
             value = json.loads(stripped)
