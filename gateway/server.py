@@ -180,6 +180,7 @@ class Gateway:
                     watcher,
                     lambda: files.interrupted_found,
                     bridge_pid=lambda: reporter.bridge_pid() if reporter.bridge_pid else None,
+                    output=runner.output,
                 )
             )
             ProcessCollector(namespace="codex_gateway", registry=metrics.registry)

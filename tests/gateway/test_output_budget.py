@@ -15,8 +15,9 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
+from prometheus_client.parser import text_string_to_metric_families
 
-from codex_gateway.v1 import runs_pb2
+from codex_gateway.v1 import runs_pb2, status_pb2
 from gateway.agent.budget import ACTIVE_S, BURST_S, OutputBudget
 from gateway.config import Config, ConfigError
 from tests.fakes import AGENTS_DIR
@@ -176,3 +177,22 @@ async def test_a_paced_agent_is_stopped_at_its_deadline_without_waiting_out_its_
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert gw.gateway.runner.output.waited_s > 0
     assert "a pipe stayed open" not in caplog.text
+
+
+async def test_the_pacing_is_in_the_metrics(config_for: Callable[..., Config]) -> None:
+    config = config_for(codex_bin=AGENTS_DIR / "counter_agent.py", **PACED)
+    async with running_gateway(config) as gw:
+        await gw.stub.Complete(
+            runs_pb2.CompleteRequest(
+                run=runs_pb2.RunInput(prompt="count", env={"FAKE_AGENT_LINES": str(LINES)})
+            )
+        )
+        response = await gw.stub.GetMetrics(status_pb2.GetMetricsRequest())
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(response.body.data.decode())
+            for sample in family.samples
+        }
+        paced = samples["codex_gateway_output_paced_seconds_total"]
+        assert paced == pytest.approx(gw.gateway.runner.output.waited_s) and paced > 0
+        assert samples["codex_gateway_output_readers"] in (0, 1)  # it printed within the second
