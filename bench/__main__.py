@@ -31,6 +31,7 @@ from bench import (
     changes,
     cluster,
     completion,
+    lines,
     memory,
     reference,
     responsiveness,
@@ -62,7 +63,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "resume": resume.resume_latency,  # a follower that drops and resumes with after_seq
     "health-codex": responsiveness.health_under_codex,
     "health-stress": responsiveness.health_under_load,
-    "triggers": responsiveness.health_under_triggers,  # /health while 10k cron triggers load
+    "cancel-stress": responsiveness.cancel_under_load,  # a cancel's answer under the stress
+    "triggers": responsiveness.health_under_triggers,
+    # The gateway's CPU per agent output line, now and before issue 18 (bench/lines.py)
+    "line-cost": lines.line_cost,  # /health while 10k cron triggers load
     "changes": changes.changes_of_a_run,  # a run's changes in 10,000 files, the snapshot before
     "auth": auth.auth_cost,  # API keys: 10,000 keys with quotas vs the token alone (issue 17)
     # Cluster mode on a local PostgreSQL, each beside its embedded baseline (bench/cluster.py).

@@ -418,3 +418,116 @@ async def health_under_triggers(ctx: Context) -> list[Result]:
             TRIGGER_LIST_TARGET_MS,
         ),
     ]
+
+
+CANCEL_TARGET_MS = 100.0
+COUNTER_AGENT = AGENTS_DIR / "counter_agent.py"
+CANCEL_LOAD_S = 1.0
+"""How long the runs print before the first cancel."""
+CANCEL_PAUSE_S = 0.2
+"""Between one stream's end and the next cancel."""
+CHATTY = {"FAKE_AGENT_LINES": "1000000000", "FAKE_AGENT_PAUSE_MS": "0"}
+QUIET = {"FAKE_AGENT_LINES": "1000000000", "FAKE_AGENT_PAUSE_MS": "200"}
+
+
+async def _session_of(response: httpx.Response, opened: asyncio.Future[str]) -> None:
+    """Read a streamed completion to its end; its session id (the `started` line) into
+    `opened` as soon as it comes."""
+    pending = b""
+    async for chunk in response.aiter_raw():
+        if not opened.done():
+            pending += chunk
+            if b"\n" in pending:
+                first = json.loads(pending.split(b"\n", 1)[0])
+                opened.set_result(first["result"]["started"]["session_id"])
+
+
+async def _cancels(
+    client: httpx.AsyncClient, env: dict[str, str], ctx: Context
+) -> tuple[list[float], list[float]]:
+    """`concurrency` streaming runs of the counter agent with `env`; once they have printed for
+    a while, each cancelled in turn: how long each cancel took to be answered, and how long its
+    stream then took to end (ms)."""
+    answered_ms: list[float] = []
+    ended_ms: list[float] = []
+    body = {"prompt": "talk", "timeout_ms": 120_000, "env": env}
+    async with contextlib.AsyncExitStack() as stack:
+        readers: list[tuple[asyncio.Task[None], asyncio.Future[str]]] = []
+        for _ in range(ctx.sizes.concurrency):
+            response = await stack.enter_async_context(
+                client.stream("POST", "/completion/stream", json=body)
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"POST /completion/stream: {response.status_code}")
+            opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            readers.append((asyncio.create_task(_session_of(response, opened)), opened))
+        try:
+            sessions = [await asyncio.wait_for(opened, 30) for _, opened in readers]
+            await asyncio.sleep(CANCEL_LOAD_S)
+            for (reader, _), session in zip(readers, sessions, strict=True):
+                t0 = time.perf_counter()
+                answer = await client.post(f"/sessions/{session}/cancel", json={})
+                answered_ms.append((time.perf_counter() - t0) * 1000)
+                if answer.status_code != 200 or not answer.json().get("cancelled"):
+                    raise RuntimeError(f"cancel: {answer.status_code} {answer.text[:200]}")
+                await asyncio.wait_for(reader, 30)
+                ended_ms.append((time.perf_counter() - t0) * 1000)
+                await asyncio.sleep(CANCEL_PAUSE_S)
+        finally:
+            for reader, _ in readers:
+                reader.cancel()
+            await asyncio.gather(*(reader for reader, _ in readers), return_exceptions=True)
+    return answered_ms, ended_ms
+
+
+async def cancel_under_load(ctx: Context) -> list[Result]:
+    """A cancel's answer while `concurrency` agents print as fast as they can, beside the same
+    with agents that print a line every 200 ms."""
+    sizes = ctx.sizes
+    figures: dict[str, dict[str, list[float]]] = {"quiet": {}, "chatty": {}}
+    async with running_gateway(
+        ctx.workdir / "cancel-stress", codex_bin=COUNTER_AGENT, max_concurrent=sizes.concurrency
+    ) as gateway:
+        limits = httpx.Limits(max_connections=sizes.concurrency + 4)
+        async with httpx.AsyncClient(
+            base_url=gateway.rest_url, limits=limits, timeout=60
+        ) as client:
+            machine = Contention(gateway.pids, gateway.pid)
+            for _ in range(sizes.cancel_rounds):
+                for name, env in (("quiet", QUIET), ("chatty", CHATTY)):
+                    if name == "chatty":
+                        machine.start()
+                    answered, ended = await _cancels(client, env, ctx)
+                    if name == "chatty":
+                        machine.stop()
+                    figures[name].setdefault("answered_ms", []).extend(answered)
+                    figures[name].setdefault("ended_ms", []).extend(ended)
+    details = {
+        name: {key: [round(value, 1) for value in values] for key, values in found.items()}
+        for name, found in figures.items()
+    }
+    # (No probe process here: Contention's probe figures would repeat the gateway's.)
+    machine_figures = {k: v for k, v in machine.figures().items() if not k.startswith("probe")}
+    details["machine"] = machine_figures  # type: ignore[assignment]  # figures, not lists
+    ctx.log(f"cancel-stress: {details}")
+    chatty, quiet = figures["chatty"]["answered_ms"], figures["quiet"]["answered_ms"]
+    return [
+        Result(
+            f"stress: cancel answered, max of {len(chatty)}, "
+            f"{sizes.concurrency} chatty fake agents",
+            "ms",
+            round(max(chatty), 2),
+            CANCEL_TARGET_MS,
+            baseline=round(max(quiet), 2),
+            baseline_label="quiet agents",
+            details=details,
+        ),
+        Result(
+            f"stress: cancel to the stream's end, p50, {sizes.concurrency} chatty fake agents",
+            "ms",
+            round(statistics.median(figures["chatty"]["ended_ms"]), 2),
+            1000.0 + CANCEL_TARGET_MS,
+            baseline=round(statistics.median(figures["quiet"]["ended_ms"]), 2),
+            baseline_label="quiet agents",
+        ),
+    ]

@@ -74,10 +74,11 @@ async def running_gateway(
     child_env_names: Sequence[str] = (),
     sessions: Path | None = None,
     settings: Mapping[str, str] | None = None,
+    pythonpath: str = PYTHONPATH,
 ) -> AsyncIterator[GatewayProcess]:
     """Start `codex-gateway serve` rooted in `workdir` (its sessions in `sessions` when given)
     with a clean environment; stop it after. `settings` are more CODEX_GATEWAY_* variables (the
-    gateway's, not its agents').
+    gateway's, not its agents'). `pythonpath`: the source it runs (another tree's, to compare).
 
     The environment holds only what the gateway needs, so a caller's CODEX_GATEWAY_API_TOKEN (or
     any other setting) cannot change what is measured.
@@ -94,7 +95,7 @@ async def running_gateway(
     }
     env = {
         **agent_env,
-        "PYTHONPATH": PYTHONPATH,
+        "PYTHONPATH": pythonpath,
         "CODEX_GATEWAY_BIND": "127.0.0.1",
         "CODEX_GATEWAY_PORT": str(rest_port),
         "CODEX_GATEWAY_GRPC_PORT": str(grpc_port),

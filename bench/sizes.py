@@ -61,6 +61,12 @@ class Sizes:
     """Cron triggers in the trigger file the gateway loads while /health is probed."""
     trigger_rounds: int
     """Rounds of loading that file, listing it (`GET /triggers`) and emptying it."""
+    cancel_rounds: int
+    """Rounds of cancelling each of `concurrency` streaming runs, quiet then chatty."""
+    line_cost_lines: int
+    """Lines of the recorded codex mix replayed per run for the per-line cost (bench/lines.py)."""
+    line_cost_rounds: int
+    """Rounds of that run (and of an empty one), alternating the trees; the figure is the median."""
 
 
 QUICK = Sizes(
@@ -86,6 +92,9 @@ QUICK = Sizes(
     tail_rounds=1,
     triggers=10_000,
     trigger_rounds=3,
+    cancel_rounds=2,
+    line_cost_lines=40_000,
+    line_cost_rounds=3,
 )
 FULL = Sizes(
     iterations=2000,
@@ -110,6 +119,9 @@ FULL = Sizes(
     tail_rounds=3,
     triggers=10_000,
     trigger_rounds=10,
+    cancel_rounds=5,
+    line_cost_lines=100_000,
+    line_cost_rounds=5,
 )
 
 

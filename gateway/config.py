@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, cast
 
 from bridge.logformat import LOG_FORMATS
 from gateway.agent import codex
-from gateway.settings import AMBIENT, BY_NAME, RAW, Kind, Setting
+from gateway.settings import (
+    AMBIENT,
+    BY_NAME,
+    DEFAULT_OUTPUT_BYTES_PER_S,
+    DEFAULT_OUTPUT_LINES_PER_S,
+    RAW,
+    Kind,
+    Setting,
+)
 
 # Declared with the table; imported from here by the rest of the gateway, as before.
 from gateway.settings import DEFAULT_MAX_ANSWER_BYTES as DEFAULT_MAX_ANSWER_BYTES
@@ -226,6 +234,10 @@ class Config:
     stop_grace_ms: int = 3000
     shutdown_grace_ms: int = 10_000
     max_line_bytes: int = 1_048_576
+    # The output budget (gateway/agent/budget.py): lines and bytes of agent output the gateway
+    # takes a second, all agents together (0: not limited).
+    output_lines_per_s: int = DEFAULT_OUTPUT_LINES_PER_S
+    output_bytes_per_s: int = DEFAULT_OUTPUT_BYTES_PER_S
     stderr_tail_bytes: int = 65_536
     # Where runs' scratch directories go (gateway/runs/scratch.py); None: the system's temp dir.
     scratch_root: Path | None = None
@@ -347,6 +359,8 @@ class Config:
             stop_grace_ms=env.integer("CODEX_GATEWAY_STOP_GRACE_MS"),
             shutdown_grace_ms=env.integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS"),
             max_line_bytes=env.integer("CODEX_GATEWAY_MAX_LINE_BYTES"),
+            output_lines_per_s=env.integer("CODEX_GATEWAY_OUTPUT_LINES_PER_S"),
+            output_bytes_per_s=env.integer("CODEX_GATEWAY_OUTPUT_BYTES_PER_S"),
             agent_nice=env.integer("CODEX_GATEWAY_AGENT_NICE"),
             watcher=_watcher(env, here),
             webhook=_webhook(env),

@@ -189,6 +189,7 @@ class Gateway:
                     lambda: files.interrupted_found,
                     scheduler.counts,
                     bridge_pid=lambda: reporter.bridge_pid() if reporter.bridge_pid else None,
+                    output=runner.output,
                 )
             )
             ProcessCollector(namespace="codex_gateway", registry=metrics.registry)

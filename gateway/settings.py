@@ -40,6 +40,10 @@ MAX_ANSWER_BYTES_LIMIT = 48 * 1024 * 1024
 # as RESOURCE_EXHAUSTED.
 DEFAULT_MAX_ANSWER_BYTES = 3 * 1024 * 1024
 
+# The output budget (gateway/agent/budget.py): agents' output taken per second, all together.
+DEFAULT_OUTPUT_LINES_PER_S = 8000
+DEFAULT_OUTPUT_BYTES_PER_S = 64 * 1024 * 1024
+
 # An image is held whole in memory while it is checked and copied (a path image is read whole).
 MAX_IMAGE_BYTES_LIMIT = 64 * 1024 * 1024
 
@@ -253,6 +257,18 @@ SETTINGS: tuple[Setting, ...] = (
     _integer("CODEX_GATEWAY_STOP_GRACE_MS", 3000, lambda c: c.stop_grace_ms, minimum=0),
     _integer("CODEX_GATEWAY_SHUTDOWN_GRACE_MS", 10_000, lambda c: c.shutdown_grace_ms, minimum=0),
     _integer("CODEX_GATEWAY_MAX_LINE_BYTES", 1_048_576, lambda c: c.max_line_bytes, minimum=1024),
+    _integer(
+        "CODEX_GATEWAY_OUTPUT_LINES_PER_S",
+        DEFAULT_OUTPUT_LINES_PER_S,
+        lambda c: c.output_lines_per_s,
+        minimum=0,
+    ),
+    _integer(
+        "CODEX_GATEWAY_OUTPUT_BYTES_PER_S",
+        DEFAULT_OUTPUT_BYTES_PER_S,
+        lambda c: c.output_bytes_per_s,
+        minimum=0,
+    ),
     _integer(
         "CODEX_GATEWAY_FOLLOWER_BUFFER_BYTES",
         8 * 1024 * 1024,

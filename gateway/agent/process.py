@@ -16,6 +16,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
+from gateway.agent.budget import OutputMeter
 from gateway.agent.events import LineFramer, OversizedLine
 from gateway.agent.priority import GROUP_NICE_INTERVAL_S, make_nicer, set_group_nice
 from gateway.config import AgentUser
@@ -46,7 +47,10 @@ class AgentProcess:
         nice: int = 0,
         roots: Sequence[Path] = (),
         user: AgentUser | None = None,
+        output: OutputMeter | None = None,
     ) -> None:
+        """`output`: the agent's account in the gateway's output budget (gateway/agent/
+        budget.py): its stdout and stderr are read no faster than it allows."""
         self._argv = list(argv)
         self._env = dict(env)
         self._cwd = cwd
@@ -58,6 +62,9 @@ class AgentProcess:
         self._stderr_limit = stderr_tail_bytes
         self._on_stderr = on_stderr
         self._nice = nice
+        self._output = output
+        # Set once stdout has ended or the agent is being stopped: what is left is read at once.
+        self._unpaced = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stdin_task: asyncio.Task[None] | None = None
@@ -173,18 +180,31 @@ class AgentProcess:
                 del self._stderr_tail[: len(self._stderr_tail) - self._stderr_limit]
             if self._on_stderr is not None:
                 self._on_stderr(chunk)
+            if self._output is not None:
+                await self._pace(self._output.spend(chunk.count(b"\n"), len(chunk)))
+
+    async def _pace(self, wait_s: float) -> None:
+        """Wait out the agent's share of the output budget, unless it is being stopped or its
+        stdout has ended (its exit must not wait for the rest of its stderr to be paced)."""
+        if wait_s > 0 and not self._unpaced.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._unpaced.wait()
 
     async def batches(self) -> AsyncIterator[list[bytes | OversizedLine]]:
         """stdout as bounded lines, a batch per read, as they arrive, until EOF. Reading never
-        stops early: codex panics when its stdout closes under it."""
+        stops early: codex panics when its stdout closes under it. Past the agent's share of the
+        output budget the next read waits (its pipe fills meanwhile: nothing is lost)."""
         stdout = self._started().stdout
+        output = self._output
         while stdout is not None and (chunk := await stdout.read(_READ_CHUNK)):
             batch = list(self._framer.feed(chunk))
             if batch:
                 yield batch
             # A read that finds data buffered does not suspend: give followers and other
             # requests their turn between batches of a fast-writing agent.
-            await asyncio.sleep(0)
+            await asyncio.sleep(output.spend(len(batch), len(chunk)) if output else 0)
+        self._unpaced.set()
         last = list(self._framer.close())
         if last:
             yield last
@@ -209,6 +229,7 @@ class AgentProcess:
         # Keep stdout flowing while stopping: an agent blocked on a full pipe cannot exit, and
         # asyncio's wait() only returns once both pipes have reached EOF.
         drain = asyncio.ensure_future(_discard(proc.stdout))
+        self._unpaced.set()
         try:
             found = descendants(proc.pid)
             if proc.returncode is None:

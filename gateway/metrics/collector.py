@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.agent.budget import OutputBudget
 from gateway.automation.scheduler import FireCounts
 from gateway.automation.watcher import FileWatcher
 from gateway.automation.webhooks import WebhookSender
@@ -27,6 +28,8 @@ class StateCollector(Collector):
     fires: FireCounts
     # The bridge's pid, whose memory is not the agents'.
     bridge_pid: Callable[[], int | None] = lambda: None
+    # The agents' output budget (gateway/agent/budget.py), when the runner has one.
+    output: OutputBudget | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         feed = self.feed
@@ -85,6 +88,17 @@ class StateCollector(Collector):
             "Runs found running at startup (left by a crash) and recorded as interrupted.",
             self.interrupted_found(),
         )
+        if self.output is not None:
+            yield _counter(
+                "codex_gateway_output_paced_seconds",
+                "Seconds the agents' output waited in their pipes for the output budget, summed.",
+                self.output.waited_s,
+            )
+            yield _gauge(
+                "codex_gateway_output_readers",
+                "Agents sharing the output budget now (those that printed in the last second).",
+                self.output.readers(),
+            )
         bridge = self.bridge_pid()
         agents = descendants(os.getpid()) - ({bridge} if bridge is not None else set())
         yield _gauge(

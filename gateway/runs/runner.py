@@ -23,6 +23,7 @@ from tenacity.wait import wait_exponential
 from bridge.logformat import bind
 from gateway import tracing
 from gateway.agent import codex
+from gateway.agent.budget import OutputBudget
 from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
 from gateway.auth import principal, tenancy
@@ -100,6 +101,8 @@ class Runner:
         self._tasks: set[asyncio.Task[RunResult]] = set()
         self._closing = False
         self.changes = ChangeTracker(config)
+        # What all the runs' agents together may print a second (gateway/agent/budget.py).
+        self.output = OutputBudget(config.output_lines_per_s, config.output_bytes_per_s)
         self._tracer = tracing.tracer(config)  # a no-op one when tracing is off
         self.watchdogs = Watchdogs(config.stall_timeout_ms, metrics)
 
@@ -460,6 +463,7 @@ class Runner:
             on_stderr=run_log.stderr,
             roots=(*self._config.workspace_roots, self._config.default_workspace),
             user=self._config.agent_user,
+            output=self.output.meter(),
         )
         try:
             with self._tracer.start_as_current_span("agent spawn"):

@@ -111,6 +111,11 @@ class RunLog:
         if self._feed is not None:
             self._feed.publish(self._session_id, item)
 
+    def _followed(self) -> bool:
+        """Whether anyone follows the session live: a line nobody follows is not made into a
+        feed item at all (most lines of most runs; it is a good part of a line's cost)."""
+        return self._feed is not None and self._feed.followers(self._session_id) > 0
+
     def start(self) -> int:
         """The run's START marker (its run_started notice); its seq."""
         marker = journal.start_marker(self.run_id, now_iso())
@@ -128,7 +133,8 @@ class RunLog:
     def stdout_line(self, text: str) -> None:
         data = text.encode() + b"\n"
         seq = self._number(journal.Kind.STDOUT, self._append("stdout", data), len(data) - 1)
-        self._publish(FeedItem("stdout", text, run_id=self.run_id, seq=seq, size=len(text)))
+        if self._followed():
+            self._publish(FeedItem("stdout", text, run_id=self.run_id, seq=seq, size=len(text)))
 
     def event(self, event: dict[str, Any], raw: bytes | None = None) -> None:
         """`raw` is the event's own JSON line, when the caller has it: the run id is spliced in
@@ -139,10 +145,11 @@ class RunLog:
         else:
             line = json.dumps({**event, "run_id": self.run_id}).encode() + b"\n"
         seq = self._number(journal.Kind.EVENT, self._append("events", line), len(line) - 1)
-        self._publish(
-            # A parsed event weighs about twice its JSON; so does the Struct made from it.
-            FeedItem("events", event=event, run_id=self.run_id, seq=seq, size=2 * len(line))
-        )
+        if self._followed():
+            self._publish(
+                # A parsed event weighs about twice its JSON; so does the Struct made from it.
+                FeedItem("events", event=event, run_id=self.run_id, seq=seq, size=2 * len(line))
+            )
 
     def stderr(self, chunk: bytes) -> None:
         """A chunk of codex's stderr, written as it came; each line it completes is an item."""
@@ -169,8 +176,9 @@ class RunLog:
         if not data:
             return
         seq = self._number(journal.Kind.STDERR, self._stderr_line_at, len(data))
-        text = data.decode(errors="replace")
-        self._publish(FeedItem("stderr", text, run_id=self.run_id, seq=seq, size=len(data)))
+        if self._followed():
+            text = data.decode(errors="replace")
+            self._publish(FeedItem("stderr", text, run_id=self.run_id, seq=seq, size=len(data)))
 
     def end(self, status: str) -> int:
         """The run's END marker (its run_finished notice); its seq."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,6 +50,41 @@ def test_a_last_line_without_newline_is_flushed() -> None:
 def test_parse_line_never_raises_and_only_returns_typed_objects(raw: bytes) -> None:
     event = parse_line(raw)
     assert event is None or isinstance(event.get("type"), str)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(body=st.dictionaries(st.text(), _JSON, max_size=5), ascii_only=st.booleans())
+def test_parse_line_reads_what_json_reads(body: dict[str, object], ascii_only: bool) -> None:
+    """orjson does the reading; the result is json's, to the last bit of every number."""
+    raw = json.dumps({"type": "x", **body}, ensure_ascii=ascii_only).encode()
+    assert repr(parse_line(raw)) == repr(json.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"type":"x","n":123456789012345678901234567890}', id="integer-past-u64"),
+        pytest.param(b'{"type":"x","n":-9223372036854775809}', id="integer-below-i64"),
+        pytest.param(b'{"type":"x","n":18446744073709551615}', id="u64-max"),
+        pytest.param(b'{"type":"x","n":NaN,"m":-Infinity}', id="nan-and-infinity"),
+        pytest.param(b'{"type":"x","n":1e400}', id="float-overflow"),
+        pytest.param(b'{"type":"x","s":"\\ud800"}', id="lone-surrogate"),
+        pytest.param(b'{"type":"x","a":1,"a":2}', id="duplicate-key"),
+        pytest.param('{"type":"x"}'.encode("utf-16-le"), id="utf-16"),
+    ],
+)
+def test_parse_line_agrees_with_json_where_orjson_differs(raw: bytes) -> None:
+    assert repr(parse_line(raw)) == repr(json.loads(raw))
 
 
 def test_parse_line_keeps_non_objects_as_text() -> None:
