@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +242,23 @@ async def test_the_database_down_at_admission_is_503_and_a_release_lands_once_ba
             await take(a.quotas, key)
             await take(a.quotas, key)  # both places there: nothing leaked, nothing taken
             assert len(await places(dsn)) == 2
+
+
+async def test_admissions_cancelled_midway_leak_no_place(pg_dsn: str) -> None:
+    key = api_key("limited", max_concurrent=1)
+    async with replica(pg_dsn, "a") as a:
+        for _ in range(40):
+            attempt = asyncio.create_task(a.quotas.take(key))
+            await asyncio.sleep(random.random() / 500)  # jitter: some on their way to the database
+            attempt.cancel()
+            # refused: an earlier cancelled one's place may be there until it is given back
+            with contextlib.suppress(asyncio.CancelledError, ConcurrencyLimitReached):
+                release = await attempt
+                if release is not None:  # it finished before the cancel: the run's end
+                    await release()
+        await eventually(lambda: not a.quotas.unreleased, "uncertain places to be given back")
+        assert await places(pg_dsn) == []
+        await take(a.quotas, key)  # the one place is still there to take
 
 
 async def test_a_fenced_replica_takes_no_place(pg_dsn: str) -> None:
