@@ -71,9 +71,9 @@ def _path(keys: KeySet, secret: str, workspace: Path) -> Callable[[], Awaitable[
         key = principal.current().key  # bound by the key check's wrapper
         restrictions.check_model(key, MODEL)
         restrictions.check_workspace(key, workspace)
-        release = quotas.take(key)
+        release = await quotas.take(key)
         if release is not None:
-            release()  # the run's end
+            await release()  # the run's end
 
     handler = grpc.unary_unary_rpc_method_handler(servicer)
 

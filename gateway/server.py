@@ -47,6 +47,7 @@ from gateway.automation.webhooks import WebhookSender
 from gateway.bridge_process import BridgeProcess
 from gateway.clock import Clock, system_clock
 from gateway.cluster.forwarding import Forwarding
+from gateway.cluster.keyquotas import ClusterKeyQuotas
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.outbox import DatabaseOutbox
 from gateway.cluster.slots import ClusterSlots
@@ -152,6 +153,8 @@ class Gateway:
             feed,
             on_finished=webhooks.run_finished if webhooks.configured else None,
             metrics=metrics,
+            # The API keys' quotas: this process's runs, or (cluster) the cluster's.
+            quotas=ClusterKeyQuotas(node) if node is not None else None,
         )
         trigger_files = TriggerFiles(config.triggers)
         # Embedded: the files, their own bookkeeping and this machine's clock; cluster: the

@@ -4,17 +4,44 @@
 Counted by key name, so a reload that changes a key's limits keeps what it is using. Everything
 runs on the event loop: no locks. A refusal takes nothing: a run refused for its rate does not
 hold a concurrency place, and one refused for concurrency spends no token.
+
+`Quotas` is what the runner uses: `await take(key)` and, when the run ends, `await release()`.
+`KeyQuotas` counts this process's runs (embedded mode); gateway/cluster/keyquotas.py's
+`ClusterKeyQuotas` counts the cluster's, in its database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from gateway.auth.keys import ApiKey
 from gateway.errors import ConcurrencyLimitReached, RateLimited
+
+T = TypeVar("T")
+
+Release = Callable[[], Awaitable[None]]
+"""Gives a run's place back: idempotent, and it starts at the call (awaiting it waits until the
+place is given back, or handed on to be given back later), so a done-callback may call it
+without awaiting."""
+
+
+class Quotas(Protocol):
+    async def take(self, key: ApiKey) -> Release | None:
+        """A place for one run of `key` (its release), None for a key without quotas;
+        ConcurrencyLimitReached or RateLimited when refused, nothing taken."""
+
+
+async def releasing(work: Callable[[], Awaitable[T]], release: Release) -> T:
+    """`work()`, its place given back when it ends, whatever way (before its caller hears)."""
+    try:
+        return await work()
+    finally:
+        await release()
 
 
 @dataclass
@@ -32,11 +59,19 @@ class KeyQuotas:
     def running(self, key: ApiKey) -> int:
         return self._running.get(key.name, 0)
 
-    def take(self, key: ApiKey) -> Callable[[], None] | None:
+    async def take(self, key: ApiKey) -> Release | None:
         """`admit` for a key with quotas; None (nothing to give back) for one without."""
         if key.max_concurrent is None and key.runs_per_minute is None:
             return None
-        return self.admit(key)
+        give_back = self.admit(key)
+
+        def release() -> Awaitable[None]:
+            give_back()
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        return release
 
     def admit(self, key: ApiKey) -> Callable[[], None]:
         """Take a place for one run of `key`; the returned release gives it back (once).

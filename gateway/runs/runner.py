@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,7 +27,7 @@ from gateway.agent.budget import OutputBudget
 from gateway.agent.events import RunOutcome, canonical_thread_id
 from gateway.agent.process import AgentProcess
 from gateway.auth import principal, tenancy
-from gateway.auth.quotas import KeyQuotas
+from gateway.auth.quotas import KeyQuotas, Quotas, Release, releasing
 from gateway.changes.tracker import ChangeTracker
 from gateway.config import Config
 from gateway.errors import (
@@ -87,6 +87,7 @@ class Runner:
         feed: LiveFeed | None = None,
         on_finished: FinishedSink | None = None,
         metrics: GatewayMetrics | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._config = config
         self._metrics = metrics  # None: not measured (the benchmark's baseline)
@@ -95,7 +96,8 @@ class Runner:
         self._store = store
         self._slots = slots
         self._admission = Admission(config, store, access, system_prompt)
-        self.quotas = KeyQuotas()  # per API key, this process's runs (docs/design/tenants.md)
+        # Per API key: this process's runs, or the cluster's (docs/design/tenants.md).
+        self.quotas: Quotas = quotas if quotas is not None else KeyQuotas()
         self._active: dict[str, Run] = {}
         self._deferred_saves: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[RunResult]] = set()
@@ -131,11 +133,17 @@ class Runner:
             self._count_refusal_of(exc)
             raise
         # The caller's key's quotas, before the gateway-wide slot; given back when the run's
-        # task ends, whatever way (the gateway-wide limit's refusal included).
-        release = self._key_quota(request)
+        # task ends, whatever way (the gateway-wide limit's refusal included), before its
+        # caller hears (a cluster's place is a row); the done-callback covers a task
+        # cancelled before it started.
+        release = await self._key_quota(request)
         span, span_context = tracing.task_span(self._tracer, "run")
+
+        def work() -> Coroutine[Any, Any, RunResult]:
+            return self._run(prepared, wait_for_slot, on_event, on_started)
+
         task = asyncio.create_task(
-            self._run(prepared, wait_for_slot, on_event, on_started), context=span_context
+            work() if release is None else releasing(work, release), context=span_context
         )
         if span_context is not None:
             task.add_done_callback(lambda done: tracing.end_task_span(span, done))
@@ -148,13 +156,13 @@ class Runner:
             task.add_done_callback(self._count_refusal)
         return await asyncio.shield(task)
 
-    def _key_quota(self, request: RunRequest) -> Callable[[], None] | None:
+    async def _key_quota(self, request: RunRequest) -> Release | None:
         """A place within the caller's API key's max_concurrent and runs_per_minute, or the
         429 that refuses it; None for a key without quotas and for the gateway's own runs."""
         if request.source in BACKGROUND_SOURCES:
             return None
         try:
-            return self.quotas.take(principal.current().key)
+            return await self.quotas.take(principal.current().key)
         except (ConcurrencyLimitReached, RateLimited) as exc:
             self._count_refusal_of(exc)
             raise
