@@ -349,7 +349,7 @@ async def start_grpc(
     if gateway.metrics is not None:  # refused RPCs are counted with their code
         interceptors.insert(0, RpcMetrics(gateway.metrics))
     if config.tracing is not None:  # a span per RPC, continuing the caller's trace
-        interceptors.insert(0, tracing.server_interceptor())
+        interceptors.insert(0, tracing.RpcSpans())
     if gateway.audit is not None:  # before the key check: its refusals are recorded too
         interceptors.append(gateway.audit)
     if gateway.token_check is not None:

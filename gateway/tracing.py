@@ -1,12 +1,12 @@
 """Traces in the gateway: the spans of an RPC and of a run, and where their trace id goes.
 
 The provider is set up at the entrypoint (bridge/tracing.py `install`, from Config.tracing).
-Here: the server interceptor that opens a span per RPC, continuing the W3C context the caller
-(the bridge, or any gRPC client) sent in its metadata; the tracer the run path uses for its
-child spans (`slot wait`, `run`, `attempt`, `agent spawn`, `webhook delivery`), a no-op one when
-tracing is off, whatever provider the process has; and the current trace's ids, recorded in the
-run record and the webhook payload and handed to codex (`TRACEPARENT`, which codex's own
-OpenTelemetry export continues when its `[otel]` config turns that on).
+Here: the server interceptor that opens a span per RPC (`RpcSpans`), continuing the W3C context
+the caller (the bridge, or any gRPC client) sent in its metadata; the tracer the run path uses
+for its child spans (`slot wait`, `run`, `attempt`, `agent spawn`, `webhook delivery`), a no-op
+one when tracing is off, whatever provider the process has; and the current trace's ids,
+recorded in the run record and the webhook payload and handed to codex (`TRACEPARENT`, which
+codex's own OpenTelemetry export continues when its `[otel]` config turns that on).
 """
 
 from __future__ import annotations
@@ -14,18 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-if TYPE_CHECKING:
-    import grpc
+from gateway.api.around import wrapped
 
+if TYPE_CHECKING:
     from gateway.config import Config
+
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
 
 T = TypeVar("T")
 _TRACER_NAME: Final = "codex_gateway"
@@ -35,6 +39,7 @@ _PROPAGATOR: Final = TraceContextTextMapPropagator()
 SESSION_ID: Final = "codex_gateway.session_id"
 RUN_ID: Final = "codex_gateway.run_id"
 ATTEMPT: Final = "codex_gateway.attempt"
+_TRACE_KEYS: Final = frozenset({"traceparent", "tracestate"})
 
 
 def tracer(config: Config) -> trace.Tracer:
@@ -42,12 +47,79 @@ def tracer(config: Config) -> trace.Tracer:
     return trace.get_tracer(_TRACER_NAME) if config.tracing is not None else _NO_OP
 
 
-def server_interceptor() -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]  # stubs only
-    """A SERVER span per RPC (opentelemetry-instrumentation-grpc), child of the caller's."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+class RpcSpans(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
+    """A SERVER span per RPC, named after the method (`/package.Service/Method`), child of the
+    caller's W3C context (`traceparent`/`tracestate` metadata) when it sends one; its
+    `rpc.grpc.status_code`, and an error status for anything but OK.
 
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor()  # type: ignore[type-arg,no-untyped-call]
-    return interceptor
+    The semantic conventions' attributes (`rpc.system`, `rpc.service`, `rpc.method`), bounded.
+    Written here rather than taken from opentelemetry-instrumentation-grpc, whose interceptor
+    wraps every servicer context in a proxy, parses the peer and sets nine attributes per call:
+    about 150 us of CPU per RPC over no tracing against about 90 us here (2,000 in-process
+    GetInfo calls, three rounds), and an RPC's span is the one every call pays for."""
+
+    def __init__(self) -> None:
+        self._tracer = trace.get_tracer(_TRACER_NAME)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming:  # the gateway has none
+            return handler
+        method = str(details.method)
+        service, _, name = method.lstrip("/").partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        carrier = {
+            key: value
+            for key, value in details.invocation_metadata or ()
+            if key in _TRACE_KEYS and isinstance(value, str)
+        }
+        tracer = self._tracer
+
+        def span(context: Context) -> AbstractContextManager[trace.Span]:
+            return _RpcSpan(tracer, method, attributes, carrier, context)
+
+        return wrapped(handler, span)
+
+
+class _RpcSpan:
+    __slots__ = ("_attributes", "_carrier", "_context", "_method", "_scope", "_span", "_tracer")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        method: str,
+        attributes: dict[str, str],
+        carrier: dict[str, str],
+        context: Context,
+    ) -> None:
+        self._tracer, self._method, self._attributes = tracer, method, attributes
+        self._carrier, self._context = carrier, context
+
+    def __enter__(self) -> trace.Span:
+        parent = _PROPAGATOR.extract(self._carrier) if self._carrier else None
+        self._scope = self._tracer.start_as_current_span(
+            self._method,
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes=self._attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._span = span = self._scope.__enter__()
+        return span
+
+    def __exit__(self, *exc: Any) -> None:
+        code = self._context.code()
+        if code is None:  # not set: OK, unless the behaviour raised (the boundary aborts)
+            code = grpc.StatusCode.OK if exc[0] is None else grpc.StatusCode.UNKNOWN
+        self._span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code is not grpc.StatusCode.OK:
+            self._span.set_status(trace.StatusCode.ERROR, code.name)
+        self._scope.__exit__(*exc)
 
 
 def trace_id() -> str | None:

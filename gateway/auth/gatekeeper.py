@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
 from codex_gateway.v1 import cluster_pb2
+from gateway.api.around import wrapped
 from gateway.api.boundary import answering
 from gateway.auth import principal as principals
 from gateway.auth.keys import KeyRejected, KeySet
@@ -135,24 +136,20 @@ def _refused(handler: Handler, error: GatewayError) -> Handler:
 
 def _as(caller: Principal, handler: Handler) -> Handler:
     """`handler`, run with `caller` bound for its task."""
-    codecs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    # The stubs type behaviours as synchronous; the aio server's are coroutines.
-    stream: Any = handler.unary_stream
-    if stream is not None:
+    return wrapped(handler, lambda _context: _Bound(caller))
 
-        async def streamed(request: Any, context: Context) -> AsyncIterator[Any]:
-            principals.bind(caller)
-            async for message in stream(request, context):
-                yield message
 
-        return grpc.unary_stream_rpc_method_handler(streamed, **codecs)
-    unary: Any = handler.unary_unary
+class _Bound:
+    """The caller bound for the call (each gRPC call runs in a task of its own: nothing to
+    undo at its end)."""
 
-    async def answered(request: Any, context: Context) -> Any:
-        principals.bind(caller)
-        return await unary(request, context)
+    __slots__ = ("caller",)
 
-    return grpc.unary_unary_rpc_method_handler(answered, **codecs)
+    def __init__(self, caller: Principal) -> None:
+        self.caller = caller
+
+    def __enter__(self) -> None:
+        principals.bind(self.caller)
+
+    def __exit__(self, *_: object) -> None:
+        return None

@@ -75,11 +75,12 @@ async def assert_stalled(gw: RunningGateway, call: Any) -> grpc.aio.AioRpcError:
     return error
 
 
-async def last_run(gw: RunningGateway) -> sessions_pb2.RunRecord:
+async def last_run(gw: RunningGateway, *, status: str = "timeout") -> sessions_pb2.RunRecord:
+    """The one session's last run, the session's status checked."""
     listed = await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())
     (session,) = listed.sessions
     detail = await gw.stub.GetSession(sessions_pb2.GetSessionRequest(session_id=session.session_id))
-    assert detail.session.status == "timeout"
+    assert detail.session.status == status
     return detail.session.run_history[-1]
 
 
@@ -161,15 +162,7 @@ async def test_a_stalled_attempt_is_retried_and_the_retry_completes(
         done = await gw.stub.Complete(completion("[[scenario:stall]] [[fails:1]] hi"))
         assert done.result.status == "completed" and done.result.attempts == 2
         assert (await gw.stub.GetStatus(gw_status.GetStatusRequest())).runs_stalled == 1
-        assert (await last_run_completed(gw)).attempts == 2
-
-
-async def last_run_completed(gw: RunningGateway) -> sessions_pb2.RunRecord:
-    listed = await gw.stub.ListSessions(sessions_pb2.ListSessionsRequest())
-    (session,) = listed.sessions
-    detail = await gw.stub.GetSession(sessions_pb2.GetSessionRequest(session_id=session.session_id))
-    assert detail.session.status == "completed"
-    return detail.session.run_history[-1]
+        assert (await last_run(gw, status="completed")).attempts == 2
 
 
 async def test_a_command_longer_than_the_stall_timeout_is_not_a_stall(

@@ -1,0 +1,42 @@
+"""A method's behaviour run inside something per call (a span, the caller bound): how an
+interceptor wraps the handler it was given, streams included, with the handler's own codecs.
+
+`around(context)` is a (synchronous) context manager entered for each call, around the whole of
+a unary call and around the whole of a stream (every message it yields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:  # generic in the stubs only
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+def wrapped(handler: Handler, around: Callable[[Context], AbstractContextManager[Any]]) -> Handler:
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    # The stubs type behaviours as synchronous; the aio server's are coroutines.
+    stream: Any = handler.unary_stream
+    if stream is not None:
+
+        async def streamed(request: Any, context: Context) -> AsyncIterator[Any]:
+            with around(context):
+                async for message in stream(request, context):
+                    yield message
+
+        return grpc.unary_stream_rpc_method_handler(streamed, **codecs)
+    unary: Any = handler.unary_unary
+
+    async def answered(request: Any, context: Context) -> Any:
+        with around(context):
+            return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(answered, **codecs)
