@@ -340,7 +340,9 @@ class DatabaseFireLedger:
                 cursor = await conn.execute(
                     "SELECT t.enabled, t.session_id, t.session_home,"
                     " EXISTS (SELECT 1 FROM replicas r WHERE r.replica_id = t.session_home"
-                    "  AND r.state = 'alive' AND r.lease_until > now())"
+                    "  AND r.state = 'alive' AND r.lease_until > now()),"
+                    " EXISTS (SELECT 1 FROM trigger_fires f WHERE f.trigger_id = t.trigger_id"
+                    "  AND f.status = 'running' AND f.scheduled_for < %(at)s)"
                     " FROM triggers t WHERE t.trigger_id = %(id)s",
                     params,
                 )
@@ -350,6 +352,10 @@ class DatabaseFireLedger:
                 home = row[2]
                 if home is not None and home != replicas.replica_id and row[3]:
                     raise NotYet(DEFER)  # its home replica claims it while it is alive
+                if home is None and row[4]:
+                    # Its first fire still runs and will make its session (and so its home):
+                    # the next waits for that, or would start a session of its own elsewhere.
+                    raise NotYet(DEFER)
                 session_id = (
                     str(row[1]) if row[1] is not None and home == replicas.replica_id else None
                 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -347,6 +348,57 @@ async def test_an_edit_through_one_replica_reschedules_another_by_its_signal(
             deleted_at + timedelta(seconds=1),
         )
         assert later == []
+
+
+@pytest.mark.timeout(150)
+async def test_a_triggers_fires_wait_for_its_first_one_and_share_its_session(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """A trigger whose first fire takes longer than its interval, with two replicas scheduling
+    it: the instants that come due meanwhile wait for that fire (which makes the trigger's
+    session, and so its home) instead of starting sessions of their own on the other replica;
+    no two of its fires overlap. (Under load the first fire of the fifty-trigger test outlasted
+    its second, and a trigger's fires ended up in two sessions.)"""
+    configs = [
+        cluster_config(tmp_path, pg_dsn, name, codex_bin=AGENTS_DIR / "counter_agent.py")
+        for name in ("alpha", "beta")
+    ]
+    async with (
+        running_gateway(configs[0], background=True) as alpha,
+        running_gateway(configs[1], background=True),
+    ):
+        await alpha.stub.CreateTriggers(
+            triggers_pb2.CreateTriggersRequest(
+                triggers=_value(
+                    {
+                        "id": "slow",
+                        "prompt_text": "tick",
+                        "schedule": EVERY_SECOND,
+                        # About 2.4 s a fire: each outlasts the interval.
+                        "env": {"FAKE_AGENT_LINES": "4", "FAKE_AGENT_PAUSE_MS": "600"},
+                    }
+                )
+            )
+        )
+
+        async def three_completed() -> bool:
+            rows = await _rows(
+                pg_dsn,
+                "SELECT count(*) FROM trigger_fires WHERE trigger_id = 'slow'"
+                " AND status = 'completed'",
+            )
+            return int(rows[0][0]) >= 3
+
+        await _eventually(three_completed, 90, "three fires of the slow trigger")
+        await alpha.stub.DeleteTrigger(triggers_pb2.DeleteTriggerRequest(trigger_id="slow"))
+    rows = await _rows(
+        pg_dsn,
+        "SELECT replica_id, session_id, fired_at, finished_at FROM trigger_fires"
+        " WHERE trigger_id = 'slow' AND status = 'completed' ORDER BY fired_at",
+    )
+    assert len({(row[0], row[1]) for row in rows}) == 1, rows  # one session, on its home
+    for earlier, later in itertools.pairwise(rows):
+        assert later[2] >= earlier[3], (earlier, later)  # never two at once
 
 
 def _connected(replica: RunningGateway) -> Callable[[], Awaitable[bool]]:
