@@ -23,7 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gateway.api.around import wrapped
+from gateway.api.around import status_code, wrapped
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -113,9 +113,7 @@ class _RpcSpan:
         return span
 
     def __exit__(self, *exc: Any) -> None:
-        code = self._context.code()
-        if code is None:  # not set: OK, unless the behaviour raised (the boundary aborts)
-            code = grpc.StatusCode.OK if exc[0] is None else grpc.StatusCode.UNKNOWN
+        code = status_code(self._context, exc[1])
         self._span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code is not grpc.StatusCode.OK:
             self._span.set_status(trace.StatusCode.ERROR, code.name)

@@ -7,6 +7,7 @@ a unary call and around the whole of a stream (every message it yields).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -40,3 +41,20 @@ def wrapped(handler: Handler, around: Callable[[Context], AbstractContextManager
             return await unary(request, context)
 
     return grpc.unary_unary_rpc_method_handler(answered, **codecs)
+
+
+def status_code(context: Context, failed: BaseException | None) -> grpc.StatusCode:
+    """A finished call's gRPC code: the one it was aborted or answered with; CANCELLED when its
+    client went away; UNKNOWN for an exception nothing translated; else OK."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # grpcio keeps the number on some versions
+        for known in grpc.StatusCode:
+            if known.value[0] == code:
+                return known
+    if failed is None:
+        return grpc.StatusCode.OK
+    if isinstance(failed, (GeneratorExit, asyncio.CancelledError)):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN

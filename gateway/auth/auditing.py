@@ -10,7 +10,6 @@ recorded where the client called, not again at the session's home.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 
 from bridge.requestid import current_request_id
+from gateway.api.around import status_code
 from gateway.auth import principal as principals
 from gateway.auth.audit import AuditLog
 from gateway.auth.keys import ApiKey
@@ -90,7 +90,7 @@ class AuditTrail(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
                         yield message
                     code = "OK"
                 except BaseException as exc:
-                    code = _code(exc, context)
+                    code = status_code(context, exc).name
                     raise
                 finally:
                     self._write(name, code, targets)
@@ -108,7 +108,7 @@ class AuditTrail(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
                 code = "OK"
                 return response
             except BaseException as exc:
-                code = _code(exc, context)
+                code = status_code(context, exc).name
                 raise
             finally:
                 self._write(name, code, targets)
@@ -129,19 +129,6 @@ class AuditTrail(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
             request_id=current_request_id(),
             target=targets,
         )
-
-
-def _code(exc: BaseException, context: Context) -> str:
-    if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED.name  # the client went away
-    if isinstance(exc, grpc.aio.AbortError):
-        code = context.code()
-        if isinstance(code, grpc.StatusCode):
-            return code.name
-        for known in grpc.StatusCode:  # grpcio keeps the number on some versions
-            if known.value[0] == code:
-                return known.name
-    return grpc.StatusCode.UNKNOWN.name
 
 
 def _targets(message: Any) -> dict[str, str]:

@@ -8,13 +8,13 @@ it is served; the forwarding replica counts its own RPC (the client's), which is
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from gateway.api.around import status_code, wrapped
 from gateway.metrics.families import GatewayMetrics
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -47,56 +47,22 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
     def _measure(
         self, name: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        codecs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
         count = self._metrics.rpcs
         latency = self._metrics.rpc_duration.labels(name)
-        stream: Any = handler.unary_stream
-        unary: Any = handler.unary_unary
-
-        def done(context: Context, started: float, failed: BaseException | None) -> None:
-            latency.observe(time.perf_counter() - started)
-            code = _code(context, failed)
-            count.labels(name, code).inc()
-
-        if stream is not None:
-
-            async def measured_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                started, failed = time.perf_counter(), None
-                try:
-                    async for message in stream(request, context):
-                        yield message
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    done(context, started, failed)
-
-            return grpc.unary_stream_rpc_method_handler(measured_stream, **codecs)
-
-        async def measured(request: Any, context: Context) -> Any:
-            started, failed = time.perf_counter(), None
-            try:
-                return await unary(request, context)
-            except BaseException as exc:
-                failed = exc
-                raise
-            finally:
-                done(context, started, failed)
-
-        return grpc.unary_unary_rpc_method_handler(measured, **codecs)
+        return wrapped(handler, lambda context: _Measured(name, count, latency, context))
 
 
-def _code(context: Context, failed: BaseException | None) -> str:
-    """The RPC's gRPC code: the one it was aborted or answered with; CANCELLED when its client
-    went away; UNKNOWN for an exception nothing translated."""
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if failed is None:
-        return "OK"
-    if isinstance(failed, (GeneratorExit, asyncio.CancelledError)):
-        return "CANCELLED"
-    return "UNKNOWN"
+class _Measured:
+    """One call: its duration and, at its end, its code."""
+
+    __slots__ = ("_context", "_count", "_latency", "_name", "_started")
+
+    def __init__(self, name: str, count: Any, latency: Any, context: Context) -> None:
+        self._name, self._count, self._latency, self._context = name, count, latency, context
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: object, failed: BaseException | None, trace: object) -> None:
+        self._latency.observe(time.perf_counter() - self._started)
+        self._count.labels(self._name, status_code(self._context, failed).name).inc()
