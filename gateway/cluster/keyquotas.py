@@ -20,23 +20,19 @@ registration for what an earlier incarnation held), as gateway/cluster/slots.py 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable
 
-import psycopg
-
 from gateway.auth.keys import ApiKey
 from gateway.auth.quotas import Release
 from gateway.cluster.node import ClusterNode
+from gateway.cluster.releases import PendingReleases
 from gateway.cluster.replicas import Connection
 from gateway.errors import ConcurrencyLimitReached, RateLimited, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-# How often a release that could not reach the database is tried again.
-RELEASE_RETRY_S = 0.5
 
 _TAKE = (
     "SELECT outcome, active, retry_after_s FROM take_key_place("
@@ -58,7 +54,7 @@ class ClusterKeyQuotas:
     def __init__(self, node: ClusterNode) -> None:
         self._node = node
         # Places whose row may still be there: their delete is retried until it lands.
-        self.unreleased: set[str] = set()
+        self._pending = PendingReleases(self._free, "key quota place")
         self._freeing: set[asyncio.Task[None]] = set()
         node.replicas.on_reap(self._free_dead)
         node.loop("key quota releases", self.run)
@@ -82,7 +78,7 @@ class ClusterKeyQuotas:
                 row = await cursor.fetchone()
         except BaseException:
             # The database gone or the caller cancelled mid-statement: the row may be there.
-            self.unreleased.add(place)
+            self._pending.keep(place)
             raise
         outcome, active, retry_after_s = row if row is not None else ("", 0, None)
         if outcome == "taken":
@@ -108,39 +104,21 @@ class ClusterKeyQuotas:
         def release() -> Awaitable[None]:
             nonlocal freeing
             if freeing is None:  # the first call starts the delete; every call may await it
-                freeing = asyncio.get_running_loop().create_task(self._release(place))
+                freeing = asyncio.get_running_loop().create_task(self._pending.release(place))
                 self._freeing.add(freeing)
                 freeing.add_done_callback(self._freeing.discard)
             return asyncio.shield(freeing)
 
         return release
 
-    async def _release(self, place: str) -> None:
-        try:
-            await self._free(place)
-        except (StorageUnavailable, psycopg.Error) as exc:
-            self.unreleased.add(place)
-            log.warning("a key quota place will be given back later: %s", exc)
-        except BaseException:
-            self.unreleased.add(place)
-            raise
+    @property
+    def unreleased(self) -> set[str]:
+        """Places whose row may still be there (their delete is retried until it lands)."""
+        return self._pending.unreleased
 
     async def run(self, stop: asyncio.Event) -> None:
         """Retry the releases that could not reach the database, until `stop`."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RELEASE_RETRY_S):
-                    await stop.wait()
-            await self.release_pending()
-
-    async def release_pending(self) -> None:
-        for place in sorted(self.unreleased):
-            try:
-                await self._free(place)
-            except (StorageUnavailable, psycopg.Error):
-                return  # still down: the next round
-            self.unreleased.discard(place)
-            log.info("key quota place %s was given back once the database was back", place)
+        await self._pending.run(stop)
 
     async def _free(self, place: str) -> None:
         async with self._node.database.connection() as conn:

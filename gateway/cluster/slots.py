@@ -29,9 +29,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn
 
-import psycopg
-
 from gateway.cluster.node import ClusterNode
+from gateway.cluster.releases import PendingReleases
 from gateway.cluster.replicas import FENCE, Connection
 from gateway.cluster.signals import notify
 from gateway.errors import ConcurrencyLimitReached, StorageUnavailable
@@ -44,8 +43,6 @@ SLOT_FREED = "slot_freed"
 POLL_S = 0.3
 # Claims an API run makes when slots were freed between its claim and the count of the refusal.
 TRY_ATTEMPTS = 3
-# How often a release that could not reach the database is tried again.
-RELEASE_RETRY_S = 0.5
 # pg_advisory_xact_lock key of the table's sizing ("cgw" "slt").
 SIZE_LOCK = 0x636777_736C74
 
@@ -91,7 +88,7 @@ class ClusterSlots(Slots):
         self._freed = asyncio.Event()
         self._cluster_waiting = 0
         # Runs whose row may still be held: their release is retried until it lands.
-        self.unreleased: set[str] = set()
+        self._pending = PendingReleases(self._free, "the cluster slot of run")
         node.replicas.on_reap(self._free_dead)
         node.signals.on(SLOT_FREED, self._on_signal)
         node.on_open(self._size)
@@ -130,7 +127,7 @@ class ClusterSlots(Slots):
             try:
                 yield
             finally:
-                await self._release(run_id)
+                await self._pending.release(run_id)
 
     async def report(self) -> tuple[int, int]:
         """The cluster's slots: (in use, maximum); (0, 0) on a replica with no cluster limit."""
@@ -141,22 +138,14 @@ class ClusterSlots(Slots):
             row = await cursor.fetchone()
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
+    @property
+    def unreleased(self) -> set[str]:
+        """Runs whose row may still be held (their release is retried until it lands)."""
+        return self._pending.unreleased
+
     async def run(self, stop: asyncio.Event) -> None:
         """Retry the releases that could not reach the database, until `stop`."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RELEASE_RETRY_S):
-                    await stop.wait()
-            await self.release_pending()
-
-    async def release_pending(self) -> None:
-        for run_id in sorted(self.unreleased):
-            try:
-                await self._free(run_id)
-            except (StorageUnavailable, psycopg.Error):
-                return  # still down: the next round
-            self.unreleased.discard(run_id)
-            log.info("run %s: its cluster slot was released once the database was back", run_id)
+        await self._pending.run(stop)
 
     async def _try(self, run_id: str) -> None:
         if self._turn.locked():  # this replica's waiters come first, as with the local slots
@@ -209,17 +198,7 @@ class ClusterSlots(Slots):
                 cursor = await conn.execute(_CLAIM, {"run": run_id, **self._node.replicas.fence()})
                 return await cursor.fetchone() is not None
         except BaseException:
-            self.unreleased.add(run_id)
-            raise
-
-    async def _release(self, run_id: str) -> None:
-        try:
-            await self._free(run_id)
-        except (StorageUnavailable, psycopg.Error) as exc:
-            self.unreleased.add(run_id)
-            log.warning("run %s: its cluster slot will be released later: %s", run_id, exc)
-        except BaseException:
-            self.unreleased.add(run_id)
+            self._pending.keep(run_id)
             raise
 
     async def _free(self, run_id: str) -> None:
