@@ -23,7 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gateway.api.around import status_code, wrapped
+from gateway.api.around import PerMethod, status_code, wrapped
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -60,6 +60,7 @@ class RpcSpans(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs o
 
     def __init__(self) -> None:
         self._tracer = trace.get_tracer(_TRACER_NAME)
+        self._spanned = PerMethod(self._span)
 
     async def intercept_service(
         self,
@@ -69,38 +70,35 @@ class RpcSpans(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs o
         handler = await continuation(details)
         if handler is None or handler.request_streaming:  # the gateway has none
             return handler
-        method = str(details.method)
+        return self._spanned(str(details.method), handler)
+
+    def _span(self, method: str, handler: Handler) -> Handler:
         service, _, name = method.lstrip("/").partition("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        carrier = {
-            key: value
-            for key, value in details.invocation_metadata or ()
-            if key in _TRACE_KEYS and isinstance(value, str)
-        }
         tracer = self._tracer
 
         def span(context: Context) -> AbstractContextManager[trace.Span]:
-            return _RpcSpan(tracer, method, attributes, carrier, context)
+            return _RpcSpan(tracer, method, attributes, context)
 
         return wrapped(handler, span)
 
 
 class _RpcSpan:
-    __slots__ = ("_attributes", "_carrier", "_context", "_method", "_scope", "_span", "_tracer")
+    __slots__ = ("_attributes", "_context", "_method", "_scope", "_span", "_tracer")
 
     def __init__(
-        self,
-        tracer: trace.Tracer,
-        method: str,
-        attributes: dict[str, str],
-        carrier: dict[str, str],
-        context: Context,
+        self, tracer: trace.Tracer, method: str, attributes: dict[str, str], context: Context
     ) -> None:
         self._tracer, self._method, self._attributes = tracer, method, attributes
-        self._carrier, self._context = carrier, context
+        self._context = context
 
     def __enter__(self) -> trace.Span:
-        parent = _PROPAGATOR.extract(self._carrier) if self._carrier else None
+        carrier = {
+            key: value
+            for key, value in self._context.invocation_metadata() or ()
+            if key in _TRACE_KEYS and isinstance(value, str)
+        }
+        parent = _PROPAGATOR.extract(carrier) if carrier else None
         self._scope = self._tracer.start_as_current_span(
             self._method,
             context=parent,

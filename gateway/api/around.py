@@ -43,6 +43,26 @@ def wrapped(handler: Handler, around: Callable[[Context], AbstractContextManager
     return grpc.unary_unary_rpc_method_handler(answered, **codecs)
 
 
+class PerMethod:
+    """The handler an interceptor builds from a method's handler, built once per method:
+    grpcio hands an interceptor the same handler for a method at every call (rebuilt should it
+    ever hand another). `build(method, handler)` gets the method's full name
+    (`/package.Service/Method`)."""
+
+    def __init__(self, build: Callable[[str, Handler], Handler]) -> None:
+        self._build = build
+        # method -> (the handler given, the one built from it)
+        self._built: dict[str, tuple[Handler, Handler]] = {}
+
+    def __call__(self, method: str, handler: Handler) -> Handler:
+        cached = self._built.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        built = self._build(method, handler)
+        self._built[method] = (handler, built)
+        return built
+
+
 def status_code(context: Context, failed: BaseException | None) -> grpc.StatusCode:
     """A finished call's gRPC code: the one it was aborted or answered with; CANCELLED when its
     client went away; UNKNOWN for an exception nothing translated; else OK."""

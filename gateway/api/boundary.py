@@ -26,6 +26,7 @@ from typing import Any, Final
 import grpc
 
 from bridge.requestid import REQUEST_ID_HEADER
+from gateway.api.around import PerMethod
 from gateway.api.service import abort
 from gateway.errors import GatewayError, InvalidRequest, quote
 
@@ -58,8 +59,7 @@ _PASS_THROUGH = (asyncio.CancelledError, grpc.aio.AbortError)
 class ServicerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
     def __init__(self) -> None:
         self._traced: set[tuple[str, str]] = set()
-        # method -> (the servicer's handler, its guarded twin): built once per method.
-        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._guarded = PerMethod(self._guard)
 
     async def intercept_service(
         self,
@@ -73,17 +73,12 @@ class ServicerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # st
             return handler
         if handler.request_streaming:  # the gateway has none; left as grpcio serves them
             return handler
-        method = str(details.method)
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        guarded = self._guard(method.rsplit("/", 1)[-1], handler)
-        self._wrapped[method] = (handler, guarded)
-        return guarded
+        return self._guarded(str(details.method), handler)
 
     def _guard(
-        self, name: str, handler: grpc.RpcMethodHandler[Any, Any]
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        name = method.rsplit("/", 1)[-1]
         codecs = {
             "request_deserializer": _decoder(handler.request_deserializer),
             "response_serializer": handler.response_serializer,

@@ -48,9 +48,9 @@ from gateway.api.views import (
     trigger,
 )
 from gateway.auth import principal, tenancy
-from gateway.auth.restrictions import check_triggers, trigger_entries
+from gateway.auth.restrictions import check_triggers
 from gateway.automation.scheduler import Scheduler
-from gateway.automation.triggers import TriggerFiles
+from gateway.automation.triggers import TriggerFiles, payload_items
 from gateway.changes.diff import clamp_max_diff_bytes
 from gateway.config import Config
 from gateway.errors import (
@@ -489,7 +489,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if not request.HasField("triggers"):
             raise InvalidRequest("a trigger or an array of triggers is required", field="triggers")
         payload = struct_value(request.triggers, "triggers")
-        self._check_triggers(trigger_entries(payload))
+        self._check_triggers(payload_items(payload)[0])
         created = await self._scheduler.create(path, payload)
         response = triggers_pb2.CreateTriggersResponse(
             trigger_file=str(path), triggers=[trigger(t) for t in created]

@@ -54,21 +54,12 @@ def check_triggers(
     workspace, as a fire takes them) and the gateway's default model its fires run."""
     if key.allowed_models is None and key.workspace_roots is None:
         return
-    for entry in entries:
-        if not isinstance(entry, Mapping):
-            continue  # the trigger file's own checks refuse it
-        check_model(key, default_model)
+    triggers = [entry for entry in entries if isinstance(entry, Mapping)]  # others: 400 later
+    if triggers:
+        check_model(key, default_model)  # every fire runs the gateway's default
+    for entry in triggers:
         cwd = entry.get("cwd")
         if cwd is None or (isinstance(cwd, str) and not cwd.strip()):
             check_workspace(key, _real(key, default_workspace))
         elif isinstance(cwd, str) and "\0" not in cwd:
             check_workspace(key, _real(key, default_workspace / cwd.strip()))
-
-
-def trigger_entries(payload: Any) -> list[Any]:
-    """The trigger objects of a CreateTriggers payload: one object, `{"triggers": [...]}`, or
-    an array."""
-    if isinstance(payload, Mapping):
-        listed = payload.get("triggers")
-        return list(listed) if isinstance(listed, list) else [payload]
-    return list(payload) if isinstance(payload, list) else []

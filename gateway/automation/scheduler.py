@@ -51,6 +51,7 @@ from gateway.automation.triggers import (
     find,
     normalise,
     parse_entries,
+    payload_items,
     trigger_images,
 )
 from gateway.clock import Clock, iso, system_clock
@@ -550,16 +551,7 @@ class Scheduler:
 
     async def create(self, path: Path, payload: Any) -> list[dict[str, Any]]:
         """Create or replace one trigger (an object) or a batch (an array or {"triggers": [..]})."""
-        batch = isinstance(payload, list) or (
-            isinstance(payload, dict) and isinstance(payload.get("triggers"), list)
-        )
-        items = (
-            payload
-            if isinstance(payload, list)
-            else payload.get("triggers")
-            if batch
-            else [payload]
-        )
+        items, batch = payload_items(payload)
         if not items:
             raise InvalidRequest("no trigger given", field="triggers")
         if len(items) > self._config.max_per_file:

@@ -555,3 +555,13 @@ def find(document: TriggerDocument, trigger_id: str) -> dict[str, Any]:
         raise TriggerNotFound(trigger_id)
     entry = document.entries[index]
     return entry if isinstance(entry, dict) else {}
+
+
+def payload_items(payload: Any) -> tuple[list[Any], bool]:
+    """The triggers a create payload gives: one object, or a batch (an array, or
+    `{"triggers": [...]}`); whether it was a batch."""
+    if isinstance(payload, list):
+        return payload, True
+    if isinstance(payload, dict) and isinstance(payload.get("triggers"), list):
+        return payload["triggers"], True
+    return [payload], False

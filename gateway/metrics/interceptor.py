@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from gateway.api.around import status_code, wrapped
+from gateway.api.around import PerMethod, status_code, wrapped
 from gateway.metrics.families import GatewayMetrics
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -23,8 +23,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs only
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
-        # method -> (the inner handler, its measured twin): built once per method.
-        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._measured = PerMethod(self._measure)
 
     async def intercept_service(
         self,
@@ -36,17 +35,12 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
         handler = await continuation(details)
         if handler is None or handler.request_streaming:  # the gateway serves none
             return handler
-        method = str(details.method)
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        measured = self._measure(method.rsplit("/", 1)[-1], handler)
-        self._wrapped[method] = (handler, measured)
-        return measured
+        return self._measured(str(details.method), handler)
 
     def _measure(
-        self, name: str, handler: grpc.RpcMethodHandler[Any, Any]
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        name = method.rsplit("/", 1)[-1]
         count = self._metrics.rpcs
         latency = self._metrics.rpc_duration.labels(name)
         return wrapped(handler, lambda context: _Measured(name, count, latency, context))
