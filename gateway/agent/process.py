@@ -183,6 +183,13 @@ class AgentProcess:
             if self._output is not None:
                 await self._pace(self._output.spend(chunk.count(b"\n"), len(chunk)))
 
+    def _stop_pacing(self) -> None:
+        """stdout has ended or the agent is being stopped: the rest is read at once, and the
+        agent leaves the output budget's split (gateway/agent/budget.py)."""
+        self._unpaced.set()
+        if self._output is not None:
+            self._output.close()
+
     async def _pace(self, wait_s: float) -> None:
         """Wait out the agent's share of the output budget, unless it is being stopped or its
         stdout has ended (its exit must not wait for the rest of its stderr to be paced)."""
@@ -204,7 +211,7 @@ class AgentProcess:
             # A read that finds data buffered does not suspend: give followers and other
             # requests their turn between batches of a fast-writing agent.
             await asyncio.sleep(output.spend(len(batch), len(chunk)) if output else 0)
-        self._unpaced.set()
+        self._stop_pacing()
         last = list(self._framer.close())
         if last:
             yield last
@@ -229,7 +236,7 @@ class AgentProcess:
         # Keep stdout flowing while stopping: an agent blocked on a full pipe cannot exit, and
         # asyncio's wait() only returns once both pipes have reached EOF.
         drain = asyncio.ensure_future(_discard(proc.stdout))
-        self._unpaced.set()
+        self._stop_pacing()
         try:
             found = descendants(proc.pid)
             if proc.returncode is None:

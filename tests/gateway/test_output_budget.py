@@ -70,6 +70,34 @@ def test_readers_share_the_rate_and_a_quiet_one_leaves_its_share() -> None:
     assert round(first.spend(200, 1), 6) == pytest.approx(0.2 - BURST_S)  # the whole rate again
 
 
+def test_an_ended_reader_leaves_the_split_at_once() -> None:
+    """Hundreds of short runs a second: each agent's share must not shrink by the ones that
+    already ended (counted for ACTIVE_S after their last read, 250 runs a second made each
+    new agent wait 25 ms for four lines, and halved the gateway's throughput)."""
+    clock = _Clock()
+    budget = OutputBudget(1000, 0, clock=clock)
+    for _ in range(500):
+        meter = budget.meter()
+        assert meter.spend(4, 100) == 0.0
+        meter.close()
+        clock.now += 0.002
+    assert budget.readers() == 0
+    running = budget.meter()
+    assert running.spend(100, 1) == 0.0  # alone: its whole burst
+    assert round(running.spend(100, 1), 6) == pytest.approx(0.1)  # the whole rate, alone
+
+
+def test_a_closed_meter_costs_nothing_and_is_not_counted() -> None:
+    clock = _Clock()
+    budget = OutputBudget(1000, 0, clock=clock)
+    meter = budget.meter()
+    meter.spend(100, 1)
+    meter.close()
+    meter.close()  # twice is harmless
+    assert meter.spend(10_000, 1) == 0.0  # what is left after the end is read at once
+    assert budget.readers() == 0
+
+
 def test_a_quiet_reader_gets_its_burst_back() -> None:
     clock = _Clock()
     meter = OutputBudget(1000, 0, clock=clock).meter()
