@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from gateway.agent.budget import OutputMeter
+from gateway.agent.child import Child, Pipe
 from gateway.agent.events import LineFramer, OversizedLine
 from gateway.agent.priority import GROUP_NICE_INTERVAL_S, make_nicer, set_group_nice
 from gateway.config import AgentUser
@@ -65,7 +66,7 @@ class AgentProcess:
         self._output = output
         # Set once stdout has ended or the agent is being stopped: what is left is read at once.
         self._unpaced = asyncio.Event()
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stdin_task: asyncio.Task[None] | None = None
         self._group_nice_task: asyncio.Task[None] | None = None
@@ -79,7 +80,7 @@ class AgentProcess:
     def returncode(self) -> int | None:
         return self._proc.returncode if self._proc else None
 
-    def _started(self) -> asyncio.subprocess.Process:
+    def _started(self) -> Child:
         if self._proc is None:
             raise RuntimeError("the agent process has not been started")
         return self._proc
@@ -91,19 +92,15 @@ class AgentProcess:
         user = self._user
         switch = user is not None and (user.uid != os.geteuid() or user.gid != os.getegid())
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            self._proc = Child.spawn(
+                self._argv,
                 env=self._env,
                 # The child's /proc/self is itself, and it still holds the (close-on-exec)
                 # descriptor when it changes directory: it lands in the verified directory,
                 # and the agent does not inherit the descriptor.
                 cwd=f"/proc/self/fd/{workspace}",
-                # A session of its own: its own process group (what stop() signals), no
+                # In a session of its own: its own process group (what stop() signals), no
                 # controlling terminal, and its own scheduling group (gateway/agent/priority.py).
-                start_new_session=True,
                 # The gateway's own files are private (umask 077, gateway/__main__.py); what
                 # codex writes in the workspace is as usual.
                 umask=0o022,
@@ -111,7 +108,6 @@ class AgentProcess:
                 user=user.uid if switch and user else None,
                 group=user.gid if switch and user else None,
                 extra_groups=[] if switch else None,
-                limit=_READ_CHUNK,
             )
         except FileNotFoundError as exc:
             # (Stats on a failure path only.)
@@ -145,7 +141,7 @@ class AgentProcess:
                 raise
             if group_nice is not None:
                 self._group_nice_task = asyncio.create_task(self._nice_group_later(group_nice))
-        self._stdin_task = asyncio.create_task(self._write_stdin())
+        self._write_prompt()
         self._stderr_task = asyncio.create_task(self._drain_stderr())
 
     async def _nice_group_later(self, value: int) -> None:
@@ -158,23 +154,31 @@ class AgentProcess:
                 return
         log.warning("agent %d: its scheduling group could not be niced", proc.pid)
 
-    async def _write_stdin(self) -> None:
+    def _write_prompt(self) -> None:
+        """The prompt, then the end of stdin: at once when the pipe takes it all (a prompt
+        within the pipe's 64 KiB), else the rest as the agent reads it."""
         stdin = self._started().stdin
-        if stdin is None:
-            return
         try:
-            stdin.write(self._stdin)
-            await stdin.drain()
+            written = stdin.try_write(self._stdin)
+        except (BrokenPipeError, ConnectionResetError):
+            written = len(self._stdin)  # the agent exited without reading its prompt
+        if written == len(self._stdin):
+            stdin.close()
+        else:
+            self._stdin_task = asyncio.create_task(self._write_stdin(written))
+
+    async def _write_stdin(self, written: int) -> None:
+        stdin = self._started().stdin
+        try:
+            await stdin.write_all(self._stdin[written:])
         except (BrokenPipeError, ConnectionResetError):
             pass  # the agent exited without reading its prompt; its exit code tells the story
         finally:
             stdin.close()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                await stdin.wait_closed()
 
     async def _drain_stderr(self) -> None:
         stderr = self._started().stderr
-        while stderr is not None and (chunk := await stderr.read(_READ_CHUNK)):
+        while chunk := await stderr.read(_READ_CHUNK):
             self._stderr_tail += chunk
             if len(self._stderr_tail) > self._stderr_limit:
                 del self._stderr_tail[: len(self._stderr_tail) - self._stderr_limit]
@@ -204,7 +208,7 @@ class AgentProcess:
         output budget the next read waits (its pipe fills meanwhile: nothing is lost)."""
         stdout = self._started().stdout
         output = self._output
-        while stdout is not None and (chunk := await stdout.read(_READ_CHUNK)):
+        while chunk := await stdout.read(_READ_CHUNK):
             batch = list(self._framer.feed(chunk))
             if batch:
                 yield batch
@@ -217,6 +221,7 @@ class AgentProcess:
             yield last
 
     async def wait(self) -> int:
+        """Its exit code, once it has exited and its stderr has ended."""
         code = await self._started().wait()
         if self._stderr_task is not None:
             await self._stderr_task
@@ -232,9 +237,8 @@ class AgentProcess:
             return
         await asyncio.shield(self._stop(proc, grace_s))
 
-    async def _stop(self, proc: asyncio.subprocess.Process, grace_s: float) -> None:
-        # Keep stdout flowing while stopping: an agent blocked on a full pipe cannot exit, and
-        # asyncio's wait() only returns once both pipes have reached EOF.
+    async def _stop(self, proc: Child, grace_s: float) -> None:
+        # Keep stdout flowing while stopping: an agent blocked on a full pipe cannot exit.
         drain = asyncio.ensure_future(_discard(proc.stdout))
         self._stop_pacing()
         try:
@@ -242,25 +246,21 @@ class AgentProcess:
             if proc.returncode is None:
                 self.stopped_by_signal = True
                 _signal_group(proc.pid, signal.SIGINT)
-                await _exited(proc, grace_s)
+                await proc.exited_within(grace_s)
             found |= descendants(proc.pid)
             # codex runs commands in sessions of their own: the group kill does not reach them.
             _signal_group(proc.pid, signal.SIGKILL)
             for pid in found:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            await _exited(proc, _KILL_WAIT_S)
+            await proc.exited_within(_KILL_WAIT_S)
             pipes = {drain, *([self._stderr_task] if self._stderr_task else [])}
             _, open_pipes = await asyncio.wait(pipes, timeout=_KILL_WAIT_S)
             if open_pipes:
                 # Something outside our reach still holds a pipe: stop listening to it.
                 log.warning("agent %d: a pipe stayed open after the kill; closing it", proc.pid)
-                transport = getattr(proc, "_transport", None)  # no public way to drop the pipes
-                if transport is not None:
-                    transport.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), _KILL_WAIT_S)
         finally:
+            proc.close_pipes()
             for task in (drain, self._stdin_task, self._stderr_task, self._group_nice_task):
                 if task is not None and not task.done():
                     task.cancel()
@@ -275,20 +275,10 @@ class AgentProcess:
             self._group_nice_task.cancel()
 
 
-async def _discard(stream: asyncio.StreamReader | None) -> None:
-    if stream is None:
-        return
-    with contextlib.suppress(OSError, ValueError):
-        while await stream.read(_READ_CHUNK):
+async def _discard(pipe: Pipe) -> None:
+    with contextlib.suppress(OSError):
+        while await pipe.read(_READ_CHUNK):
             pass
-
-
-async def _exited(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
-    """Until the process has exited (not its pipes: wait() would wait for those too)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    # asyncio has no exit-only notification (its wait() also waits for the pipes): poll.
-    while proc.returncode is None and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
