@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway.agent.events import canonical_thread_id
 from gateway.sessions.model import (
     ForkOrigin,
@@ -171,7 +173,7 @@ def encode_run(record: RunRecord) -> JsonObject:
 def encoded_size(record: RunRecord) -> int:
     """The bytes of the record's JSON text as it would be written now (the record unchanged)."""
     stored = dict(record.stored) if record.stored is not None else None
-    return len(dumps(_overlay(record, _RUN_KEYS, stored)).encode()) - 1  # less the newline
+    return len(dumps(_overlay(record, _RUN_KEYS, stored))) - 1  # less the newline
 
 
 def decode_session(
@@ -213,15 +215,18 @@ def encode_session(session: Session) -> JsonObject:
     return document
 
 
-def dumps(document: JsonObject) -> str:
-    """One JSON document as written: compact (the C encoder serves only compact output, ~10x
-    faster than indent=2), one line."""
-    return json.dumps(document, separators=(",", ":")) + "\n"
+def dumps(document: JsonObject) -> bytes:
+    """One JSON document as written: compact UTF-8, one line (orjson: a tenth of the json
+    module's time for a session's meta, written twice a run)."""
+    try:
+        return orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # an integer past 64 bits (a trigger file's metadata)
+        return (json.dumps(document, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 def dumps_lines(records: Iterable[RunRecord]) -> bytes:
     """Run records as runs.jsonl lines."""
-    return "".join(dumps(encode_run(record)) for record in records).encode()
+    return b"".join(dumps(encode_run(record)) for record in records)
 
 
 def _overlay(typed: object, keys: tuple[_Key, ...], stored: JsonObject | None) -> JsonObject:

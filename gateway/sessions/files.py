@@ -315,13 +315,13 @@ class FileSessionStore(SessionStore):
         session.updated_at = now_iso()
         self._archive_runs(session)
         self.meta_writes += 1
-        text = dumps(encode_session(session))
+        data = dumps(encode_session(session))
         if session.staging is not None:
-            self._create_directory(session, session.staging, text)
+            self._create_directory(session, session.staging, data)
         else:
             try:
                 # 0666 less the umask, as meta.json has always been written.
-                write_atomic(session.dir / META, text.encode(), mode=0o666)
+                write_atomic(session.dir / META, data, mode=0o666)
             except OSError as exc:
                 raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
         session.touched()
@@ -351,9 +351,9 @@ class FileSessionStore(SessionStore):
         del runs[: len(moving)]
         session.runs_archived += len(moving)
 
-    def _create_directory(self, session: Session, staging: Path, meta_text: str) -> None:
+    def _create_directory(self, session: Session, staging: Path, meta: bytes) -> None:
         try:
-            (staging / META).write_text(meta_text, encoding="utf-8")
+            (staging / META).write_bytes(meta)
             staging.rename(session.dir)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
