@@ -161,7 +161,8 @@ def _single_printer(field: FieldDescriptor) -> Convert:
             return value.name if value is not None else number
 
         return enum_name
-    return _print  # a message
+    # A message: Struct and its kin straight to their printer, others by their plan.
+    return _WELL_KNOWN.get(field.message_type.full_name, _print)  # type: ignore[union-attr]
 
 
 def _map_key_printer(field: FieldDescriptor) -> Convert:
@@ -206,8 +207,9 @@ def integral(value: Any) -> Any:
 
 
 def _struct(message: Message) -> dict[str, Any]:
+    # The map by key: its ItemsView costs a third more on the upb map.
     fields = cast(struct_pb2.Struct, message).fields
-    return {key: _value(value) for key, value in fields.items()}
+    return {key: _value(fields[key]) for key in fields}
 
 
 def _list_value(message: Message) -> list[Any]:
@@ -217,17 +219,18 @@ def _list_value(message: Message) -> list[Any]:
 def _value(message: Message) -> Any:
     value = cast(struct_pb2.Value, message)
     kind = value.WhichOneof("kind")
+    # The kinds events hold most first.
+    if kind == "string_value":
+        return value.string_value
+    if kind == "struct_value":
+        return _struct(value.struct_value)
     if kind == "number_value":
         number = value.number_value
         if math.isnan(number) or math.isinf(number):
             raise ValueError(f"Fail to serialize {number} for Value.number_value (not JSON)")
         return integral(number)
-    if kind == "string_value":
-        return value.string_value
     if kind == "bool_value":
         return value.bool_value
-    if kind == "struct_value":
-        return _struct(value.struct_value)
     if kind == "list_value":
         return _list_value(value.list_value)
     return None  # null_value, or no kind at all

@@ -2,7 +2,8 @@
 
 Requests, in grpc-gateway's order: the body (`*` is the whole message, a field name is that
 field), then the path parameters (so the path wins over the body), then query parameters for the
-remaining top-level scalar fields. Anything a client can send that does not fit is
+remaining top-level scalar fields. The body is read by bridge/reader.py when it has the usual
+shapes, else by json_format. Anything a client can send that does not fit is
 `InvalidRequest` (400) naming the parameter or field, never an exception of another kind.
 
 Responses are printed by bridge/printer.py.
@@ -27,6 +28,7 @@ from google.protobuf.message import Message
 
 from .bindings import Binding
 from .errors import InvalidRequest
+from .reader import Unusual, read_message
 
 ScalarValue = str | bool | int | float | bytes
 
@@ -188,6 +190,13 @@ def _group(
 
 
 def _merge_body(request: Message, body_field: str, value: Any) -> None:
+    document = value if body_field == "*" else {body_field: value}
+    if isinstance(document, dict):
+        try:
+            read_message(request, document)
+            return
+        except Unusual:
+            request.Clear()  # json_format reads it all again, or words the refusal
     if body_field == "*":
         if not isinstance(value, dict):
             raise InvalidRequest("Invalid request body: expected a JSON object")
