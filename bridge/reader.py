@@ -190,7 +190,9 @@ def _structs(message: Message, name: str, value: Any, depth: int) -> None:
 
 
 def _value_field(message: Message, name: str, value: Any, depth: int) -> None:
-    _fill_value(getattr(message, name), value, depth + 1)
+    child = getattr(message, name)
+    child.SetInParent()
+    _fill_value(child, value, depth + 1)
 
 
 def _fill_struct(message: struct_pb2.Struct, value: Any, depth: int) -> None:

@@ -102,6 +102,29 @@ def test_usual_bodies_are_read_without_json_format(document: dict[str, Any]) -> 
     ) == expected.SerializeToString(deterministic=True)
 
 
+@pytest.mark.parametrize(
+    "structured",
+    [
+        pytest.param(1, id="number"),
+        pytest.param("s", id="string"),
+        pytest.param(False, id="bool"),
+        pytest.param({}, id="empty-object"),
+        pytest.param([], id="empty-list"),
+        pytest.param({"a": [1, {"b": None}, []]}, id="nested"),
+    ],
+)
+def test_a_value_field_is_read_as_json_format_reads_it(structured: Any) -> None:
+    # No request has a google.protobuf.Value field today; a result does.
+    document = {"structured": structured}
+    expected = runs_pb2.RunResult()
+    json_format.ParseDict(document, expected)
+    got = read(runs_pb2.RunResult(), document)
+    assert got.HasField("structured")
+    assert got.SerializeToString(deterministic=True) == expected.SerializeToString(
+        deterministic=True
+    )
+
+
 def test_present_but_empty_messages_stay_present() -> None:
     request = read(runs_pb2.CompleteRequest(), {"run": {"metadata": {}}})
     assert request.HasField("run")
