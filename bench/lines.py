@@ -17,13 +17,9 @@ git or that commit the row has no baseline.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import statistics
-import subprocess
-import tarfile
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +28,7 @@ from bench import PYTHONPATH, ROOT
 from bench.results import Result
 from bench.server import GatewayProcess, cpu_seconds, running_gateway
 from bench.sizes import Context
+from bench.trees import exported_tree
 from codex_gateway.v1 import gateway_pb2_grpc, runs_pb2
 
 REPLAY_AGENT = ROOT / "bench" / "agents" / "replay_agent.py"
@@ -120,25 +117,6 @@ def line_mix(count: int) -> bytes:
     return b"\n".join(lines[:count]) + b"\n"
 
 
-def _export(commit: str, into: Path) -> str | None:
-    """The tree at `commit` (its gateway, bridge and generated code) in `into`; its PYTHONPATH,
-    or None when it cannot be had (no git, a shallow clone)."""
-    try:
-        archive = subprocess.run(  # noqa: S603  # fixed argv
-            ["git", "archive", "--format=tar", commit, "gateway", "bridge", "gen"],  # noqa: S607
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    into.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return f"{into}:{into / 'gen'}"
-
-
 async def _run_cpu_s(gateway: GatewayProcess, env: dict[str, str], *, streamed: bool) -> float:
     """The gateway's CPU seconds for one run of the replay agent with `env`."""
     async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
@@ -164,7 +142,7 @@ async def line_cost(ctx: Context) -> list[Result]:
     replay.write_bytes(line_mix(sizes.line_cost_lines))
     commit = os.environ.get("BENCH_LINE_COST_BEFORE", BEFORE_COMMIT)
     trees = {"now": PYTHONPATH}
-    before_path = _export(commit, ctx.workdir / "before-tree")
+    before_path = exported_tree(commit, ctx.workdir / "before-tree")
     if before_path is not None:
         trees["before"] = before_path
     else:
