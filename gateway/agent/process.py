@@ -222,7 +222,10 @@ class AgentProcess:
 
     async def wait(self) -> int:
         """Its exit code, once it has exited and its stderr has ended."""
-        code = await self._started().wait()
+        proc = self._started()
+        code = await proc.wait()
+        # The rest of a prompt it never read has nowhere to go: the writer ends here, at once.
+        proc.stdin.close()
         if self._stderr_task is not None:
             await self._stderr_task
         return code
