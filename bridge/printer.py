@@ -29,7 +29,7 @@ from .bindings import Binding
 
 _T = FieldDescriptor
 MAX_EXACT_FLOAT_INT: Final = 2**53
-_INTEGER_TYPES: Final = frozenset(
+INTEGER_TYPES: Final = frozenset(
     {
         _T.TYPE_INT32,
         _T.TYPE_SINT32,
@@ -43,7 +43,7 @@ _INTEGER_TYPES: Final = frozenset(
         _T.TYPE_FIXED64,
     }
 )
-_PASS_THROUGH: Final = frozenset({_T.TYPE_STRING, _T.TYPE_BOOL}) | _INTEGER_TYPES
+_PASS_THROUGH: Final = frozenset({_T.TYPE_STRING, _T.TYPE_BOOL}) | INTEGER_TYPES
 
 Convert = Callable[[Any], Any]
 

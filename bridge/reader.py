@@ -24,26 +24,14 @@ from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from .printer import INTEGER_TYPES
+
 _T = FieldDescriptor
 # json_format counts nesting (each message, Struct and Value) up to 100; past this the body
 # goes to json_format, which decides.
 MAX_DEPTH: Final = 32
 # json_format refuses a string with an unpaired surrogate; any surrogate goes to it here.
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_INTEGER_TYPES: Final = frozenset(
-    {
-        _T.TYPE_INT32,
-        _T.TYPE_SINT32,
-        _T.TYPE_SFIXED32,
-        _T.TYPE_UINT32,
-        _T.TYPE_FIXED32,
-        _T.TYPE_INT64,
-        _T.TYPE_SINT64,
-        _T.TYPE_SFIXED64,
-        _T.TYPE_UINT64,
-        _T.TYPE_FIXED64,
-    }
-)
 _STRUCT: Final = "google.protobuf.Struct"
 _VALUE: Final = "google.protobuf.Value"
 _LIST_VALUE: Final = "google.protobuf.ListValue"
@@ -116,7 +104,7 @@ def _field_reader(field: FieldDescriptor) -> Read | None:
         return _string
     if field.type == _T.TYPE_BOOL:
         return _bool
-    if field.type in _INTEGER_TYPES:
+    if field.type in INTEGER_TYPES:
         return _integer
     return None  # floats, enums, bytes
 

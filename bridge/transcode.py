@@ -197,6 +197,12 @@ def _merge_body(request: Message, body_field: str, value: Any) -> None:
             return
         except Unusual:
             request.Clear()  # json_format reads it all again, or words the refusal
+    merge_body_by_json_format(request, body_field, value)
+
+
+def merge_body_by_json_format(request: Message, body_field: str, value: Any) -> None:
+    """The body read by the shape checks and json_format alone: every body bridge/reader.py
+    finds unusual, every refusal's wording, and the oracle of tests/bridge/test_reader.py."""
     if body_field == "*":
         if not isinstance(value, dict):
             raise InvalidRequest("Invalid request body: expected a JSON object")

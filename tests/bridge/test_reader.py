@@ -32,21 +32,7 @@ def oracle(binding: Binding, body: bytes) -> tuple[str, Any]:
     request = binding.request_class()
     try:
         value = transcode.parse_json_body(body)
-        if binding.body == "*":
-            if not isinstance(value, dict):
-                raise InvalidRequest("Invalid request body: expected a JSON object")
-            transcode._check_shape(value, request.DESCRIPTOR, "")
-            document = value
-        else:
-            field = request.DESCRIPTOR.fields_by_name[binding.body]
-            transcode._check_field_shape(field, value, "")
-            document = {binding.body: value}
-        try:
-            json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
-            raise InvalidRequest(f"Invalid request body: {transcode._echo(str(exc), 200)}") from exc
-        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise InvalidRequest(f"Invalid request body: {transcode._echo(str(exc), 200)}") from exc
+        transcode.merge_body_by_json_format(request, binding.body, value)
     except InvalidRequest as exc:
         return "error", exc.message
     return "ok", request.SerializeToString(deterministic=True)
