@@ -8,6 +8,7 @@ rewrites), at most MAX_REPORTED_FILES paths of at most MAX_PATH_CHARS characters
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -35,9 +36,14 @@ class ReportedChanges:
     """The files a run's `file_change` items name, at most MAX_REPORTED_FILES of them."""
 
     def __init__(self, workspace: Path) -> None:
-        self._workspace = Path(os.path.realpath(workspace))
+        self._given = workspace
         self.files: dict[str, str] = {}
         self.omitted = 0
+
+    @functools.cached_property
+    def _workspace(self) -> Path:
+        """Resolved when a run first reports a file: most runs report none."""
+        return Path(os.path.realpath(self._given))
 
     def observe(self, event: dict[str, Any]) -> None:
         if event.get("type") != "item.completed":
@@ -62,9 +68,10 @@ class ReportedChanges:
 
     def _shown(self, path: str) -> str:
         """Relative to the workspace when inside it (as git's changes are), else as given."""
-        full = Path(os.path.normpath(self._workspace / path))
-        if full.is_relative_to(self._workspace) and full != self._workspace:
-            return full.relative_to(self._workspace).as_posix()
+        workspace = self._workspace
+        full = Path(os.path.normpath(workspace / path))
+        if full.is_relative_to(workspace) and full != workspace:
+            return full.relative_to(workspace).as_posix()
         return full.as_posix()
 
     def _note(self, path: str, kind: str) -> None:

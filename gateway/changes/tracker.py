@@ -88,8 +88,19 @@ class ChangeTracker:
             return
         run.record.changes_snapshot = {**base.as_json(), "workspace": str(workspace)}
 
+    def end_at_once(self, run: Run) -> bool:
+        """The run's changes into its record now, when nothing needs waiting for: no snapshot
+        to compare with and no file codex reported (most runs outside git). False: `end` has
+        the work to do."""
+        if Snapshot.from_json(run.record.changes_snapshot) is not None or run.reported.files:
+            return False
+        run.record.changes = Summary("codex_events", 0).as_json()
+        return True
+
     async def end(self, run: Run) -> None:
         """The run's changes into its record: the git summary, else codex's reported files."""
+        if self.end_at_once(run):
+            return
         record = run.record
         base = Snapshot.from_json(record.changes_snapshot)
         if base is not None and record.changes_snapshot is not None:

@@ -307,6 +307,8 @@ class Runner:
     async def _record_changes(self, run: Run) -> None:
         """What the run changed, whatever its status; a cancel while it is recorded (the
         gateway's shutdown past its grace) does not stop the run's end from being recorded."""
+        if self.changes.end_at_once(run):  # most runs: nothing to wait for, no task for it
+            return
         recording = asyncio.ensure_future(self.changes.end(run))
         try:
             await asyncio.shield(recording)
