@@ -567,10 +567,10 @@ def _upstream(bind: str, grpc_port: int) -> str:
 
 
 def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
-    """Python 3.11's default child watcher starts a thread per process (~0.3 ms each); a
-    pidfd watcher (Linux 5.3+) has the event loop itself wait for exits. 3.12 does this alone.
-    It serves the asyncio subprocesses (git for a run's changes, the bridge); agents are
-    watched by gateway/agent/child.py itself."""
+    """Python 3.11's default child watcher starts a thread per process; a pidfd watcher (Linux
+    5.3+) has the event loop itself wait for exits. 3.12 does this alone. It serves the asyncio
+    subprocesses (git for a run's changes, the bridge); agents are watched by
+    gateway/agent/child.py itself."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
     try:

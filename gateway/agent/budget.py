@@ -16,8 +16,8 @@ now. An agent that was quiet may take up to `BURST_S` of its share at once.
 
 An agent is in the split from its first read until its stdout ends or it is stopped (its meter
 is closed then), or until it has been quiet for `ACTIVE_S`. An ended agent that stayed in the
-split would shrink every other share: at a few hundred short runs a second, a new agent's four
-lines cost it tens of milliseconds of waiting.
+split would shrink every other share: with many short runs a second, a new agent's few lines
+waited out a share left to agents long gone (BENCHMARKS.md, issue 18).
 """
 
 from __future__ import annotations

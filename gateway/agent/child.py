@@ -3,10 +3,9 @@ non-blocking descriptors, read or written when the loop says they are ready, and
 pidfd the loop watches (a waiting thread where the kernel has no pidfds).
 
 asyncio's subprocess support builds a transport and a protocol for each pipe and one for the
-process, and calls back through each of them as the child starts, writes and ends: about 120 µs
-of the gateway's CPU per run, half of what starting an agent cost it (BENCHMARKS.md, issue 18).
-The gateway uses none of what they add: it reads each pipe in a loop of its own, at its own
-pace, and writes one prompt.
+process, and calls back through each of them as the child starts, writes and ends: half of what
+starting an agent cost the gateway (BENCHMARKS.md, issue 18). The gateway uses none of what they
+add: it reads each pipe in a loop of its own, at its own pace, and writes one prompt.
 """
 
 from __future__ import annotations

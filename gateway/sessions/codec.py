@@ -216,8 +216,8 @@ def encode_session(session: Session) -> JsonObject:
 
 
 def dumps(document: JsonObject) -> bytes:
-    """One JSON document as written: compact UTF-8, one line (orjson: a tenth of the json
-    module's time for a session's meta, written twice a run)."""
+    """One JSON document as written: compact UTF-8, one line (orjson: a session's meta is
+    written twice a run, and the json module was a good part of that)."""
     try:
         return orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:  # an integer past 64 bits (a trigger file's metadata)
