@@ -1,8 +1,9 @@
 """A method's behaviour run inside something per call (a span, the caller bound): how an
 interceptor wraps the handler it was given, streams included, with the handler's own codecs.
 
-`around(context)` is a (synchronous) context manager entered for each call, around the whole of
-a unary call and around the whole of a stream (every message it yields).
+`around(request, context)` makes a (synchronous) context manager entered for each call, around
+the whole of a unary call and around the whole of a stream (every message it yields); `sent`,
+when given, sees the manager and each message the call answers with, before it goes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
 
 
-def wrapped(handler: Handler, around: Callable[[Context], AbstractContextManager[Any]]) -> Handler:
+def wrapped(
+    handler: Handler,
+    around: Callable[[Any, Context], AbstractContextManager[Any]],
+    *,
+    sent: Callable[[Any, Any], None] | None = None,
+) -> Handler:
     codecs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -29,16 +35,23 @@ def wrapped(handler: Handler, around: Callable[[Context], AbstractContextManager
     if stream is not None:
 
         async def streamed(request: Any, context: Context) -> AsyncIterator[Any]:
-            with around(context):
+            manager = around(request, context)
+            with manager:
                 async for message in stream(request, context):
+                    if sent is not None:
+                        sent(manager, message)
                     yield message
 
         return grpc.unary_stream_rpc_method_handler(streamed, **codecs)
     unary: Any = handler.unary_unary
 
     async def answered(request: Any, context: Context) -> Any:
-        with around(context):
-            return await unary(request, context)
+        manager = around(request, context)
+        with manager:
+            response = await unary(request, context)
+            if sent is not None:
+                sent(manager, response)
+            return response
 
     return grpc.unary_unary_rpc_method_handler(answered, **codecs)
 

@@ -11,13 +11,13 @@ recorded where the client called, not again at the session's home.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
 from bridge.requestid import current_request_id
-from gateway.api.around import status_code
+from gateway.api.around import PerMethod, status_code, wrapped
 from gateway.auth import principal as principals
 from gateway.auth.audit import AuditLog
 from gateway.auth.keys import ApiKey
@@ -54,6 +54,7 @@ class AuditTrail(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
         self._log = log
         self._keys_required = keys_required
         self._cluster = cluster_token.encode() if cluster_token is not None else None
+        self._recorded = PerMethod(self._record)
 
     async def intercept_service(
         self,
@@ -61,65 +62,25 @@ class AuditTrail(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
         details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(details)
-        name = str(details.method).rsplit("/", 1)[-1]
-        if handler is None or name not in MUTATING or handler.request_streaming:
+        method = str(details.method)
+        if handler is None or handler.request_streaming or _name(method) not in MUTATING:
             return handler
         if self._cluster is not None:
             metadata = dict(details.invocation_metadata or ())
             offered = str(metadata.get(CLUSTER_TOKEN_KEY, "")).encode()
             if hmac.compare_digest(offered, self._cluster):
                 return handler  # a replica's forwarded call: recorded where it came in
-        return self._recorded(name, handler)
+        return self._recorded(method, handler)
 
-    def _recorded(self, name: str, handler: Handler) -> Handler:
-        codecs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        # The stubs type behaviours as synchronous; the aio server's are coroutines.
-        stream: Any = handler.unary_stream
-        if stream is not None:
+    def _record(self, method: str, handler: Handler) -> Handler:
+        name = _name(method)
+        return wrapped(
+            handler,
+            lambda request, context: _Recording(self, name, request, context),
+            sent=_Recording.sent,
+        )
 
-            async def streamed(request: Any, context: Context) -> AsyncIterator[Any]:
-                self._start()
-                targets = _targets(request)
-                code = "UNKNOWN"
-                try:
-                    async for message in stream(request, context):
-                        targets.update(_targets(message))
-                        yield message
-                    code = "OK"
-                except BaseException as exc:
-                    code = status_code(context, exc).name
-                    raise
-                finally:
-                    self._write(name, code, targets)
-
-            return grpc.unary_stream_rpc_method_handler(streamed, **codecs)
-        unary: Any = handler.unary_unary
-
-        async def answered(request: Any, context: Context) -> Any:
-            self._start()
-            targets = _targets(request)
-            code = "UNKNOWN"
-            try:
-                response = await unary(request, context)
-                targets.update(_targets(response))
-                code = "OK"
-                return response
-            except BaseException as exc:
-                code = status_code(context, exc).name
-                raise
-            finally:
-                self._write(name, code, targets)
-
-        return grpc.unary_unary_rpc_method_handler(answered, **codecs)
-
-    def _start(self) -> None:
-        if self._keys_required:
-            principals.bind(NOBODY)
-
-    def _write(self, method: str, code: str, targets: dict[str, str]) -> None:
+    def write(self, method: str, code: str, targets: dict[str, str]) -> None:
         caller = principals.current()
         self._log.record(
             key=caller.name,
@@ -129,6 +90,32 @@ class AuditTrail(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
             request_id=current_request_id(),
             target=targets,
         )
+
+
+class _Recording:
+    """One mutating call: the ids its request and answers name, written with its code at its
+    end, whatever the end."""
+
+    __slots__ = ("_context", "_name", "_request", "_targets", "_trail")
+
+    def __init__(self, trail: AuditTrail, name: str, request: Any, context: Context) -> None:
+        self._trail, self._name, self._request, self._context = trail, name, request, context
+
+    def __enter__(self) -> None:
+        if self._trail._keys_required:
+            principals.bind(NOBODY)
+        self._targets = _targets(self._request)
+
+    def sent(self, message: Any) -> None:
+        self._targets.update(_targets(message))
+
+    def __exit__(self, kind: object, failed: BaseException | None, trace: object) -> None:
+        code = "OK" if failed is None else status_code(self._context, failed).name
+        self._trail.write(self._name, code, self._targets)
+
+
+def _name(method: str) -> str:
+    return method.rsplit("/", 1)[-1]
 
 
 def _targets(message: Any) -> dict[str, str]:

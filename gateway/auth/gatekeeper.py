@@ -136,7 +136,7 @@ def _refused(handler: Handler, error: GatewayError) -> Handler:
 
 def _as(caller: Principal, handler: Handler) -> Handler:
     """`handler`, run with `caller` bound for its task."""
-    return wrapped(handler, lambda _context: _Bound(caller))
+    return wrapped(handler, lambda _request, _context: _Bound(caller))
 
 
 class _Bound:

@@ -43,7 +43,7 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
         name = method.rsplit("/", 1)[-1]
         count = self._metrics.rpcs
         latency = self._metrics.rpc_duration.labels(name)
-        return wrapped(handler, lambda context: _Measured(name, count, latency, context))
+        return wrapped(handler, lambda _request, context: _Measured(name, count, latency, context))
 
 
 class _Measured:
