@@ -213,7 +213,7 @@ class ErrorResponse:
         """The HTTP answer to a failed call: the one place gRPC errors become HTTP."""
         if ended_by_upstream(error):
             return rpc_error_response(grpc.StatusCode.UNAVAILABLE, UPSTREAM_ENDED_MESSAGE, None)
-        return rpc_error_response(error.code(), error.details(), _status_details(error))
+        return rpc_error_response(error.code(), error.details(), status_details(error))
 
     def stream_payload(self) -> dict[str, Any]:
         """The error as the last item of a stream, where the HTTP status is already sent."""
@@ -223,7 +223,7 @@ class ErrorResponse:
         return with_request_id(payload)
 
 
-def _status_details(error: grpc.aio.AioRpcError) -> bytes | None:
+def status_details(error: grpc.aio.AioRpcError) -> bytes | None:
     """The serialized `google.rpc.Status` the gateway's boundary attaches to its errors."""
     # grpc-stubs describe sync metadata objects; grpc.aio's Metadata yields (key, value).
     trailing = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
@@ -245,7 +245,7 @@ def ended_by_upstream(error: BaseException) -> bool:
     return (
         isinstance(error, grpc.aio.AioRpcError)
         and error.code() == grpc.StatusCode.CANCELLED
-        and _status_details(error) is None
+        and status_details(error) is None
     )
 
 

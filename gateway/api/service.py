@@ -21,6 +21,7 @@ from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
 
+from bridge.errors import STATUS_DETAILS_KEY
 from bridge.requestid import REQUEST_ID_HEADER, current_request_id
 from codex_gateway.v1 import (
     gateway_pb2_grpc,
@@ -114,7 +115,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         error.code,
         message,
         trailing_metadata=(
-            ("grpc-status-details-bin", status.SerializeToString()),
+            (STATUS_DETAILS_KEY, status.SerializeToString()),
             *(((REQUEST_ID_HEADER, request_id),) if request_id is not None else ()),
         ),
     )

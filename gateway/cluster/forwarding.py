@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from bridge.errors import STATUS_DETAILS_KEY, status_details
 from bridge.requestid import REQUEST_ID_HEADER, current_request_id
 from codex_gateway.v1 import cluster_pb2, cluster_pb2_grpc, gateway_pb2_grpc, sessions_pb2
 from gateway import tracing
@@ -41,7 +42,6 @@ FORWARDED_KEY: Final = "x-codex-gateway-forwarded"
 # tokens) and the request id. Credentials for the home itself are this replica's own; the trace
 # context is this replica's span, not the caller's.
 PASSED_ON: Final = frozenset({*TOKEN_KEYS, "x-request-id"})
-STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
 ERROR_DOMAIN: Final = "codex-gateway.v1"
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 # A home that was down is reached again within about a second of its return (grpc's default
@@ -277,18 +277,10 @@ class Forwarding:
 def _translated(error: grpc.aio.AioRpcError, home: Home) -> Exception:
     """The home's own answer as it was; the channel's UNAVAILABLE (nobody answered) as the
     home being unavailable."""
-    details = _status_details(error)
+    details = status_details(error)
     if error.code() == grpc.StatusCode.UNAVAILABLE and not _from_gateway(details):
         return ReplicaUnavailable(home.replica_id, home.session_id)
     return HomeAnswered(error.code(), error.details() or "", details)
-
-
-def _status_details(error: grpc.aio.AioRpcError) -> bytes | None:
-    trailing = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
-    for key, value in trailing:
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            return value
-    return None
 
 
 def _from_gateway(details: bytes | None) -> bool:
