@@ -20,7 +20,6 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from codex_gateway.v1 import runs_pb2, sessions_pb2, triggers_pb2
-from gateway.auth.keys import DEFAULT_TENANT
 from gateway.changes.diff import Summary
 from gateway.changes.tracker import RunChanges
 from gateway.clock import iso
@@ -136,7 +135,7 @@ def summary(session: Session) -> sessions_pb2.SessionSummary:
         secure=session.secure,
         runs=session.run_count,
         execution_timeout_ms=session.execution_timeout_ms or 0,
-        tenant=session.tenant or DEFAULT_TENANT,
+        tenant=session.owner,
     )
     if session.codex_session_id:
         message.codex_session_id = session.codex_session_id

@@ -18,12 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.sessions.model import DEFAULT_TENANT
+
 SCOPES: Final = frozenset({"read", "run", "cancel", "triggers", "admin"})
 ADMIN: Final = "admin"
 MAX_KEYS: Final = 100_000
 # The one key CODEX_GATEWAY_API_TOKEN stands for.
 TOKEN_KEY_NAME: Final = "api-token"  # noqa: S105  # a name, not a secret
-DEFAULT_TENANT: Final = "default"
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TENANT_NAME: Final = _NAME  # what a tenant may be called (a key's, a trigger's)
 _HEX_DIGEST: Final = re.compile(r"[0-9a-f]{64}")

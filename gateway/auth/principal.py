@@ -13,7 +13,8 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.auth.keys import ADMIN, DEFAULT_TENANT, SCOPES, ApiKey
+from gateway.auth.keys import ADMIN, SCOPES, ApiKey
+from gateway.sessions.model import DEFAULT_TENANT
 
 
 @dataclass(frozen=True)

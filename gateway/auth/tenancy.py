@@ -18,19 +18,15 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from gateway.auth import principal as principals
-from gateway.auth.keys import DEFAULT_TENANT, TENANT_NAME, ApiKey
+from gateway.auth.keys import TENANT_NAME, ApiKey
 from gateway.auth.principal import Principal
 from gateway.errors import InvalidRequest, SessionNotFound, TriggerNotFound, quote
-from gateway.sessions.model import Session
+from gateway.sessions.model import DEFAULT_TENANT, Session
 from gateway.sessions.store import SessionStore
 
 TENANT_FIELD: Final = "tenant"
 TRIGGER_KEY_NAME: Final = "trigger"  # the name a trigger's runs are made under
 _TENANT: Final = TENANT_NAME
-
-
-def owner(session: Session) -> str:
-    return session.tenant or DEFAULT_TENANT
 
 
 def visible(session: Session, asked: str) -> Session:

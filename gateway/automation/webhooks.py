@@ -60,7 +60,6 @@ from tenacity import RetryCallState, wait_random_exponential
 from bridge.logformat import bind
 from gateway import tracing
 from gateway.agent.events import Usage
-from gateway.auth.keys import DEFAULT_TENANT
 from gateway.automation.outbox import FAILED_DIR, Delivery, DirectoryOutbox, Outbox, Unreadable
 from gateway.automation.outbox import encode as _encode
 from gateway.config import WebhookConfig
@@ -381,7 +380,7 @@ def finished_payload(run: Run) -> dict[str, Any]:
     payload = {
         "session_id": session.id,
         "gateway_session_id": session.id,
-        "tenant": session.tenant or DEFAULT_TENANT,  # who owns the session (issue 17)
+        "tenant": session.owner,  # who owns the session (issue 17)
         "codex_session_id": session.codex_session_id,
         "run_id": run.id,
         "status": run.status,

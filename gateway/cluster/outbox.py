@@ -48,7 +48,6 @@ from tenacity import (
 )
 
 from gateway.agent.events import Usage
-from gateway.auth.keys import DEFAULT_TENANT
 from gateway.automation.outbox import (
     FAILED_DIR,
     Delivery,
@@ -65,6 +64,7 @@ from gateway.cluster.replicas import Replicas
 from gateway.cluster.signals import ControlSignals, notify
 from gateway.config import WebhookConfig
 from gateway.errors import StorageUnavailable
+from gateway.sessions.model import DEFAULT_TENANT
 from gateway.waiting import first_set
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,6 @@ import psycopg
 from psycopg.rows import TupleRow
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
-from gateway.auth.keys import DEFAULT_TENANT
 from gateway.clock import now_iso
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.replicas import FENCE
@@ -468,7 +467,7 @@ class ClusterSessionStore(SessionStore):
             "updated": _moment(session.updated_at) or session.modified_at,
             "meta": _json(document),
             "dir": str(session.dir),
-            "tenant": session.tenant or DEFAULT_TENANT,
+            "tenant": session.owner,
         }
 
     def _run_row(self, session: Session, record: JsonObject, text: str) -> dict[str, Any]:

@@ -44,7 +44,6 @@ from typing import Any
 from gateway.agent.codex import runs_an_agent
 from gateway.agent.events import canonical_thread_id, is_thread_id
 from gateway.atomic import write_atomic
-from gateway.auth.keys import DEFAULT_TENANT
 from gateway.clock import now_iso
 from gateway.config import StartupError
 from gateway.errors import SessionBusy, SessionNotFound, StorageFailed
@@ -232,7 +231,7 @@ class FileSessionStore(SessionStore):
             for session in self._sessions.values()
             if (include_secure or not session.secure)
             and (since is None or session.modified_at > since)
-            and (tenant is None or (session.tenant or DEFAULT_TENANT) == tenant)
+            and (tenant is None or session.owner == tenant)
         )
         # The newest `limit` without sorting them all (10,000 sessions, 50 wanted).
         return heapq.nlargest(limit, chosen, key=lambda s: s.modified_at)

@@ -13,7 +13,10 @@ import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+DEFAULT_TENANT: Final = "default"
+"""The tenant of a session made before tenants, and of a key that names none."""
 
 
 class SessionStatus(enum.StrEnum):
@@ -141,6 +144,11 @@ class Session:
     stored: JsonObject | None = field(default=None, repr=False)
     """meta.json's object as last read or written (it keeps the keys not typed here)."""
     _runs: list[RunRecord] | None = field(default=None, repr=False)
+
+    @property
+    def owner(self) -> str:
+        """The tenant that owns it: `tenant`, or DEFAULT_TENANT for a session made before."""
+        return self.tenant or DEFAULT_TENANT
 
     @property
     def runs(self) -> list[RunRecord]:
