@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 
 from bridge.requestid import current_request_id
+from codex_gateway.v1 import runs_pb2
 from gateway.api.around import PerMethod, status_code, wrapped
 from gateway.auth import principal as principals
 from gateway.auth.audit import AuditLog
@@ -107,6 +108,8 @@ class _Recording:
         self._targets = _targets(self._request)
 
     def sent(self, message: Any) -> None:
+        if isinstance(message, runs_pb2.StreamCompletionResponse) and message.HasField("event"):
+            return  # a codex event names no id: a stream's ids come with its start and result
         self._targets.update(_targets(message))
 
     def __exit__(self, kind: object, failed: BaseException | None, trace: object) -> None:

@@ -99,8 +99,6 @@ class ChangeTracker:
 
     async def end(self, run: Run) -> None:
         """The run's changes into its record: the git summary, else codex's reported files."""
-        if self.end_at_once(run):
-            return
         record = run.record
         base = Snapshot.from_json(record.changes_snapshot)
         if base is not None and record.changes_snapshot is not None:

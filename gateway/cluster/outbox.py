@@ -64,6 +64,7 @@ from gateway.cluster.replicas import Replicas
 from gateway.cluster.signals import ControlSignals, notify
 from gateway.config import WebhookConfig
 from gateway.errors import StorageUnavailable
+from gateway.runs.failure import FailureKind, RunFailure
 from gateway.sessions.model import DEFAULT_TENANT
 from gateway.waiting import first_set
 
@@ -542,6 +543,7 @@ def _interrupted_payload(row: tuple[Any, ...], replica_id: str) -> JsonObject:
     run_id, _status, source, record, session_id, codex_session_id, meta = row
     record = record if isinstance(record, dict) else {}
     meta = meta if isinstance(meta, dict) else {}
+    error = record.get("error") or f"replica {replica_id} stopped during this run"
     return {
         "session_id": session_id,
         "gateway_session_id": session_id,
@@ -554,15 +556,10 @@ def _interrupted_payload(row: tuple[Any, ...], replica_id: str) -> JsonObject:
         "output": "",
         "usage": record.get("usage") or Usage().as_dict(),
         "metadata": record.get("metadata") or meta.get("metadata") or {},
-        "error": record.get("error") or f"replica {replica_id} stopped during this run",
+        "error": error,
         # The reaper's record says why (gateway/runs/failure.py); a record from before it did
         # not: the same words.
-        "failure": record.get("failure")
-        or {
-            "kind": "interrupted",
-            "message": record.get("error") or f"replica {replica_id} stopped during this run",
-            "retry_after_ms": None,
-        },
+        "failure": record.get("failure") or RunFailure(FailureKind.INTERRUPTED, error).as_json(),
         "completed_at": record.get("completed_at") or now_iso(),
         "model": record.get("model"),
         "source": source or record.get("source") or "",

@@ -272,7 +272,8 @@ def classify_agent(
     `item.completed` items of type `error` (non-fatal: an unknown model's warning tells a 404
     for what it is). `message` is the text reported (kept whatever the kind)."""
     now = datetime.now(zone) if zone is not None else None
-    text = message or _last_line(stderr_tail) or f"codex exited with code {exit_code}"
+    last = _last_line(stderr_tail)
+    text = message or last or f"codex exited with code {exit_code}"
     if message:
         found = classify_message(message, now=now)
         if found is not None:
@@ -287,7 +288,6 @@ def classify_agent(
     if exit_code is not None and (exit_code < 0 or exit_code > 1):
         # A signal (killed by the OOM killer, say) or a panic (101): nothing codex decided.
         return failure(FailureKind.AGENT_CRASHED, _exit_text(text, exit_code))
-    last = _last_line(stderr_tail)
     if last is not None:
         found = classify_message(last, now=now)
         if found is not None:

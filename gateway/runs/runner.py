@@ -522,16 +522,15 @@ class Runner:
         agent.reap()
         reported = outcome.failure_message()
         if code != 0 or reported:
+            stderr_tail = agent.stderr_tail()
             why = classify_agent(
                 message=reported,
                 exit_code=code,
-                stderr_tail=agent.stderr_tail(),
+                stderr_tail=stderr_tail,
                 warnings=warnings_in(outcome.events),
                 zone=child_zone(prepared.env),
             )
-            raise AgentFailed(
-                why.message, exit_code=code, stderr_tail=agent.stderr_tail(), failure=why
-            )
+            raise AgentFailed(why.message, exit_code=code, stderr_tail=stderr_tail, failure=why)
         started = started or outcome.thread_id  # a repair turn folds into the run's outcome
         if resume_thread and started and started != resume_thread:
             raise AgentFailed(

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.runs.failure import FailureKind, RunFailure
+
 DEFAULT_TENANT: Final = "default"
 """The tenant of a session made before tenants, and of a key that names none."""
 
@@ -209,7 +211,7 @@ class Session:
             record.agent_pid = None
             record.status = RunStatus.INTERRUPTED
             record.error = error
-            record.failure = {"kind": "interrupted", "message": error, "retry_after_ms": None}
+            record.failure = RunFailure(FailureKind.INTERRUPTED, error).as_json()
             record.completed_at = completed_at
         self.status = SessionStatus.INTERRUPTED
         return pids

@@ -274,8 +274,9 @@ async def test_a_key_reads_a_stream_with_its_scope(served: Served) -> None:
 
 async def test_the_key_file_is_followed_while_requests_are_in_flight(served: Served) -> None:
     """Rewritten in place, piece by piece, twenty times while the reader key calls without a
-    pause: never refused (no set read half-written), and a key added is taken within seconds;
-    a broken file keeps the last good keys and shows in /status."""
+    pause: never refused (a JSON file caught half-written does not parse, and the last good set
+    stays; a half-written TOML file that parses is test_api_keys.py's), and a key added is taken
+    within seconds; a broken file keeps the last good keys and shows in /status."""
     stub, path = served.gw.stub, served.keys_file
     versions = [
         [key_entry(name) for name in KEYS],

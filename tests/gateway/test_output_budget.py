@@ -223,4 +223,4 @@ async def test_the_pacing_is_in_the_metrics(config_for: Callable[..., Config]) -
         }
         paced = samples["codex_gateway_output_paced_seconds_total"]
         assert paced == pytest.approx(gw.gateway.runner.output.waited_s) and paced > 0
-        assert samples["codex_gateway_output_readers"] in (0, 1)  # it printed within the second
+        assert samples["codex_gateway_output_readers"] == 0  # its stdout ended: it left the split
