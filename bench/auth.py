@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import grpc
 
-from bench.results import Result, latency_summary
+from bench.results import Result, latency_summary, percentile
 from bench.sizes import Context
 from gateway.auth import principal, restrictions
 from gateway.auth.gatekeeper import KeyCheck
@@ -134,5 +134,4 @@ def _real(path: str) -> Path:
 
 
 def _p50_us(samples_ns: list[int]) -> float:
-    ordered = sorted(samples_ns)
-    return round(ordered[len(ordered) // 2] / 1000, 2)
+    return round(percentile(samples_ns, 50) / 1000, 2)

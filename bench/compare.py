@@ -90,31 +90,18 @@ async def compare(revs: list[str], *, rounds: int, calls: int, clients: int) -> 
                     plan = {"grpc": (stubs[rev], calls), "rest": (rest, calls)}
                     plan["rest, 1 client"] = (rest[:1], max(1, calls // 2))
                     for kind, (these, count) in plan.items():
-                        _measure_into(figures[rev, kind], await _timed(gateway, these, count))
+                        await _measure(figures[rev, kind], gateway, these, count)
     return _table(figures, trees, clients)
 
 
-async def _timed(
-    gateway: GatewayProcess, calls: list[Call], count: int
-) -> tuple[float, list[int], float, float, int]:
+async def _measure(into: Figures, gateway: GatewayProcess, calls: list[Call], count: int) -> None:
     gateway_pid, bridge_pid = gateway.pids
     gateway_before, bridge_before = cpu_seconds(gateway_pid), cpu_seconds(bridge_pid)
     rate, latencies = await throughput(calls, count)
-    return (
-        rate,
-        latencies,
-        cpu_seconds(gateway_pid) - gateway_before,
-        cpu_seconds(bridge_pid) - bridge_before,
-        count,
-    )
-
-
-def _measure_into(into: Figures, measured: tuple[float, list[int], float, float, int]) -> None:
-    rate, latencies, gateway_s, bridge_s, count = measured
     into.rates.append(rate)
     into.p50_ms.append(statistics.median(latencies) / 1e6)
-    into.gateway_ms.append(gateway_s * 1000 / count)
-    into.bridge_ms.append(bridge_s * 1000 / count)
+    into.gateway_ms.append((cpu_seconds(gateway_pid) - gateway_before) * 1000 / count)
+    into.bridge_ms.append((cpu_seconds(bridge_pid) - bridge_before) * 1000 / count)
 
 
 def _table(figures: dict[tuple[str, str], Figures], trees: dict[str, str], clients: int) -> str:

@@ -15,7 +15,6 @@ import os
 import secrets
 import sys
 import tomllib
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -125,14 +124,11 @@ def _toml_table(entry: dict[str, Any]) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    """An entry's value (an int, a string or a list of strings) in TOML."""
     if isinstance(value, int):
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, datetime):
-        return value.isoformat()
     return json.dumps(str(value))  # a JSON string is a TOML basic string
 
 

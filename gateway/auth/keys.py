@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.runs.workspace import within
 from gateway.sessions.model import DEFAULT_TENANT
 
 SCOPES: Final = frozenset({"read", "run", "cancel", "triggers", "admin"})
@@ -213,7 +214,7 @@ def _roots(value: Any, allowed: tuple[Path, ...], where: str) -> tuple[Path, ...
         if not path.is_absolute():
             raise KeyFileInvalid(f"{field}: {raw[:200]!r} is not absolute")
         path = path.resolve()
-        if not any(path == root or path.is_relative_to(root) for root in allowed):
+        if not within(path, allowed):
             raise KeyFileInvalid(f"{field}: {raw[:200]!r} is outside the gateway's workspace roots")
         resolved.append(path)
     return tuple(resolved)

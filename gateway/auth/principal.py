@@ -74,13 +74,9 @@ def current() -> Principal:
     return _current.get()
 
 
-def bind(principal: Principal) -> None:
-    """The caller of the current task (each gRPC call runs in a task of its own)."""
-    _current.set(principal)
-
-
-def bind_token(principal: Principal) -> Token[Principal]:
-    """`bind`, undone by `unbind(token)` (for a stretch of a task shared by several callers:
+def bind(principal: Principal) -> Token[Principal]:
+    """The caller of the current task (each gRPC call runs in a task of its own); the token
+    undoes it (`unbind`, for a stretch of a task shared by several callers:
     gateway/auth/tenancy.py `acting_as`)."""
     return _current.set(principal)
 

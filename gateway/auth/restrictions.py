@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from gateway.auth.keys import ApiKey
 from gateway.errors import ModelNotAllowed, WorkspaceNotAllowed
+from gateway.runs.workspace import within
 
 CODEX_DEFAULT: Final = "(codex's default model)"
 
@@ -36,7 +37,7 @@ def check_workspace(key: ApiKey, workspace: Path) -> None:
     roots = key.workspace_roots
     if roots is None:
         return
-    if not any(workspace == root or workspace.is_relative_to(root) for root in roots):
+    if not within(workspace, roots):
         raise WorkspaceNotAllowed(key.name, str(workspace))
 
 

@@ -102,7 +102,7 @@ def trigger_principal(entry: Mapping[str, Any]) -> Principal:
 @contextmanager
 def acting_as(caller: Principal) -> Iterator[None]:
     """`caller` bound for what runs inside (and for the tasks started there), then undone."""
-    token = principals.bind_token(caller)
+    token = principals.bind(caller)
     try:
         yield
     finally:

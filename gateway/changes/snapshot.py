@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.changes.git import Git, GitFailed
+from gateway.runs.workspace import within
 
 STORE_NAME = "changes.git"
 
@@ -94,10 +95,6 @@ class Snapshot:
         return cls(tree, commit if isinstance(commit, str) else None, prefix, objects)
 
 
-def _inside(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
 @functools.lru_cache(maxsize=16)
 def _real_roots(roots: tuple[Path, ...]) -> frozenset[Path]:
     """The roots with their symlinks resolved, once per set of roots (the configured ones):
@@ -152,10 +149,10 @@ def _checked(lines: list[str], workspace: Path, roots: Sequence[Path]) -> Reposi
     git_dir = Path(os.path.realpath(lines[1]))
     common_dir = Path(os.path.realpath(workspace / lines[2]))
     real_workspace = Path(os.path.realpath(workspace))
-    if not _inside(real_workspace, [toplevel]):
+    if not within(real_workspace, [toplevel]):
         raise NotARepository(f"the workspace is outside its work tree {toplevel}")
     for path in (git_dir, common_dir):
-        if not _inside(path, real_roots):
+        if not within(path, real_roots):
             raise NotARepository(f"the repository's {path} lies outside the workspace roots")
     prefix = real_workspace.relative_to(toplevel).as_posix()
     head = lines[3].strip() if len(lines) > 3 and lines[3].strip() else None

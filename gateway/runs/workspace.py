@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gateway.errors import InvalidRequest, quote
+
+
+def within(path: Path, roots: Iterable[Path]) -> bool:
+    """Whether `path` is one of `roots` or below one (as given: resolve both first when links
+    matter)."""
+    return any(path.is_relative_to(root) for root in roots)
 
 
 def confine(
