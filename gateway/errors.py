@@ -83,6 +83,8 @@ class GatewayError(Exception):
         # The error of a run that started and did not complete says why (kind, message,
         # retry_after_ms): reported in the status details beside ErrorInfo.
         self.failure: RunFailure | None = None
+        # When to try again, for a refusal that can say (a 429): RetryInfo beside ErrorInfo.
+        self.retry_after_s: int | None = None
 
     def details(self) -> dict[str, str]:
         """Extra facts for the error body (google.rpc.ErrorInfo metadata)."""

@@ -56,11 +56,9 @@ from gateway.changes.diff import clamp_max_diff_bytes
 from gateway.config import Config
 from gateway.errors import (
     MAX_DETAIL_CHARS,
-    ConcurrencyLimitReached,
     GatewayError,
     InvalidRequest,
     OutputSchemaMismatch,
-    RateLimited,
     RunNotFound,
     at_least_one,
     capped,
@@ -102,7 +100,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=details)
     status = status_pb2.Status(code=error.code.value[0], message=message)
     status.details.add().Pack(info)
-    if isinstance(error, (ConcurrencyLimitReached, RateLimited)):
+    if error.retry_after_s is not None:
         retry = error_details_pb2.RetryInfo(
             retry_delay=duration_pb2.Duration(seconds=error.retry_after_s)
         )
