@@ -266,7 +266,8 @@ async def test_both_real_processes_export_one_trace_to_a_collector(
             "CODEX_GATEWAY_TRIGGER_FILE": str(tmp_path / "triggers" / "triggers.json"),
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
             "OTEL_SERVICE_NAME": "gw-under-test",
-            # A collector's credentials: sent by both processes, seen by neither's children.
+            # A collector's credentials: sent by both processes, in neither's argv nor the
+            # bridge's environment (checked below); an agent's: test_limits.py.
             "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{COLLECTOR_KEY},x-team=core",
         }
         gateway = await start_gateway_process(env)

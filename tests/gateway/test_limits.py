@@ -170,6 +170,9 @@ async def test_the_agent_environment_holds_no_gateway_secret(
         "SESSION_WEBHOOK_AUTH_BEARER": "bearer-secret",
         "SESSION_WEBHOOK_SECRET": "hmac-secret",
         "SOME_OTHER_SERVICE_PASSWORD": "unrelated-secret",
+        # The trace exporter's credentials (issue 16): the gateway's, never codex's.
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20otlp-secret",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=traces-secret",
         "CODEX_GATEWAY_CHILD_ENV": "FAKE_API_KEY",
         "FAKE_API_KEY": "dummy",
     }
@@ -186,6 +189,8 @@ async def test_the_agent_environment_holds_no_gateway_secret(
         "bearer-secret",
         "hmac-secret",
         "unrelated-secret",
+        "otlp-secret",
+        "traces-secret",
     ):
         assert secret not in dumped
     assert not any(name.startswith(("CODEX_GATEWAY_", "SESSION_WEBHOOK_")) for name in agent_env)
