@@ -15,7 +15,7 @@ kinds (gateway/runs/failure.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -140,17 +140,28 @@ class GatewayMetrics:
             registry=registry,
         )
         self._models: set[str] = set()
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def child(self, family: Any, *values: str) -> Any:
+        """`family.labels(*values)`, looked up once per label set: labels() takes a lock and
+        builds its key at every call, and a run asks for half a dozen. Every label here has a
+        bounded set of values."""
+        key = (family, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = family.labels(*values)
+        return found
 
     def run_started(self, run: Run) -> None:
-        self.runs_started.labels(source_label(run.request.source)).inc()
+        self.child(self.runs_started, source_label(run.request.source)).inc()
         self.runs_running.inc()
 
     def run_finished(self, run: Run) -> None:
         """The run's end, once it is recorded: its status, duration, retries and tokens."""
         source = source_label(run.request.source)
         self.runs_running.dec()
-        self.runs_finished.labels(source, run.status).inc()
-        self.run_duration.labels(source).observe(run.duration_ms / 1000)
+        self.child(self.runs_finished, source, run.status).inc()
+        self.child(self.run_duration, source).observe(run.duration_ms / 1000)
         attempts = run.record.attempts or 0
         if attempts > 1:
             self.retries.inc(attempts - 1)
@@ -172,9 +183,9 @@ class GatewayMetrics:
 
     def count_tokens(self, model: str, usage: Usage) -> None:
         label = self.model_label(model)
-        self.tokens.labels(label, "input").inc(usage.input_tokens)
-        self.tokens.labels(label, "cached_input").inc(usage.cached_input_tokens)
-        self.tokens.labels(label, "output").inc(usage.output_tokens)
+        self.child(self.tokens, label, "input").inc(usage.input_tokens)
+        self.child(self.tokens, label, "cached_input").inc(usage.cached_input_tokens)
+        self.child(self.tokens, label, "output").inc(usage.output_tokens)
 
     def auth_failures_counter(self) -> Callable[[str], None]:
         """Counts one refused key by its reason (a bounded set: KeyRejected's and missing)."""

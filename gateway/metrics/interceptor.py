@@ -41,22 +41,25 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         name = method.rsplit("/", 1)[-1]
-        count = self._metrics.rpcs
-        latency = self._metrics.rpc_duration.labels(name)
-        return wrapped(handler, lambda _request, context: _Measured(name, count, latency, context))
+        metrics = self._metrics
+        latency = metrics.rpc_duration.labels(name)
+        return wrapped(
+            handler, lambda _request, context: _Measured(name, metrics, latency, context)
+        )
 
 
 class _Measured:
     """One call: its duration and, at its end, its code."""
 
-    __slots__ = ("_context", "_count", "_latency", "_name", "_started")
+    __slots__ = ("_context", "_latency", "_metrics", "_name", "_started")
 
-    def __init__(self, name: str, count: Any, latency: Any, context: Context) -> None:
-        self._name, self._count, self._latency, self._context = name, count, latency, context
+    def __init__(self, name: str, metrics: GatewayMetrics, latency: Any, context: Context) -> None:
+        self._name, self._metrics, self._latency, self._context = name, metrics, latency, context
 
     def __enter__(self) -> None:
         self._started = time.perf_counter()
 
     def __exit__(self, kind: object, failed: BaseException | None, trace: object) -> None:
         self._latency.observe(time.perf_counter() - self._started)
-        self._count.labels(self._name, status_code(self._context, failed).name).inc()
+        metrics, code = self._metrics, status_code(self._context, failed)
+        metrics.child(metrics.rpcs, self._name, code.name).inc()
