@@ -12,6 +12,7 @@ codex's own OpenTelemetry export continues when its `[otel]` config turns that o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,13 +34,28 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _TRACER_NAME: Final = "codex_gateway"
-_NO_OP: Final = trace.NoOpTracer()
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 # Span attribute names (bounded values: ids, counts; never a prompt or a path).
 SESSION_ID: Final = "codex_gateway.session_id"
 RUN_ID: Final = "codex_gateway.run_id"
 ATTEMPT: Final = "codex_gateway.attempt"
 _TRACE_KEYS: Final = frozenset({"traceparent", "tracestate"})
+
+
+class _Untraced(trace.NoOpTracer):
+    """The tracer when tracing is off: its spans, entered and left a few times a run, cost
+    nothing (the SDK's no-op tracer makes a span and sets it current in the context each time).
+    Nothing reads the current span when tracing is off."""
+
+    _NONE: Final = contextlib.nullcontext(trace.INVALID_SPAN)
+
+    def start_as_current_span(  # type: ignore[override]  # a context manager all the same
+        self, name: str, *args: Any, **kwargs: Any
+    ) -> AbstractContextManager[trace.Span]:
+        return self._NONE
+
+
+_NO_OP: Final = _Untraced()
 
 
 def tracer(config: Config) -> trace.Tracer:
