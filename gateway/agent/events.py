@@ -14,6 +14,7 @@ that a secure session's thread is resumed only with the secure token).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -49,7 +50,13 @@ def canonical_thread_id(value: object) -> str | None:
     """A thread id in the one form the store and codex's argv use (lower-case, hyphenated), or
     None if `value` is no thread id. Only the 36-character hyphenated text is one: the other
     forms `uuid.UUID` reads (braces, `urn:uuid:`, no hyphens) are not."""
-    return str(uuid.UUID(value)) if isinstance(value, str) and is_thread_id(value) else None
+    return _canonical(value) if isinstance(value, str) and is_thread_id(value) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical(thread_id: str) -> str:
+    # A run meets its thread id three times or more (the event, the record, the store).
+    return str(uuid.UUID(thread_id))
 
 
 class LineFramer:
