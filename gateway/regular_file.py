@@ -35,7 +35,7 @@ OUTSIDE = "outside the allowed directories"
 class NotRegularFile(OSError):
     """The path names something other than a regular file within the size cap."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(errno.EINVAL, reason, quote_path(path))
         self.path = path
         self.reason = reason
@@ -70,7 +70,7 @@ def _open(path: Path, *, follow: bool) -> tuple[int, os.stat_result]:
     return _open_regular(path, flags if follow else flags | os.O_NOFOLLOW)
 
 
-def _open_regular(path: Path, flags: int) -> tuple[int, os.stat_result]:
+def _open_regular(path: Path | str, flags: int) -> tuple[int, os.stat_result]:
     """os.open with `flags` (O_NONBLOCK among them: a FIFO never blocks), then fstat on the
     opened descriptor: NotRegularFile for anything but a regular file."""
     try:
@@ -174,7 +174,7 @@ async def head_async(path: Path, max_bytes: int, *, follow: bool = False) -> Hea
     return await asyncio.to_thread(head, path, max_bytes, follow=follow)
 
 
-def open_for_append(path: Path) -> int:
+def open_for_append(path: Path | str) -> int:
     """A descriptor on a regular file opened (created if missing) for appending, never through
     a symlink and never blocking on a FIFO; for lock files beside the files we write."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -182,7 +182,7 @@ def open_for_append(path: Path) -> int:
     return fd
 
 
-def open_for_update(path: Path) -> int:
+def open_for_update(path: Path | str) -> int:
     """A descriptor on a regular file opened (created if missing) for reading and writing at
     given offsets, never through a symlink and never blocking on a FIFO."""
     flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -191,7 +191,7 @@ def open_for_update(path: Path) -> int:
 
 
 def write_new(
-    path: Path, data: bytes, *, mode: int = 0o600, like: os.stat_result | None = None
+    path: Path | str, data: bytes, *, mode: int = 0o600, like: os.stat_result | None = None
 ) -> None:
     """Write `data` to a new file at `path` (whatever was there is unlinked first; never
     followed, never a FIFO), for the temporary file of an atomic replace. The file has `mode`
@@ -202,7 +202,7 @@ def write_new(
     try:
         fd = os.open(path, flags, mode)
     except FileExistsError:  # rare (a crash's leftover): not an unlink before every write
-        path.unlink()
+        os.unlink(path)  # noqa: PTH108  # a Path or its text
         fd = os.open(path, flags, mode)
     try:
         if like is not None:

@@ -96,25 +96,28 @@ class Snapshot:
 
 
 @functools.lru_cache(maxsize=16)
-def _real_roots(roots: tuple[Path, ...]) -> frozenset[Path]:
-    """The roots with their symlinks resolved, once per set of roots (the configured ones):
-    a stat per path component of every root at every run was most of this lookup's cost. A
-    root re-pointed since only moves where the walk stops; what git finds is checked against
+def _real_roots(roots: tuple[Path, ...]) -> frozenset[str]:
+    """The roots with their symlinks resolved, as text, once per set of roots (the configured
+    ones): a stat per path component of every root at every run was most of this lookup's cost.
+    A root re-pointed since only moves where the walk stops; what git finds is checked against
     the roots again (`_checked`)."""
-    return frozenset(Path(os.path.realpath(root)) for root in roots)
+    return frozenset(os.path.realpath(root) for root in roots)
 
 
 def _may_be_in_git(workspace: Path, roots: Sequence[Path]) -> bool:
     """Whether a `.git` is in the workspace or above it, up to its workspace root (a repository
     must lie inside the roots): most runs outside git are told so with a few stats, not two git
-    processes."""
+    processes. Walked as text (the workspace is absolute and resolved): a Path per level cost
+    more than the stats."""
     tops = _real_roots(tuple(roots))
-    for directory in (workspace, *workspace.parents):
-        if os.path.lexists(directory / ".git"):
+    directory = str(workspace)
+    while True:
+        if os.path.lexists(f"{directory.rstrip('/')}/.git"):
             return True
-        if directory in tops:
+        parent = os.path.dirname(directory)  # noqa: PTH120  # text, above
+        if directory in tops or parent == directory:
             return False
-    return False
+        directory = parent
 
 
 async def discover(git: Git, workspace: Path, roots: Sequence[Path]) -> Repository:

@@ -81,13 +81,17 @@ def open_confined(path: Path, roots: Sequence[Path], *, shown: str) -> int:
             f"workspace is not an existing directory: {quote(shown)}", field="workspace"
         ) from None
     try:
-        real = Path(os.readlink(f"/proc/self/fd/{fd}"))  # noqa: PTH115  # hot path, per spawn
+        real = os.readlink(f"/proc/self/fd/{fd}")  # noqa: PTH115  # hot path, per spawn
     except OSError:
         os.close(fd)
         raise InvalidRequest(
             f"workspace cannot be resolved: {quote(shown)}", field="workspace"
         ) from None
-    if not real.is_absolute() or not any(real.is_relative_to(_real(root)) for root in roots):
+    # As text (a Path and its comparisons cost more than the system calls here): the kernel's
+    # name for the directory is absolute and normal, as the resolved roots are.
+    if not real.startswith("/") or not any(
+        real == top or real.startswith(below) for top, below in _real(tuple(roots))
+    ):
         os.close(fd)
         raise InvalidRequest(
             "workspace is outside the allowed roots (it changed since it was checked): "
@@ -98,7 +102,8 @@ def open_confined(path: Path, roots: Sequence[Path], *, shown: str) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _real(root: Path) -> Path:
-    """A configured root as it resolved when first used: it is the operator's, and checked
-    at every spawn."""
-    return root.resolve()
+def _real(roots: tuple[Path, ...]) -> tuple[tuple[str, str], ...]:
+    """The configured roots as they resolved when first used (they are the operator's, and
+    checked at every spawn), as text: each, and the prefix of what lies below it."""
+    resolved = [str(root.resolve()) for root in roots]
+    return tuple((top, top if top.endswith("/") else f"{top}/") for top in resolved)

@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import regular_file
 from gateway.agent.codex import runs_an_agent
 from gateway.agent.events import canonical_thread_id, is_thread_id
 from gateway.atomic import write_atomic
@@ -320,7 +321,7 @@ class FileSessionStore(SessionStore):
         else:
             try:
                 # 0666 less the umask, as meta.json has always been written.
-                write_atomic(session.dir / META, data, mode=0o666)
+                write_atomic(f"{session.dir}/{META}", data, mode=0o666)
             except OSError as exc:
                 raise StorageFailed(f"Cannot write session metadata: {exc.strerror}") from exc
         session.touched()
@@ -352,8 +353,9 @@ class FileSessionStore(SessionStore):
 
     def _create_directory(self, session: Session, staging: Path, meta: bytes) -> None:
         try:
-            (staging / META).write_bytes(meta)
-            staging.rename(session.dir)
+            # 0666 less the umask, as meta.json has always been written; the directory is new.
+            regular_file.write_new(f"{staging}/{META}", meta, mode=0o666)
+            os.rename(staging, session.dir)  # noqa: PTH104  # no Path made for the result
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             self._sessions.pop(session.id, None)

@@ -126,7 +126,7 @@ class IndexWriter:
     that in the header)."""
 
     def __init__(self, directory: Path, sizes: dict[str, int], *, repaired: bool = False) -> None:
-        self._fd = regular_file.open_for_update(directory / INDEX)
+        self._fd = regular_file.open_for_update(f"{directory}/{INDEX}")
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # a reader indexing a crash's leftovers
             size = os.fstat(self._fd).st_size

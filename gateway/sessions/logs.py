@@ -52,14 +52,15 @@ class RunLog:
         self._stderr_line_at = 0
         self.first_seq: int | None = None
         self.last_seq: int | None = None
+        directory = session.files_dir
         try:
             for stream, name in (("stdout", STDOUT), ("stderr", STDERR), ("events", EVENTS)):
-                handle = os.fdopen(regular_file.open_for_append(session.files_dir / name), "ab")
+                handle = os.fdopen(regular_file.open_for_append(f"{directory}/{name}"), "ab")
                 self._files[stream] = handle
                 self._offsets[stream] = handle.seek(0, 2)
             self._stderr_line_at = self._offsets["stderr"]
             self._index = journal.IndexWriter(
-                session.files_dir,
+                directory,
                 {STDOUT: self._offsets["stdout"], STDERR: self._offsets["stderr"]}
                 | {EVENTS: self._offsets["events"]},
                 repaired=repaired,
