@@ -42,11 +42,45 @@ def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     failing the message it is in."""
     struct = struct_pb2.Struct()
     try:
-        struct.update(value)
+        _fill(struct, value)
     except OverflowError:
         struct.Clear()
         struct.update(_doubles_only(value))
     return struct
+
+
+def _fill(struct: struct_pb2.Struct, value: dict[str, Any]) -> None:
+    """Struct.update's work, by exact type (every event a run or a stream answers with goes
+    through here: the library's isinstance chain took a third longer)."""
+    fields = struct.fields
+    for key, item in value.items():
+        _set(fields[key], item)
+
+
+def _set(target: struct_pb2.Value, item: Any) -> None:
+    kind = type(item)
+    if kind is str:
+        target.string_value = item
+    elif kind is dict:
+        nested = target.struct_value
+        nested.Clear()  # set, though it may stay empty
+        _fill(nested, item)
+    elif kind is int or kind is float:
+        target.number_value = item
+    elif kind is bool:
+        target.bool_value = item
+    elif item is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif kind is list:
+        listed = target.list_value
+        listed.Clear()
+        values = listed.values
+        for element in item:
+            _set(values.add(), element)
+    else:  # anything else (a subclass, a tuple) exactly as the library takes it, or refuses it
+        single = struct_pb2.Struct()
+        single.update({"value": item})
+        target.CopyFrom(single.fields["value"])
 
 
 def _doubles_only(value: Any) -> Any:
