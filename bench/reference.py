@@ -1,6 +1,8 @@
 """Side by side with the reference Node gateway (`scripts/codex_gateway.js` of the public
 DeepBlueDynamics/codex-container repository) on the same fake agent: REST completion overhead
-and throughput, ours over the reference's.
+and throughput, ours over the reference's. Beside the overhead: a REST call of ours with no run
+in it (GET /health), as a share of the reference's completion overhead, the part of that target
+the two processes take before any run.
 
 `BENCH_REFERENCE_JS=<path to codex_gateway.js>` turns the rows on (node from PATH, or
 `BENCH_REFERENCE_NODE`); without it they say skipped. The reference is never part of this
@@ -82,6 +84,9 @@ async def side_by_side(ctx: Context) -> list[Result]:
             paths: dict[str, Call] = {
                 "direct": direct,
                 **{name: completion(client) for name, client in sequential.items()},
+                # What any REST call costs ours with no run in it: the bridge, the gRPC hop and
+                # the gateway's RPC machinery, a floor under the completion overhead.
+                "ours, no run": health(sequential["ours"]),
             }
             for call in paths.values():
                 await timed(call, sizes.warmup, [])
@@ -112,11 +117,13 @@ async def side_by_side(ctx: Context) -> list[Result]:
     overhead = {
         name: stats[name]["p50_ms"] - stats["direct"]["p50_ms"] for name in ("ours", "reference")
     }
+    floor_ms = stats["ours, no run"]["p50_ms"]
     best = {name: max(values) for name, values in rates.items()}
     ctx.log(f"reference side by side: {stats} overhead={overhead} rates={rates}")
     details = {
         "ours_overhead_ms": round(overhead["ours"], 2),
         "reference_overhead_ms": round(overhead["reference"], 2),
+        "ours_no_run_p50_ms": round(floor_ms, 2),
         "latency": stats,
         "rates_per_s": {
             name: [round(rate, 1) for rate in values] for name, values in rates.items()
@@ -130,6 +137,9 @@ async def side_by_side(ctx: Context) -> list[Result]:
             "x",
             _ratio(overhead["ours"], overhead["reference"]),
             OVERHEAD_RATIO_TARGET,
+            # How much of the target a REST call with no run in it takes up already.
+            baseline=_ratio(floor_ms, overhead["reference"]),
+            baseline_label="GET /health p50, ours / reference overhead",
             details=details,
         ),
         Result(
@@ -145,6 +155,17 @@ async def side_by_side(ctx: Context) -> list[Result]:
 
 def _ratio(ours: float, reference: float) -> float | None:
     return round(ours / reference, 2) if reference > 0 else None
+
+
+def health(client: RawClient) -> Call:
+    """GET /health on one keep-alive connection: through the bridge and the gateway, no run."""
+
+    async def call() -> None:
+        status, body = await client.request(b"GET", "/health")
+        if status != 200:
+            raise RuntimeError(f"GET /health: {status} {body[:200]!r}")
+
+    return call
 
 
 def completion(client: RawClient) -> Call:
