@@ -28,6 +28,11 @@ from tests.harness import TEST_AGENT_NICE, TEST_REQUEST_ENV_ALLOW, agent_path, f
 from tests.processes import alive
 
 STOP_TIMEOUT_S = 20.0
+PORT_TAKEN = "Address already in use"
+PORT_ATTEMPTS = 3
+"""A port picked free can be taken before the gateway binds it (another worker's connection
+gets it as its ephemeral port): a gateway that stopped on that is started again on new ports,
+when they were picked rather than given."""
 
 
 def gateway_env(
@@ -61,6 +66,22 @@ class Spawned:
     grpc_port: int
     rest_port: int
     log_path: Path
+    env: dict[str, str]
+    ports_picked: bool
+
+    def lost_its_ports(self) -> bool:
+        """It stopped because a port it was to bind was taken, and its ports may be others."""
+        if not self.ports_picked or self.running() or self.process.returncode != 2:
+            return False
+        try:
+            return PORT_TAKEN in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+
+    def restart_on_new_ports(self) -> None:
+        fresh = spawn(self.env, self.log_path, command=self.command)
+        self.process, self.grpc_port = fresh.process, fresh.grpc_port
+        self.rest_port = fresh.rest_port
 
     @property
     def pid(self) -> int:
@@ -110,6 +131,7 @@ def spawn(
     rest_port: int | None = None,
 ) -> Spawned:
     """Start the process (not waiting for it to serve); ports are picked unless given."""
+    picked = grpc_port is None and rest_port is None
     grpc_port = grpc_port or free_port()
     rest_port = rest_port or free_port()
     full_env = {
@@ -135,15 +157,20 @@ def spawn(
             cwd=log_path.parent,  # nothing relative lands in the working tree
             start_new_session=True,
         )
-    return Spawned(process, command, grpc_port, rest_port, log_path)
+    return Spawned(process, command, grpc_port, rest_port, log_path, env, picked)
 
 
 async def until_serving(spawned: Spawned, timeout_s: float = 20.0) -> None:
     """Until the REST /health answers (`serve`) or the gRPC Health does (`grpc`)."""
     deadline = time.monotonic() + timeout_s
+    attempts = 1
     while True:
         if await _serving(spawned):
             return
+        if spawned.lost_its_ports() and attempts < PORT_ATTEMPTS:
+            attempts += 1
+            spawned.restart_on_new_ports()
+            continue
         if not spawned.running() or time.monotonic() > deadline:
             raise RuntimeError(f"the gateway did not come up:\n{spawned.log_tail()}")
         await asyncio.sleep(0.05)
@@ -172,11 +199,16 @@ async def _serving(spawned: Spawned) -> bool:
 def until_serving_sync(spawned: Spawned, timeout_s: float = 20.0) -> None:
     """`until_serving` for fixtures outside an event loop (REST only)."""
     deadline = time.monotonic() + timeout_s
+    attempts = 1
     with httpx.Client(timeout=1, trust_env=False) as client:
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(f"{spawned.url}/health").status_code == 200:
                     return
+            if spawned.lost_its_ports() and attempts < PORT_ATTEMPTS:
+                attempts += 1
+                spawned.restart_on_new_ports()
+                continue
             if not spawned.running() or time.monotonic() > deadline:
                 raise RuntimeError(f"the gateway did not come up:\n{spawned.log_tail()}")
             time.sleep(0.05)
