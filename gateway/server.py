@@ -338,7 +338,7 @@ class _GenericHandlersOnly:
 
     grpcio's aio server waits, at every call it accepts, on one future per registered method
     and one for the rest (grpcio 1.85, `AioServer._server_main_loop`): with the services'
-    thirty-odd methods that wait took about 45 us of every RPC, as much as the rest of a
+    twenty-odd methods that wait took about 45 us of every RPC, as much as the rest of a
     health check. Unregistered, a call is found by its service's handler (a dict lookup)."""
 
     def __init__(self, server: grpc.aio.Server) -> None:
