@@ -46,7 +46,7 @@ def find_binary(configured: str | None, here: Path) -> Path:
             if "/" in configured
             else Path(shutil.which(configured) or configured)
         )
-    project = Path(__file__).resolve().parents[1] / "node_modules"
+    project = Path(__file__).resolve().parents[2] / "node_modules"  # gateway/agent/codex.py
     native = sorted(project.glob("@openai/codex-linux-*/vendor/*/bin/codex"))
     for candidate in [*native, project / ".bin" / "codex"]:
         if candidate.is_file() and os.access(candidate, os.X_OK):

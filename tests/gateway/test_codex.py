@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from codex_gateway.v1 import runs_pb2
-from gateway.agent.codex import argv, is_codex, missing_credentials, runs_an_agent
+from gateway.agent.codex import argv, find_binary, is_codex, missing_credentials, runs_an_agent
 from gateway.config import Config
 from gateway.errors import AgentFailed
 from tests.fakes import CODEX_BIN
@@ -179,3 +179,27 @@ def test_argv_refuses_an_image_path_codex_would_split(config_for: Callable[..., 
 def test_argv_refuses_to_resume_and_fork_at_once(config_for: Callable[..., Config]) -> None:
     with pytest.raises(AgentFailed):
         argv(config_for(), Path("W"), None, THREAD, fork_thread=THREAD)
+
+
+def test_without_a_configured_binary_the_projects_native_codex_runs(tmp_path: Path) -> None:
+    """`make serve` installs codex with npm into the project: that one runs, its native binary
+    rather than the node shim, whatever PATH holds (a regrouping of the package once made the
+    lookup miss the project's node_modules and fall back to PATH)."""
+    assert find_binary(None, tmp_path) == CODEX_BIN
+    config = Config.from_env({"PATH": str(tmp_path)})  # no codex on this PATH
+    assert config.codex_bin == CODEX_BIN
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        pytest.param("bin/agent", "HERE/bin/agent", id="a-relative-path-from-here"),
+        pytest.param("/opt/codex", "/opt/codex", id="an-absolute-path"),
+        pytest.param("no-such-codex-anywhere", "no-such-codex-anywhere", id="a-name-not-on-path"),
+    ],
+)
+def test_a_configured_binary_is_taken_as_given(
+    tmp_path: Path, configured: str, expected: str
+) -> None:
+    found = find_binary(configured, tmp_path)
+    assert str(found) == expected.replace("HERE", str(tmp_path))
