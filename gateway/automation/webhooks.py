@@ -302,8 +302,12 @@ class WebhookSender:
             log.exception("webhook %s: delivery crashed", delivery.id)
             await self._fail(delivery, f"internal error: {exc!r}")
         else:
-            self._delivered += 1
-            await self._outbox.delivered(delivery)
+            # Counted once the outbox has it (whatever became of that): a reader of status()
+            # that sees the count finds the outbox past it, never the delivery still pending.
+            try:
+                await self._outbox.delivered(delivery)
+            finally:
+                self._delivered += 1
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery, body: bytes) -> None:
         await self._outbox.count_attempt(delivery)
@@ -367,8 +371,10 @@ class WebhookSender:
         return min(float(self._backoff(state)), cap_s)
 
     async def _fail(self, delivery: Delivery, reason: str) -> None:
-        self._failed += 1
-        await self._outbox.failed(delivery, reason)
+        try:
+            await self._outbox.failed(delivery, reason)
+        finally:
+            self._failed += 1  # after the outbox, as a delivery is counted
 
 
 def finished_payload(run: Run) -> dict[str, Any]:

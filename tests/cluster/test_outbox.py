@@ -148,6 +148,27 @@ async def test_exhausted_attempts_leave_the_row_failed_with_its_error(
     assert (status, attempts, last_error) == ("failed", 3, "HTTP 503")
 
 
+async def test_an_outcome_is_counted_once_the_outbox_has_recorded_it(
+    tmp_path: Path, pg_dsn: str, receiver_for: Callable[..., Receiver]
+) -> None:
+    """status()'s counts follow the outbox: while another transaction holds the delivery's row,
+    its failure (already answered by the receiver) is not counted; once it is, nothing is
+    pending. The count came first once, and a test reading it saw the row still pending."""
+    receiver = receiver_for(Reply(503, delay_s=0.5))
+    config = webhook_config(receiver.url, max_attempts=1)
+    async with opened(pg_dsn) as database:
+        sender = WebhookSender(config, outbox(database, config, tmp_path / "spool", "alpha"))
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as holder, running(sender):
+            sender.enqueue(run_payload(3))
+            await eventually(lambda: len(receiver.requests) == 1)  # answered in 0.5 s
+            await holder.execute(b"SELECT 1 FROM webhook_outbox FOR UPDATE")
+            await asyncio.sleep(1.0)  # the 503 has come; recording it waits for the row
+            assert sender.status()["failed"] == 0
+            await holder.commit()
+            await eventually(lambda: sender.status()["failed"] == 1)
+            assert await sender.pending() == 0
+
+
 # -- replicas racing ----------------------------------------------------------------------------
 
 
