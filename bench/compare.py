@@ -47,7 +47,12 @@ class Figures:
 
 
 async def compare(revs: list[str], *, rounds: int, calls: int, clients: int) -> str:
-    work = Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    """The table; every tree, session and log in a scratch directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as scratch:
+        return await _compare(Path(scratch), revs, rounds=rounds, calls=calls, clients=clients)
+
+
+async def _compare(work: Path, revs: list[str], *, rounds: int, calls: int, clients: int) -> str:
     agent = build_tiny_agent(work / "bin")
     trees: dict[str, str] = {}
     for rev in revs:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,24 +41,31 @@ def main() -> None:
     args = parser.parse_args()
     if not args.revs:
         parser.error("give at least one REV")
-    work = Path(tempfile.mkdtemp(prefix="bench-runpath-"))
-    agent = build_tiny_agent(work / "bin")
-    trees: dict[str, str] = {}
-    for rev in args.revs:
-        path = PYTHONPATH if rev == "." else exported_tree(rev, work / f"tree-{rev}")
-        if path is None:
-            raise SystemExit(f"bench.runpath: cannot export {rev} (git archive failed)")
-        trees[rev] = path
-    figures: dict[str, list[float]] = {rev: [] for rev in trees}
-    for round_ in range(args.rounds):
-        for index, (rev, path) in enumerate(trees.items()):
-            root = work / f"round-{round_}-{index}"
-            figures[rev].append(_child(path, root, agent, args.runs))
+    with tempfile.TemporaryDirectory(prefix="bench-runpath-") as scratch:
+        figures = _measure(Path(scratch), args.revs, rounds=args.rounds, runs=args.runs)
     print("| tree | loop-thread CPU per run (us), median | each round |")
     print("|---|---|---|")
     for rev, values in figures.items():
         rounds = ", ".join(f"{value:.0f}" for value in values)
         print(f"| {rev} | {statistics.median(values):.0f} | {rounds} |")
+
+
+def _measure(work: Path, revs: list[str], *, rounds: int, runs: int) -> dict[str, list[float]]:
+    """Each tree's figure per round, measured in `work` (each round's sessions removed after)."""
+    agent = build_tiny_agent(work / "bin")
+    trees: dict[str, str] = {}
+    for rev in revs:
+        path = PYTHONPATH if rev == "." else exported_tree(rev, work / f"tree-{rev}")
+        if path is None:
+            raise SystemExit(f"bench.runpath: cannot export {rev} (git archive failed)")
+        trees[rev] = path
+    figures: dict[str, list[float]] = {rev: [] for rev in trees}
+    for round_ in range(rounds):
+        for index, (rev, path) in enumerate(trees.items()):
+            root = work / f"round-{round_}-{index}"
+            figures[rev].append(_child(path, root, agent, runs))
+            shutil.rmtree(root, ignore_errors=True)
+    return figures
 
 
 def _child(pythonpath: str, root: Path, agent: Path, runs: int) -> float:
