@@ -10,10 +10,16 @@ from pathlib import Path
 from gateway.errors import InvalidRequest, quote
 
 
-def within(path: Path, roots: Iterable[Path]) -> bool:
-    """Whether `path` is one of `roots` or below one (as given: resolve both first when links
-    matter)."""
-    return any(path.is_relative_to(root) for root in roots)
+def within(path: Path | str, roots: Iterable[Path | str]) -> bool:
+    """Whether `path` is one of `roots` or below one, all absolute and normal (as given:
+    resolve both first when links matter). Compared as text, which a Path's is, and so is the
+    kernel's name for an open directory: building Paths cost more than the check (per spawn)."""
+    text = str(path)
+    for root in roots:
+        top = str(root)
+        if text == top or text.startswith(top if top.endswith("/") else f"{top}/"):
+            return True
+    return False
 
 
 def confine(
@@ -87,11 +93,7 @@ def open_confined(path: Path, roots: Sequence[Path], *, shown: str) -> int:
         raise InvalidRequest(
             f"workspace cannot be resolved: {quote(shown)}", field="workspace"
         ) from None
-    # As text (a Path and its comparisons cost more than the system calls here): the kernel's
-    # name for the directory is absolute and normal, as the resolved roots are.
-    if not real.startswith("/") or not any(
-        real == top or real.startswith(below) for top, below in _real(tuple(roots))
-    ):
+    if not real.startswith("/") or not within(real, _real(tuple(roots))):
         os.close(fd)
         raise InvalidRequest(
             "workspace is outside the allowed roots (it changed since it was checked): "
@@ -102,8 +104,7 @@ def open_confined(path: Path, roots: Sequence[Path], *, shown: str) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _real(roots: tuple[Path, ...]) -> tuple[tuple[str, str], ...]:
-    """The configured roots as they resolved when first used (they are the operator's, and
-    checked at every spawn), as text: each, and the prefix of what lies below it."""
-    resolved = [str(root.resolve()) for root in roots]
-    return tuple((top, top if top.endswith("/") else f"{top}/") for top in resolved)
+def _real(roots: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The configured roots as they resolved when first used: they are the operator's, and
+    checked at every spawn."""
+    return tuple(root.resolve() for root in roots)
