@@ -23,11 +23,10 @@ from pathlib import Path
 
 import grpc
 
-from bench import PYTHONPATH
 from bench.completion import Call, grpc_completion, rest_completion, throughput
 from bench.rawhttp import RawClient
 from bench.server import GatewayProcess, cpu_seconds, running_gateway
-from bench.trees import exported_tree
+from bench.trees import trees_of
 from codex_gateway.v1 import gateway_pb2_grpc
 from tests.fakes.agents.build import build_tiny_agent
 
@@ -54,12 +53,7 @@ async def compare(revs: list[str], *, rounds: int, calls: int, clients: int) -> 
 
 async def _compare(work: Path, revs: list[str], *, rounds: int, calls: int, clients: int) -> str:
     agent = build_tiny_agent(work / "bin")
-    trees: dict[str, str] = {}
-    for rev in revs:
-        path = PYTHONPATH if rev == "." else exported_tree(rev, work / f"tree-{rev}")
-        if path is None:
-            raise SystemExit(f"bench.compare: cannot export {rev} (git archive failed)")
-        trees[rev] = path
+    trees = trees_of(revs, work, "bench.compare")
     figures = {(rev, kind): Figures() for rev in trees for kind in KINDS}
     async with contextlib.AsyncExitStack() as stack:
         gateways: dict[str, GatewayProcess] = {}

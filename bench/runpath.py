@@ -22,8 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import PYTHONPATH
-from bench.trees import exported_tree
+from bench.trees import trees_of
 from tests.fakes.agents.build import build_tiny_agent
 
 CHILD = Path(__file__).with_name("runpath_child.py")
@@ -53,12 +52,7 @@ def main() -> None:
 def _measure(work: Path, revs: list[str], *, rounds: int, runs: int) -> dict[str, list[float]]:
     """Each tree's figure per round, measured in `work` (each round's sessions removed after)."""
     agent = build_tiny_agent(work / "bin")
-    trees: dict[str, str] = {}
-    for rev in revs:
-        path = PYTHONPATH if rev == "." else exported_tree(rev, work / f"tree-{rev}")
-        if path is None:
-            raise SystemExit(f"bench.runpath: cannot export {rev} (git archive failed)")
-        trees[rev] = path
+    trees = trees_of(revs, work, "bench.runpath")
     figures: dict[str, list[float]] = {rev: [] for rev in trees}
     for round_ in range(rounds):
         for index, (rev, path) in enumerate(trees.items()):

@@ -8,7 +8,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from bench import ROOT
+from bench import PYTHONPATH, ROOT
 
 
 def exported_tree(commit: str, into: Path) -> str | None:
@@ -28,3 +28,15 @@ def exported_tree(commit: str, into: Path) -> str | None:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return f"{into}:{into / 'gen'}"
+
+
+def trees_of(revs: list[str], into: Path, tool: str) -> dict[str, str]:
+    """Each REV's PYTHONPATH: `.` is this checkout as it is, any other a commit exported into
+    `into`. Exits naming `tool` when one cannot be exported."""
+    trees: dict[str, str] = {}
+    for rev in revs:
+        path = PYTHONPATH if rev == "." else exported_tree(rev, into / f"tree-{rev}")
+        if path is None:
+            raise SystemExit(f"{tool}: cannot export {rev} (git archive failed)")
+        trees[rev] = path
+    return trees
