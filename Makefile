@@ -8,7 +8,12 @@ PROTOS := $(wildcard proto/codex_gateway/v1/*.proto)
 
 .PHONY: install serve cluster test check gen bench soak hostile fmt clean constraints baseline
 
+# The editable install must name this checkout. A venv another checkout installed into last (a
+# shared or copied .venv) names that one, and every test would import its code, or fail to import
+# at all once it is gone: installed again here, without touching the dependencies.
 install: $(STAMP_PY) $(STAMP_NPM)
+	@(cd / && $(CURDIR)/$(PY) -c 'import os, sys, codex_gateway as g; here = os.path.realpath(sys.argv[1]); sys.exit(not os.path.realpath(g.__file__).startswith(here + "/"))' '$(CURDIR)') 2>/dev/null \
+	  || { echo "the editable install names another checkout: installing this one"; $(PY) -m pip install --quiet --no-deps -e .; }
 
 $(STAMP_PY): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
